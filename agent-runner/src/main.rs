@@ -1,0 +1,42 @@
+//! The `agent-runner` binary: reads its job from the environment and runs it; see the
+//! `agent_runner` library for what that means.
+//!
+//! Exit codes: 0 once the final event is delivered (whatever the agent's own exit code,
+//! which the event carries), 2 for a missing or invalid environment variable, 3 when the
+//! dispatcher refuses the job token, 4 when the final event could not be delivered, 1 for
+//! any other failure of the runner.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use agent_runner::{Job, Settings};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    install_tracing();
+    let job = match Job::from_env() {
+        Ok(job) => job,
+        Err(e) => return failed(&e),
+    };
+    match agent_runner::run(job, Settings::default()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
+}
+
+fn failed(error: &agent_runner::Error) -> ExitCode {
+    tracing::error!(error = %error.chain(), "agent-runner failed");
+    ExitCode::from(error.exit_code())
+}
+
+/// Diagnostics go to stderr, readable, filtered by `RUST_LOG` (default `info`); stdout
+/// belongs to the agent's output.
+fn install_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

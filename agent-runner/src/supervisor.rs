@@ -1,0 +1,280 @@
+//! One attempt from start to the final event: prepare the work directory, start the
+//! agent, relay its output and heartbeats, stop it on a signal, a timeout or the
+//! dispatcher's word, and report how it ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spawner::contract::{OutputStream, RunOutcome, RunnerEvent};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+use crate::agent::{self, Agent};
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::outbox::{Limits, Outbox};
+use crate::output::{self, Echo, MAX_LINE_BYTES};
+use crate::sender::{Delivery, Directive, Sender, SenderSettings};
+use crate::workspace::Workspace;
+
+/// Everything about the runner's behaviour that the job does not set.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Batching and buffering of events.
+    pub limits: Limits,
+    /// Delivery of events.
+    pub sender: SenderSettings,
+    /// The longest output line kept whole.
+    pub max_line_bytes: usize,
+    /// How long, after the agent exited, its output is still read (a process that left
+    /// the agent's group may hold the pipes open).
+    pub output_drain: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            sender: SenderSettings::default(),
+            max_line_bytes: MAX_LINE_BYTES,
+            output_drain: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the dispatcher ended the attempt early.
+#[derive(Debug, Clone, Copy)]
+enum Halt {
+    Gone { status: u16 },
+    Unauthorized { status: u16 },
+}
+
+/// Runs `job` to the end: `Ok` once the final event is recorded by the dispatcher (or
+/// the dispatcher said it no longer wants the attempt), whatever the agent's own exit
+/// code; an error only for a failure of the runner itself.
+#[tracing::instrument(name = "runner", skip_all, fields(job_id = %job.job_id, attempt = job.attempt))]
+pub async fn run(job: Job, settings: Settings) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let outbox = Arc::new(Outbox::new(job.attempt, settings.limits.clone()));
+    let (directive_tx, mut directives) = mpsc::unbounded_channel();
+    let sender = Sender::new(
+        &job,
+        Arc::clone(&outbox),
+        directive_tx,
+        settings.sender.clone(),
+    )?;
+    let sender = tokio::spawn(sender.run().in_current_span());
+    tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
+
+    let workspace = Workspace::new(job.workdir.clone());
+    if let Err(e) = workspace.prepare(&job.intent_json).await {
+        tracing::error!(error = %e.chain(), "cannot prepare the work directory");
+        let reason = e.chain();
+        outbox.finish(RunOutcome::StartFailed { reason }, None);
+        return delivered(sender).await;
+    }
+
+    let (mut agent, pipes) =
+        match Agent::start(&job.command, workspace.dir(), &job.agent_env(&workspace)) {
+            Ok(started) => started,
+            Err(e) => {
+                let program = job.command.first().map_or("", String::as_str);
+                let reason = format!("cannot start {program:?}: {e}");
+                tracing::error!(%reason, "the agent did not start");
+                outbox.finish(RunOutcome::StartFailed { reason }, None);
+                return delivered(sender).await;
+            }
+        };
+    if let Err(e) = workspace.record_pgid(agent.pgid()).await {
+        // Only the process backend needs the file, and only if the runner dies.
+        tracing::warn!(error = %e.chain(), "cannot record the agent's process group");
+    }
+    tracing::info!(pgid = agent.pgid(), command = ?job.command, "agent started");
+    outbox.push(RunnerEvent::Started);
+    let echo = Echo::default();
+    let mut pumps = [
+        output::pump(
+            OutputStream::Stdout,
+            pipes.stdout,
+            echo.clone(),
+            Arc::clone(&outbox),
+            settings.max_line_bytes,
+        ),
+        output::pump(
+            OutputStream::Stderr,
+            pipes.stderr,
+            echo,
+            Arc::clone(&outbox),
+            settings.max_line_bytes,
+        ),
+    ];
+
+    let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;
+
+    drain(&mut pumps, settings.output_drain).await;
+    workspace.forget_pgid().await;
+    let outcome = match (ending.stopped_as, ending.status) {
+        (Some(outcome), _) => outcome,
+        (None, Ok(status)) => agent::outcome_of(status),
+        (None, Err(e)) => {
+            tracing::error!(error = %e, "waiting for the agent failed");
+            outbox.push_line(
+                OutputStream::Stderr,
+                format!("agent-runner: waiting for the agent failed: {e}"),
+            );
+            RunOutcome::Exited { code: -1 }
+        }
+    };
+    tracing::info!(?outcome, "agent ended");
+
+    match ending.halt {
+        Some(Halt::Gone { status }) => {
+            tracing::info!(status, "exiting without a final event");
+            return Ok(());
+        }
+        Some(Halt::Unauthorized { status }) => return Err(Error::Unauthorized { status }),
+        None => {}
+    }
+
+    let result = match workspace.read_result().await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the agent's result file");
+            outbox.push_line(OutputStream::Stderr, format!("agent-runner: {e}"));
+            None
+        }
+    };
+    outbox.finish(outcome, result);
+    delivered(sender).await
+}
+
+/// How the agent's run ended, as [`supervise`] saw it.
+struct Ending {
+    /// The agent's exit status.
+    status: std::io::Result<std::process::ExitStatus>,
+    /// The outcome, when the runner stopped the agent (timeout, signal, cancel).
+    stopped_as: Option<RunOutcome>,
+    /// Set when the dispatcher ended the attempt: no final event is sent.
+    halt: Option<Halt>,
+}
+
+/// Watches the agent until it exits: heartbeats meanwhile, and a stop (SIGTERM to the
+/// group, grace, SIGKILL) on SIGTERM or SIGINT, at the time limit, or when the
+/// dispatcher's answers ask for it. The first reason to stop decides the outcome.
+async fn supervise(
+    agent: &mut Agent,
+    job: &Job,
+    signals: &mut Signals,
+    directives: &mut mpsc::UnboundedReceiver<Directive>,
+    outbox: &Outbox,
+) -> Ending {
+    let deadline = Instant::now() + job.timeout;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + job.heartbeat, job.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stopped_as: Option<RunOutcome> = None;
+    let mut halt: Option<Halt> = None;
+
+    let status = loop {
+        tokio::select! {
+            status = agent.wait() => break status,
+            Some(name) = signals.next() => {
+                stopped_as.get_or_insert(RunOutcome::Terminated);
+                if agent.stop(job.grace) {
+                    tracing::info!(signal = name, "stopping the agent");
+                } else {
+                    tracing::info!(signal = name, "already stopping the agent");
+                }
+            }
+            () = tokio::time::sleep_until(deadline), if !agent.is_stopping() => {
+                tracing::warn!(timeout_secs = job.timeout.as_secs(), "time limit reached; stopping the agent");
+                stopped_as.get_or_insert(RunOutcome::TimedOut);
+                agent.stop(job.grace);
+            }
+            Some(directive) = directives.recv() => {
+                match directive {
+                    Directive::Stop => {
+                        stopped_as.get_or_insert(RunOutcome::Terminated);
+                    }
+                    Directive::Gone { status } => {
+                        halt.get_or_insert(Halt::Gone { status });
+                    }
+                    Directive::Unauthorized { status } => {
+                        halt.get_or_insert(Halt::Unauthorized { status });
+                    }
+                }
+                agent.stop(job.grace);
+            }
+            _ = heartbeat.tick() => outbox.push(RunnerEvent::Heartbeat),
+        }
+    };
+    Ending {
+        status,
+        stopped_as,
+        halt,
+    }
+}
+
+/// Waits for the sender to deliver the final event, and maps how it ended.
+async fn delivered(sender: JoinHandle<Delivery>) -> Result<()> {
+    match sender.await.map_err(Error::SenderStopped)? {
+        Delivery::Delivered => {
+            tracing::info!("final event delivered");
+            Ok(())
+        }
+        Delivery::Gone { status } => {
+            tracing::info!(status, "the dispatcher no longer wants this attempt");
+            Ok(())
+        }
+        Delivery::Unauthorized { status } => Err(Error::Unauthorized { status }),
+        Delivery::GaveUp { waited } => Err(Error::Undelivered { waited }),
+    }
+}
+
+/// Lets the output pumps read what is left, for at most `limit`; after that, the output
+/// of processes that escaped the agent's group is abandoned.
+async fn drain(pumps: &mut [JoinHandle<()>], limit: Duration) {
+    let all = async {
+        for pump in pumps.iter_mut() {
+            let _ = pump.await;
+        }
+    };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::warn!("the agent's output is still open after it exited; no longer reading it");
+        for pump in pumps.iter_mut() {
+            pump.abort();
+            let _ = pump.await;
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, the ways the runner is told to stop.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        let install = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| Error::SignalHandler {
+                signal: name,
+                source,
+            })
+        };
+        Ok(Self {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            received = self.term.recv() => received.map(|()| "SIGTERM"),
+            received = self.int.recv() => received.map(|()| "SIGINT"),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `/health`, `/ready`, `/version` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+
+/// The process is alive.
+pub async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready for traffic: not draining, Redis answers, the spawner's backend is reachable.
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let redis = state.queue.ping().await.map_err(|e| e.to_string());
+    let spawner = state.spawner.probe().await.map_err(|e| e.to_string());
+    let draining = state.is_draining();
+    let ok = redis.is_ok() && spawner.is_ok() && !draining;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let body = json!({
+        "status": if ok { "ready" } else if draining { "draining" } else { "unavailable" },
+        "redis": show(&redis),
+        "spawner": show(&spawner),
+        "backend": state.spawner.backend(),
+    });
+    (status, Json(body))
+}
+
+/// The version of this build and of the runner protocol it speaks.
+pub async fn version() -> impl IntoResponse {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "runner_protocol": spawner::contract::PROTOCOL_VERSION,
+    }))
+}
+
+/// Prometheus metrics (OpenMetrics text). Queue figures are omitted while Redis is down.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.queue.stats().await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(stats.as_ref()),
+    )
+}

@@ -1,0 +1,393 @@
+//! The REST API of jobs: submit, list, show, events (SSE), cancel, retry.
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::auth::ApiCaller;
+use super::error::ApiError;
+use super::{AppState, SSE_BLOCK};
+use crate::queue::{valid_id, CancelOutcome, Job, JobEvent, JobState, NewJob, RetryOutcome};
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The agent profile; may be left out when the project names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// What to do.
+    pub task: String,
+    /// The project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Jobs with the same key run one (or `queue.concurrency_key_limit`) at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// A repeated submit with the same key within the idempotency window returns the
+    /// first job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+const MAX_TASK: usize = 16 * 1024;
+
+fn check_key(field: &str, value: &Option<String>) -> Result<(), ApiError> {
+    if let Some(v) = value {
+        let ok = !v.is_empty()
+            && v.len() <= 200
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:/@#+=-".contains(c));
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "{field}: must be 1-200 characters of letters, digits and ._:/@#+=-"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Turns a request into a job, checking it against the configuration.
+fn new_job(state: &AppState, req: SubmitRequest) -> Result<NewJob, ApiError> {
+    if req.task.trim().is_empty() {
+        return Err(ApiError::bad_request("task: must not be empty"));
+    }
+    if req.task.len() > MAX_TASK {
+        return Err(ApiError::bad_request(format!(
+            "task: longer than {MAX_TASK} bytes"
+        )));
+    }
+    check_key("concurrency_key", &req.concurrency_key)?;
+    check_key("idempotency_key", &req.idempotency_key)?;
+    check_key("ticket", &req.ticket)?;
+    let settings = &state.settings;
+    let project = match &req.project {
+        Some(name) => Some(settings.projects.get(name).ok_or_else(|| {
+            ApiError::not_found("unknown_project", format!("no project named {name:?}"))
+        })?),
+        None => None,
+    };
+    let agent = match (&req.agent, project) {
+        (Some(agent), _) => agent.clone(),
+        (None, Some(project)) => project.agent.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "agent: required (or a project that names one)",
+            ))
+        }
+    };
+    let profile = settings.agents.get(&agent).ok_or_else(|| {
+        ApiError::not_found("unknown_agent", format!("no agent profile named {agent:?}"))
+    })?;
+    Ok(NewJob {
+        agent,
+        task: req.task,
+        project: req.project,
+        repo: project.map(|p| p.repo.clone()).filter(|r| !r.is_empty()),
+        ticket: req.ticket,
+        concurrency_key: req.concurrency_key,
+        idempotency_key: req.idempotency_key,
+        timeout_secs: profile.timeout_secs,
+        retry_on_failure: profile.retry_on_failure,
+    })
+}
+
+/// `POST /v1/jobs`: 202 with the job once it is durable (200 with the first job for a
+/// repeated idempotency key).
+#[instrument(skip_all, fields(job_id))]
+pub async fn submit(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: SubmitRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid job body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })?;
+    let job = new_job(&state, req)?;
+    let (job, created) = state.queue.submit(&job).await?;
+    tracing::Span::current().record("job_id", &job.id);
+    if created {
+        info!(agent = %job.agent, "job queued");
+    }
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(job)))
+}
+
+/// Query of `GET /v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/jobs?state=&limit=&cursor=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = match query.state.as_deref() {
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::bad_request(format!("state: {e}")))?,
+        ),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 500"));
+    }
+    let page = state
+        .queue
+        .list(filter, query.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({"jobs": page.jobs, "next_cursor": page.next})))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Job, ApiError> {
+    state
+        .queue
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job {id:?}")))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+/// `POST /v1/jobs/{id}/cancel`: stops the job; 409 if it has already ended.
+#[instrument(skip(state, _caller))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(job_id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    match state
+        .queue
+        .cancel(&job_id, "cancelled through the API")
+        .await?
+    {
+        CancelOutcome::Cancelled(handle) => {
+            if let Some(handle) = handle {
+                let ctx = state.clone();
+                // The record is already final; the workload is stopped in the background so
+                // the caller does not wait out the grace period.
+                tokio::spawn(async move {
+                    if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
+                        warn!(error = %e, workload = %handle.name, "stopping the workload failed");
+                    }
+                });
+            }
+            info!("job cancelled");
+            Ok(Json(find(&state, &job_id).await?))
+        }
+        CancelOutcome::AlreadyFinished(s) => Err(ApiError::conflict(
+            "already_finished",
+            format!("job {job_id} has already ended ({s})"),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id:?}"),
+        )),
+    }
+}
+
+/// `POST /v1/jobs/{id}/retry`: runs an ended job again; 409 while it is active.
+#[instrument(skip(state, _caller))]
+pub async fn retry(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(job_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    match state.queue.retry(&job_id).await? {
+        RetryOutcome::Queued(attempt) => {
+            info!(attempt, "job queued again");
+            Ok((StatusCode::ACCEPTED, Json(find(&state, &job_id).await?)))
+        }
+        RetryOutcome::Active(s) => Err(ApiError::conflict(
+            "still_active",
+            format!("job {job_id} is still {s}"),
+        )),
+        RetryOutcome::NotFound => Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id:?}"),
+        )),
+    }
+}
+
+/// Query of the events stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Resume after this event id (as `Last-Event-ID` does).
+    after: Option<String>,
+}
+
+fn valid_stream_id(id: &str) -> bool {
+    id.split_once('-')
+        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+}
+
+/// `GET /v1/jobs/{id}/events`: Server-Sent Events. Replays the job's history (after
+/// `Last-Event-ID` or `?after=` when given), then follows it live; ends once the job has
+/// ended and everything is sent.
+pub async fn events(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !valid_id(&id) {
+        return Err(ApiError::not_found("unknown_job", format!("no job {id:?}")));
+    }
+    let job = find(&state, &id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(query.after);
+    if let Some(a) = &after {
+        if !valid_stream_id(a) {
+            return Err(ApiError::bad_request(
+                "Last-Event-ID: not an event id of this stream",
+            ));
+        }
+    }
+    let stream = event_stream(state, job, after);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn to_sse(id: &str, event: &JobEvent) -> Event {
+    let name = match event {
+        JobEvent::State { .. } => "state",
+        JobEvent::Waiting { .. } => "waiting",
+        JobEvent::Spawned { .. } => "spawned",
+        JobEvent::Log { .. } => "log",
+        JobEvent::Result { .. } => "result",
+    };
+    Event::default()
+        .id(id)
+        .event(name)
+        .data(serde_json::to_string(event).expect("job events always serialise"))
+}
+
+fn event_stream(
+    state: AppState,
+    job: Job,
+    after: Option<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    const PAGE: usize = 500;
+    async_stream_lite(move |tx| async move {
+        let mut cursor = after.unwrap_or_else(|| "0-0".to_string());
+        // The state as of the last state event sent (or the record's, before any).
+        let mut last_state = None::<JobState>;
+        // Replay.
+        loop {
+            let page = match state.queue.events_after(&job.id, Some(&cursor), PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(error = %e, job_id = %job.id, "reading events failed; ending the stream");
+                    return;
+                }
+            };
+            let n = page.len();
+            for (id, event) in page {
+                if let Some(s) = event.state() {
+                    last_state = Some(s);
+                }
+                if tx.send(to_sse(&id, &event)).await.is_err() {
+                    return;
+                }
+                cursor = id;
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        // Nothing more and the job has ended: done.
+        let ended = |s: Option<JobState>| s.is_some_and(JobState::is_terminal);
+        if ended(last_state) || (last_state.is_none() && job.state.is_terminal()) {
+            return;
+        }
+        // Follow.
+        let mut conn = match state.queue.dedicated_connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "no redis connection to follow events; ending the stream");
+                return;
+            }
+        };
+        loop {
+            let read = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                read = state.queue.wait_events(&mut conn, &job.id, &cursor, SSE_BLOCK) => read,
+            };
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(e) => {
+                    warn!(error = %e, "following events failed; ending the stream");
+                    return;
+                }
+            };
+            let n = batch.len();
+            for (id, event) in batch {
+                if let Some(s) = event.state() {
+                    last_state = Some(s);
+                }
+                if tx.send(to_sse(&id, &event)).await.is_err() {
+                    return;
+                }
+                cursor = id;
+            }
+            if n < 500 && ended(last_state) {
+                return;
+            }
+        }
+    })
+}
+
+/// A stream fed by a task through a channel: the task ends when the client goes away.
+fn async_stream_lite<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(tx));
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}

@@ -1,0 +1,196 @@
+//! Wiring: [`Application::build`] connects Redis, picks the spawner and binds the listener;
+//! [`Application::run`] serves until the shutdown token is cancelled, then drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use spawner::backend::process::{ProcessSettings, ProcessSpawner};
+use spawner::JobSpawner;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::queue::Queue;
+use crate::settings::{Settings, SpawnerKind};
+use crate::token::RunnerTokens;
+
+/// A dispatcher ready to run: bound, connected, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    ctx: Arc<Context>,
+}
+
+/// The spawner the settings ask for.
+pub fn spawner_from_settings(settings: &Settings) -> Arc<dyn JobSpawner> {
+    match settings.spawner.kind {
+        SpawnerKind::Process => Arc::new(ProcessSpawner::new(ProcessSettings {
+            runner_path: settings.runner_path(),
+            work_root: settings.work_root(),
+            keep_finished: Duration::from_secs(settings.spawner.process.keep_finished_secs),
+        })),
+    }
+}
+
+impl Application {
+    /// Builds with the spawner the settings name.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let spawner = spawner_from_settings(&settings);
+        Self::build_with_spawner(settings, spawner, shutdown).await
+    }
+
+    /// Builds with a given spawner (tests and benchmarks use the no-op one).
+    pub async fn build_with_spawner(
+        settings: Settings,
+        spawner: Arc<dyn JobSpawner>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let queue =
+            Queue::new(&settings.redis, &settings.queue).context("creating the redis pool")?;
+        let redis_at = redacted_url(settings.redis.url.expose_secret());
+        wait_for_redis(&queue, &redis_at, &shutdown).await?;
+        queue.ensure_group().await.with_context(|| {
+            format!("creating the queue's consumer group in redis at {redis_at}")
+        })?;
+        let secret = queue
+            .runner_secret(settings.server.runner_secret.expose_secret())
+            .await
+            .with_context(|| format!("reading the runner secret from redis at {redis_at}"))?;
+        let bind = settings.bind_addr();
+        let listener = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding the HTTP server to {bind}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        let callback_base = if settings.server.public_url.is_empty() {
+            let host = if local.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], local.port()))
+            } else {
+                local
+            };
+            format!("http://{host}")
+        } else {
+            settings.server.public_url.trim_end_matches('/').to_string()
+        };
+        if let Err(e) = spawner.probe().await {
+            warn!(error = %e, backend = spawner.backend(), "the spawner is not usable yet; /ready reports it");
+        }
+        if !spawner.survives_restart() {
+            warn!(
+                backend = spawner.backend(),
+                "workloads of this backend end with the dispatcher: running jobs are retried after a restart"
+            );
+        }
+        if settings.api.tokens.is_empty() {
+            warn!(%local, "no api.tokens configured: the API is open to local users");
+        }
+        let ctx = Arc::new(Context::new(
+            settings,
+            queue,
+            spawner,
+            RunnerTokens::new(&secret),
+            callback_base,
+            shutdown,
+        ));
+        Ok(Self { listener, ctx })
+    }
+
+    /// The port the server is bound to.
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// The shared context (for tests that look inside).
+    pub fn context(&self) -> Arc<Context> {
+        Arc::clone(&self.ctx)
+    }
+
+    /// Serves, schedules and keeps house until the shutdown token is cancelled; then turns
+    /// `/ready` to 503, stops claiming, lets in-flight work finish (within
+    /// `server.shutdown_grace_secs`) and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let addr = self.listener.local_addr()?;
+        info!(%addr, backend = ctx.spawner.backend(), callback = %ctx.callback_base, "agentsmith is serving");
+        crate::watchdog::reconcile(&ctx).await;
+        let scheduler = tokio::spawn(crate::scheduler::run(Arc::clone(&ctx)));
+        let watchdog = tokio::spawn(crate::watchdog::run(Arc::clone(&ctx)));
+        let app = crate::api::router(Arc::clone(&ctx));
+        let shutdown = ctx.shutdown.clone();
+        let drain_ctx = Arc::clone(&ctx);
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            drain_ctx.start_draining();
+            info!("shutting down: draining requests and in-flight spawns");
+        });
+        let grace = Duration::from_secs(ctx.settings.server.shutdown_grace_secs);
+        let serving = tokio::spawn(async move { server.await });
+        ctx.shutdown.cancelled().await;
+        let drained = tokio::time::timeout(grace, async {
+            let _ = scheduler.await;
+            let _ = watchdog.await;
+            serving.await
+        })
+        .await;
+        match drained {
+            Ok(Ok(result)) => result.context("serving HTTP")?,
+            Ok(Err(e)) => return Err(e).context("the HTTP server task failed"),
+            Err(_) => warn!(
+                ?grace,
+                "drain did not finish within the grace period; exiting anyway"
+            ),
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_redis(
+    queue: &Queue,
+    redis_at: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match queue.ping().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+                warn!(error = %e, redis = %redis_at, "waiting for redis");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to redis at {redis_at}")),
+        }
+    }
+}
+
+/// The Redis URL without its password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redacted_url("redis://:pw@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

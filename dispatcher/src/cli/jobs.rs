@@ -1,0 +1,308 @@
+//! `agentsmith jobs submit|list|show|logs|cancel|retry`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::client::Client;
+use crate::api::SubmitRequest;
+use crate::queue::{Job, JobEvent, JobState};
+
+/// Options shared by every `jobs` subcommand.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// The dispatcher's base URL.
+    #[arg(
+        long,
+        env = "AGENTSMITH_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// The `jobs` subcommands. The API token is read from AGENTSMITH_API_TOKEN.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job.
+    Submit {
+        /// The task.
+        task: String,
+        /// The agent profile.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The project.
+        #[arg(long)]
+        project: Option<String>,
+        /// The ticket.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Jobs with the same key run one at a time.
+        #[arg(long)]
+        concurrency_key: Option<String>,
+        /// Resubmits with the same key return the first job.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the job's events until it ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one job.
+    Show {
+        /// The job id.
+        id: String,
+    },
+    /// Print a job's events and output; with --follow, until it ends.
+    Logs {
+        /// The job id.
+        id: String,
+        /// Keep following until the job ends; exit 0 only if it succeeded.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Run an ended job again.
+    Retry {
+        /// The job id.
+        id: String,
+    },
+}
+
+/// Runs a `jobs` subcommand.
+pub async fn run(args: JobsArgs) -> ExitCode {
+    let token = std::env::var("AGENTSMITH_API_TOKEN").ok();
+    let client = Client::new(&args.url, token);
+    match execute(&client, args.command, args.json).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentsmith: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        JobsCommand::Submit {
+            task,
+            agent,
+            project,
+            ticket,
+            concurrency_key,
+            idempotency_key,
+            follow,
+        } => {
+            let request = SubmitRequest {
+                agent,
+                task,
+                project,
+                ticket,
+                concurrency_key,
+                idempotency_key,
+            };
+            let job = client.submit(&request).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!(
+                    "queued job {} (agent {}, attempt {})",
+                    job.id, job.agent, job.attempt
+                );
+            }
+            if follow {
+                return follow_job(client, &job.id, json).await;
+            }
+        }
+        JobsCommand::List { state, limit } => {
+            let jobs = client.list(state.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print_table(&jobs);
+            }
+        }
+        JobsCommand::Show { id } => {
+            let job = client.show(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print_job(&job);
+            }
+        }
+        JobsCommand::Logs { id, follow } => {
+            if follow {
+                return follow_job(client, &id, json).await;
+            }
+            let job = client.show(&id).await?;
+            if job.state.is_terminal() {
+                return follow_job(client, &id, json).await;
+            }
+            // Not following a live job: print what is there, stop at the first quiet moment.
+            let mut events = Vec::new();
+            let fetch = client.events(&id, |e| {
+                events.push(e);
+                true
+            });
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), fetch).await;
+            for e in events {
+                print_event(&e.event, json);
+            }
+        }
+        JobsCommand::Cancel { id } => {
+            let job = client.act(&id, "cancel").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!("job {} is {}", job.id, job.state);
+            }
+        }
+        JobsCommand::Retry { id } => {
+            let job = client.act(&id, "retry").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!("job {} queued again as attempt {}", job.id, job.attempt);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a job's events until it ends; exit 0 only if it succeeded.
+async fn follow_job(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    client
+        .events(id, |e| {
+            print_event(&e.event, json);
+            true
+        })
+        .await?;
+    let job = client.show(id).await?;
+    if !json {
+        print_outcome(&job);
+    }
+    Ok(if job.state == JobState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_event(event: &JobEvent, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(event) {
+            println!("{line}");
+        }
+        return;
+    }
+    match event {
+        JobEvent::State {
+            state,
+            attempt,
+            reason,
+            ..
+        } => match reason {
+            Some(r) => println!("==> {state} (attempt {attempt}): {r}"),
+            None => println!("==> {state} (attempt {attempt})"),
+        },
+        JobEvent::Waiting { reason, .. } => println!("==> waiting: {reason}"),
+        JobEvent::Spawned {
+            backend, workload, ..
+        } => println!("==> spawned {workload} ({backend})"),
+        JobEvent::Log { line, .. } => println!("    {line}"),
+        JobEvent::Result {
+            exit_code, result, ..
+        } => {
+            if let Some(code) = exit_code {
+                println!("==> agent exited with code {code}");
+            }
+            if let Some(summary) = &result.summary {
+                println!("==> summary: {summary}");
+            }
+            for link in &result.links {
+                println!("==> link: {}", link.url);
+            }
+        }
+    }
+}
+
+fn print_outcome(job: &Job) {
+    match &job.reason {
+        Some(reason) => println!(
+            "job {} {} after {} attempt(s): {reason}",
+            job.id, job.state, job.attempt
+        ),
+        None => println!(
+            "job {} {} after {} attempt(s)",
+            job.id, job.state, job.attempt
+        ),
+    }
+}
+
+fn print_job(job: &Job) {
+    println!("id:         {}", job.id);
+    println!("state:      {}", job.state);
+    println!("attempt:    {} of {}", job.attempt, job.max_attempts);
+    println!("agent:      {}", job.agent);
+    println!("task:       {}", job.task);
+    for (label, value) in [
+        ("project:   ", &job.project),
+        ("ticket:    ", &job.ticket),
+        ("reason:    ", &job.reason),
+    ] {
+        if let Some(v) = value {
+            println!("{label} {v}");
+        }
+    }
+    if let Some(code) = job.exit_code {
+        println!("exit code:  {code}");
+    }
+    if let Some(summary) = job.result.as_ref().and_then(|r| r.summary.as_ref()) {
+        println!("summary:    {summary}");
+    }
+    if let Some(handle) = &job.handle {
+        println!("workload:   {} ({})", handle.name, handle.backend);
+    }
+}
+
+fn print_table(jobs: &[Job]) {
+    println!(
+        "{:<14} {:<10} {:>7} {:<12} TASK",
+        "ID", "STATE", "ATTEMPT", "AGENT"
+    );
+    for job in jobs {
+        let mut task: String = job.task.chars().take(50).collect();
+        if job.task.chars().count() > 50 {
+            task.push('…');
+        }
+        println!(
+            "{:<14} {:<10} {:>7} {:<12} {}",
+            job.id,
+            job.state.as_str(),
+            job.attempt,
+            job.agent,
+            task.replace('\n', " ")
+        );
+    }
+    if jobs.is_empty() {
+        println!("(no jobs)");
+    }
+}

@@ -1,0 +1,131 @@
+//! The `agentsmith` command line: `serve`, `config check`, and `jobs ...` talking to a
+//! running dispatcher's API.
+
+pub mod client;
+mod jobs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Application;
+use crate::settings::{LogFormat, Settings, CONFIG_ENV};
+
+/// agentsmith: a job dispatcher for agent workloads.
+#[derive(Debug, Parser)]
+#[command(name = "agentsmith", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dispatcher (HTTP API, scheduler, watchdog).
+    Serve {
+        /// The configuration file (built-in defaults when neither this nor AGENTSMITH_CONFIG is set).
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect configuration.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Submit and inspect jobs through a running dispatcher.
+    Jobs(jobs::JobsArgs),
+}
+
+/// `agentsmith config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration: prints every problem with the key that has it; exits 1 if any.
+    Check {
+        /// The configuration file.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match Settings::load(config.as_deref()) {
+            Ok(settings) => {
+                let source = config
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults".into());
+                println!(
+                    "configuration OK ({source}): {} agent profile(s), {} project(s), spawner {:?}",
+                    settings.agents.len(),
+                    settings.projects.len(),
+                    settings.spawner.kind
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Jobs(args) => runtime().block_on(jobs::run(args)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built")
+}
+
+fn serve(config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::telemetry::init(LogFormat::Pretty);
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init(settings.log.format);
+    let result = runtime().block_on(async move {
+        let shutdown = CancellationToken::new();
+        let app = Application::build(settings, shutdown.clone()).await?;
+        tokio::spawn(signals(shutdown));
+        app.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("agentsmith: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or ctrl-c.
+async fn signals(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+    shutdown.cancel();
+}

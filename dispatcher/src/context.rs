@@ -1,0 +1,112 @@
+//! What the scheduler, the watchdog and the HTTP handlers share: the queue, the spawner,
+//! the settings, the runner tokens and the metrics. Nothing in it outlives a restart;
+//! the state is all in Redis.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spawner::contract::{AgentProfile, Intent};
+use spawner::{JobSpawner, JobSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::queue::{Job, Queue};
+use crate::settings::Settings;
+use crate::token::RunnerTokens;
+
+/// The shared parts of a running dispatcher.
+pub struct Context {
+    /// The settings it started with.
+    pub settings: Settings,
+    /// The Redis queue.
+    pub queue: Queue,
+    /// The backend that runs workloads.
+    pub spawner: Arc<dyn JobSpawner>,
+    /// Runner tokens.
+    pub tokens: RunnerTokens,
+    /// Metrics of this process.
+    pub metrics: Metrics,
+    /// This dispatcher's consumer name in the ready stream's group.
+    pub consumer: String,
+    /// Base URL runners post their events to.
+    pub callback_base: String,
+    /// Cancelled when the dispatcher starts shutting down.
+    pub shutdown: CancellationToken,
+    draining: AtomicBool,
+}
+
+impl Context {
+    /// Puts the parts together.
+    pub fn new(
+        settings: Settings,
+        queue: Queue,
+        spawner: Arc<dyn JobSpawner>,
+        tokens: RunnerTokens,
+        callback_base: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let consumer = format!(
+            "{}-{}-{}",
+            settings.server.installation,
+            std::process::id(),
+            crate::queue::new_job_id()
+        );
+        Self {
+            settings,
+            queue,
+            spawner,
+            tokens,
+            metrics: Metrics::new(),
+            consumer,
+            callback_base,
+            shutdown,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the dispatcher as draining: `/ready` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the dispatcher is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The SIGTERM-to-SIGKILL grace of workloads.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.settings.spawner.grace_secs)
+    }
+
+    /// The spec of one attempt of `job`, or why it cannot be built.
+    pub fn job_spec(&self, job: &Job, attempt: u32) -> Result<JobSpec, String> {
+        let agent = self
+            .settings
+            .agents
+            .get(&job.agent)
+            .ok_or_else(|| format!("agent profile {:?} is no longer configured", job.agent))?;
+        Ok(JobSpec {
+            job_id: job.id.clone(),
+            attempt,
+            intent: Intent {
+                task: job.task.clone(),
+                project: job.project.clone(),
+                ticket: job.ticket.clone(),
+                repo: job.repo.clone(),
+            },
+            profile: AgentProfile {
+                name: job.agent.clone(),
+                image: Some(agent.image.clone()).filter(|i| !i.is_empty()),
+                command: agent.command.clone(),
+                env: agent.env.clone(),
+                timeout_secs: agent.timeout_secs,
+            },
+            callback_url: format!("{}/internal/jobs/{}/events", self.callback_base, job.id),
+            token: self.tokens.issue(&job.id, attempt),
+            heartbeat_secs: self.settings.queue.heartbeat_secs,
+            grace_secs: self.settings.spawner.grace_secs,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! agentsmith, the dispatcher: receives job requests, keeps them durable in Redis, runs
+//! them through a spawner and relays their progress.
+//!
+//! A tour:
+//! - [`settings`]: the configuration (defaults in `config/agentsmith.example.yml`).
+//! - [`queue`]: the Redis state: keys (`queue/keys.rs`), Lua transitions
+//!   (`queue/scripts/`), job records and events.
+//! - [`scheduler`]: claims ready jobs, admits and spawns them.
+//! - [`watchdog`]: promotes due retries, checks expired leases, reclaims abandoned claims,
+//!   sweeps the index.
+//! - [`api`]: every HTTP route (one `router()`), the REST API, the runner callback, health
+//!   and metrics.
+//! - [`token`]: per-job runner tokens.
+//! - [`context`]: what the scheduler, watchdog and handlers share.
+//! - [`app`]: wires it together; [`app::Application`] is what `serve` and the tests run.
+//! - [`cli`]: the `agentsmith` command line.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod context;
+pub mod metrics;
+pub mod queue;
+pub mod scheduler;
+pub mod settings;
+pub mod telemetry;
+pub mod token;
+pub mod watchdog;

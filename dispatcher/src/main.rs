@@ -1,0 +1,5 @@
+//! The `agentsmith` binary: see `agentsmith --help`.
+
+fn main() -> std::process::ExitCode {
+    agentsmith::cli::main()
+}

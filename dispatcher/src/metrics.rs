@@ -1,0 +1,142 @@
+//! Prometheus metrics. Counters and histograms this process observes live in a
+//! `prometheus-client` registry; queue figures (jobs by state, queue depth, admitted jobs)
+//! are read from Redis at scrape time, so every replica reports the same truth.
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::queue::{JobState, Stats};
+
+/// Labels of the HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route (`/v1/jobs/{id}`), never the raw path.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// The metrics of one dispatcher process.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route, method and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Seconds from admission to a recorded spawn.
+    pub spawn_latency: Histogram,
+    /// Seconds from submission to a terminal state.
+    pub end_to_end_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentsmith");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        let spawn_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "spawn_latency_seconds",
+            "Time from admission to a recorded spawn",
+            spawn_latency.clone(),
+        );
+        let end_to_end_latency = Histogram::new(exponential_buckets(0.05, 2.0, 18));
+        registry.register(
+            "job_end_to_end_seconds",
+            "Time from submission to a terminal state",
+            end_to_end_latency.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            spawn_latency,
+            end_to_end_latency,
+        }
+    }
+
+    /// The OpenMetrics text of this process's metrics plus the queue figures in `stats`.
+    pub fn render(&self, stats: Option<&Stats>) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        let mut out = body;
+        if let Some(stats) = stats {
+            let _ = writeln!(
+                out,
+                "# HELP agentsmith_jobs Jobs currently in each non-terminal state."
+            );
+            let _ = writeln!(out, "# TYPE agentsmith_jobs gauge");
+            for state in JobState::ALL.iter().filter(|s| !s.is_terminal()) {
+                let n = stats
+                    .current
+                    .get(state.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0);
+                let _ = writeln!(out, "agentsmith_jobs{{state=\"{state}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP agentsmith_jobs_entered Jobs that entered each state."
+            );
+            let _ = writeln!(out, "# TYPE agentsmith_jobs_entered counter");
+            for state in JobState::ALL {
+                let n = stats
+                    .entered
+                    .get(state.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0);
+                let _ = writeln!(
+                    out,
+                    "agentsmith_jobs_entered_total{{state=\"{state}\"}} {n}"
+                );
+            }
+            for (name, help, value) in [
+                (
+                    "queue_ready",
+                    "Entries in the ready stream not yet taken.",
+                    stats.ready,
+                ),
+                (
+                    "queue_waiting",
+                    "Jobs waiting for a free slot.",
+                    stats.waiting,
+                ),
+                (
+                    "queue_delayed",
+                    "Retries waiting out their backoff.",
+                    stats.delayed,
+                ),
+                (
+                    "jobs_admitted",
+                    "Jobs holding a slot (starting or running).",
+                    stats.admitted,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP agentsmith_{name} {help}");
+                let _ = writeln!(out, "# TYPE agentsmith_{name} gauge");
+                let _ = writeln!(out, "agentsmith_{name} {value}");
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}

@@ -1,0 +1,1075 @@
+//! The durable queue: job records, the ready stream, admission, leases, retries and
+//! event streams, all in Redis.
+//!
+//! Every state change is one Lua script (in `scripts/`, each prepended with
+//! `scripts/lib.lua`), so a transition, its counters and its event are written together
+//! or not at all. Nothing here is kept in memory between calls: any number of dispatchers
+//! can share one Redis.
+
+mod error;
+pub mod job;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::{AsyncCommands, Script, Value};
+use secrecy::ExposeSecret;
+use spawner::contract::{RunOutcome, RunnerBatch, RunnerEvent};
+use spawner::JobHandle;
+
+pub use error::{QueueError, Result};
+pub use job::{Job, JobEvent, JobState, NewJob};
+pub use keys::Keys;
+
+use crate::settings::{QueueSettings, RedisSettings};
+
+const LIB: &str = include_str!("scripts/lib.lua");
+
+struct Scripts {
+    submit: Script,
+    claim: Script,
+    record_spawn: Script,
+    fail_attempt: Script,
+    runner_events: Script,
+    cancel: Script,
+    retry: Script,
+    promote: Script,
+    extend_lease: Script,
+    sweep: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LIB}\n{body}"))
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            submit: script(include_str!("scripts/submit.lua")),
+            claim: script(include_str!("scripts/claim.lua")),
+            record_spawn: script(include_str!("scripts/record_spawn.lua")),
+            fail_attempt: script(include_str!("scripts/fail_attempt.lua")),
+            runner_events: script(include_str!("scripts/runner_events.lua")),
+            cancel: script(include_str!("scripts/cancel.lua")),
+            retry: script(include_str!("scripts/retry.lua")),
+            promote: script(include_str!("scripts/promote.lua")),
+            extend_lease: script(include_str!("scripts/extend_lease.lua")),
+            sweep: script(include_str!("scripts/sweep.lua")),
+        }
+    }
+}
+
+/// A claimed entry of the ready queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The stream entry id.
+    pub entry: String,
+    /// The job id.
+    pub job_id: String,
+}
+
+/// What to do with a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Spawn this attempt, then [`Queue::record_spawn`].
+    Spawn {
+        /// The attempt to spawn.
+        attempt: u32,
+    },
+    /// No slot: the job waits its turn.
+    Wait,
+    /// Nothing to do (cancelled, already spawned, gone).
+    Skip,
+}
+
+/// The result of recording a spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnRecord {
+    /// Recorded.
+    Recorded,
+    /// Another workload was already recorded for this attempt: stop ours.
+    Duplicate,
+    /// The attempt ended meanwhile (cancelled, retried): stop ours.
+    Stale,
+}
+
+/// The result of failing an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// Another attempt follows after a backoff.
+    Retrying,
+    /// The job failed for good.
+    Failed,
+    /// The attempt had already ended (or its lease was renewed): nothing changed.
+    Stale,
+}
+
+/// What applying a runner batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The job's state afterwards.
+    pub state: String,
+    /// Whether the runner should stop its agent (the attempt is no longer wanted).
+    pub stop: bool,
+}
+
+/// The result of a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled; the workload to stop, if one was running.
+    Cancelled(Option<JobHandle>),
+    /// The job had already ended in this state.
+    AlreadyFinished(JobState),
+    /// No such job.
+    NotFound,
+}
+
+/// The result of a retry request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Queued again as this attempt.
+    Queued(u32),
+    /// The job has not ended.
+    Active(JobState),
+    /// No such job.
+    NotFound,
+}
+
+/// Counters for metrics, read from Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Jobs currently in each non-terminal state.
+    pub current: HashMap<String, i64>,
+    /// Jobs that ever entered each state.
+    pub entered: HashMap<String, i64>,
+    /// Entries in the ready stream not yet taken.
+    pub ready: u64,
+    /// Jobs waiting for a slot.
+    pub waiting: u64,
+    /// Retries waiting out their backoff.
+    pub delayed: u64,
+    /// Admitted jobs (starting or running).
+    pub admitted: u64,
+}
+
+/// One page of the job index.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// The queue: a Redis pool, the keys and the scripts.
+#[derive(Clone)]
+pub struct Queue {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+    scripts: std::sync::Arc<Scripts>,
+    limits: QueueSettings,
+    timeout: Duration,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Queue {
+    /// Creates the pool (no connection is made until the first command).
+    pub fn new(redis: &RedisSettings, limits: &QueueSettings) -> Result<Self> {
+        let url = redis.url.expose_secret();
+        let timeout = Duration::from_secs(redis.timeout_secs);
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(PoolConfig {
+            max_size: redis.pool_size,
+            timeouts: Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| QueueError::Config(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(|e| QueueError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            client,
+            keys: Keys::new(&redis.prefix),
+            scripts: std::sync::Arc::new(Scripts::load()),
+            limits: limits.clone(),
+            timeout,
+        })
+    }
+
+    /// The keys this queue uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The queue settings.
+    pub fn limits(&self) -> &QueueSettings {
+        &self.limits
+    }
+
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| QueueError::Timeout(self.timeout))?
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Runs `script` with the common arguments followed by `args`.
+    async fn eval<T: redis::FromRedisValue>(&self, script: &Script, args: &[String]) -> Result<T> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .arg(self.keys.prefix())
+                .arg(now_ms())
+                .arg(self.limits.events_max_len)
+                .arg(self.limits.retention_secs * 1000)
+                .arg(self.limits.max_concurrent_jobs)
+                .arg(self.limits.start_timeout_secs * 1000);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            Ok(invocation.invoke_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates the ready stream and its consumer group if they do not exist.
+    pub async fn ensure_group(&self) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys.queue())
+                .arg(keys::GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// The key of runner tokens: `configured` if set, else one generated once and kept in
+    /// Redis so every replica uses the same.
+    pub async fn runner_secret(&self, configured: &str) -> Result<String> {
+        if !configured.is_empty() {
+            return Ok(configured.to_string());
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let candidate = hex::encode(rand::random::<[u8; 32]>());
+            let key = self.keys.runner_secret();
+            let _: Value = redis::cmd("SET")
+                .arg(&key)
+                .arg(&candidate)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            Ok(conn.get(&key).await?)
+        })
+        .await
+    }
+
+    /// Stores a new job and queues it, or returns the job its idempotency key already
+    /// names. The flag says whether the job was created now.
+    pub async fn submit(&self, job: &NewJob) -> Result<(Job, bool)> {
+        let id = new_job_id();
+        let mut args = vec![
+            id.clone(),
+            job.idempotency_key.clone().unwrap_or_default(),
+            (self.limits.idempotency_ttl_secs * 1000).to_string(),
+        ];
+        let fields: [(&str, String); 10] = [
+            ("agent", job.agent.clone()),
+            ("task", job.task.clone()),
+            ("project", job.project.clone().unwrap_or_default()),
+            ("repo", job.repo.clone().unwrap_or_default()),
+            ("ticket", job.ticket.clone().unwrap_or_default()),
+            (
+                "concurrency_key",
+                job.concurrency_key.clone().unwrap_or_default(),
+            ),
+            (
+                "idempotency_key",
+                job.idempotency_key.clone().unwrap_or_default(),
+            ),
+            ("timeout_secs", job.timeout_secs.to_string()),
+            (
+                "retry_on_failure",
+                if job.retry_on_failure { "1" } else { "0" }.into(),
+            ),
+            ("max_attempts", self.limits.max_attempts.to_string()),
+        ];
+        for (k, v) in fields {
+            args.push(k.into());
+            args.push(v);
+        }
+        args.push("key_limit".into());
+        args.push(self.limits.concurrency_key_limit.to_string());
+        let (verdict, id): (String, String) = self.eval(&self.scripts.submit, &args).await?;
+        let stored = self
+            .get(&id)
+            .await?
+            .ok_or_else(|| QueueError::Corrupt(format!("job {id} vanished right after submit")))?;
+        Ok((stored, verdict == "created"))
+    }
+
+    /// The job with this id, if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<Job>> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let fields: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            Ok(Job::from_fields(id, &fields))
+        })
+        .await
+    }
+
+    /// A page of jobs, newest first, optionally only those in `state`. `cursor` is the
+    /// `next` of the previous page.
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let limit = limit.clamp(1, 500);
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            // The cursor is "<score>:<offset among equal scores>"; scanning by score keeps
+            // pages stable while new jobs arrive.
+            let (mut max, mut skip) = parse_cursor(cursor);
+            let mut jobs = Vec::new();
+            let batch = (limit * 2).max(50);
+            loop {
+                let ids: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(self.keys.jobs())
+                    .arg(&max)
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(skip)
+                    .arg(batch)
+                    .query_async(&mut conn)
+                    .await?;
+                if ids.is_empty() {
+                    return Ok(Page { jobs, next: None });
+                }
+                let mut pipe = redis::pipe();
+                for (id, _) in &ids {
+                    pipe.hgetall(self.keys.job(id));
+                }
+                let records: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+                let fetched = ids.len();
+                for ((id, score), fields) in ids.into_iter().zip(records) {
+                    let score = format!("{}", score as i64);
+                    if score == max {
+                        skip += 1;
+                    } else {
+                        max = score;
+                        skip = 1;
+                    }
+                    let Some(job) = Job::from_fields(&id, &fields) else {
+                        continue;
+                    };
+                    if state.is_none_or(|s| s == job.state) {
+                        jobs.push(job);
+                        if jobs.len() == limit {
+                            return Ok(Page {
+                                jobs,
+                                next: Some(format!("{max}:{skip}")),
+                            });
+                        }
+                    }
+                }
+                if fetched < batch {
+                    return Ok(Page { jobs, next: None });
+                }
+            }
+        })
+        .await
+    }
+
+    /// Claims up to `count` new entries of the ready queue for `consumer`, waiting up to
+    /// `block` for one to arrive. Uses its own connection, so a blocked read holds no
+    /// pooled one.
+    pub async fn claim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Claim>> {
+        let reply: redis::RedisResult<Value> = tokio::time::timeout(
+            block + self.timeout,
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(keys::GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(self.keys.queue())
+                .arg(">")
+                .query_async(conn),
+        )
+        .await
+        .map_err(|_| QueueError::Timeout(block + self.timeout))?;
+        match reply {
+            Ok(reply) => Ok(parse_stream_reply(&reply)),
+            // Redis lost its data (restarted without persistence): recreate the group.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("the ready queue's consumer group is gone; recreating it");
+                self.ensure_group().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A connection for blocking reads ([`Queue::claim`], following events).
+    pub async fn dedicated_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        self.bounded(async {
+            Ok(self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?)
+        })
+        .await
+    }
+
+    /// Takes over entries another dispatcher claimed more than `min_idle` ago and never
+    /// recorded (it died between claim and spawn record).
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Claim>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(self.keys.queue())
+                .arg(keys::GROUP)
+                .arg(consumer)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await?;
+            // [next-start, [[id, [field, value, ...]], ...], [deleted ids]]
+            let entries = match &reply {
+                Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
+                _ => Vec::new(),
+            };
+            Ok(entries)
+        })
+        .await
+    }
+
+    /// Decides what a claim means and, when a slot is free, admits the job.
+    pub async fn admit(&self, claim: &Claim) -> Result<Admission> {
+        let reply: Vec<Value> = self
+            .eval(
+                &self.scripts.claim,
+                &[claim.job_id.clone(), claim.entry.clone()],
+            )
+            .await?;
+        let verdict = reply.first().map(value_string).unwrap_or_default();
+        Ok(match verdict.as_str() {
+            "spawn" => Admission::Spawn {
+                attempt: reply
+                    .get(1)
+                    .map(value_string)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(1),
+            },
+            "wait" => Admission::Wait,
+            _ => Admission::Skip,
+        })
+    }
+
+    /// Records the workload of a spawned attempt and acknowledges its claim.
+    pub async fn record_spawn(
+        &self,
+        claim: &Claim,
+        attempt: u32,
+        handle: &JobHandle,
+    ) -> Result<SpawnRecord> {
+        let event = JobEvent::Spawned {
+            attempt,
+            backend: handle.backend.clone(),
+            workload: handle.name.clone(),
+            at: now_ms(),
+        };
+        let identity = format!("{}/{}", handle.name, handle.id.clone().unwrap_or_default());
+        let verdict: String = self
+            .eval(
+                &self.scripts.record_spawn,
+                &[
+                    claim.job_id.clone(),
+                    attempt.to_string(),
+                    to_json(handle),
+                    identity,
+                    claim.entry.clone(),
+                    to_json(&event),
+                ],
+            )
+            .await?;
+        Ok(match verdict.as_str() {
+            "ok" => SpawnRecord::Recorded,
+            "duplicate" => SpawnRecord::Duplicate,
+            _ => SpawnRecord::Stale,
+        })
+    }
+
+    /// Fails an attempt for an infrastructure reason (or a non-retryable spawn rejection):
+    /// retried with backoff while attempts remain. With `only_if_expired`, nothing happens
+    /// unless the job's lease has run out (a heartbeat may have arrived meanwhile).
+    pub async fn fail_attempt(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        reason: &str,
+        retryable: bool,
+        entry: Option<&str>,
+        only_if_expired: bool,
+    ) -> Result<AttemptFailure> {
+        let verdict: String = self
+            .eval(
+                &self.scripts.fail_attempt,
+                &[
+                    job_id.to_string(),
+                    attempt.to_string(),
+                    reason.to_string(),
+                    flag(retryable),
+                    self.backoff(attempt).as_millis().to_string(),
+                    entry.unwrap_or_default().to_string(),
+                    flag(only_if_expired),
+                ],
+            )
+            .await?;
+        Ok(match verdict.as_str() {
+            "retrying" => AttemptFailure::Retrying,
+            "failed" => AttemptFailure::Failed,
+            _ => AttemptFailure::Stale,
+        })
+    }
+
+    /// Applies a batch of runner events to the job (idempotent per sequence number).
+    pub async fn apply_runner_batch(
+        &self,
+        job_id: &str,
+        batch: &RunnerBatch,
+    ) -> Result<BatchOutcome> {
+        let now = now_ms();
+        let mut args = vec![
+            job_id.to_string(),
+            batch.attempt.to_string(),
+            batch.first_seq.to_string(),
+            (self.limits.lease_secs * 1000).to_string(),
+            self.backoff(batch.attempt).as_millis().to_string(),
+        ];
+        for event in &batch.events {
+            let (kind, payload, code, verdict) = encode_runner_event(batch.attempt, event, now);
+            args.extend([kind.to_string(), payload, code, verdict]);
+        }
+        let (verdict, state): (String, String) =
+            self.eval(&self.scripts.runner_events, &args).await?;
+        Ok(BatchOutcome {
+            stop: verdict == "stop",
+            state,
+        })
+    }
+
+    /// Cancels a job; the caller stops the returned workload.
+    pub async fn cancel(&self, job_id: &str, reason: &str) -> Result<CancelOutcome> {
+        if !valid_id(job_id) {
+            return Ok(CancelOutcome::NotFound);
+        }
+        let reply: Vec<String> = self
+            .eval(
+                &self.scripts.cancel,
+                &[job_id.to_string(), reason.to_string()],
+            )
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("cancelled") => CancelOutcome::Cancelled(
+                reply
+                    .get(1)
+                    .filter(|h| !h.is_empty())
+                    .and_then(|h| serde_json::from_str(h).ok()),
+            ),
+            Some("finished") => CancelOutcome::AlreadyFinished(
+                reply
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(JobState::Failed),
+            ),
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Queues a finished job again as a new attempt with a fresh retry budget.
+    pub async fn retry(&self, job_id: &str) -> Result<RetryOutcome> {
+        if !valid_id(job_id) {
+            return Ok(RetryOutcome::NotFound);
+        }
+        let reply: Vec<String> = self
+            .eval(
+                &self.scripts.retry,
+                &[job_id.to_string(), self.limits.max_attempts.to_string()],
+            )
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("queued") => {
+                RetryOutcome::Queued(reply.get(1).and_then(|a| a.parse().ok()).unwrap_or(1))
+            }
+            Some("active") => RetryOutcome::Active(
+                reply
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(JobState::Running),
+            ),
+            _ => RetryOutcome::NotFound,
+        })
+    }
+
+    /// Moves due retries back to the ready queue; returns how many.
+    pub async fn promote_due(&self) -> Result<u64> {
+        self.eval(&self.scripts.promote, &["500".to_string()]).await
+    }
+
+    /// Jobs whose lease has run out (at most `limit`).
+    pub async fn expired_leases(&self, limit: usize) -> Result<Vec<String>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            Ok(redis::cmd("ZRANGEBYSCORE")
+                .arg(self.keys.running())
+                .arg("-inf")
+                .arg(now_ms())
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?)
+        })
+        .await
+    }
+
+    /// Extends the lease of an attempt by `by`; false if the attempt is over.
+    pub async fn extend_lease(&self, job_id: &str, attempt: u32, by: Duration) -> Result<bool> {
+        let until = now_ms() + by.as_millis() as i64;
+        let extended: i64 = self
+            .eval(
+                &self.scripts.extend_lease,
+                &[job_id.to_string(), attempt.to_string(), until.to_string()],
+            )
+            .await?;
+        Ok(extended == 1)
+    }
+
+    /// Drops index entries of expired jobs; returns how many.
+    pub async fn sweep(&self) -> Result<u64> {
+        self.eval(&self.scripts.sweep, &["1000".to_string()]).await
+    }
+
+    /// Events of a job after `after` (a stream id; `None` for the start), at most `count`.
+    pub async fn events_after(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, JobEvent)>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(self.keys.events(job_id))
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await?;
+            Ok(decode_events(&reply))
+        })
+        .await
+    }
+
+    /// Waits up to `block` for events of a job after `after`, on a dedicated connection.
+    pub async fn wait_events(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        job_id: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<(String, JobEvent)>> {
+        let reply: Value = tokio::time::timeout(
+            block + self.timeout,
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(500)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(self.keys.events(job_id))
+                .arg(after)
+                .query_async(conn),
+        )
+        .await
+        .map_err(|_| QueueError::Timeout(block + self.timeout))??;
+        // [[key, [[id, [field, value]], ...]]]
+        let entries = match &reply {
+            Value::Array(streams) => streams
+                .iter()
+                .filter_map(|s| match s {
+                    Value::Array(kv) if kv.len() == 2 => Some(decode_events(&kv[1])),
+                    _ => None,
+                })
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(entries)
+    }
+
+    /// Counters for metrics.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let (counters, ready, waiting, delayed, admitted): (
+                HashMap<String, i64>,
+                u64,
+                u64,
+                u64,
+                u64,
+            ) = redis::pipe()
+                .hgetall(self.keys.stats())
+                .xlen(self.keys.queue())
+                .zcard(self.keys.waiting())
+                .zcard(self.keys.delayed())
+                .zcard(self.keys.running())
+                .query_async(&mut conn)
+                .await?;
+            let mut stats = Stats {
+                ready,
+                waiting,
+                delayed,
+                admitted,
+                ..Stats::default()
+            };
+            for (key, value) in counters {
+                if let Some(state) = key.strip_prefix("current:") {
+                    stats.current.insert(state.to_string(), value);
+                } else if let Some(state) = key.strip_prefix("entered:") {
+                    stats.entered.insert(state.to_string(), value);
+                }
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    /// The retry delay after `attempt` failed: base * 2^(attempt-1), capped, +-20% jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.limits.backoff_base_secs as f64;
+        let cap = self.limits.backoff_max_secs as f64;
+        let raw = (base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)).min(cap);
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        Duration::from_secs_f64(raw * jitter)
+    }
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("wire types always serialise")
+}
+
+/// A new job id: 12 characters of lowercase base32 (60 random bits), usable in workload
+/// names, URLs and chat messages.
+pub fn new_job_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut bits: u64 = rand::random();
+    (0..12)
+        .map(|_| {
+            let c = ALPHABET[(bits & 31) as usize] as char;
+            bits >>= 5;
+            c
+        })
+        .collect()
+}
+
+/// Whether `id` could be a job id (guards keys against arbitrary input).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+fn parse_cursor(cursor: Option<&str>) -> (String, usize) {
+    cursor
+        .and_then(|c| c.split_once(':'))
+        .and_then(|(score, skip)| {
+            Some((score.parse::<i64>().ok()?.to_string(), skip.parse().ok()?))
+        })
+        .unwrap_or_else(|| ("+inf".to_string(), 0))
+}
+
+fn value_string(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Parses an XREADGROUP reply into claims.
+fn parse_stream_reply(reply: &Value) -> Vec<Claim> {
+    match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => Some(parse_entries(&kv[1])),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Value::Map(streams) => streams
+            .iter()
+            .flat_map(|(_, entries)| parse_entries(entries))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Parses `[[id, [field, value, ...]], ...]`, keeping entries that carry a `job` field.
+fn parse_entries(entries: &Value) -> Vec<Claim> {
+    stream_fields(entries)
+        .into_iter()
+        .filter_map(|(entry, fields)| {
+            let job_id = fields.get("job")?.clone();
+            Some(Claim { entry, job_id })
+        })
+        .collect()
+}
+
+fn stream_fields(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::Array(parts) if parts.len() == 2 => {
+                let id = value_string(&parts[0]);
+                let mut fields = HashMap::new();
+                if let Value::Array(kv) = &parts[1] {
+                    for pair in kv.chunks(2) {
+                        if let [k, v] = pair {
+                            fields.insert(value_string(k), value_string(v));
+                        }
+                    }
+                }
+                Some((id, fields))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn decode_events(entries: &Value) -> Vec<(String, JobEvent)> {
+    stream_fields(entries)
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let event = fields.get("e").and_then(|e| serde_json::from_str(e).ok());
+            if event.is_none() {
+                tracing::warn!(entry = %id, "skipping an event that does not parse");
+            }
+            Some((id, event?))
+        })
+        .collect()
+}
+
+/// Turns a runner event into the four script arguments: kind, JSON to append, exit code,
+/// and (for `finished`) the verdict the script acts on.
+fn encode_runner_event(
+    attempt: u32,
+    event: &RunnerEvent,
+    now: i64,
+) -> (&'static str, String, String, String) {
+    match event {
+        RunnerEvent::Started => ("started", String::new(), String::new(), String::new()),
+        RunnerEvent::Heartbeat => ("heartbeat", String::new(), String::new(), String::new()),
+        RunnerEvent::Log { stream, line } => {
+            let event = JobEvent::Log {
+                attempt,
+                stream: *stream,
+                line: line.clone(),
+                at: now,
+            };
+            ("log", to_json(&event), String::new(), String::new())
+        }
+        RunnerEvent::Dropped { lines } => {
+            let event = JobEvent::Log {
+                attempt,
+                stream: spawner::contract::OutputStream::Stderr,
+                line: format!("[agentsmith] {lines} output lines were dropped while the dispatcher was unreachable"),
+                at: now,
+            };
+            ("log", to_json(&event), String::new(), String::new())
+        }
+        RunnerEvent::Finished { outcome, result } => {
+            let exit_code = match outcome {
+                RunOutcome::Exited { code } => Some(*code),
+                _ => None,
+            };
+            let verdict = match outcome {
+                RunOutcome::Exited { code: 0 } => String::new(),
+                RunOutcome::Exited { code } => format!("agent:agent exited with code {code}"),
+                RunOutcome::Signaled { signal } => {
+                    format!("agent:agent was killed by signal {signal}")
+                }
+                RunOutcome::StartFailed { reason } => {
+                    format!("agent:agent command could not start: {reason}")
+                }
+                RunOutcome::TimedOut => "timed_out".into(),
+                RunOutcome::Terminated => {
+                    "infra:runner was stopped before the agent finished".into()
+                }
+            };
+            let event = JobEvent::Result {
+                attempt,
+                exit_code,
+                result: result.clone().unwrap_or_default(),
+                at: now,
+            };
+            (
+                "finished",
+                to_json(&event),
+                exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                verdict,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_prelude_builds_the_same_keys_as_keys_rs() {
+        let keys = Keys::new("P:");
+        for (lua, rust) in [
+            (
+                "prefix .. 'queue'",
+                keys.queue().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'delayed'",
+                keys.delayed().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'running'",
+                keys.running().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'waiting'",
+                keys.waiting().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'jobs'",
+                keys.jobs().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'stats'",
+                keys.stats().replace("P:", "prefix .. '") + "'",
+            ),
+            (
+                "prefix .. 'seq'",
+                keys.seq().replace("P:", "prefix .. '") + "'",
+            ),
+        ] {
+            assert_eq!(lua, rust);
+            assert!(LIB.contains(lua), "lib.lua lacks {lua}");
+        }
+        assert_eq!(keys.job("x"), "P:job:x");
+        assert!(LIB.contains("prefix .. 'job:' .. id end"));
+        assert_eq!(keys.events("x"), "P:job:x:events");
+        assert!(LIB.contains("prefix .. 'job:' .. id .. ':events'"));
+        assert_eq!(keys.concurrency("k"), "P:concurrency:k");
+        assert!(LIB.contains("prefix .. 'concurrency:' .. k"));
+        assert_eq!(keys.idempotency("k"), "P:idem:k");
+        assert!(include_str!("scripts/submit.lua").contains("prefix .. 'idem:' .. idem"));
+        assert!(LIB.contains(&format!("GROUP = '{}'", keys::GROUP)));
+    }
+
+    #[test]
+    fn job_ids_are_valid_and_distinct() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert!(valid_id(&a) && valid_id(&b));
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, b);
+        assert!(!valid_id("../x") && !valid_id("A") && !valid_id(""));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_default_to_the_newest() {
+        assert_eq!(parse_cursor(None), ("+inf".into(), 0));
+        assert_eq!(parse_cursor(Some("123:4")), ("123".into(), 4));
+        assert_eq!(parse_cursor(Some("junk")), ("+inf".into(), 0));
+    }
+}

@@ -1,0 +1,127 @@
+-- Shared prelude of every agentsmith script (prepended at load time).
+-- Common arguments: ARGV[1] key prefix, ARGV[2] now (ms), ARGV[3] events kept per job,
+-- ARGV[4] retention of finished jobs (ms), ARGV[5] global admission limit,
+-- ARGV[6] lease of a starting job (ms). Script arguments start at ARGV[7].
+-- Keys mirror queue/keys.rs (a test checks they agree).
+local prefix = ARGV[1]
+local now = tonumber(ARGV[2])
+local events_max = tonumber(ARGV[3])
+local retention_ms = tonumber(ARGV[4])
+local max_running = tonumber(ARGV[5])
+local start_lease_ms = tonumber(ARGV[6])
+
+local K_QUEUE = prefix .. 'queue'
+local K_DELAYED = prefix .. 'delayed'
+local K_RUNNING = prefix .. 'running'
+local K_WAITING = prefix .. 'waiting'
+local K_JOBS = prefix .. 'jobs'
+local K_STATS = prefix .. 'stats'
+local K_SEQ = prefix .. 'seq'
+local GROUP = 'dispatchers'
+
+local function job_key(id) return prefix .. 'job:' .. id end
+local function events_key(id) return prefix .. 'job:' .. id .. ':events' end
+local function concurrency_key(k) return prefix .. 'concurrency:' .. k end
+
+local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+
+-- Appends an event (a table, or an already encoded JSON string) to the job's stream.
+local function emit(id, event)
+  local encoded = event
+  if type(event) == 'table' then
+    event.at = now
+    encoded = cjson.encode(event)
+  end
+  redis.call('XADD', events_key(id), 'MAXLEN', '~', events_max, '*', 'e', encoded)
+end
+
+-- Moves a job between states: the record, the counters and a state event.
+local function transition(id, from, to, attempt, reason)
+  redis.call('HSET', job_key(id), 'state', to, 'updated_at', now)
+  redis.call('HINCRBY', K_STATS, 'entered:' .. to, 1)
+  if from and not TERMINAL[from] then redis.call('HINCRBY', K_STATS, 'current:' .. from, -1) end
+  if not TERMINAL[to] then redis.call('HINCRBY', K_STATS, 'current:' .. to, 1) end
+  local event = { type = 'state', state = to, attempt = tonumber(attempt) }
+  if reason and reason ~= '' then event.reason = reason end
+  emit(id, event)
+end
+
+local function fits(ckey, limit)
+  if max_running - redis.call('ZCARD', K_RUNNING) <= 0 then return false end
+  if ckey and ckey ~= '' then
+    if redis.call('SCARD', concurrency_key(ckey)) >= tonumber(limit or 1) then return false end
+  end
+  return true
+end
+
+-- Admits a queued job: it takes a slot and becomes starting.
+local function admit(id, attempt, ckey)
+  redis.call('ZADD', K_RUNNING, now + start_lease_ms, id)
+  if ckey and ckey ~= '' then redis.call('SADD', concurrency_key(ckey), id) end
+  redis.call('HSET', job_key(id), 'handle', '', 'handle_identity', '', 'admitted_at', now)
+  transition(id, 'queued', 'starting', attempt)
+end
+
+local function release(id)
+  redis.call('ZREM', K_RUNNING, id)
+  local ckey = redis.call('HGET', job_key(id), 'concurrency_key')
+  if ckey and ckey ~= '' then redis.call('SREM', concurrency_key(ckey), id) end
+end
+
+-- Admits waiting jobs, oldest first, while slots are free; each admitted job gets a queue
+-- entry so a scheduler spawns it.
+local function pump()
+  local free = max_running - redis.call('ZCARD', K_RUNNING)
+  if free <= 0 then return end
+  local waiters = redis.call('ZRANGE', K_WAITING, 0, 199)
+  for _, id in ipairs(waiters) do
+    if free <= 0 then break end
+    local f = redis.call('HMGET', job_key(id), 'state', 'attempt', 'concurrency_key', 'key_limit')
+    if f[1] ~= 'queued' then
+      redis.call('ZREM', K_WAITING, id)
+    elseif fits(f[3], f[4]) then
+      redis.call('ZREM', K_WAITING, id)
+      admit(id, f[2], f[3])
+      redis.call('XADD', K_QUEUE, '*', 'job', id)
+      free = free - 1
+    end
+  end
+end
+
+-- Ends a job for good: frees its slot, schedules its expiry, admits waiters.
+local function finish(id, from, to, attempt, reason)
+  release(id)
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('ZREM', K_WAITING, id)
+  redis.call('HSET', job_key(id), 'finished_at', now, 'reason', reason or '')
+  transition(id, from, to, attempt, reason)
+  redis.call('PEXPIRE', job_key(id), retention_ms)
+  redis.call('PEXPIRE', events_key(id), retention_ms)
+  pump()
+end
+
+-- An attempt failed for a reason outside the agent: retry after delay_ms while attempts
+-- remain, else fail the job with the reason.
+local function fail_attempt(id, from, attempt, reason, retryable, delay_ms)
+  local max_attempts = tonumber(redis.call('HGET', job_key(id), 'max_attempts'))
+  attempt = tonumber(attempt)
+  if retryable and attempt < max_attempts then
+    release(id)
+    redis.call('HSET', job_key(id), 'attempt', attempt + 1, 'handle', '', 'handle_identity', '', 'reason', reason, 'runner_seq', 0)
+    redis.call('ZADD', K_DELAYED, now + delay_ms, id)
+    transition(id, from, 'retrying', attempt, reason)
+    pump()
+    return 'retrying'
+  end
+  local why = reason
+  if retryable then why = reason .. ' (gave up after ' .. attempt .. ' attempts)' end
+  finish(id, from, 'failed', attempt, why)
+  return 'failed'
+end
+
+local function ack(entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', K_QUEUE, GROUP, entry)
+    redis.call('XDEL', K_QUEUE, entry)
+  end
+end

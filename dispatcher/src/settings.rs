@@ -1,0 +1,718 @@
+//! The settings: built-in defaults (`config/agentsmith.example.yml`, compiled in), then
+//! the user's file, then `AGENTSMITH__SECTION__KEY` environment variables; validated with
+//! errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The built-in defaults, which are also the documented example.
+pub const DEFAULTS_YAML: &str = include_str!("../../config/agentsmith.example.yml");
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "AGENTSMITH_CONFIG";
+
+/// One thing wrong with the configuration, and the key that has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key (`queue.max_attempts`), or `(file)` for the file itself.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// All settings of the dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// Redis, where all state lives.
+    pub redis: RedisSettings,
+    /// Limits, retries, leases and retention.
+    pub queue: QueueSettings,
+    /// The backend that runs agent workloads.
+    pub spawner: SpawnerSettings,
+    /// Agent profiles by name.
+    pub agents: BTreeMap<String, AgentSettings>,
+    /// Projects by name.
+    pub projects: BTreeMap<String, ProjectSettings>,
+    /// The REST API.
+    pub api: ApiSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `server.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub bind: String,
+    /// Base URL at which runners reach this dispatcher; empty derives it from `bind`.
+    pub public_url: String,
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Drain time on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Key of the per-job runner tokens; empty keeps a generated one in Redis.
+    pub runner_secret: SecretString,
+    /// Installation name, put on every workload's labels.
+    pub installation: String,
+}
+
+/// `redis.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Connection URL (a secret: it may hold a password).
+    pub url: SecretString,
+    /// Key prefix.
+    pub prefix: String,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Connect and reply timeout.
+    pub timeout_secs: u64,
+}
+
+/// `queue.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Global limit of admitted jobs.
+    pub max_concurrent_jobs: u32,
+    /// Limit of admitted jobs per concurrency key.
+    pub concurrency_key_limit: u32,
+    /// Attempts for infrastructure failures.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff_base_secs: u64,
+    /// Largest retry delay.
+    pub backoff_max_secs: u64,
+    /// Lease of a running job, renewed by heartbeats.
+    pub lease_secs: u64,
+    /// Seconds between runner heartbeats.
+    pub heartbeat_secs: u64,
+    /// Lease of a starting job.
+    pub start_timeout_secs: u64,
+    /// Idle time after which another dispatcher takes over an unrecorded claim.
+    pub reclaim_idle_secs: u64,
+    /// How long finished jobs are kept.
+    pub retention_secs: u64,
+    /// How long an idempotency key maps to its job.
+    pub idempotency_ttl_secs: u64,
+    /// Events kept per job.
+    pub events_max_len: u64,
+    /// Ready jobs claimed per read.
+    pub claim_batch: usize,
+    /// Housekeeping interval in milliseconds.
+    pub tick_ms: u64,
+}
+
+/// `spawner.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnerSettings {
+    /// Which backend.
+    #[serde(rename = "type")]
+    pub kind: SpawnerKind,
+    /// SIGTERM-to-SIGKILL grace.
+    pub grace_secs: u64,
+    /// Settings of the process backend.
+    pub process: ProcessBackendSettings,
+}
+
+/// The spawner backends this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpawnerKind {
+    /// Child processes of the dispatcher.
+    Process,
+}
+
+/// `spawner.process.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessBackendSettings {
+    /// The runner binary; empty means next to the running executable.
+    pub runner_path: String,
+    /// Root of the work directories; empty means `<tmp>/agentsmith`.
+    pub work_root: String,
+    /// How long finished workloads are kept.
+    pub keep_finished_secs: u64,
+}
+
+/// `agents.<name>.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// The agent command (argv).
+    pub command: Vec<String>,
+    /// Container image for container backends.
+    #[serde(default)]
+    pub image: String,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Time limit of one attempt.
+    #[serde(default = "default_agent_timeout")]
+    pub timeout_secs: u64,
+    /// Whether a non-zero exit is retried.
+    #[serde(default)]
+    pub retry_on_failure: bool,
+}
+
+fn default_agent_timeout() -> u64 {
+    1800
+}
+
+/// `projects.<name>.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// The repository.
+    #[serde(default)]
+    pub repo: String,
+    /// Default agent profile.
+    pub agent: String,
+}
+
+/// `api.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Accepted bearer tokens.
+    pub tokens: Vec<SecretString>,
+}
+
+/// `log.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, pretty when it is.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Readable lines.
+    Pretty,
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` (if any), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let mut defaults = yaml_value(DEFAULTS_YAML, "(built-in defaults)")?;
+        let mut user = Value::Object(Default::default());
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(vec![Problem {
+                    key: "(file)".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])
+            })?;
+            user = yaml_value(&text, &path.display().to_string())?;
+            if user.is_null() {
+                user = Value::Object(Default::default());
+            }
+        }
+        merge(&mut user, env_layer(env)?);
+        // A user who defines agent profiles gets exactly those, not the built-in demo one.
+        if user.get("agents").is_some() {
+            if let Some(obj) = defaults.as_object_mut() {
+                obj.remove("agents");
+            }
+        }
+        merge(&mut defaults, user);
+        let settings = deserialize_all(defaults)?;
+        let problems = settings.validate();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Every semantic problem (values that parse but cannot work).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+        let bind = self.server.bind.parse::<SocketAddr>();
+        match &bind {
+            Err(e) => problem("server.bind", format!("not an address:port ({e})")),
+            Ok(addr) if self.api.tokens.is_empty() && !addr.ip().is_loopback() => problem(
+                "api.tokens",
+                format!("no API tokens configured, which is only allowed on a loopback bind address (server.bind is {addr})"),
+            ),
+            Ok(_) => {}
+        }
+        if self.api.tokens.iter().any(|t| t.expose_secret().len() < 16) {
+            problem(
+                "api.tokens",
+                "every token must be at least 16 characters".into(),
+            );
+        }
+        let secret = self.server.runner_secret.expose_secret();
+        if !secret.is_empty() && secret.len() < 16 {
+            problem(
+                "server.runner_secret",
+                "must be at least 16 characters (or empty to generate one)".into(),
+            );
+        }
+        let public_url = &self.server.public_url;
+        if !(public_url.is_empty()
+            || public_url.starts_with("http://")
+            || public_url.starts_with("https://"))
+        {
+            problem(
+                "server.public_url",
+                "must start with http:// or https://".into(),
+            );
+        }
+        if self.server.installation.is_empty()
+            || !self
+                .server
+                .installation
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || self.server.installation.len() > 63
+        {
+            problem(
+                "server.installation",
+                "must be 1-63 lowercase letters, digits or '-'".into(),
+            );
+        }
+        if self.server.body_limit_bytes < 1024 {
+            problem("server.body_limit_bytes", "must be at least 1024".into());
+        }
+        let url = self.redis.url.expose_secret();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            problem(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://".into(),
+            );
+        }
+        if self.redis.pool_size < 2 {
+            problem("redis.pool_size", "must be at least 2".into());
+        }
+        if self.redis.timeout_secs == 0 {
+            problem("redis.timeout_secs", "must be at least 1".into());
+        }
+        let q = &self.queue;
+        for (key, value) in [
+            (
+                "queue.max_concurrent_jobs",
+                u64::from(q.max_concurrent_jobs),
+            ),
+            (
+                "queue.concurrency_key_limit",
+                u64::from(q.concurrency_key_limit),
+            ),
+            ("queue.max_attempts", u64::from(q.max_attempts)),
+            ("queue.backoff_base_secs", q.backoff_base_secs),
+            ("queue.lease_secs", q.lease_secs),
+            ("queue.heartbeat_secs", q.heartbeat_secs),
+            ("queue.start_timeout_secs", q.start_timeout_secs),
+            ("queue.reclaim_idle_secs", q.reclaim_idle_secs),
+            ("queue.retention_secs", q.retention_secs),
+            ("queue.idempotency_ttl_secs", q.idempotency_ttl_secs),
+            ("queue.events_max_len", q.events_max_len),
+            ("queue.claim_batch", q.claim_batch as u64),
+            ("queue.tick_ms", q.tick_ms),
+        ] {
+            if value == 0 {
+                problem(key, "must be greater than 0".into());
+            }
+        }
+        if q.heartbeat_secs >= q.lease_secs && q.lease_secs > 0 {
+            problem(
+                "queue.heartbeat_secs",
+                format!("must be shorter than queue.lease_secs ({})", q.lease_secs),
+            );
+        }
+        if q.backoff_max_secs < q.backoff_base_secs {
+            problem(
+                "queue.backoff_max_secs",
+                "must not be below queue.backoff_base_secs".into(),
+            );
+        }
+        if self.agents.is_empty() {
+            problem("agents", "at least one agent profile is needed".into());
+        }
+        for (name, agent) in &self.agents {
+            if !valid_name(name) {
+                problem(
+                    &format!("agents.{name}"),
+                    "names are letters, digits, '-' and '_'".into(),
+                );
+            }
+            if agent.command.is_empty() || agent.command[0].is_empty() {
+                problem(
+                    &format!("agents.{name}.command"),
+                    "must name a program".into(),
+                );
+            }
+            if agent.timeout_secs == 0 {
+                problem(
+                    &format!("agents.{name}.timeout_secs"),
+                    "must be greater than 0".into(),
+                );
+            }
+            for key in agent.env.keys() {
+                if key.is_empty() || key.contains('=') || key.starts_with("AGENTSMITH_") {
+                    problem(
+                        &format!("agents.{name}.env.{key}"),
+                        "invalid name (AGENTSMITH_* is reserved)".into(),
+                    );
+                }
+            }
+        }
+        for (name, project) in &self.projects {
+            if !valid_name(name) {
+                problem(
+                    &format!("projects.{name}"),
+                    "names are letters, digits, '-' and '_'".into(),
+                );
+            }
+            if !self.agents.contains_key(&project.agent) {
+                problem(
+                    &format!("projects.{name}.agent"),
+                    format!("no agent profile named {:?}", project.agent),
+                );
+            }
+        }
+        problems
+    }
+
+    /// The listen address (validated at load).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.server
+            .bind
+            .parse()
+            .expect("server.bind is validated at load")
+    }
+
+    /// The runner binary for the process backend.
+    pub fn runner_path(&self) -> PathBuf {
+        if !self.spawner.process.runner_path.is_empty() {
+            return PathBuf::from(&self.spawner.process.runner_path);
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("agent-runner")))
+            .unwrap_or_else(|| PathBuf::from("agent-runner"))
+    }
+
+    /// The work root of the process backend.
+    pub fn work_root(&self) -> PathBuf {
+        if self.spawner.process.work_root.is_empty() {
+            std::env::temp_dir().join("agentsmith")
+        } else {
+            PathBuf::from(&self.spawner.process.work_root)
+        }
+    }
+
+    /// Shorthand for a duration in seconds.
+    pub fn secs(value: u64) -> Duration {
+        Duration::from_secs(value)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn yaml_value(text: &str, origin: &str) -> Result<Value, ConfigError> {
+    serde_yaml::from_str::<Value>(text).map_err(|e| {
+        ConfigError(vec![Problem {
+            key: "(file)".into(),
+            message: format!("{origin} is not valid YAML: {e}"),
+        }])
+    })
+}
+
+/// The `AGENTSMITH__SECTION__KEY` variables as a nested value, read through the `config`
+/// crate so its parsing rules (numbers, booleans, `,`-separated lists) apply.
+fn env_layer(env: &[(String, String)]) -> Result<Value, ConfigError> {
+    let source: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AGENTSMITH__"))
+        .cloned()
+        .collect();
+    let built = config::Config::builder()
+        .add_source(
+            config::Environment::with_prefix("AGENTSMITH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("api.tokens")
+                .source(Some(source)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<Value>())
+        .map_err(|e| {
+            ConfigError(vec![Problem {
+                key: "(environment)".into(),
+                message: e.to_string(),
+            }])
+        })?;
+    Ok(built)
+}
+
+/// Lays `over` onto `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+/// Deserializes, collecting every structural problem: each error's key is removed and the
+/// rest tried again, so one run reports all unknown keys and wrong types.
+fn deserialize_all(mut value: Value) -> Result<Settings, ConfigError> {
+    let mut problems = Vec::new();
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, Settings>(&value) {
+            Ok(settings) if problems.is_empty() => return Ok(settings),
+            Ok(_) => break,
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner().to_string();
+                let (key, message, removable) = describe(&path, &inner);
+                problems.push(Problem {
+                    key: key.clone(),
+                    message,
+                });
+                if !removable || !remove_key(&mut value, &key) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(ConfigError(problems))
+}
+
+/// Turns a serde error at `path` into (key, message, whether removing the key may let the
+/// rest parse).
+fn describe(path: &str, inner: &str) -> (String, String, bool) {
+    let parent = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        // serde_path_to_error's path already ends with the unknown field.
+        let key = if parent == field || parent.ends_with(&format!(".{field}")) {
+            parent.clone()
+        } else {
+            join(&parent, field)
+        };
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| format!(" (expected {e})"))
+            .unwrap_or_default();
+        return (key, format!("unknown key{expected}"), true);
+    }
+    if let Some(rest) = inner.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return (
+            join(&parent, field),
+            "required key is missing".into(),
+            false,
+        );
+    }
+    (
+        if parent.is_empty() {
+            "(root)".into()
+        } else {
+            parent
+        },
+        inner.to_string(),
+        true,
+    )
+}
+
+fn join(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+fn remove_key(value: &mut Value, key: &str) -> bool {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut node = value;
+    for part in parts {
+        match node.get_mut(part) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    node.as_object_mut().and_then(|o| o.remove(last)).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("agentsmith-settings-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agentsmith.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let result = Settings::load_from(Some(&path), &env);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn built_in_defaults_load_and_validate() {
+        let settings = Settings::load_from(None, &[]).unwrap();
+        assert_eq!(settings.queue.max_attempts, 3);
+        assert_eq!(settings.queue.retention_secs, 7 * 24 * 3600);
+        assert!(settings.agents.contains_key("echo"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_every_key() {
+        let err = load_yaml(
+            "queue:\n  max_attemps: 4\nserver:\n  bnd: x\nnonsense: 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"queue.max_attemps"), "{keys:?}");
+        assert!(keys.contains(&"server.bnd"), "{keys:?}");
+        assert!(keys.contains(&"nonsense"), "{keys:?}");
+        assert!(err.to_string().contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_their_keys() {
+        let err = load_yaml("queue:\n  max_attempts: many\n  lease_secs: 0\n", &[]).unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "queue.max_attempts"), "{err}");
+        let err = load_yaml(
+            "queue:\n  lease_secs: 0\nprojects:\n  p:\n    agent: nope\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "queue.lease_secs"), "{err}");
+        assert!(err.0.iter().any(|p| p.key == "projects.p.agent"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let settings = load_yaml(
+            "queue:\n  max_concurrent_jobs: 3\n",
+            &[
+                ("AGENTSMITH__QUEUE__MAX_CONCURRENT_JOBS", "7"),
+                ("AGENTSMITH__REDIS__PREFIX", "x:"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.queue.max_concurrent_jobs, 7);
+        assert_eq!(settings.redis.prefix, "x:");
+    }
+
+    #[test]
+    fn user_agents_replace_the_built_in_ones_and_keep_case() {
+        let settings = load_yaml(
+            "agents:\n  mine:\n    command: [\"true\"]\n    env:\n      MY_VAR: One\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!settings.agents.contains_key("echo"));
+        assert_eq!(settings.agents["mine"].env["MY_VAR"], "One");
+    }
+
+    #[test]
+    fn open_api_is_refused_on_a_public_address() {
+        let err = load_yaml("server:\n  bind: \"0.0.0.0:8080\"\n", &[]).unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "api.tokens"), "{err}");
+        load_yaml(
+            "server:\n  bind: \"0.0.0.0:8080\"\napi:\n  tokens: [\"0123456789abcdef\"]\n",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let settings = load_yaml(
+            "server:\n  runner_secret: \"super-secret-value-1\"\napi:\n  tokens: [\"super-secret-token-2\"]\nredis:\n  url: \"redis://:pw-secret-3@127.0.0.1:6379\"\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{settings:?}");
+        for secret in [
+            "super-secret-value-1",
+            "super-secret-token-2",
+            "pw-secret-3",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked");
+        }
+    }
+}

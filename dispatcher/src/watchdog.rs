@@ -1,0 +1,177 @@
+//! The watchdog: the periodic half of the dispatcher.
+//!
+//! Every tick it moves due retries back to the ready queue and checks jobs whose lease has
+//! run out (their runner has not been heard from): it asks the spawner what happened and
+//! extends the lease, retries the attempt, or fails the job, with the reason. Less often
+//! it takes over claims a dead dispatcher left unrecorded, reconciles workloads with job
+//! records, and sweeps the index of expired jobs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spawner::WorkloadStatus;
+use tracing::{info, instrument, warn};
+
+use crate::context::Context;
+use crate::queue::{AttemptFailure, JobState};
+use crate::scheduler::{pause, process_batch};
+
+/// Runs the housekeeping loop until `ctx.shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>) {
+    let tick = Duration::from_millis(ctx.settings.queue.tick_ms);
+    let reclaim_every = Duration::from_secs(ctx.settings.queue.reclaim_idle_secs.clamp(1, 10));
+    let slow_every = Duration::from_secs(60);
+    let mut last_reclaim = Instant::now();
+    let mut last_slow: Option<Instant> = None;
+    while !ctx.shutdown.is_cancelled() {
+        if let Err(e) = ctx.queue.promote_due().await {
+            warn!(error = %e, "promoting due retries failed");
+        }
+        check_leases(&ctx).await;
+        if last_reclaim.elapsed() >= reclaim_every {
+            last_reclaim = Instant::now();
+            reclaim(&ctx).await;
+        }
+        if last_slow.is_none_or(|t| t.elapsed() >= slow_every) {
+            last_slow = Some(Instant::now());
+            reconcile(&ctx).await;
+            match ctx.queue.sweep().await {
+                Ok(0) => {}
+                Ok(n) => info!(dropped = n, "swept expired jobs from the index"),
+                Err(e) => warn!(error = %e, "sweeping the index failed"),
+            }
+        }
+        pause(&ctx, tick).await;
+    }
+    info!("watchdog stopped");
+}
+
+/// Deals with every job whose lease has run out.
+pub async fn check_leases(ctx: &Arc<Context>) {
+    let expired = match ctx.queue.expired_leases(100).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "reading expired leases failed");
+            return;
+        }
+    };
+    for id in expired {
+        check_lease(ctx, &id).await;
+    }
+}
+
+#[instrument(skip(ctx), fields(attempt))]
+async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
+    let job = match ctx.queue.get(job_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "reading the job failed");
+            return;
+        }
+    };
+    if !matches!(job.state, JobState::Starting | JobState::Running) {
+        return;
+    }
+    tracing::Span::current().record("attempt", job.attempt);
+    let status = match &job.handle {
+        Some(handle) => match ctx.spawner.status(handle).await {
+            Ok(status) => status,
+            Err(e) => {
+                warn!(error = %e, "asking the spawner failed; checking again next tick");
+                return;
+            }
+        },
+        None => WorkloadStatus::NotFound,
+    };
+    let settings = &ctx.settings.queue;
+    let (reason, retryable) = match (&status, job.state) {
+        (WorkloadStatus::Running, JobState::Running) => {
+            // The workload lives but its runner cannot reach us: trust the spawner's view.
+            warn!("runner not heard from, but its workload is running; extending the lease");
+            let _ = ctx
+                .queue
+                .extend_lease(
+                    &job.id,
+                    job.attempt,
+                    Duration::from_secs(settings.lease_secs),
+                )
+                .await;
+            return;
+        }
+        (WorkloadStatus::Pending { .. } | WorkloadStatus::Running, _) => (
+            format!(
+                "workload did not start within {}s ({})",
+                settings.start_timeout_secs,
+                status.describe()
+            ),
+            true,
+        ),
+        (WorkloadStatus::Failed { reason, retryable }, _) => {
+            (format!("workload failed: {reason}"), *retryable)
+        }
+        (WorkloadStatus::NotFound, JobState::Starting) if job.handle.is_none() => {
+            ("spawn was never recorded".to_string(), true)
+        }
+        _ => (format!("runner lost: {}", status.describe()), true),
+    };
+    if let Some(handle) = &job.handle {
+        if let Err(e) = ctx.spawner.cancel(handle, ctx.grace()).await {
+            warn!(error = %e, "stopping the lost workload failed");
+        }
+    }
+    match ctx
+        .queue
+        .fail_attempt(&job.id, job.attempt, &reason, retryable, None, true)
+        .await
+    {
+        Ok(AttemptFailure::Retrying) => warn!(reason, "lease expired; retrying"),
+        Ok(AttemptFailure::Failed) => warn!(reason, "lease expired; job failed"),
+        Ok(AttemptFailure::Stale) => {}
+        Err(e) => warn!(error = %e, "recording the lost attempt failed"),
+    }
+}
+
+/// Takes over claims another dispatcher left unrecorded.
+pub async fn reclaim(ctx: &Arc<Context>) {
+    let idle = Duration::from_secs(ctx.settings.queue.reclaim_idle_secs);
+    match ctx.queue.reclaim(&ctx.consumer, idle, 50).await {
+        Ok(claims) if claims.is_empty() => {}
+        Ok(claims) => {
+            info!(count = claims.len(), "taking over abandoned claims");
+            process_batch(ctx, claims).await;
+        }
+        Err(e) => warn!(error = %e, "reclaiming abandoned claims failed"),
+    }
+}
+
+/// Removes workloads that no live job attempt owns.
+pub async fn reconcile(ctx: &Arc<Context>) {
+    let handles = match ctx.spawner.list().await {
+        Ok(handles) => handles,
+        Err(e) => {
+            warn!(error = %e, "listing workloads failed");
+            return;
+        }
+    };
+    for handle in handles {
+        let wanted = match ctx.queue.get(&handle.job_id).await {
+            Ok(Some(job)) => {
+                job.attempt == handle.attempt
+                    && matches!(job.state, JobState::Starting | JobState::Running)
+            }
+            Ok(None) => false,
+            Err(_) => continue,
+        };
+        if !wanted {
+            let status = ctx.spawner.status(&handle).await;
+            if matches!(status, Ok(ref s) if s.is_over()) {
+                continue;
+            }
+            info!(workload = %handle.name, job_id = %handle.job_id, "removing a workload no job attempt owns");
+            if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
+                warn!(error = %e, workload = %handle.name, "removing the workload failed");
+            }
+        }
+    }
+}

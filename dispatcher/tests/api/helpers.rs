@@ -1,0 +1,263 @@
+//! The test harness: [`spawn_app`] starts a dispatcher on port 0 against the test Redis,
+//! isolated by a random key prefix, with the real process spawner running the real
+//! `agent-runner`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentsmith::app::Application;
+use agentsmith::context::Context;
+use agentsmith::queue::{Job, JobState};
+use agentsmith::settings::{AgentSettings, Settings};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use spawner::JobSpawner;
+use tokio_util::sync::CancellationToken;
+
+/// The API token every test app accepts.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// The Redis the tests use (`AGENTSMITH_TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("AGENTSMITH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The `agent-runner` binary built next to the test binaries.
+pub fn runner_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    let runner = dir.join("agent-runner");
+    assert!(
+        runner.exists(),
+        "{} is missing: build it first with `cargo build -p agent-runner` (scripts/test does)",
+        runner.display()
+    );
+    runner
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "agentsmith-test-{tag}-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir can be created");
+    dir
+}
+
+/// An agent profile running `script` with `sh -c`.
+pub fn sh_agent(script: &str) -> AgentSettings {
+    AgentSettings {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        image: String::new(),
+        env: BTreeMap::new(),
+        timeout_secs: 60,
+        retry_on_failure: false,
+    }
+}
+
+/// Settings for a test: fast leases and ticks, a random prefix, the test agents.
+pub fn test_settings(prefix: &str) -> Settings {
+    let mut s = Settings::load_from(None, &[]).expect("built-in defaults load");
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.shutdown_grace_secs = 5;
+    s.server.runner_secret = SecretString::from("test-runner-secret-0123456789");
+    s.redis.url = SecretString::from(redis_url());
+    s.redis.prefix = prefix.to_string();
+    s.redis.timeout_secs = 2;
+    s.api.tokens = vec![SecretString::from(TOKEN)];
+    s.queue.lease_secs = 3;
+    s.queue.heartbeat_secs = 1;
+    s.queue.tick_ms = 100;
+    s.queue.backoff_base_secs = 1;
+    s.queue.backoff_max_secs = 2;
+    s.queue.reclaim_idle_secs = 2;
+    s.queue.start_timeout_secs = 20;
+    s.spawner.grace_secs = 2;
+    s.spawner.process.runner_path = runner_path().display().to_string();
+    s.spawner.process.work_root = temp_dir("work").display().to_string();
+    s.agents = BTreeMap::from([
+        ("ok".to_string(), sh_agent(
+            "echo \"working on $AGENTSMITH_TASK\"; echo to-stderr >&2; \
+             printf '{\"summary\":\"fixed %s\",\"links\":[{\"url\":\"http://example.invalid/pr/1\"}]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"",
+        )),
+        ("fail".to_string(), sh_agent("echo about to fail; exit 3")),
+    ]);
+    s
+}
+
+/// A running dispatcher.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// Its shared context.
+    pub ctx: Arc<Context>,
+    /// Cancel to stop it.
+    pub shutdown: CancellationToken,
+    /// The task running it.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// A random key prefix for one test.
+pub fn random_prefix() -> String {
+    format!("test-{:016x}:", rand::random::<u64>())
+}
+
+/// Starts a dispatcher with the test settings, changed by `customize`.
+pub async fn spawn_app(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings(&random_prefix());
+    customize(&mut settings);
+    start(settings, None).await
+}
+
+/// Starts a dispatcher with these settings and, if given, this spawner.
+pub async fn start(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> TestApp {
+    let shutdown = CancellationToken::new();
+    let url = redis_url();
+    let app = match spawner {
+        Some(spawner) => Application::build_with_spawner(settings, spawner, shutdown.clone()).await,
+        None => Application::build(settings, shutdown.clone()).await,
+    }
+    .unwrap_or_else(|e| panic!("the dispatcher did not start ({e:#}); is Redis running at {url}? Start it with `redis-server --daemonize yes` or run scripts/test"));
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let ctx = app.context();
+    let task = tokio::spawn(app.run());
+    TestApp {
+        address,
+        ctx,
+        shutdown,
+        task,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// `POST /v1/jobs` with the test token; the status and the body.
+    pub async fn post_job(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.address))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("the dispatcher answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job for `agent` and returns its id.
+    pub async fn submit(&self, agent: &str, task: &str) -> String {
+        let (status, body) = self.post_job(json!({"agent": agent, "task": task})).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().expect("a job has an id").to_string()
+    }
+
+    /// The job, read straight from Redis.
+    pub async fn job(&self, id: &str) -> Job {
+        self.ctx
+            .queue
+            .get(id)
+            .await
+            .expect("redis answers")
+            .expect("the job exists")
+    }
+
+    /// Waits until `done` holds for the job; panics with the job if it does not in time.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Job) -> bool,
+    ) -> Job {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not reach {what} within {limit:?}: {job:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job reaches `state`.
+    pub async fn wait_for_state(&self, id: &str, state: JobState, limit: Duration) -> Job {
+        self.wait_for(id, state.as_str(), limit, |j| j.state == state)
+            .await
+    }
+
+    /// Waits until the job has ended and returns it.
+    pub async fn wait_for_end(&self, id: &str, limit: Duration) -> Job {
+        self.wait_for(id, "an end", limit, |j| j.state.is_terminal())
+            .await
+    }
+
+    /// All events of a job, from Redis.
+    pub async fn events(&self, id: &str) -> Vec<(String, agentsmith::queue::JobEvent)> {
+        self.ctx
+            .queue
+            .events_after(id, None, 10_000)
+            .await
+            .expect("redis answers")
+    }
+
+    /// The log lines of a job.
+    pub async fn log_lines(&self, id: &str) -> Vec<String> {
+        self.events(id)
+            .await
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                agentsmith::queue::JobEvent::Log { line, .. } => Some(line),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops the dispatcher and waits for it to drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes; whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a process is gone (or a zombie, which has stopped running).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the dispatcher against a real Redis, running real `agent-runner`
+//! processes. One binary; each test gets its own key prefix.
+
+// Test helpers live outside #[test] functions; a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod failover;
+mod helpers;
+mod http;
+mod lifecycle;
+mod limits;
+mod outage;
+mod sse;

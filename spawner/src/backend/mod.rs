@@ -1,0 +1,5 @@
+//! The spawner backends.
+
+pub mod noop;
+#[cfg(feature = "process")]
+pub mod process;
