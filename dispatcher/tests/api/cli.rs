@@ -71,3 +71,58 @@ fn serve_refuses_an_unknown_key_at_start_up() {
     assert!(stderr.contains("spawner.kind: unknown key"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn serve_drains_and_exits_cleanly_on_sigterm() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+
+    let dir = temp_dir("sigterm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.join("agentsmith.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  bind: \"127.0.0.1:{port}\"\n  shutdown_grace_secs: 10\nredis:\n  url: \"{}\"\n  prefix: \"{}\"\nlog:\n  format: json\n",
+            redis_url(),
+            random_prefix()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the dispatcher did not start listening");
+    let started = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("SIGTERM received") && log.contains("\"stopped\""),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
