@@ -325,14 +325,8 @@ fn event_stream(
                 }
             };
             let n = page.len();
-            for (id, event) in page {
-                if let Some(s) = event.state() {
-                    last_state = Some(s);
-                }
-                if tx.send(to_sse(&id, &event)).await.is_err() {
-                    return;
-                }
-                cursor = id;
+            if !forward(&tx, page, &mut cursor, &mut last_state).await {
+                return;
             }
             if n < PAGE {
                 break;
@@ -365,20 +359,34 @@ fn event_stream(
                 }
             };
             let n = batch.len();
-            for (id, event) in batch {
-                if let Some(s) = event.state() {
-                    last_state = Some(s);
-                }
-                if tx.send(to_sse(&id, &event)).await.is_err() {
-                    return;
-                }
-                cursor = id;
+            if !forward(&tx, batch, &mut cursor, &mut last_state).await {
+                return;
             }
-            if n < 500 && ended(last_state) {
+            if n < PAGE && ended(last_state) {
                 return;
             }
         }
     })
+}
+
+/// Sends `events` to the client, advancing the cursor and the last state seen; false once
+/// the client has gone.
+async fn forward(
+    tx: &tokio::sync::mpsc::Sender<Event>,
+    events: Vec<(String, JobEvent)>,
+    cursor: &mut String,
+    last_state: &mut Option<JobState>,
+) -> bool {
+    for (id, event) in events {
+        if let Some(s) = event.state() {
+            *last_state = Some(s);
+        }
+        if tx.send(to_sse(&id, &event)).await.is_err() {
+            return false;
+        }
+        *cursor = id;
+    }
+    true
 }
 
 /// A stream fed by a task through a channel: the task ends when the client goes away.

@@ -154,6 +154,16 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /v1/jobs/{id}/{action}` (cancel, retry) with the test token.
+    pub async fn act(&self, id: &str, action: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/jobs/{id}/{action}", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the dispatcher answers")
+    }
+
     /// Submits a job for `agent` and returns its id.
     pub async fn submit(&self, agent: &str, task: &str) -> String {
         let (status, body) = self.post_job(json!({"agent": agent, "task": task})).await;

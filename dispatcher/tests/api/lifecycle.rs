@@ -141,13 +141,7 @@ async fn cancelling_a_running_job_cancels_it_and_stops_the_agent_within_the_grac
         .trim()
         .parse()
         .unwrap();
-    let response = app
-        .http
-        .post(format!("{}/v1/jobs/{id}/cancel", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = app.act(&id, "cancel").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["state"], "cancelled");
@@ -162,13 +156,7 @@ async fn cancelling_a_running_job_cancels_it_and_stops_the_agent_within_the_grac
         JobState::Cancelled,
         "late runner events do not change a cancelled job"
     );
-    let again = app
-        .http
-        .post(format!("{}/v1/jobs/{id}/cancel", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let again = app.act(&id, "cancel").await;
     assert_eq!(again.status(), 409);
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -195,13 +183,7 @@ async fn retrying_a_failed_job_runs_it_again_as_a_new_attempt() {
     let app = spawn_app(|_| {}).await;
     let id = app.submit("fail", "again").await;
     app.wait_for_end(&id, LIMIT).await;
-    let response = app
-        .http
-        .post(format!("{}/v1/jobs/{id}/retry", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = app.act(&id, "retry").await;
     assert_eq!(response.status(), 202);
     let job = app.wait_for_end(&id, LIMIT).await;
     assert_eq!(job.state, JobState::Failed);
