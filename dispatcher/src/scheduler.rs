@@ -1,24 +1,29 @@
 //! The scheduler: claims ready jobs from the stream, admits them, spawns their workloads
 //! and records the spawns.
 //!
-//! It stops between claims when shutdown begins; a batch it has read is finished first.
+//! It stops between claims when shutdown begins; claims already read are finished first.
 //! A claim whose spawn is never recorded (the process died) stays pending in the stream's
 //! group and is taken over by another dispatcher's watchdog ([`crate::watchdog`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
-use crate::queue::{Admission, AttemptFailure, Claim, SpawnRecord};
+use crate::queue::{Admission, AttemptFailure, Claim, Job, SpawnRecord};
 
-/// Claims and spawns until `ctx.shutdown` is cancelled.
+/// Claims and spawns until `ctx.shutdown` is cancelled, with up to `queue.claim_batch`
+/// claims in flight: a slow spawn does not hold up the others. On shutdown it stops
+/// claiming and waits for the claims in flight.
 pub async fn run(ctx: Arc<Context>) {
     let mut conn = None;
-    let batch = ctx.settings.queue.claim_batch;
+    let permits = Arc::new(Semaphore::new(ctx.settings.queue.claim_batch));
+    let mut in_flight = JoinSet::new();
     while !ctx.shutdown.is_cancelled() {
+        while in_flight.try_join_next().is_some() {}
         if conn.is_none() {
             match ctx.queue.dedicated_connection().await {
                 Ok(c) => conn = Some(c),
@@ -30,60 +35,81 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
+        // One free slot at least, then as many more as are free.
+        let first = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let wanted = permits.available_permits() + 1;
         let claims = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            claims = ctx.queue.claim(c, &ctx.consumer, batch, Duration::from_secs(2)) => claims,
+            claims = ctx.queue.claim(c, &ctx.consumer, wanted, Duration::from_secs(2)) => claims,
         };
-        match claims {
-            Ok(claims) => process_batch(&ctx, claims).await,
+        let claims = match claims {
+            Ok(claims) => claims,
             Err(e) => {
                 warn!(error = %e, "claiming from the ready queue failed; retrying");
                 conn = None;
                 pause(&ctx, Duration::from_secs(1)).await;
+                continue;
             }
+        };
+        let mut first = Some(first);
+        for (claim, attempt, job) in admit_all(&ctx, claims).await {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => Arc::clone(&permits)
+                    .try_acquire_owned()
+                    .expect("no more claims than free permits were asked for"),
+            };
+            let ctx = Arc::clone(&ctx);
+            in_flight.spawn(async move {
+                spawn_claim(&ctx, &claim, attempt, &job).await;
+                drop(permit);
+            });
         }
     }
+    while in_flight.join_next().await.is_some() {}
     info!("scheduler stopped");
 }
 
-/// Handles a batch of claims concurrently and waits for all of them.
+/// Admits a batch of claims (in order, in one call) and spawns the admitted jobs
+/// concurrently, waiting for all of them.
 pub async fn process_batch(ctx: &Arc<Context>, claims: Vec<Claim>) {
-    if claims.len() == 1 {
-        handle_claim(ctx, &claims[0]).await;
-        return;
-    }
     let mut tasks = JoinSet::new();
-    for claim in claims {
+    for (claim, attempt, job) in admit_all(ctx, claims).await {
         let ctx = Arc::clone(ctx);
-        tasks.spawn(async move { handle_claim(&ctx, &claim).await });
+        tasks.spawn(async move { spawn_claim(&ctx, &claim, attempt, &job).await });
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// Admits one claimed job and, when it gets a slot, spawns and records it. Redis errors
-/// leave the claim pending, to be taken over later.
-#[instrument(skip(ctx, claim), fields(job_id = %claim.job_id, attempt))]
-pub async fn handle_claim(ctx: &Arc<Context>, claim: &Claim) {
-    let admission = match ctx.queue.admit(claim).await {
+/// The claims whose jobs were admitted, with their attempt and record. A Redis error
+/// leaves every claim pending, to be taken over later.
+async fn admit_all(ctx: &Context, claims: Vec<Claim>) -> Vec<(Claim, u32, Box<Job>)> {
+    let admissions = match ctx.queue.admit(&claims).await {
         Ok(a) => a,
         Err(e) => {
-            warn!(error = %e, "admission failed; the claim stays pending");
-            return;
+            warn!(error = %e, claims = claims.len(), "admission failed; the claims stay pending");
+            return Vec::new();
         }
     };
-    let Admission::Spawn { attempt } = admission else {
-        return;
-    };
+    claims
+        .into_iter()
+        .zip(admissions)
+        .filter_map(|(claim, admission)| match admission {
+            Admission::Spawn { attempt, job } => Some((claim, attempt, job)),
+            Admission::Wait | Admission::Skip => None,
+        })
+        .collect()
+}
+
+/// Spawns an admitted attempt and records the spawn; a failure is recorded as a failed
+/// attempt (retried when the spawner says it may pass).
+#[instrument(skip(ctx, claim, job), fields(job_id = %claim.job_id, attempt))]
+pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &Job) {
     tracing::Span::current().record("attempt", attempt);
-    let job = match ctx.queue.get(&claim.job_id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => return,
-        Err(e) => {
-            warn!(error = %e, "reading the job failed; the claim stays pending");
-            return;
-        }
-    };
-    let spec = match ctx.job_spec(&job, attempt) {
+    let spec = match ctx.job_spec(job, attempt) {
         Ok(spec) => spec,
         Err(reason) => {
             record_failure(ctx, claim, attempt, &reason, false).await;

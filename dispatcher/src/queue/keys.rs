@@ -60,6 +60,12 @@ impl Keys {
         format!("{}concurrency:{key}", self.prefix)
     }
 
+    /// `concurrency:{key}:queue`: zset scored by submission order, queued jobs of a key;
+    /// only its head may be admitted, so one key's jobs start in order.
+    pub fn concurrency_queue(&self, key: &str) -> String {
+        format!("{}concurrency:{key}:queue", self.prefix)
+    }
+
     /// `idem:{key}`: string with a ttl, the job an idempotency key names.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)

@@ -72,12 +72,14 @@ pub struct Claim {
 }
 
 /// What to do with a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
     /// Spawn this attempt, then [`Queue::record_spawn`].
     Spawn {
         /// The attempt to spawn.
         attempt: u32,
+        /// The job as admitted.
+        job: Box<Job>,
     },
     /// No slot: the job waits its turn.
     Wait,
@@ -340,11 +342,15 @@ impl Queue {
         }
         args.push("key_limit".into());
         args.push(self.limits.concurrency_key_limit.to_string());
-        let (verdict, id): (String, String) = self.eval(&self.scripts.submit, &args).await?;
-        let stored = self
-            .get(&id)
-            .await?
-            .ok_or_else(|| QueueError::Corrupt(format!("job {id} vanished right after submit")))?;
+        let reply: Vec<Value> = self.eval(&self.scripts.submit, &args).await?;
+        let verdict = reply.first().map(value_string).unwrap_or_default();
+        let id = reply.get(1).map(value_string).unwrap_or_default();
+        let stored = reply
+            .get(2)
+            .and_then(|record| Job::from_fields(&id, &flat_map(record)))
+            .ok_or_else(|| {
+                QueueError::Corrupt(format!("job {id} is incomplete right after submit"))
+            })?;
         Ok((stored, verdict == "created"))
     }
 
@@ -512,26 +518,40 @@ impl Queue {
         .await
     }
 
-    /// Decides what a claim means and, when a slot is free, admits the job.
-    pub async fn admit(&self, claim: &Claim) -> Result<Admission> {
-        let reply: Vec<Value> = self
-            .eval(
-                &self.scripts.claim,
-                &[claim.job_id.clone(), claim.entry.clone()],
-            )
-            .await?;
-        let verdict = reply.first().map(value_string).unwrap_or_default();
-        Ok(match verdict.as_str() {
-            "spawn" => Admission::Spawn {
-                attempt: reply
-                    .get(1)
-                    .map(value_string)
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(1),
-            },
-            "wait" => Admission::Wait,
-            _ => Admission::Skip,
-        })
+    /// Decides what each claim means, in order, and admits the jobs that get a slot: one
+    /// script call for the whole batch, so admission follows the stream's order.
+    pub async fn admit(&self, claims: &[Claim]) -> Result<Vec<Admission>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args: Vec<String> = claims
+            .iter()
+            .flat_map(|c| [c.job_id.clone(), c.entry.clone()])
+            .collect();
+        let replies: Vec<Vec<Value>> = self.eval(&self.scripts.claim, &args).await?;
+        claims
+            .iter()
+            .zip(replies)
+            .map(|(claim, reply)| {
+                let verdict = reply.first().map(value_string).unwrap_or_default();
+                Ok(match verdict.as_str() {
+                    "spawn" => {
+                        let job = reply
+                            .get(2)
+                            .and_then(|record| Job::from_fields(&claim.job_id, &flat_map(record)))
+                            .ok_or_else(|| {
+                                QueueError::Corrupt(format!("job {} is incomplete", claim.job_id))
+                            })?;
+                        Admission::Spawn {
+                            attempt: job.attempt,
+                            job: Box::new(job),
+                        }
+                    }
+                    "wait" => Admission::Wait,
+                    _ => Admission::Skip,
+                })
+            })
+            .collect()
     }
 
     /// Records the workload of a spawned attempt and acknowledges its claim.
@@ -905,6 +925,24 @@ fn parse_entries(entries: &Value) -> Vec<Claim> {
         .collect()
 }
 
+/// A flat `[field, value, ...]` reply (HGETALL inside a script) as a map.
+fn flat_map(value: &Value) -> HashMap<String, String> {
+    match value {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [k, v] => Some((value_string(k), value_string(v))),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| (value_string(k), value_string(v)))
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
 fn stream_fields(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
     let Value::Array(entries) = entries else {
         return Vec::new();
@@ -1050,7 +1088,9 @@ mod tests {
         assert_eq!(keys.events("x"), "P:job:x:events");
         assert!(LIB.contains("prefix .. 'job:' .. id .. ':events'"));
         assert_eq!(keys.concurrency("k"), "P:concurrency:k");
-        assert!(LIB.contains("prefix .. 'concurrency:' .. k"));
+        assert!(LIB.contains("prefix .. 'concurrency:' .. k end"));
+        assert_eq!(keys.concurrency_queue("k"), "P:concurrency:k:queue");
+        assert!(LIB.contains("prefix .. 'concurrency:' .. k .. ':queue'"));
         assert_eq!(keys.idempotency("k"), "P:idem:k");
         assert!(include_str!("scripts/submit.lua").contains("prefix .. 'idem:' .. idem"));
         assert!(LIB.contains(&format!("GROUP = '{}'", keys::GROUP)));

@@ -118,3 +118,36 @@ async fn two_dispatchers_on_one_redis_run_each_of_fifty_jobs_once() {
     b.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_one_concurrency_key_start_in_submission_order_across_two_dispatchers() {
+    let dir = temp_dir("keyorder");
+    let log = dir.join("intervals");
+    let mut settings = test_settings(&random_prefix());
+    settings
+        .agents
+        .insert("interval".into(), crate::limits::interval_agent(&log));
+    let a = start(settings.clone(), None).await;
+    let b = start(settings, None).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let (status, body) = app
+            .post_job(serde_json::json!({"agent": "interval", "task": format!("k{n}"), "concurrency_key": "shared"}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(
+            a.wait_for_end(id, Duration::from_secs(90)).await.state,
+            JobState::Succeeded
+        );
+    }
+    let (max, order) = crate::limits::overlap(&log);
+    assert_eq!(max, 1, "jobs of one key overlapped");
+    assert_eq!(order, ["k0", "k1", "k2", "k3"]);
+    a.stop().await;
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -11,7 +11,7 @@ use crate::helpers::*;
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// An agent that records its start and end (ns) in `log`, holding its slot ~1 s.
-fn interval_agent(log: &Path) -> agentsmith::settings::AgentSettings {
+pub fn interval_agent(log: &Path) -> agentsmith::settings::AgentSettings {
     let mut agent = sh_agent(
         "echo \"start $(date +%s%N) $AGENTSMITH_TASK\" >> \"$LOG\"; sleep 1; echo \"end $(date +%s%N) $AGENTSMITH_TASK\" >> \"$LOG\"",
     );
@@ -20,7 +20,7 @@ fn interval_agent(log: &Path) -> agentsmith::settings::AgentSettings {
 }
 
 /// The most agents that ran at once, and the order they started in.
-fn overlap(log: &Path) -> (usize, Vec<String>) {
+pub fn overlap(log: &Path) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap();
     let mut marks: Vec<(u128, i32, String)> = text
         .lines()

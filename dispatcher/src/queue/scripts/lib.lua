@@ -22,6 +22,7 @@ local GROUP = 'dispatchers'
 local function job_key(id) return prefix .. 'job:' .. id end
 local function events_key(id) return prefix .. 'job:' .. id .. ':events' end
 local function concurrency_key(k) return prefix .. 'concurrency:' .. k end
+local function key_queue(k) return prefix .. 'concurrency:' .. k .. ':queue' end
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
 
@@ -46,18 +47,32 @@ local function transition(id, from, to, attempt, reason)
   emit(id, event)
 end
 
-local function fits(ckey, limit)
+-- Whether a job may take a slot now: a global slot is free and, for a job with a
+-- concurrency key, a slot of its key is free and no earlier job of that key is queued
+-- (the key's queue, scored by submission order, keeps jobs of one key in order even
+-- when several dispatchers claim them).
+local function fits(id, ckey, limit)
   if max_running - redis.call('ZCARD', K_RUNNING) <= 0 then return false end
   if ckey and ckey ~= '' then
     if redis.call('SCARD', concurrency_key(ckey)) >= tonumber(limit or 1) then return false end
+    local head = redis.call('ZRANGE', key_queue(ckey), 0, 0)[1]
+    if head and head ~= id then return false end
   end
   return true
+end
+
+-- Puts a queued job with a concurrency key in its key's queue (by submission order).
+local function enqueue_key(id, ckey, seq)
+  if ckey and ckey ~= '' then redis.call('ZADD', key_queue(ckey), tonumber(seq), id) end
 end
 
 -- Admits a queued job: it takes a slot and becomes starting.
 local function admit(id, attempt, ckey)
   redis.call('ZADD', K_RUNNING, now + start_lease_ms, id)
-  if ckey and ckey ~= '' then redis.call('SADD', concurrency_key(ckey), id) end
+  if ckey and ckey ~= '' then
+    redis.call('SADD', concurrency_key(ckey), id)
+    redis.call('ZREM', key_queue(ckey), id)
+  end
   redis.call('HSET', job_key(id), 'handle', '', 'handle_identity', '', 'admitted_at', now)
   transition(id, 'queued', 'starting', attempt)
 end
@@ -65,7 +80,10 @@ end
 local function release(id)
   redis.call('ZREM', K_RUNNING, id)
   local ckey = redis.call('HGET', job_key(id), 'concurrency_key')
-  if ckey and ckey ~= '' then redis.call('SREM', concurrency_key(ckey), id) end
+  if ckey and ckey ~= '' then
+    redis.call('SREM', concurrency_key(ckey), id)
+    redis.call('ZREM', key_queue(ckey), id)
+  end
 end
 
 -- Admits waiting jobs, oldest first, while slots are free; each admitted job gets a queue
@@ -79,7 +97,7 @@ local function pump()
     local f = redis.call('HMGET', job_key(id), 'state', 'attempt', 'concurrency_key', 'key_limit')
     if f[1] ~= 'queued' then
       redis.call('ZREM', K_WAITING, id)
-    elseif fits(f[3], f[4]) then
+    elseif fits(id, f[3], f[4]) then
       redis.call('ZREM', K_WAITING, id)
       admit(id, f[2], f[3])
       redis.call('XADD', K_QUEUE, '*', 'job', id)

@@ -6,6 +6,8 @@ for _, id in ipairs(due) do
   local f = redis.call('HMGET', job_key(id), 'state', 'attempt')
   if f[1] == 'retrying' then
     transition(id, 'retrying', 'queued', f[2])
+    local k = redis.call('HMGET', job_key(id), 'concurrency_key', 'seq')
+    enqueue_key(id, k[1], k[2])
     redis.call('XADD', K_QUEUE, '*', 'job', id)
   end
 end

@@ -13,5 +13,7 @@ redis.call('HSET', job_key(id), 'attempt', attempt, 'max_attempts', attempt + to
   'handle', '', 'handle_identity', '', 'reason', '', 'finished_at', '', 'result', '', 'exit_code', '', 'runner_seq', 0)
 redis.call('HDEL', job_key(id), 'started_at', 'spawned_at', 'admitted_at')
 transition(id, state, 'queued', attempt, 'retry requested')
-redis.call('XADD', K_QUEUE, '*', 'job', id)
+local k = redis.call('HMGET', job_key(id), 'concurrency_key', 'seq')
+    enqueue_key(id, k[1], k[2])
+    redis.call('XADD', K_QUEUE, '*', 'job', id)
 return { 'queued', attempt }

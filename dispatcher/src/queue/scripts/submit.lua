@@ -7,7 +7,7 @@ if idem ~= '' then
   local idem_key = prefix .. 'idem:' .. idem
   local existing = redis.call('GET', idem_key)
   if existing and redis.call('EXISTS', job_key(existing)) == 1 then
-    return { 'existing', existing }
+    return { 'existing', existing, redis.call('HGETALL', job_key(existing)) }
   end
   redis.call('SET', idem_key, id, 'PX', tonumber(ARGV[9]))
 end
@@ -18,6 +18,7 @@ local seq = redis.call('INCR', K_SEQ)
 redis.call('HSET', job_key(id), 'seq', seq, 'state', 'queued', 'attempt', 1,
   'created_at', now, 'updated_at', now, 'runner_seq', 0)
 redis.call('ZADD', K_JOBS, now, id)
+enqueue_key(id, redis.call('HGET', job_key(id), 'concurrency_key'), seq)
 transition(id, nil, 'queued', 1)
 redis.call('XADD', K_QUEUE, '*', 'job', id)
-return { 'created', id }
+return { 'created', id, redis.call('HGETALL', job_key(id)) }
