@@ -13,7 +13,7 @@ use spawner::WorkloadStatus;
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
-use crate::queue::{AttemptFailure, JobState};
+use crate::queue::{now_ms, AttemptFailure, JobState};
 use crate::scheduler::{pause, process_batch};
 
 /// Runs the housekeeping loop until `ctx.shutdown` is cancelled.
@@ -89,6 +89,22 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         (WorkloadStatus::Running, JobState::Running) => {
             // The workload lives but its runner cannot reach us: trust the spawner's view.
             warn!("runner not heard from, but its workload is running; extending the lease");
+            let _ = ctx
+                .queue
+                .extend_lease(
+                    &job.id,
+                    job.attempt,
+                    Duration::from_secs(settings.lease_secs),
+                )
+                .await;
+            return;
+        }
+        (WorkloadStatus::Pending { .. } | WorkloadStatus::Running, JobState::Starting)
+            if job
+                .admitted_at
+                .is_some_and(|at| now_ms() - at < settings.start_timeout_secs as i64 * 1000) =>
+        {
+            // Still being scheduled or pulled: give it until the start timeout.
             let _ = ctx
                 .queue
                 .extend_lease(

@@ -118,6 +118,9 @@ pub struct Job {
     pub created_at: i64,
     /// Last change (ms since the epoch).
     pub updated_at: i64,
+    /// When the current attempt was admitted (ms), while it is starting or running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<i64>,
     /// When the agent started (ms), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
@@ -163,6 +166,7 @@ impl Job {
             idempotency_key: text("idempotency_key"),
             created_at: num("created_at")?,
             updated_at: num("updated_at").unwrap_or_default(),
+            admitted_at: num("admitted_at"),
             started_at: num("started_at"),
             finished_at: num("finished_at"),
             exit_code: num("exit_code").map(|c| c as i32),

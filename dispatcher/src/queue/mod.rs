@@ -578,6 +578,7 @@ impl Queue {
                     identity,
                     claim.entry.clone(),
                     to_json(&event),
+                    (self.limits.lease_secs * 1000).to_string(),
                 ],
             )
             .await?;

@@ -190,3 +190,25 @@ async fn retrying_a_failed_job_runs_it_again_as_a_new_attempt() {
     assert_eq!(job.attempt, 2);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_dying_before_it_reports_is_noticed_within_a_lease_not_the_start_timeout() {
+    let app = spawn_app(|s| {
+        s.queue.max_attempts = 2;
+        s.queue.start_timeout_secs = 120;
+        // A "runner" that exits at once without a word.
+        s.spawner.process.runner_path = "/bin/false".into();
+    })
+    .await;
+    let id = app.submit("ok", "silent").await;
+    // Two leases of 3 s and a backoff of ~1 s: far less than one start timeout.
+    let job = app.wait_for_end(&id, Duration::from_secs(40)).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempt, 2);
+    let reason = job.reason.unwrap();
+    assert!(
+        reason.contains("runner lost: exited with code 1"),
+        "{reason}"
+    );
+    app.stop().await;
+}

@@ -1,6 +1,6 @@
 -- Records the workload of a spawned attempt and acks its queue entry.
 -- ARGV[7] id, ARGV[8] attempt, ARGV[9] handle JSON, ARGV[10] handle identity, ARGV[11] entry,
--- ARGV[12] spawned event JSON.
+-- ARGV[12] spawned event JSON, ARGV[13] lease (ms) until the runner must be heard from.
 -- Returns 'ok', 'duplicate' (another dispatcher's workload is already recorded: stop ours)
 -- or 'stale' (the attempt is over: stop ours).
 local id = ARGV[7]
@@ -12,5 +12,8 @@ if f[3] and f[3] ~= '' then
   return 'duplicate'
 end
 redis.call('HSET', job_key(id), 'handle', ARGV[9], 'handle_identity', ARGV[10], 'spawned_at', now)
+-- From now on the lease is the runner's: a runner that dies before reporting is noticed
+-- within one lease, not only after the start timeout.
+redis.call('ZADD', K_RUNNING, 'XX', now + tonumber(ARGV[13]), id)
 emit(id, ARGV[12])
 return 'ok'
