@@ -212,3 +212,37 @@ async fn runner_dying_before_it_reports_is_noticed_within_a_lease_not_the_start_
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_expire_after_the_retention_and_leave_the_index() {
+    let app = spawn_app(|s| s.queue.retention_secs = 1).await;
+    let id = app.submit("ok", "short-lived").await;
+    app.wait_for_end(&id, LIMIT).await;
+    let gone = wait_until(Duration::from_secs(10), || async {
+        app.ctx.queue.get(&id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "the record expired");
+    assert!(
+        app.events(&id).await.is_empty(),
+        "the events expired with it"
+    );
+    app.ctx.queue.sweep().await.unwrap();
+    assert!(app
+        .ctx
+        .queue
+        .list(None, None, 10)
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    let response = app
+        .http
+        .get(format!("{}/v1/jobs/{id}", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    app.stop().await;
+}
