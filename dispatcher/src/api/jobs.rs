@@ -255,6 +255,24 @@ pub struct EventsQuery {
     after: Option<String>,
 }
 
+/// The resume point of an SSE request: `Last-Event-ID`, else `?after=`, checked.
+pub(super) fn last_event_id(
+    headers: &HeaderMap,
+    after: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(after);
+    match after {
+        Some(a) if !valid_stream_id(&a) => Err(ApiError::bad_request(
+            "Last-Event-ID: not an event id of this stream",
+        )),
+        other => Ok(other),
+    }
+}
+
 fn valid_stream_id(id: &str) -> bool {
     id.split_once('-')
         .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
@@ -275,18 +293,7 @@ pub async fn events(
         return Err(ApiError::not_found("unknown_job", format!("no job {id:?}")));
     }
     let job = find(&state, &id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(query.after);
-    if let Some(a) = &after {
-        if !valid_stream_id(a) {
-            return Err(ApiError::bad_request(
-                "Last-Event-ID: not an event id of this stream",
-            ));
-        }
-    }
+    let after = last_event_id(&headers, query.after)?;
     let stream = event_stream(state, job, after);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -311,7 +318,7 @@ fn event_stream(
     after: Option<String>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     const PAGE: usize = 500;
-    async_stream_lite(move |tx| async move {
+    channel_stream(move |tx| async move {
         let mut cursor = after.unwrap_or_else(|| "0-0".to_string());
         // The state as of the last state event sent (or the record's, before any).
         let mut last_state = None::<JobState>;
@@ -390,7 +397,7 @@ async fn forward(
 }
 
 /// A stream fed by a task through a channel: the task ends when the client goes away.
-fn async_stream_lite<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
+pub(super) fn channel_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod feed;
 mod health;
 mod jobs;
 mod runner;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let public = Router::new()
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/events", get(feed::feed))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -249,6 +249,16 @@ impl JobEvent {
     }
 }
 
+/// An entry of the dispatcher-wide feed: a job's event, with the job it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    /// The job.
+    pub job_id: String,
+    /// What happened to it.
+    #[serde(flatten)]
+    pub event: JobEvent,
+}
+
 /// What a caller asks for when submitting a job (validated before it gets here).
 #[derive(Debug, Clone, Default)]
 pub struct NewJob {
@@ -318,6 +328,17 @@ mod tests {
             serde_json::from_str::<JobEvent>(json).is_err(),
             "floats are not times"
         );
+    }
+
+    #[test]
+    fn feed_events_round_trip_with_the_job_id_beside_the_event() {
+        let json = r#"{"type":"state","state":"running","attempt":2,"at":7,"job_id":"abc"}"#;
+        let event: FeedEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(event.job_id, "abc");
+        assert_eq!(event.event.state(), Some(JobState::Running));
+        let again: FeedEvent =
+            serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(again, event);
     }
 
     #[test]

@@ -76,6 +76,11 @@ impl Keys {
         format!("{}jobs", self.prefix)
     }
 
+    /// `feed`: stream, capped, every state change of every job (the dashboard's live view).
+    pub fn feed(&self) -> String {
+        format!("{}feed", self.prefix)
+    }
+
     /// `stats`: hash of counters (`entered:<state>`, `current:<state>`).
     pub fn stats(&self) -> String {
         format!("{}stats", self.prefix)

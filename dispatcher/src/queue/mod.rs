@@ -21,7 +21,7 @@ use spawner::contract::{RunOutcome, RunnerBatch, RunnerEvent};
 use spawner::JobHandle;
 
 pub use error::{QueueError, Result};
-pub use job::{Job, JobEvent, JobState, NewJob};
+pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob};
 pub use keys::Keys;
 
 use crate::settings::{QueueSettings, RedisSettings};
@@ -747,11 +747,75 @@ impl Queue {
         after: Option<&str>,
         count: usize,
     ) -> Result<Vec<(String, JobEvent)>> {
+        self.read_stream(&self.keys.events(job_id), after, count)
+            .await
+    }
+
+    /// Waits up to `block` for events of a job after `after`, on a dedicated connection.
+    pub async fn wait_events(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        job_id: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<(String, JobEvent)>> {
+        self.wait_stream(conn, &self.keys.events(job_id), after, block)
+            .await
+    }
+
+    /// State changes of all jobs after `after` (the dispatcher-wide feed), at most `count`.
+    pub async fn feed_after(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, FeedEvent)>> {
+        self.read_stream(&self.keys.feed(), after, count).await
+    }
+
+    /// Waits up to `block` for state changes of any job after `after`.
+    pub async fn wait_feed(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<(String, FeedEvent)>> {
+        self.wait_stream(conn, &self.keys.feed(), after, block)
+            .await
+    }
+
+    /// The id of the newest entry of the feed (`0-0` when it is empty): where a live-only
+    /// reader starts.
+    pub async fn feed_head(&self) -> Result<String> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let reply: Value = redis::cmd("XREVRANGE")
+                .arg(self.keys.feed())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            Ok(stream_fields(&reply)
+                .into_iter()
+                .next()
+                .map(|(id, _)| id)
+                .unwrap_or_else(|| "0-0".into()))
+        })
+        .await
+    }
+
+    async fn read_stream<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, T)>> {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let start = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
             let reply: Value = redis::cmd("XRANGE")
-                .arg(self.keys.events(job_id))
+                .arg(key)
                 .arg(start)
                 .arg("+")
                 .arg("COUNT")
@@ -763,14 +827,13 @@ impl Queue {
         .await
     }
 
-    /// Waits up to `block` for events of a job after `after`, on a dedicated connection.
-    pub async fn wait_events(
+    async fn wait_stream<T: serde::de::DeserializeOwned>(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        job_id: &str,
+        key: &str,
         after: &str,
         block: Duration,
-    ) -> Result<Vec<(String, JobEvent)>> {
+    ) -> Result<Vec<(String, T)>> {
         let reply: Value = tokio::time::timeout(
             block + self.timeout,
             redis::cmd("XREAD")
@@ -779,7 +842,7 @@ impl Queue {
                 .arg("BLOCK")
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
-                .arg(self.keys.events(job_id))
+                .arg(key)
                 .arg(after)
                 .query_async(conn),
         )
@@ -794,6 +857,10 @@ impl Queue {
                     _ => None,
                 })
                 .flatten()
+                .collect(),
+            Value::Map(streams) => streams
+                .iter()
+                .flat_map(|(_, entries)| decode_events(entries))
                 .collect(),
             _ => Vec::new(),
         };
@@ -968,7 +1035,7 @@ fn stream_fields(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
-fn decode_events(entries: &Value) -> Vec<(String, JobEvent)> {
+fn decode_events<T: serde::de::DeserializeOwned>(entries: &Value) -> Vec<(String, T)> {
     stream_fields(entries)
         .into_iter()
         .filter_map(|(id, fields)| {

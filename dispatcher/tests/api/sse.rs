@@ -100,3 +100,63 @@ async fn last_event_id_resumes_after_that_event() {
     assert_eq!(bad.status(), 400);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_wide_feed_streams_every_jobs_state_changes_live() {
+    use agentsmith::queue::FeedEvent;
+    use futures::StreamExt;
+
+    let app = spawn_app(|_| {}).await;
+    let response = app
+        .http
+        .get(format!("{}/v1/events", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let unauthorized = app
+        .http
+        .get(format!("{}/v1/events", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let id = app.submit("ok", "watch me").await;
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut states = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = bytes.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let event: FeedEvent = serde_json::from_str(data).unwrap();
+                if event.job_id == id {
+                    states.push(event.event.state().unwrap());
+                    if states.last() == Some(&JobState::Succeeded) {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the feed did not show the job finishing: {states:?}"
+    );
+    assert_eq!(
+        states,
+        [
+            JobState::Queued,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Succeeded
+        ]
+    );
+    app.stop().await;
+}

@@ -17,6 +17,8 @@ local K_WAITING = prefix .. 'waiting'
 local K_JOBS = prefix .. 'jobs'
 local K_STATS = prefix .. 'stats'
 local K_SEQ = prefix .. 'seq'
+local K_FEED = prefix .. 'feed'
+local FEED_MAX = 10000
 local GROUP = 'dispatchers'
 
 local function job_key(id) return prefix .. 'job:' .. id end
@@ -45,6 +47,8 @@ local function transition(id, from, to, attempt, reason)
   local event = { type = 'state', state = to, attempt = tonumber(attempt) }
   if reason and reason ~= '' then event.reason = reason end
   emit(id, event)
+  event.job_id = id
+  redis.call('XADD', K_FEED, 'MAXLEN', '~', FEED_MAX, '*', 'e', cjson.encode(event))
 end
 
 -- Whether a job may take a slot now: a global slot is free and, for a job with a
