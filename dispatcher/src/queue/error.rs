@@ -8,9 +8,6 @@ pub enum QueueError {
     /// Redis refused or failed a command, or the connection broke.
     #[error("redis command failed: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No pooled connection could be had.
-    #[error("no redis connection available: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -27,7 +24,7 @@ impl QueueError {
     /// answer 503 so senders retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            QueueError::Pool(_) | QueueError::Timeout(_) => true,
+            QueueError::Timeout(_) => true,
             QueueError::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_refusal()

@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use secrecy::ExposeSecret;
 use spawner::contract::{RunOutcome, RunnerBatch, RunnerEvent};
 use spawner::JobHandle;
+use tokio::sync::OnceCell;
 
 pub use error::{QueueError, Result};
 pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob};
@@ -166,10 +167,15 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// The queue: a Redis pool, the keys and the scripts.
+/// The queue: a Redis connection, the keys and the scripts.
+///
+/// Every command that does not block shares one multiplexed connection
+/// (`ConnectionManager`: pipelined by the driver, reconnecting by itself); blocking reads
+/// get connections of their own ([`Queue::dedicated_connection`]). A pool would cost a
+/// health-check round trip per checkout, which doubled the round trips per job.
 #[derive(Clone)]
 pub struct Queue {
-    pool: Pool,
+    shared: std::sync::Arc<OnceCell<ConnectionManager>>,
     client: redis::Client,
     keys: Keys,
     scripts: std::sync::Arc<Scripts>,
@@ -186,26 +192,13 @@ pub fn now_ms() -> i64 {
 }
 
 impl Queue {
-    /// Creates the pool (no connection is made until the first command).
+    /// Creates the queue; no connection is made until the first command.
     pub fn new(redis: &RedisSettings, limits: &QueueSettings) -> Result<Self> {
         let url = redis.url.expose_secret();
         let timeout = Duration::from_secs(redis.timeout_secs);
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: redis.pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| QueueError::Config(e.to_string()))?;
         let client = redis::Client::open(url).map_err(|e| QueueError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            shared: std::sync::Arc::default(),
             client,
             keys: Keys::new(&redis.prefix),
             scripts: std::sync::Arc::new(Scripts::load()),
@@ -230,8 +223,19 @@ impl Queue {
             .map_err(|_| QueueError::Timeout(self.timeout))?
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    /// The shared connection, made on first use (and again after a failed first attempt).
+    async fn conn(&self) -> Result<ConnectionManager> {
+        let manager = self
+            .shared
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(manager.clone())
     }
 
     /// Runs `script` with the common arguments followed by `args`.
