@@ -10,6 +10,8 @@
 //!   sweeps the index.
 //! - [`api`]: every HTTP route (one `router()`), the REST API, the runner callback, health
 //!   and metrics.
+//! - [`dashboard`]: the web dashboard at `/` (embedded HTML, CSS and JavaScript) and
+//!   `GET /v1/overview`.
 //! - [`token`]: per-job runner tokens.
 //! - [`context`]: what the scheduler, watchdog and handlers share.
 //! - [`app`]: wires it together; [`app::Application`] is what `serve` and the tests run.
@@ -19,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod context;
+pub mod dashboard;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;

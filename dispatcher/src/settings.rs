@@ -55,6 +55,8 @@ pub struct Settings {
     pub projects: BTreeMap<String, ProjectSettings>,
     /// The REST API.
     pub api: ApiSettings,
+    /// The web dashboard served at `/`.
+    pub dashboard: DashboardSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -199,6 +201,17 @@ pub struct ProjectSettings {
 pub struct ApiSettings {
     /// Accepted bearer tokens.
     pub tokens: Vec<SecretString>,
+}
+
+/// `dashboard.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Serve the dashboard at `/` (its assets under `/assets/`).
+    pub enabled: bool,
+    /// Let `GET` requests to `/v1` in without a token (jobs, logs, the event streams, the
+    /// overview); actions (`POST`) always need one.
+    pub public_read: bool,
 }
 
 /// `log.*`

@@ -17,10 +17,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 
+pub use auth::ApiCaller;
 pub use error::ApiError;
 pub use jobs::SubmitRequest;
 
 use crate::context::Context;
+use crate::dashboard;
 use crate::metrics::HttpLabels;
 
 /// The state every handler gets.
@@ -42,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(
             RUNNER_BODY_LIMIT.max(body_limit),
         ));
-    let public = Router::new()
+    let mut public = Router::new()
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/events", get(feed::feed))
         .route("/v1/jobs/{id}", get(jobs::show))
@@ -53,7 +55,13 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/version", get(health::version))
         .route("/metrics", get(health::metrics))
-        .layer(RequestBodyLimitLayer::new(body_limit));
+        .route("/v1/overview", get(dashboard::overview));
+    if state.settings.dashboard.enabled {
+        public = public
+            .route("/", get(dashboard::index))
+            .route("/assets/{name}", get(dashboard::asset));
+    }
+    let public = public.layer(RequestBodyLimitLayer::new(body_limit));
     public
         .merge(internal)
         .fallback(not_found)

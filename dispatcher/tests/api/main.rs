@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod dashboard;
 mod failover;
 mod helpers;
 mod http;

@@ -1,0 +1,293 @@
+//! `GET /v1/overview`: the facts of `/ready` and `/metrics` in one JSON object, for the
+//! dashboard's overview page.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use crate::api::{ApiCaller, ApiError, AppState};
+use crate::queue::JobState;
+
+/// How far back "recent" jobs go.
+const RECENT_MS: i64 = 60 * 60 * 1000;
+
+/// At most this many jobs are read to count the recent ones.
+const RECENT_CAP: usize = 2000;
+
+/// The overview.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// Where jobs are waiting and how many run.
+    pub queue: QueueFigures,
+    /// Jobs now in each non-terminal state.
+    pub current: BTreeMap<String, i64>,
+    /// Jobs that ever entered each state (the counters behind `/metrics`).
+    pub entered: BTreeMap<String, i64>,
+    /// Jobs created in the last hour, by their state now.
+    pub last_hour: Recent,
+    /// Latency percentiles observed by this dispatcher process since it started.
+    pub latency: BTreeMap<&'static str, Percentiles>,
+    /// Whether Redis answers.
+    pub redis: Reachability,
+    /// Whether the spawner's backend answers.
+    pub spawner: Reachability,
+    /// The spawner backend.
+    pub backend: &'static str,
+    /// Whether this process is shutting down.
+    pub draining: bool,
+    /// The configured project names (for the dashboard's filter).
+    pub projects: Vec<String>,
+    /// The configured agent profile names.
+    pub agents: Vec<String>,
+}
+
+/// Queue depth and admissions.
+#[derive(Debug, Default, Serialize)]
+pub struct QueueFigures {
+    /// Ready, not yet claimed.
+    pub ready: u64,
+    /// Claimed, waiting for a free slot.
+    pub waiting: u64,
+    /// Retries waiting out their backoff.
+    pub delayed: u64,
+    /// Admitted (starting or running).
+    pub admitted: u64,
+    /// The global limit of admitted jobs.
+    pub max_concurrent_jobs: u32,
+}
+
+/// Jobs created recently, by state.
+#[derive(Debug, Default, Serialize)]
+pub struct Recent {
+    /// Counts by state.
+    pub by_state: BTreeMap<String, u64>,
+    /// All of them.
+    pub total: u64,
+    /// True when more jobs than could be counted were created in the window.
+    pub truncated: bool,
+}
+
+/// Whether a dependency answers, and why not.
+#[derive(Debug, Serialize)]
+pub struct Reachability {
+    /// It answered.
+    pub ok: bool,
+    /// What went wrong, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl<E: std::fmt::Display> From<Result<(), E>> for Reachability {
+    fn from(r: Result<(), E>) -> Self {
+        match r {
+            Ok(()) => Reachability {
+                ok: true,
+                error: None,
+            },
+            Err(e) => Reachability {
+                ok: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Percentiles estimated from a histogram's buckets, in seconds (as Prometheus's
+/// `histogram_quantile` does: linear within the bucket).
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Observations.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// `GET /v1/overview`.
+pub async fn overview(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+) -> Result<Json<Overview>, ApiError> {
+    let (redis, spawner) = tokio::join!(state.queue.ping(), state.spawner.probe());
+    let redis = Reachability::from(redis);
+    let spawner = Reachability::from(spawner);
+    let stats = state.queue.stats().await?;
+    let last_hour = recent(&state).await?;
+    let text = state.metrics.render(None);
+    let latency = BTreeMap::from([
+        (
+            "spawn",
+            percentiles(&text, "agentsmith_spawn_latency_seconds"),
+        ),
+        (
+            "end_to_end",
+            percentiles(&text, "agentsmith_job_end_to_end_seconds"),
+        ),
+    ]);
+    let current = JobState::ALL
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| {
+            let n = stats.current.get(s.as_str()).copied().unwrap_or(0).max(0);
+            (s.as_str().to_string(), n)
+        })
+        .collect();
+    let entered = JobState::ALL
+        .iter()
+        .map(|s| {
+            let n = stats.entered.get(s.as_str()).copied().unwrap_or(0).max(0);
+            (s.as_str().to_string(), n)
+        })
+        .collect();
+    Ok(Json(Overview {
+        queue: QueueFigures {
+            ready: stats.ready,
+            waiting: stats.waiting,
+            delayed: stats.delayed,
+            admitted: stats.admitted,
+            max_concurrent_jobs: state.settings.queue.max_concurrent_jobs,
+        },
+        current,
+        entered,
+        last_hour,
+        latency,
+        redis,
+        spawner,
+        backend: state.spawner.backend(),
+        draining: state.is_draining(),
+        projects: state.settings.projects.keys().cloned().collect(),
+        agents: state.settings.agents.keys().cloned().collect(),
+    }))
+}
+
+/// Counts the jobs created in the last hour by state, reading the index newest first.
+async fn recent(state: &AppState) -> Result<Recent, ApiError> {
+    let cutoff = now_ms() - RECENT_MS;
+    let mut recent = Recent::default();
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let page = state.queue.list(None, cursor.as_deref(), 500).await?;
+        for job in &page.jobs {
+            if job.created_at < cutoff {
+                return Ok(recent);
+            }
+            if seen == RECENT_CAP {
+                recent.truncated = true;
+                return Ok(recent);
+            }
+            seen += 1;
+            recent.total += 1;
+            *recent
+                .by_state
+                .entry(job.state.as_str().to_string())
+                .or_default() += 1;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(recent),
+        }
+    }
+}
+
+/// Percentiles of the histogram `name` in OpenMetrics `text` (cumulative `_bucket` lines).
+pub fn percentiles(text: &str, name: &str) -> Percentiles {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (le, rest) = rest.split_once("\"}")?;
+            let count = rest.split_whitespace().next()?.parse::<u64>().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse::<f64>().ok()?
+            };
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last().map(|b| b.1).unwrap_or(0);
+    let quantile = |q: f64| -> Option<f64> {
+        if count == 0 {
+            return None;
+        }
+        let rank = q * count as f64;
+        let mut lower = (0.0, 0u64);
+        for &(le, cumulative) in &buckets {
+            if cumulative as f64 >= rank {
+                if le.is_infinite() {
+                    // Beyond the last finite bucket: its bound is the best we can say.
+                    return Some(lower.0);
+                }
+                let in_bucket = (cumulative - lower.1) as f64;
+                let fraction = if in_bucket > 0.0 {
+                    (rank - lower.1 as f64) / in_bucket
+                } else {
+                    1.0
+                };
+                return Some(lower.0 + (le - lower.0) * fraction);
+            }
+            lower = (le, cumulative);
+        }
+        None
+    };
+    Percentiles {
+        count,
+        p50: quantile(0.5),
+        p90: quantile(0.9),
+        p99: quantile(0.99),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_within_the_bucket_that_holds_the_rank() {
+        let text = "\
+# TYPE x histogram
+x_bucket{le=\"1.0\"} 0
+x_bucket{le=\"2.0\"} 10
+x_bucket{le=\"4.0\"} 20
+x_bucket{le=\"+Inf\"} 20
+x_count 20
+";
+        let p = percentiles(text, "x");
+        assert_eq!(p.count, 20);
+        assert_eq!(p.p50, Some(2.0));
+        assert!((p.p90.unwrap() - 3.6).abs() < 1e-9, "{p:?}");
+    }
+
+    #[test]
+    fn percentiles_of_an_empty_or_missing_histogram_are_none() {
+        assert_eq!(percentiles("", "x"), Percentiles::default());
+        let text = "x_bucket{le=\"1.0\"} 0\nx_bucket{le=\"+Inf\"} 0\n";
+        assert_eq!(percentiles(text, "x").p50, None);
+    }
+
+    #[test]
+    fn the_real_metrics_text_yields_percentiles_once_something_is_observed() {
+        let metrics = crate::metrics::Metrics::new();
+        metrics.spawn_latency.observe(0.02);
+        let p = percentiles(&metrics.render(None), "agentsmith_spawn_latency_seconds");
+        assert_eq!(p.count, 1);
+        let p50 = p.p50.unwrap();
+        assert!(p50 > 0.01 && p50 <= 0.02, "{p:?}");
+    }
+}

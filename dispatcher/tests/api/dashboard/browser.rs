@@ -1,0 +1,398 @@
+//! The dashboard in a real browser: headless Chromium driven through `chromedriver`
+//! (Debian's `chromium` and `chromium-driver`), against a dispatcher with a real Redis and
+//! the process spawner. Screenshots land in `target/test-output/dashboard/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agentsmith::queue::JobState;
+use agentsmith::settings::ProjectSettings;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use serde_json::{json, Value};
+
+use crate::helpers::{sh_agent, spawn_app, temp_dir, wait_until, TestApp, TOKEN};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const INSTALL: &str = "apt-get install -y chromium chromium-driver (scripts/test installs them)";
+
+/// Generous: the machine is small and shared.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A `chromedriver` child process, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    profile: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chromedriver_path() -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("chromedriver"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("chromedriver is not installed: {INSTALL}"))
+}
+
+/// Starts `chromedriver` on a free port and waits until it is ready.
+async fn start_driver() -> Driver {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is not installed: {INSTALL}"
+    );
+    let binary = chromedriver_path();
+    let port = free_port();
+    let child = Command::new(&binary)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        profile: temp_dir("chromium-profile"),
+    };
+    let http = reqwest::Client::new();
+    let status = format!("{}/status", driver.url);
+    let ready = wait_until(LIMIT, || async {
+        match http.get(&status).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .is_ok_and(|v| v["value"]["ready"] == true),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ready, "chromedriver did not become ready on {}", driver.url);
+    driver
+}
+
+async fn connect(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1360,900", "--hide-scrollbars",
+                format!("--user-data-dir={}", driver.profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("no browser session from chromedriver: {e}"))
+}
+
+/// Where screenshots go: `target/test-output/dashboard/`.
+fn output_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .find(|d| d.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| exe.parent().unwrap().join("..").join(".."));
+    let dir = target.join("test-output").join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let path = output_dir().join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// The text of the first element matching `css`, if there is one.
+async fn text(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+/// Waits until the element matching `css` shows text containing `needle`; that text.
+/// (Pages re-render parts of themselves, so the text that matched is kept rather than
+/// read again from an element that may have been replaced.)
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let seen = std::sync::Mutex::new(None::<String>);
+    let held = wait_until(LIMIT, || async {
+        let now = text(c, css).await;
+        let found = now.as_deref().is_some_and(|t| t.contains(needle));
+        *seen.lock().unwrap() = now;
+        found
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(held, "{css} never showed {needle:?}; it shows {seen:?}");
+    seen.unwrap()
+}
+
+/// Waits until an element matching `css` exists.
+async fn wait_for(c: &Client, css: &str) {
+    let held = wait_until(LIMIT, || async { c.find(Locator::Css(css)).await.is_ok() }).await;
+    assert!(held, "{css} never appeared");
+}
+
+/// Clicks the element matching `css`, finding it again if the page re-rendered it
+/// between finding and clicking.
+async fn click(c: &Client, css: &str) {
+    let clicked = wait_until(LIMIT, || async {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(clicked, "{css} could not be clicked");
+}
+
+async fn displayed(c: &Client, css: &str) -> bool {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_browser() {
+    let driver = start_driver().await;
+    let app = spawn_app(|s| {
+        s.agents.insert(
+            "slow".into(),
+            sh_agent("for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.5; done"),
+        );
+        s.projects.insert(
+            "webshop".into(),
+            ProjectSettings {
+                repo: "git@example.com:acme/webshop.git".into(),
+                agent: "ok".into(),
+            },
+        );
+    })
+    .await;
+    let client = connect(&driver).await;
+    let outcome = std::panic::AssertUnwindSafe(scenario(&client, &app))
+        .catch_unwind()
+        .await;
+    // End the browser with its session whatever happened; the driver goes with `driver`.
+    let _ = client.close().await;
+    app.stop().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenario(c: &Client, app: &TestApp) {
+    // Signing in: a wrong token is refused, the right one lets the user in.
+    c.goto(&format!("{}/", app.address)).await.unwrap();
+    wait_for(c, "#signin:not([hidden])").await;
+    let token = c.find(Locator::Css("#token")).await.unwrap();
+    token.send_keys("not-the-token-0123456789").await.unwrap();
+    click(c, "#signin-submit").await;
+    wait_text(c, "#signin-error", "not accepted").await;
+    token.clear().await.unwrap();
+    token.send_keys(TOKEN).await.unwrap();
+    click(c, "#signin-submit").await;
+    wait_for(c, "#jobs-body").await;
+    assert!(
+        !displayed(c, "#signin").await,
+        "the sign-in form is still shown"
+    );
+    let stored = c
+        .execute("return sessionStorage.getItem('agentsmith.token')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stored, json!(TOKEN), "the token is kept in sessionStorage");
+    let local = c
+        .execute("return localStorage.length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(local, json!(0), "nothing is kept in localStorage");
+    wait_text(c, "#live", "live").await;
+
+    // Jobs submitted through the API appear without a reload, and change state live.
+    let failed = app.submit("fail", "break the build").await;
+    let (status, body) = app
+        .post_job(json!({"project": "webshop", "ticket": "SHOP-42", "task": "fix the flaky test"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let ok = body["id"].as_str().unwrap().to_string();
+    let failed_row = format!("tr[data-job=\"{failed}\"]");
+    let ok_row = format!("tr[data-job=\"{ok}\"]");
+    wait_text(c, &failed_row, "failed").await;
+    wait_text(c, &ok_row, "succeeded").await;
+    let (status, body) = app
+        .post_job(json!({"agent": "slow", "project": "webshop", "ticket": "SHOP-7", "task": "print ten lines, slowly"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let slow = body["id"].as_str().unwrap().to_string();
+    let slow_row = format!("tr[data-job=\"{slow}\"]");
+    let row = wait_text(c, &slow_row, "running").await;
+    for word in ["slow", "webshop", "SHOP-7", "api", "1 / 3"] {
+        assert!(row.contains(word), "the row lacks {word:?}: {row}");
+    }
+    // Newest first (read in one script: rows are replaced as they change).
+    let first = c
+        .execute(
+            "return document.querySelector('#jobs-body tr').dataset.job",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, json!(slow));
+
+    // Filtering by state keeps only those jobs.
+    c.goto(&format!("{}/#/jobs?state=failed", app.address))
+        .await
+        .unwrap();
+    wait_text(c, &failed_row, "failed").await;
+    assert!(
+        c.find(Locator::Css(&ok_row)).await.is_err(),
+        "the state filter shows a succeeded job"
+    );
+    // And by project.
+    c.goto(&format!("{}/#/jobs?project=webshop", app.address))
+        .await
+        .unwrap();
+    wait_text(c, &ok_row, "webshop").await;
+    assert!(
+        c.find(Locator::Css(&failed_row)).await.is_err(),
+        "the project filter shows a job of no project"
+    );
+
+    // The job page follows the log as the agent prints it.
+    c.goto(&format!("{}/#/jobs/{slow}", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#log", "line 2").await;
+    let early = text(c, "#log").await.unwrap();
+    assert!(
+        !early.contains("line 10"),
+        "the whole log was there at once: {early}"
+    );
+    wait_text(c, "#log", "line 4").await;
+    wait_text(c, "#job-state", "running").await;
+    wait_text(c, "#attempts", "agentsmith-").await;
+    wait_text(c, "#facts", "print ten lines, slowly").await;
+    wait_text(c, "#facts", "git@example.com:acme/webshop.git").await;
+    c.set_window_size(1360, 1100).await.unwrap();
+    screenshot(c, "job.png").await;
+    c.set_window_size(1360, 900).await.unwrap();
+
+    // Cancel, confirmed.
+    click(c, "#cancel").await;
+    let dialog = c.get_alert_text().await.unwrap();
+    assert!(dialog.contains("Cancel job"), "{dialog}");
+    c.accept_alert().await.unwrap();
+    wait_text(c, "#job-state", "cancelled").await;
+    wait_text(c, "#timeline", "cancelled").await;
+    assert_eq!(app.job(&slow).await.state, JobState::Cancelled);
+    let log = text(c, "#log").await.unwrap();
+    assert!(!log.contains("line 10"), "the agent was not stopped: {log}");
+
+    // A failed job shows why.
+    let reason = app
+        .job(&failed)
+        .await
+        .reason
+        .expect("a failed job has a reason");
+    c.goto(&format!("{}/#/jobs/{failed}", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#job-state", "failed").await;
+    wait_text(c, "#reason", &reason).await;
+    wait_text(c, "#log", "about to fail").await;
+    wait_text(c, "#exit-code", "3").await;
+
+    // A finished job shows its result with its links.
+    c.goto(&format!("{}/#/jobs/{ok}", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#result", "fixed fix the flaky test").await;
+    let href = c
+        .execute(
+            "return document.querySelector('#result a').getAttribute('href')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(href, json!("http://example.invalid/pr/1"));
+
+    // The jobs page once more, for its picture: one job running beside the ended ones.
+    let (status, body) = app
+        .post_job(json!({"agent": "slow", "project": "webshop", "ticket": "SHOP-9", "task": "update the changelog"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let busy = body["id"].as_str().unwrap().to_string();
+    c.goto(&format!("{}/#/jobs", app.address)).await.unwrap();
+    wait_text(c, &format!("tr[data-job=\"{busy}\"]"), "running").await;
+    wait_text(c, &slow_row, "cancelled").await;
+    let settled = wait_until(LIMIT, || async {
+        c.execute(
+            "return document.getAnimations().filter(a => a.animationName === 'flash').length",
+            vec![],
+        )
+        .await
+        .is_ok_and(|n| n == json!(0))
+    })
+    .await;
+    assert!(settled, "the rows' highlight never faded");
+    screenshot(c, "jobs.png").await;
+
+    // The overview.
+    c.goto(&format!("{}/#/overview", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#health", "Redis: reachable").await;
+    wait_text(c, "#health", "Spawner: reachable").await;
+    wait_text(c, "#admitted", "/ 10").await;
+    wait_text(c, "#last-hour", "4").await;
+    wait_text(c, "#admitted", "1 / 10").await;
+    screenshot(c, "overview.png").await;
+
+    // A narrow screen: the jobs table stacks.
+    c.set_window_size(420, 900).await.unwrap();
+    c.goto(&format!("{}/#/jobs", app.address)).await.unwrap();
+    wait_text(c, &slow_row, "cancelled").await;
+    let head_shown = displayed(c, "table.jobs thead th").await;
+    assert!(!head_shown, "the table header is shown on a narrow screen");
+    screenshot(c, "jobs-narrow.png").await;
+    assert_eq!(app.act(&busy, "cancel").await.status(), 200);
+
+    // Signing out forgets the token.
+    click(c, "#signout").await;
+    wait_for(c, "#signin:not([hidden])").await;
+    let stored = c
+        .execute("return sessionStorage.getItem('agentsmith.token')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stored, Value::Null);
+}
