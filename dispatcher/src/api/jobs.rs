@@ -16,7 +16,9 @@ use tracing::{info, instrument, warn};
 use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::{AppState, SSE_BLOCK};
-use crate::queue::{valid_id, CancelOutcome, Job, JobEvent, JobState, NewJob, RetryOutcome};
+use crate::queue::{
+    valid_id, CancelOutcome, Job, JobEvent, JobFilter, JobState, NewJob, RetryOutcome,
+};
 
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -141,11 +143,12 @@ pub async fn submit(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
+    project: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /v1/jobs?state=&limit=&cursor=`: newest first.
+/// `GET /v1/jobs?state=&project=&limit=&cursor=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -163,9 +166,13 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit: must be between 1 and 500"));
     }
+    let filter = JobFilter {
+        state: filter,
+        project: query.project,
+    };
     let page = state
         .queue
-        .list(filter, query.cursor.as_deref(), limit)
+        .list(&filter, query.cursor.as_deref(), limit)
         .await?;
     Ok(Json(json!({"jobs": page.jobs, "next_cursor": page.next})))
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::api::{ApiCaller, ApiError, AppState};
-use crate::queue::JobState;
+use crate::queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.
 const RECENT_MS: i64 = 60 * 60 * 1000;
@@ -180,7 +180,10 @@ async fn recent(state: &AppState) -> Result<Recent, ApiError> {
     let mut cursor: Option<String> = None;
     let mut seen = 0;
     loop {
-        let page = state.queue.list(None, cursor.as_deref(), 500).await?;
+        let page = state
+            .queue
+            .list(&JobFilter::default(), cursor.as_deref(), 500)
+            .await?;
         for job in &page.jobs {
             if job.created_at < cutoff {
                 return Ok(recent);

@@ -158,6 +158,26 @@ pub struct Stats {
     pub admitted: u64,
 }
 
+/// Which jobs a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this project.
+    pub project: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether `job` passes the filter.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.state.is_none_or(|s| s == job.state)
+            && self
+                .project
+                .as_ref()
+                .is_none_or(|p| job.project.as_ref() == Some(p))
+    }
+}
+
 /// One page of the job index.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -378,7 +398,7 @@ impl Queue {
     /// `next` of the previous page.
     pub async fn list(
         &self,
-        state: Option<JobState>,
+        filter: &JobFilter,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page> {
@@ -421,7 +441,7 @@ impl Queue {
                     let Some(job) = Job::from_fields(&id, &fields) else {
                         continue;
                     };
-                    if state.is_none_or(|s| s == job.state) {
+                    if filter.matches(&job) {
                         jobs.push(job);
                         if jobs.len() == limit {
                             return Ok(Page {

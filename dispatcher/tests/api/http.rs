@@ -11,7 +11,7 @@ use crate::helpers::*;
 async fn job_count(app: &TestApp) -> usize {
     app.ctx
         .queue
-        .list(None, None, 500)
+        .list(&agentsmith::queue::JobFilter::default(), None, 500)
         .await
         .unwrap()
         .jobs
@@ -278,5 +278,47 @@ async fn health_version_and_metrics_answer() {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_filters_by_project() {
+    let app = spawn_app(|s| {
+        s.projects.insert(
+            "shop".into(),
+            agentsmith::settings::ProjectSettings {
+                repo: "git@example.invalid:shop.git".into(),
+                agent: "ok".into(),
+            },
+        );
+    })
+    .await;
+    let (status, in_project) = app
+        .post_job(json!({"project": "shop", "task": "in shop"}))
+        .await;
+    assert_eq!(status, 202, "{in_project}");
+    assert_eq!(
+        in_project["agent"], "ok",
+        "the project's agent is the default"
+    );
+    assert_eq!(in_project["repo"], "git@example.invalid:shop.git");
+    app.submit("ok", "elsewhere").await;
+    let page: Value = app
+        .http
+        .get(format!("{}/v1/jobs?project=shop", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [in_project["id"].as_str().unwrap()]);
     app.stop().await;
 }

@@ -231,7 +231,7 @@ async fn finished_jobs_expire_after_the_retention_and_leave_the_index() {
     assert!(app
         .ctx
         .queue
-        .list(None, None, 10)
+        .list(&agentsmith::queue::JobFilter::default(), None, 10)
         .await
         .unwrap()
         .jobs

@@ -366,6 +366,7 @@
       more.disabled = true;
       const q = new URLSearchParams({ limit: String(PAGE_SIZE) });
       if (filter.state) q.set("state", filter.state);
+      if (filter.project) q.set("project", filter.project);
       if (cursor) q.set("cursor", cursor);
       try {
         const page = await api("/v1/jobs?" + q);
