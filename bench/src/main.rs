@@ -1,2 +1,299 @@
-//! Placeholder; see bench/README.md.
-fn main() {}
+//! The agentsmith benchmark harness; see bench/README.md.
+//!
+//! `bench` measures, in one run: lifecycle throughput of the queue (in-process dispatcher,
+//! no-op spawner, simulated runners), `POST /v1/jobs` throughput of the real
+//! `agentsmith serve` binary against an axum hello-world, and the server's memory. It
+//! starts its own `redis-server`, and prints a table of measured figures against targets.
+//! `bench hello --port N` is the hello-world server it compares with.
+
+mod api;
+mod lifecycle;
+mod redis_info;
+mod report;
+mod sys;
+mod wrk;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::redis_info::BenchRedis;
+use crate::sys::TempDir;
+
+/// Benchmarks of agentsmith: lifecycle throughput, API throughput, memory.
+#[derive(Debug, Parser)]
+#[command(name = "bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Serve an axum hello-world (`GET /` → "hello") on 127.0.0.1:PORT.
+    Hello {
+        /// The port.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+/// Which parts to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Only {
+    /// Everything.
+    All,
+    /// Lifecycle throughput only.
+    Lifecycle,
+    /// API throughput and RSS only.
+    Api,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, clap::Args)]
+struct Opts {
+    /// Jobs pushed through the lifecycle.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent submitting tasks (lifecycle).
+    #[arg(long, default_value_t = 64)]
+    submitters: usize,
+    /// Concurrent simulated runners reporting (lifecycle).
+    #[arg(long, default_value_t = 64)]
+    runners: usize,
+    /// queue.claim_batch of the in-process dispatcher.
+    #[arg(long, default_value_t = 256)]
+    claim_batch: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Use this Redis instead of starting a private redis-server (keys get a random
+    /// prefix and are deleted after; its CPU figures then include other clients).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Directory holding the agentsmith and agent-runner binaries (default: next to
+    /// this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Do not run `cargo build` for agentsmith and agent-runner first.
+    #[arg(long)]
+    no_build: bool,
+    /// RUST_LOG of the agentsmith server (its log goes to a file).
+    #[arg(long, default_value = "info")]
+    server_log: String,
+    /// Run only one part.
+    #[arg(long, value_enum, default_value_t = Only::All)]
+    only: Only,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Sub::Hello { port }) = cli.command {
+        return match api::hello(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench hello: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot build the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli.opts) => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Everything the run started (children, temp dirs) was dropped with its future.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "bench: WARNING: this is a debug build; run `cargo run --release -p bench` for meaningful figures"
+        );
+    }
+    if opts.jobs == 0 || opts.duration == 0 {
+        bail!("--jobs and --duration must be greater than 0");
+    }
+    let bin_dir = match &opts.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .context("locating the bench binary")?
+            .parent()
+            .context("the bench binary has no directory")?
+            .to_path_buf(),
+    };
+    if opts.only != Only::Lifecycle && !opts.no_build && opts.bin_dir.is_none() {
+        build_binaries()?;
+    }
+
+    let tag = agentsmith::queue::new_job_id();
+    let dir = TempDir::new(&tag)?;
+    let redis = match &opts.redis_url {
+        Some(url) => BenchRedis::external(url).await?,
+        None => BenchRedis::start_private(dir.path()).await?,
+    };
+    let machine = report::Machine::read(&redis).await;
+    eprintln!(
+        "bench: {} CPUs ({}), redis {} at {}{}",
+        machine.cpus,
+        machine.cpu_model,
+        machine.redis_version,
+        redis.url,
+        if redis.private { " (private)" } else { "" }
+    );
+
+    let result = phases(&opts, &redis, &dir, &tag, &bin_dir).await;
+    // Leave nothing in a shared Redis, whatever happened.
+    if !redis.private {
+        for prefix in [format!("bench-{tag}:"), format!("bench-{tag}-api:")] {
+            if let Err(e) = redis.clean(&prefix).await {
+                eprintln!("bench: cleaning {prefix}* failed: {e:#}");
+            }
+        }
+    }
+    let (lifecycle, api) = result?;
+    println!(
+        "{}",
+        report::render(
+            &machine,
+            &opts_summary(&opts),
+            lifecycle.as_ref(),
+            api.as_ref()
+        )
+    );
+    Ok(())
+}
+
+async fn phases(
+    opts: &Opts,
+    redis: &BenchRedis,
+    dir: &TempDir,
+    tag: &str,
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<(Option<lifecycle::Outcome>, Option<api::Outcome>)> {
+    let mut lifecycle_outcome = None;
+    if opts.only != Only::Api {
+        let cfg = lifecycle::Config {
+            jobs: opts.jobs,
+            submitters: opts.submitters,
+            runners: opts.runners,
+            claim_batch: opts.claim_batch,
+            prefix: format!("bench-{tag}:"),
+        };
+        eprintln!(
+            "bench: lifecycle: {} jobs, {} submitters, {} runners, claim_batch {}",
+            cfg.jobs, cfg.submitters, cfg.runners, cfg.claim_batch
+        );
+        let outcome = lifecycle::run(redis, &cfg)
+            .await
+            .context("lifecycle phase")?;
+        eprintln!(
+            "bench: lifecycle: {} of {} succeeded in {:.2} s ({:.0} jobs/s)",
+            outcome.succeeded,
+            outcome.jobs,
+            outcome.wall.as_secs_f64(),
+            outcome.jobs_per_sec()
+        );
+        redis
+            .clean(&cfg.prefix)
+            .await
+            .context("cleaning up after the lifecycle phase")?;
+        lifecycle_outcome = Some(outcome);
+    }
+    let mut api_outcome = None;
+    if opts.only != Only::Lifecycle {
+        let cfg = api::Config {
+            agentsmith: bin_dir.join("agentsmith"),
+            runner: bin_dir.join("agent-runner"),
+            load: wrk::Load {
+                threads: opts.wrk_threads,
+                connections: opts.connections,
+                duration: opts.duration,
+            },
+            server_log: opts.server_log.clone(),
+            prefix: format!("bench-{tag}-api:"),
+        };
+        eprintln!(
+            "bench: api: wrk -t{} -c{} -d{}s against agentsmith serve and a hello-world",
+            opts.wrk_threads, opts.connections, opts.duration
+        );
+        let outcome = api::run(redis, &cfg, dir.path())
+            .await
+            .context("API phase")?;
+        redis
+            .clean(&cfg.prefix)
+            .await
+            .context("cleaning up after the API phase")?;
+        api_outcome = Some(outcome);
+    }
+    Ok((lifecycle_outcome, api_outcome))
+}
+
+fn opts_summary(opts: &Opts) -> String {
+    format!(
+        "--jobs {} --duration {} (submitters {}, runners {}, claim_batch {}, wrk -t{} -c{})",
+        opts.jobs,
+        opts.duration,
+        opts.submitters,
+        opts.runners,
+        opts.claim_batch,
+        opts.wrk_threads,
+        opts.connections
+    )
+}
+
+/// Builds agentsmith and agent-runner with this binary's profile, so the API phase never
+/// measures stale binaries.
+fn build_binaries() -> anyhow::Result<()> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the bench crate has no parent directory")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(workspace).args([
+        "build",
+        "-p",
+        "dispatcher",
+        "-p",
+        "agent-runner",
+        "--bins",
+    ]);
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    eprintln!("bench: building agentsmith and agent-runner ({command:?})");
+    let status = command.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}

@@ -87,8 +87,6 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Key prefix.
     pub prefix: String,
-    /// Pool size.
-    pub pool_size: usize,
     /// Connect and reply timeout.
     pub timeout_secs: u64,
 }
@@ -343,9 +341,6 @@ impl Settings {
                 "redis.url",
                 "must start with redis://, rediss:// or unix://".into(),
             );
-        }
-        if self.redis.pool_size < 2 {
-            problem("redis.pool_size", "must be at least 2".into());
         }
         if self.redis.timeout_secs == 0 {
             problem("redis.timeout_secs", "must be at least 1".into());
