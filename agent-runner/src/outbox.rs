@@ -58,6 +58,8 @@ struct State {
     pending_bytes: usize,
     /// Log lines dropped since the last batch was taken.
     dropped: u64,
+    /// Log lines queued since the start (dropped ones included).
+    lines_seen: u64,
     first_unsent_at: Option<Instant>,
     finished_at: Option<Instant>,
 }
@@ -87,7 +89,14 @@ impl Outbox {
 
     /// Queues a line of the agent's output.
     pub fn push_line(&self, stream: OutputStream, line: String) {
-        self.push(RunnerEvent::Log { stream, line });
+        let mut state = self.state();
+        state.lines_seen += 1;
+        self.push_locked(&mut state, RunnerEvent::Log { stream, line });
+    }
+
+    /// How many output lines were queued so far: a measure of whether output still flows.
+    pub fn lines_seen(&self) -> u64 {
+        self.state().lines_seen
     }
 
     /// Queues the final event. Nothing is queued after it.

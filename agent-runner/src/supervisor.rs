@@ -29,8 +29,8 @@ pub struct Settings {
     pub sender: SenderSettings,
     /// The longest output line kept whole.
     pub max_line_bytes: usize,
-    /// How long, after the agent exited, its output is still read (a process that left
-    /// the agent's group may hold the pipes open).
+    /// After the agent exited, its output is read until the pipes close or no line has
+    /// come for this long (a process that left the agent's group may hold them open).
     pub output_drain: Duration,
 }
 
@@ -114,7 +114,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
 
     let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;
 
-    drain(&mut pumps, settings.output_drain).await;
+    drain(&mut pumps, &outbox, settings.output_drain).await;
     workspace.forget_pgid().await;
     let outcome = match (ending.stopped_as, ending.status) {
         (Some(outcome), _) => outcome,
@@ -233,17 +233,30 @@ async fn delivered(sender: JoinHandle<Delivery>) -> Result<()> {
     }
 }
 
-/// Lets the output pumps read what is left, for at most `limit`; after that, the output
-/// of processes that escaped the agent's group is abandoned.
-async fn drain(pumps: &mut [JoinHandle<()>], limit: Duration) {
-    let all = async {
-        for pump in pumps.iter_mut() {
-            let _ = pump.await;
+/// Lets the output pumps read what is left while it still flows: only when no line has
+/// come for `idle` is the output of processes that escaped the agent's group abandoned.
+/// (A fixed limit would lose lines that were merely slow to read on a busy machine.)
+async fn drain(pumps: &mut [JoinHandle<()>], outbox: &Outbox, idle: Duration) {
+    let mut done = vec![false; pumps.len()];
+    loop {
+        let seen = outbox.lines_seen();
+        let all = async {
+            for (pump, done) in pumps.iter_mut().zip(done.iter_mut()) {
+                if !*done {
+                    let _ = pump.await;
+                    *done = true;
+                }
+            }
+        };
+        match tokio::time::timeout(idle, all).await {
+            Ok(()) => return,
+            Err(_) if outbox.lines_seen() != seen => continue,
+            Err(_) => break,
         }
-    };
-    if tokio::time::timeout(limit, all).await.is_err() {
-        tracing::warn!("the agent's output is still open after it exited; no longer reading it");
-        for pump in pumps.iter_mut() {
+    }
+    tracing::warn!("the agent's output is still open after it exited; no longer reading it");
+    for (pump, done) in pumps.iter_mut().zip(done) {
+        if !done {
             pump.abort();
             let _ = pump.await;
         }
