@@ -4,6 +4,7 @@
 // Test helpers live outside #[test] functions; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod cli;
 mod dashboard;
 mod failover;
