@@ -42,6 +42,11 @@ struct Args {
     /// Keep the temp dir (logs, RUNS file, Redis AOF) instead of deleting it.
     #[arg(long)]
     keep: bool,
+    /// Redis's AOF fsync policy: `always` (nothing acknowledged may be lost) or `everysec`
+    /// (jobs acknowledged in the last second before the Redis crash may be lost: they are
+    /// counted and reported, not a broken promise).
+    #[arg(long, default_value = "always", value_parser = ["always", "everysec"])]
+    appendfsync: String,
 }
 
 /// The kind of a job and what end it should reach.
@@ -99,6 +104,7 @@ fn yaml(s: &str) -> String {
 struct World {
     dir: PathBuf,
     keep: bool,
+    appendfsync: String,
     agentsmith: PathBuf,
     runner: PathBuf,
     redis_port: u16,
@@ -130,7 +136,7 @@ impl World {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                &self.appendfsync,
             ])
             .arg("--dir")
             .arg(self.dir.join("redis"))
@@ -1050,8 +1056,17 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
     show("CONCURRENCY OVER LIMIT", &over_limit);
     show("processes left after every job ended", &leftover_lines);
 
+    // With `everysec`, a Redis crash may lose what was acknowledged in its last second:
+    // that is the documented window, measured here, not a broken promise.
+    let allowed_loss = world.appendfsync == "everysec";
+    if allowed_loss {
+        println!(
+            "appendfsync everysec: {} acknowledged job(s) lost across the Redis crash",
+            lost.len()
+        );
+    }
     for (what, n) in [
-        ("lost jobs", lost.len()),
+        ("lost jobs", if allowed_loss { 0 } else { lost.len() }),
         ("stuck jobs", stuck.len()),
         ("duplicate spawns", dup_spawn.len()),
         (
@@ -1119,6 +1134,7 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
     let world = Arc::new(World {
         dir,
         keep: args.keep,
+        appendfsync: args.appendfsync.clone(),
         agentsmith,
         runner,
         redis_port: free_port()?,
