@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod error;
 pub mod job;
+pub mod oom;
 pub mod outbox;
 pub mod output;
 pub mod sender;

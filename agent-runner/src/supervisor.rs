@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::agent::{self, Agent};
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::oom;
 use crate::outbox::{Limits, Outbox};
 use crate::output::{self, Echo, MAX_LINE_BYTES};
 use crate::sender::{Delivery, Directive, Sender, SenderSettings};
@@ -77,6 +78,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         return delivered(sender).await;
     }
 
+    let oom_kills_before = oom::oom_kills();
     let (mut agent, pipes) =
         match Agent::start(&job.command, workspace.dir(), &job.agent_env(&workspace)) {
             Ok(started) => started,
@@ -118,7 +120,17 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     workspace.forget_pgid().await;
     let outcome = match (ending.stopped_as, ending.status) {
         (Some(outcome), _) => outcome,
-        (None, Ok(status)) => agent::outcome_of(status),
+        (None, Ok(status)) => match agent::outcome_of(status) {
+            // SIGKILL with the cgroup's OOM kill count grown: the kernel's OOM killer.
+            RunOutcome::Signaled { signal: 9 }
+                if oom::oom_kills()
+                    .zip(oom_kills_before)
+                    .is_some_and(|(after, before)| after > before) =>
+            {
+                RunOutcome::OomKilled
+            }
+            outcome => outcome,
+        },
         (None, Err(e)) => {
             tracing::error!(error = %e, "waiting for the agent failed");
             outbox.push_line(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
+use spawner::backend::docker::{DockerSettings, DockerSpawner, PullPolicy, RegistryAuth, TlsFiles};
 use spawner::backend::process::{ProcessSettings, ProcessSpawner};
 use spawner::JobSpawner;
 use tokio::net::TcpListener;
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::queue::Queue;
-use crate::settings::{Settings, SpawnerKind};
+use crate::settings::{parse_cpus, parse_memory, PullPolicySetting, Settings, SpawnerKind};
 use crate::token::RunnerTokens;
 
 /// A dispatcher ready to run: bound, connected, not yet serving.
@@ -31,7 +32,52 @@ pub fn spawner_from_settings(settings: &Settings) -> Arc<dyn JobSpawner> {
             runner_path: settings.runner_path(),
             work_root: settings.work_root(),
             keep_finished: Duration::from_secs(settings.spawner.process.keep_finished_secs),
+            secrets: settings.secret_source(),
         })),
+        SpawnerKind::Docker => Arc::new(DockerSpawner::new(docker_settings(settings))),
+    }
+}
+
+/// The docker backend's settings from `spawner.docker` (validated at load).
+pub fn docker_settings(settings: &Settings) -> DockerSettings {
+    let docker = &settings.spawner.docker;
+    let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    DockerSettings {
+        host: non_empty(&docker.host),
+        tls: non_empty(&docker.tls.ca).map(|ca| TlsFiles {
+            ca: ca.into(),
+            cert: docker.tls.cert.clone().into(),
+            key: docker.tls.key.clone().into(),
+        }),
+        network: non_empty(&docker.network),
+        pull_policy: match docker.pull_policy {
+            PullPolicySetting::IfNotPresent => PullPolicy::IfNotPresent,
+            PullPolicySetting::Always => PullPolicy::Always,
+            PullPolicySetting::Never => PullPolicy::Never,
+        },
+        registry_auth: non_empty(&docker.registry.username).map(|username| RegistryAuth {
+            server: docker.registry.server.clone(),
+            username,
+            password: docker.registry.password.expose_secret().to_string(),
+        }),
+        ttl_after_finished: Duration::from_secs(docker.ttl_after_finished_secs),
+        user: docker.user.clone(),
+        work_dir: docker.work_dir.clone(),
+        extra_hosts: docker.extra_hosts.clone(),
+        extra_labels: docker.labels.clone(),
+        default_resources: spawner::Resources {
+            memory_bytes: non_empty(&docker.memory).and_then(|m| parse_memory(&m).ok()),
+            cpu_millis: non_empty(&docker.cpus).and_then(|c| parse_cpus(&c).ok()),
+            pids: Some(docker.pids_limit).filter(|p| *p > 0),
+        },
+        installation: settings.server.installation.clone(),
+        secrets: settings.secret_source(),
+        // A stop waits out the grace period: leave room for it.
+        request_timeout: Duration::from_secs(
+            docker
+                .request_timeout_secs
+                .max(settings.spawner.grace_secs + 30),
+        ),
     }
 }
 
@@ -74,6 +120,16 @@ impl Application {
         } else {
             settings.server.public_url.trim_end_matches('/').to_string()
         };
+        if spawner.backend() == "docker"
+            && settings.spawner.docker.network != "host"
+            && callback_base.contains("://127.")
+        {
+            warn!(
+                callback = %callback_base,
+                "agent containers on a bridge network cannot reach a loopback callback URL: set server.public_url \
+                 (e.g. http://host.docker.internal:PORT, with server.bind on an address containers reach) or spawner.docker.network: host"
+            );
+        }
         if let Err(e) = spawner.probe().await {
             warn!(error = %e, backend = spawner.backend(), "the spawner is not usable yet; /ready reports it");
         }
@@ -103,6 +159,11 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or_default()
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
     }
 
     /// The shared context (for tests that look inside).

@@ -134,8 +134,14 @@ pub struct SpawnerSettings {
     pub kind: SpawnerKind,
     /// SIGTERM-to-SIGKILL grace.
     pub grace_secs: u64,
+    /// Seconds between reconciliations of workloads with job records.
+    pub reconcile_secs: u64,
+    /// Directory of secret files (one file per key); empty: `AGENTSMITH_SECRET_<KEY>` only.
+    pub secrets_dir: String,
     /// Settings of the process backend.
     pub process: ProcessBackendSettings,
+    /// Settings of the docker backend.
+    pub docker: DockerBackendSettings,
 }
 
 /// The spawner backends this build knows.
@@ -144,6 +150,131 @@ pub struct SpawnerSettings {
 pub enum SpawnerKind {
     /// Child processes of the dispatcher.
     Process,
+    /// Containers on a Docker engine.
+    Docker,
+}
+
+/// `spawner.docker.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerBackendSettings {
+    /// The engine; empty means `DOCKER_HOST`, else the local socket.
+    pub host: String,
+    /// Client certificates for an engine behind TLS.
+    pub tls: DockerTlsSettings,
+    /// The network agent containers join; empty means automatic.
+    pub network: String,
+    /// `IfNotPresent`, `Always` or `Never`.
+    pub pull_policy: PullPolicySetting,
+    /// Registry credentials for pulls.
+    pub registry: RegistrySettings,
+    /// How long finished containers are kept.
+    pub ttl_after_finished_secs: u64,
+    /// `uid:gid` the containers run as.
+    pub user: String,
+    /// The writable work directory inside containers.
+    pub work_dir: String,
+    /// `--add-host` entries.
+    pub extra_hosts: Vec<String>,
+    /// Extra labels on every container.
+    pub labels: BTreeMap<String, String>,
+    /// Default memory limit (`2Gi`), for profiles that set none; empty: none.
+    pub memory: String,
+    /// Default CPU limit (`2`, `500m`); empty: none.
+    pub cpus: String,
+    /// Default process limit; 0: none.
+    pub pids_limit: u32,
+    /// Seconds one engine request may take.
+    pub request_timeout_secs: u64,
+}
+
+/// `spawner.docker.tls.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTlsSettings {
+    /// The CA certificate (PEM file).
+    pub ca: String,
+    /// The client certificate (PEM file).
+    pub cert: String,
+    /// The client key (PEM file).
+    pub key: String,
+}
+
+/// `spawner.docker.registry.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// The registry host; empty for Docker Hub.
+    pub server: String,
+    /// The user name; empty: pull anonymously.
+    pub username: String,
+    /// The password or token.
+    pub password: SecretString,
+}
+
+/// When the docker backend pulls images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum PullPolicySetting {
+    /// Pull when missing.
+    IfNotPresent,
+    /// Pull before every attempt.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// Bytes of a memory quantity: a number with an optional suffix, binary (`Ki`, `Mi`,
+/// `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`), as Kubernetes writes them.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use Ki, Mi, Gi, Ti, k, M, G or T)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a memory size such as 512Mi or 2Gi"))?;
+    let bytes = value * factor as f64;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Thousandths of a CPU of a CPU quantity: `2`, `0.5` or `500m`.
+pub fn parse_cpus(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a CPU amount such as 2, 0.5 or 500m");
+    let millis = match text.strip_suffix('m') {
+        Some(millis) => millis.parse::<u64>().map_err(|_| bad())?,
+        None => {
+            let cpus: f64 = text.parse().map_err(|_| bad())?;
+            if !(cpus > 0.0 && cpus < 1e6) {
+                return Err(bad());
+            }
+            (cpus * 1000.0).round() as u64
+        }
+    };
+    if millis == 0 {
+        return Err(format!("{text:?} must be more than 0"));
+    }
+    Ok(millis)
 }
 
 /// `spawner.process.*`
@@ -170,12 +301,42 @@ pub struct AgentSettings {
     /// Extra environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secret environment: variable name to secret key.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     /// Time limit of one attempt.
     #[serde(default = "default_agent_timeout")]
     pub timeout_secs: u64,
     /// Whether a non-zero exit is retried.
     #[serde(default)]
     pub retry_on_failure: bool,
+    /// Memory limit (container backends); empty: the backend's default.
+    #[serde(default)]
+    pub memory: String,
+    /// CPU limit (container backends); empty: the backend's default.
+    #[serde(default)]
+    pub cpus: String,
+    /// Process limit (container backends); 0: the backend's default.
+    #[serde(default)]
+    pub pids_limit: u32,
+    /// Let the agent write outside its work directory and /tmp (container backends).
+    #[serde(default)]
+    pub writable_root: bool,
+}
+
+impl AgentSettings {
+    /// The profile's limits (validated at load; unparsable values read as unset).
+    pub fn resources(&self) -> spawner::Resources {
+        spawner::Resources {
+            memory_bytes: Some(&self.memory)
+                .filter(|m| !m.is_empty())
+                .and_then(|m| parse_memory(m).ok()),
+            cpu_millis: Some(&self.cpus)
+                .filter(|c| !c.is_empty())
+                .and_then(|c| parse_cpus(c).ok()),
+            pids: Some(self.pids_limit).filter(|p| *p > 0),
+        }
+    }
 }
 
 fn default_agent_timeout() -> u64 {
@@ -405,6 +566,36 @@ impl Settings {
                     "must be greater than 0".into(),
                 );
             }
+            if !agent.memory.is_empty() {
+                if let Err(e) = parse_memory(&agent.memory) {
+                    problem(&format!("agents.{name}.memory"), e);
+                }
+            }
+            if !agent.cpus.is_empty() {
+                if let Err(e) = parse_cpus(&agent.cpus) {
+                    problem(&format!("agents.{name}.cpus"), e);
+                }
+            }
+            if self.spawner.kind == SpawnerKind::Docker && agent.image.is_empty() {
+                problem(
+                    &format!("agents.{name}.image"),
+                    "the docker spawner needs an image for every agent profile".into(),
+                );
+            }
+            for (var, key) in &agent.secret_env {
+                if var.is_empty() || var.contains('=') || var.starts_with("AGENTSMITH_") {
+                    problem(
+                        &format!("agents.{name}.secret_env.{var}"),
+                        "invalid name (AGENTSMITH_* is reserved)".into(),
+                    );
+                }
+                if !spawner::secrets::valid_key(key) {
+                    problem(
+                        &format!("agents.{name}.secret_env.{var}"),
+                        format!("{key:?} is not a secret key (letters, digits, '_', '-', '.')"),
+                    );
+                }
+            }
             for key in agent.env.keys() {
                 if key.is_empty() || key.contains('=') || key.starts_with("AGENTSMITH_") {
                     problem(
@@ -412,6 +603,69 @@ impl Settings {
                         "invalid name (AGENTSMITH_* is reserved)".into(),
                     );
                 }
+            }
+        }
+        let docker = &self.spawner.docker;
+        if self.spawner.reconcile_secs == 0 {
+            problem("spawner.reconcile_secs", "must be greater than 0".into());
+        }
+        if !docker.memory.is_empty() {
+            if let Err(e) = parse_memory(&docker.memory) {
+                problem("spawner.docker.memory", e);
+            }
+        }
+        if !docker.cpus.is_empty() {
+            if let Err(e) = parse_cpus(&docker.cpus) {
+                problem("spawner.docker.cpus", e);
+            }
+        }
+        if docker.request_timeout_secs == 0 {
+            problem(
+                "spawner.docker.request_timeout_secs",
+                "must be greater than 0".into(),
+            );
+        }
+        if docker.work_dir.is_empty() || !docker.work_dir.starts_with('/') || docker.work_dir == "/"
+        {
+            problem(
+                "spawner.docker.work_dir",
+                "must be an absolute path other than /".into(),
+            );
+        }
+        if docker.user.is_empty()
+            || docker.user == "0"
+            || docker.user.starts_with("0:")
+            || docker.user.starts_with("root")
+        {
+            problem(
+                "spawner.docker.user",
+                "must name a non-root user (uid:gid), e.g. 10001:10001".into(),
+            );
+        }
+        if !(docker.host.is_empty()
+            || docker.host.starts_with("unix://")
+            || docker.host.starts_with("tcp://")
+            || docker.host.starts_with("http://")
+            || docker.host.starts_with("https://"))
+        {
+            problem(
+                "spawner.docker.host",
+                "must start with unix://, tcp://, http:// or https://".into(),
+            );
+        }
+        let tls = [&docker.tls.ca, &docker.tls.cert, &docker.tls.key];
+        if tls.iter().any(|f| !f.is_empty()) && tls.iter().any(|f| f.is_empty()) {
+            problem(
+                "spawner.docker.tls",
+                "ca, cert and key are needed together".into(),
+            );
+        }
+        for (key, value) in &docker.labels {
+            if key.starts_with("agentsmith.io/") || key == spawner::contract::labels::MANAGED_BY {
+                problem(
+                    &format!("spawner.docker.labels.{key}"),
+                    format!("{value:?}: this label is set by agentsmith itself"),
+                );
             }
         }
         for (name, project) in &self.projects {
@@ -457,6 +711,15 @@ impl Settings {
         } else {
             PathBuf::from(&self.spawner.process.work_root)
         }
+    }
+
+    /// The secret source of the process and docker backends.
+    pub fn secret_source(&self) -> spawner::secrets::SecretSource {
+        spawner::secrets::SecretSource::new(
+            Some(&self.spawner.secrets_dir)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        )
     }
 
     /// Shorthand for a duration in seconds.
@@ -722,5 +985,57 @@ mod tests {
         ] {
             assert!(!debug.contains(secret), "{secret} leaked");
         }
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes_writes_them() {
+        assert_eq!(parse_memory("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_memory("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_memory("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_memory("65536"), Ok(65536));
+        assert!(parse_memory("12 apples")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_memory("Mi").is_err());
+        assert_eq!(parse_cpus("2"), Ok(2000));
+        assert_eq!(parse_cpus("0.5"), Ok(500));
+        assert_eq!(parse_cpus("250m"), Ok(250));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("lots").is_err());
+    }
+
+    #[test]
+    fn docker_settings_are_checked_and_named() {
+        let yaml = r#"
+spawner:
+  type: docker
+  docker:
+    user: "0:0"
+    memory: "2 GB"
+    pull_policy: Never
+    labels:
+      agentsmith.io/job-id: "x"
+agents:
+  noimage:
+    command: ["true"]
+    cpus: "many"
+"#;
+        let problems = load_yaml(yaml, &[]).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "spawner.docker.user",
+            "spawner.docker.memory",
+            "spawner.docker.labels.agentsmith.io/job-id",
+            "agents.noimage.image",
+            "agents.noimage.cpus",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let wrong_policy = "spawner:\n  docker:\n    pull_policy: Sometimes\n";
+        let problems = load_yaml(wrong_policy, &[]).unwrap_err().0;
+        assert_eq!(
+            problems[0].key, "spawner.docker.pull_policy",
+            "{problems:?}"
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::scheduler::{pause, process_batch};
 pub async fn run(ctx: Arc<Context>) {
     let tick = Duration::from_millis(ctx.settings.queue.tick_ms);
     let reclaim_every = Duration::from_secs(ctx.settings.queue.reclaim_idle_secs.clamp(1, 10));
-    let slow_every = Duration::from_secs(60);
+    let slow_every = Duration::from_secs(ctx.settings.spawner.reconcile_secs);
     let mut last_reclaim = Instant::now();
     let mut last_slow: Option<Instant> = None;
     while !ctx.shutdown.is_cancelled() {
@@ -35,6 +35,9 @@ pub async fn run(ctx: Arc<Context>) {
         if last_slow.is_none_or(|t| t.elapsed() >= slow_every) {
             last_slow = Some(Instant::now());
             reconcile(&ctx).await;
+            if let Err(e) = ctx.spawner.housekeeping().await {
+                warn!(error = %e, backend = ctx.spawner.backend(), "spawner housekeeping failed");
+            }
             match ctx.queue.sweep().await {
                 Ok(0) => {}
                 Ok(n) => info!(dropped = n, "swept expired jobs from the index"),
@@ -176,7 +179,15 @@ pub async fn reconcile(ctx: &Arc<Context>) {
                 job.attempt == handle.attempt
                     && matches!(job.state, JobState::Starting | JobState::Running)
             }
-            Ok(None) => false,
+            Ok(None) => {
+                // No job record at all (another installation's leftovers, a flushed Redis):
+                // nobody will read its output, so it goes at once.
+                info!(workload = %handle.name, job_id = %handle.job_id, "removing a workload that has no job record");
+                if let Err(e) = ctx.spawner.remove(&handle).await {
+                    warn!(error = %e, workload = %handle.name, "removing the workload failed");
+                }
+                continue;
+            }
             Err(_) => continue,
         };
         if !wanted {

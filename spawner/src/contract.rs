@@ -94,8 +94,34 @@ pub struct AgentProfile {
     /// Extra environment for the agent.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: variable name to secret key. The
+    /// values never pass through the job record; each backend resolves the keys where the
+    /// workload runs (see [`crate::secrets`]).
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
     /// The agent's time limit.
     pub timeout_secs: u64,
+    /// Limits of the workload (container backends).
+    #[serde(default)]
+    pub resources: Resources,
+    /// Let the agent write outside its work directory and `/tmp` (container backends
+    /// otherwise give it a read-only root filesystem).
+    #[serde(default)]
+    pub writable_root: bool,
+}
+
+/// Resource limits of one workload; `None` leaves the backend's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    /// Memory limit in bytes (no swap beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in thousandths of a CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    /// Largest number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
 }
 
 /// Everything a spawner needs to start one attempt of one job.
@@ -231,6 +257,8 @@ pub enum RunOutcome {
     TimedOut,
     /// The runner itself was told to stop (SIGTERM: a node drain, a shutdown, a cancel).
     Terminated,
+    /// The agent was killed by the kernel for going over its memory limit.
+    OomKilled,
     /// The agent command could not be started at all.
     StartFailed {
         /// Why.

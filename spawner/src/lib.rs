@@ -7,7 +7,9 @@
 //! - [`JobSpawner`], [`JobHandle`], [`WorkloadStatus`], [`Error`]: what every backend
 //!   implements and returns.
 //! - [`backend`]: the backends. `noop` (always; for benchmarks and queue tests) and
-//!   `process` (feature `process`: runs `agent-runner` as a child process).
+//!   `process` (feature `process`: runs `agent-runner` as a child process), `docker`
+//!   (feature `docker`: one container per attempt on a Docker engine).
+//! - [`secrets`]: where the process and Docker backends find secret values.
 //!
 //! A spawner never touches Redis or HTTP routing: it starts, watches, stops and lists
 //! workloads, and says why a workload ended.
@@ -15,8 +17,9 @@
 pub mod backend;
 pub mod contract;
 mod error;
+pub mod secrets;
 mod workload;
 
-pub use contract::{workload_name, AgentProfile, Intent, JobSpec};
+pub use contract::{workload_name, AgentProfile, Intent, JobSpec, Resources};
 pub use error::{Error, Result};
 pub use workload::{JobHandle, JobSpawner, LogLine, LogStream, WorkloadStatus};

@@ -126,4 +126,16 @@ pub trait JobSpawner: Send + Sync + 'static {
 
     /// Every workload of this installation the backend can see, running or not yet removed.
     async fn list(&self) -> Result<Vec<JobHandle>>;
+
+    /// Stops the workload at once and removes it with its output: for workloads no job
+    /// owns. Removing a workload that does not exist succeeds.
+    async fn remove(&self, handle: &JobHandle) -> Result<()> {
+        self.cancel(handle, Duration::ZERO).await
+    }
+
+    /// Periodic upkeep the backend needs (removing finished workloads after their time to
+    /// live, say). Called by the dispatcher's watchdog.
+    async fn housekeeping(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use spawner::backend::process::{ProcessSettings, ProcessSpawner};
 use spawner::contract::{AgentProfile, Intent};
+use spawner::secrets::SecretSource;
 use spawner::{JobSpawner, JobSpec, WorkloadStatus};
 
 fn temp_dir() -> PathBuf {
@@ -31,6 +32,7 @@ fn backend(dir: &std::path::Path) -> ProcessSpawner {
         runner_path: runner,
         work_root: dir.join("work"),
         keep_finished: Duration::from_secs(60),
+        secrets: SecretSource::new(Some(dir.join("secrets"))),
     })
 }
 
@@ -92,6 +94,35 @@ async fn a_workload_reports_its_exit_code_and_output() {
 }
 
 #[tokio::test]
+async fn secret_env_values_come_from_the_secrets_dir_and_a_missing_one_is_named() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/gh_token"), "tok-123\n").unwrap();
+    let backend = backend(&dir);
+    let mut job = spec("sec", "echo \"token=$GITHUB_TOKEN\"");
+    job.profile.secret_env = [("GITHUB_TOKEN".to_string(), "gh_token".to_string())].into();
+    let handle = backend.spawn(&job).await.unwrap();
+    wait_over(&backend, &handle).await;
+    let lines: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(backend.logs(&handle, false).await.unwrap())
+            .await
+            .into_iter()
+            .map(|l| l.unwrap().line)
+            .collect();
+    assert_eq!(lines, ["job sec attempt 1", "token=tok-123"]);
+
+    let mut missing = spec("nosec", "true");
+    missing.profile.secret_env = [("X".to_string(), "absent".to_string())].into();
+    let err = backend.spawn(&missing).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().contains("AGENTSMITH_SECRET_ABSENT"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
 async fn spawning_the_same_attempt_twice_adopts_the_first_workload() {
     let dir = temp_dir();
     let backend = backend(&dir);
@@ -138,6 +169,7 @@ async fn probe_names_a_missing_runner() {
         runner_path: "/nonexistent/agent-runner".into(),
         work_root: std::env::temp_dir(),
         keep_finished: Duration::from_secs(1),
+        secrets: SecretSource::default(),
     });
     let err = backend.probe().await.unwrap_err();
     assert!(

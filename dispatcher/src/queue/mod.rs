@@ -1114,6 +1114,9 @@ fn encode_runner_event(
                 RunOutcome::StartFailed { reason } => {
                     format!("agent:agent command could not start: {reason}")
                 }
+                RunOutcome::OomKilled => {
+                    "agent:OOM-killed: the agent went over its memory limit".into()
+                }
                 RunOutcome::TimedOut => "timed_out".into(),
                 RunOutcome::Terminated => {
                     "infra:runner was stopped before the agent finished".into()

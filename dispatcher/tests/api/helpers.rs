@@ -57,8 +57,13 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         command: vec!["sh".into(), "-c".into(), script.into()],
         image: String::new(),
         env: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
         timeout_secs: 60,
         retry_on_failure: false,
+        memory: String::new(),
+        cpus: String::new(),
+        pids_limit: 0,
+        writable_root: false,
     }
 }
 
@@ -127,7 +132,10 @@ pub async fn start(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> 
         None => Application::build(settings, shutdown.clone()).await,
     }
     .unwrap_or_else(|e| panic!("the dispatcher did not start ({e:#}); is Redis running at {url}? Start it with `redis-server --daemonize yes` or run scripts/test"));
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let address = match app.local_addr() {
+        Some(addr) if !addr.ip().is_unspecified() => format!("http://{addr}"),
+        _ => format!("http://127.0.0.1:{}", app.port()),
+    };
     let ctx = app.context();
     let task = tokio::spawn(app.run());
     TestApp {

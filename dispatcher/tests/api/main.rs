@@ -1,5 +1,6 @@
 //! Integration tests of the dispatcher against a real Redis, running real `agent-runner`
-//! processes. One binary; each test gets its own key prefix.
+//! processes and containers on a real Docker engine. One binary; each test gets its own
+//! key prefix.
 
 // Test helpers live outside #[test] functions; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -7,6 +8,7 @@
 mod audit;
 mod cli;
 mod dashboard;
+mod docker;
 mod failover;
 mod helpers;
 mod http;

@@ -1,5 +1,7 @@
 //! The spawner backends.
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod noop;
 #[cfg(feature = "process")]
 pub mod process;

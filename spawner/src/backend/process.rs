@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 use crate::contract::{env, OutputStream};
+use crate::secrets::SecretSource;
 use crate::{Error, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus};
 
 const BACKEND: &str = "process";
@@ -39,6 +40,8 @@ pub struct ProcessSettings {
     pub work_root: PathBuf,
     /// How long a finished workload (its status, output and work directory) is kept.
     pub keep_finished: Duration,
+    /// Where the values of profiles' secret environment variables come from.
+    pub secrets: SecretSource,
 }
 
 struct Workload {
@@ -133,6 +136,10 @@ impl JobSpawner for ProcessSpawner {
 
     async fn spawn(&self, job: &JobSpec) -> Result<JobHandle> {
         let name = job.workload_name();
+        let secret_env = self
+            .settings
+            .secrets
+            .resolve_env(BACKEND, &job.profile.secret_env)?;
         // The lock is held from the lookup to the insert so two concurrent spawns of one
         // attempt start one process; fork+exec is quick enough to do under it.
         let mut workloads = lock(&self.workloads);
@@ -158,6 +165,7 @@ impl JobSpawner for ProcessSpawner {
         }
         command
             .envs(&job.profile.env)
+            .envs(secret_env)
             .envs(job.runner_env())
             .env(env::WORKDIR, &workdir)
             .current_dir(&workdir)
