@@ -17,5 +17,14 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y "${missing[@]}"
 fi
 
+# The docker phase (--only docker) needs a Docker engine: install and start one if needed.
+for arg in "$@"; do
+  if [ "$arg" = docker ] || [ "$arg" = --only=docker ]; then
+    . scripts/lib.sh
+    ensure_docker
+    ensure_busybox
+  fi
+done
+
 cargo build --release -p dispatcher -p agent-runner -p bench
 exec "${CARGO_TARGET_DIR:-target}/release/bench" --no-build "$@"

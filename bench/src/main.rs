@@ -7,6 +7,7 @@
 //! `bench hello --port N` is the hello-world server it compares with.
 
 mod api;
+mod docker;
 mod lifecycle;
 mod redis_info;
 mod report;
@@ -51,6 +52,9 @@ enum Only {
     Lifecycle,
     /// API throughput and RSS only.
     Api,
+    /// Docker spawner spawn latency beside `docker run` (needs a Docker engine; not part
+    /// of `all`).
+    Docker,
 }
 
 /// Options of a run.
@@ -91,6 +95,9 @@ struct Opts {
     /// RUST_LOG of the agentsmith server (its log goes to a file).
     #[arg(long, default_value = "info")]
     server_log: String,
+    /// Jobs per series of the docker phase (sequential, concurrent).
+    #[arg(long, default_value_t = 20)]
+    docker_jobs: usize,
     /// Run only one part.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
@@ -171,6 +178,20 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         if redis.private { " (private)" } else { "" }
     );
 
+    if opts.only == Only::Docker {
+        let cfg = docker::Config {
+            agentsmith: bin_dir.join("agentsmith"),
+            runner: bin_dir.join("agent-runner"),
+            jobs: opts.docker_jobs.max(1),
+            tag: tag.clone(),
+        };
+        let outcome = docker::run(&redis, &cfg, dir.path()).await;
+        if !redis.private {
+            let _ = redis.clean(&format!("bench-{tag}-docker:")).await;
+        }
+        println!("{}", docker::render(&outcome.context("docker phase")?));
+        return Ok(());
+    }
     let result = phases(&opts, &redis, &dir, &tag, &bin_dir).await;
     // Leave nothing in a shared Redis, whatever happened.
     if !redis.private {

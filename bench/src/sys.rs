@@ -286,7 +286,8 @@ pub fn machine() -> (usize, String) {
     (cpus, model)
 }
 
-/// A minimal HTTP/1.1 request (`Connection: close`); returns the status and the body.
+/// A minimal HTTP/1.1 request to 127.0.0.1 (`Connection: close`); returns the status and
+/// the body.
 pub async fn http(
     port: u16,
     method: &str,
@@ -294,10 +295,22 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
+    http_to("127.0.0.1", port, method, path, headers, body).await
+}
+
+/// [`http`] to another local address.
+pub async fn http_to(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let work = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = TcpStream::connect((host, port)).await?;
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
         for (name, value) in headers {

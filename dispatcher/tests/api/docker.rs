@@ -102,15 +102,22 @@ fn docker_settings(engine: &Engine) -> Settings {
     s.spawner.docker.memory = "256Mi".into();
     s.spawner.docker.cpus = "1".into();
     s.spawner.docker.pids_limit = 128;
+    let secrets = crate::helpers::temp_dir("secrets");
+    std::fs::write(secrets.join("agent_secret"), "s3cret-value-42\n").unwrap();
+    s.spawner.secrets_dir = secrets.display().to_string();
     s.agents = BTreeMap::from([
         (
             "ok".to_string(),
-            container_agent(
-                "echo \"working on $AGENTSMITH_TASK as $(id -u)\"; \
+            AgentSettings {
+                secret_env: BTreeMap::from([("AGENT_SECRET".to_string(), "agent_secret".to_string())]),
+                ..container_agent(
+                "[ \"$AGENT_SECRET\" = s3cret-value-42 ] && echo secret-ok; \
+                 echo \"working on $AGENTSMITH_TASK as $(id -u)\"; \
                  if touch /root-write-test 2>/dev/null; then echo root-writable; else echo root-read-only; fi; \
                  touch \"$PWD/work-write-test\" && echo workdir-writable; \
                  printf '{\"summary\":\"fixed %s\"}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"",
-            ),
+                )
+            },
         ),
         ("fail".to_string(), container_agent("echo about to fail; exit 3")),
         ("sleep".to_string(), container_agent("echo sleeping; sleep 4; echo woke")),
@@ -228,6 +235,7 @@ async fn a_job_runs_in_a_locked_down_container_and_succeeds_with_its_logs() {
     assert_eq!(job.attempt, 1);
     let lines = app.log_lines(&id).await;
     for expected in [
+        "secret-ok",
         "working on fix PROJ-1 as 10001",
         "root-read-only",
         "workdir-writable",
@@ -276,6 +284,10 @@ async fn a_job_runs_in_a_locked_down_container_and_succeeds_with_its_logs() {
         !env.iter().any(|e| e.contains("test-token")),
         "the API token must not reach a container"
     );
+    // The secret reaches the container's environment, and nothing the dispatcher keeps.
+    assert!(env.contains(&"AGENT_SECRET=s3cret-value-42".to_string()));
+    let record = format!("{:?}{:?}", app.job(&id).await, app.events(&id).await);
+    assert!(!record.contains("s3cret-value-42"));
     // The engine's logs hold the runner's output too, readable after the exit.
     let engine_lines: Vec<String> =
         futures::StreamExt::collect::<Vec<_>>(app.ctx.spawner.logs(&handle, false).await.unwrap())
@@ -483,6 +495,27 @@ async fn an_orphan_container_with_our_labels_is_removed() {
 async fn a_finished_container_is_removed_after_its_ttl() {
     let (app, docker) = docker_app(|s| s.spawner.docker.ttl_after_finished_secs = 3).await;
     let id = app.submit("short", "be brief").await;
+    let running = app
+        .wait_for(&id, "a workload", LONG, |j| j.handle.is_some())
+        .await;
+    // Following the engine's logs ends when the container does.
+    let follow = app
+        .ctx
+        .spawner
+        .logs(&running.handle.unwrap(), true)
+        .await
+        .unwrap();
+    let followed: Vec<String> =
+        tokio::time::timeout(LONG, futures::StreamExt::collect::<Vec<_>>(follow))
+            .await
+            .expect("a followed log ends with its container")
+            .into_iter()
+            .map(|l| l.unwrap().line)
+            .collect();
+    assert!(
+        followed.iter().any(|l| l.contains("short done")),
+        "{followed:?}"
+    );
     let job = app.wait_for_end(&id, LONG).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     let name = job.handle.unwrap().name;
