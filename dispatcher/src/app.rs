@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use spawner::backend::docker::{DockerSettings, DockerSpawner, PullPolicy, RegistryAuth, TlsFiles};
+use spawner::backend::kubernetes::{
+    parse_affinity, parse_tolerations, KubernetesSettings, KubernetesSpawner,
+};
 use spawner::backend::process::{ProcessSettings, ProcessSpawner};
 use spawner::JobSpawner;
 use tokio::net::TcpListener;
@@ -35,6 +38,45 @@ pub fn spawner_from_settings(settings: &Settings) -> Arc<dyn JobSpawner> {
             secrets: settings.secret_source(),
         })),
         SpawnerKind::Docker => Arc::new(DockerSpawner::new(docker_settings(settings))),
+        SpawnerKind::Kubernetes => Arc::new(KubernetesSpawner::new(kubernetes_settings(settings))),
+    }
+}
+
+/// The kubernetes backend's settings from `spawner.kubernetes` (validated at load).
+pub fn kubernetes_settings(settings: &Settings) -> KubernetesSettings {
+    let k8s = &settings.spawner.kubernetes;
+    let non_empty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    KubernetesSettings {
+        kubeconfig: non_empty(&k8s.kubeconfig).map(Into::into),
+        context: non_empty(&k8s.context),
+        namespace: non_empty(&k8s.namespace),
+        service_account: non_empty(&k8s.service_account),
+        ttl_seconds_after_finished: k8s.ttl_seconds_after_finished,
+        image_pull_policy: match k8s.image_pull_policy {
+            PullPolicySetting::IfNotPresent => "IfNotPresent",
+            PullPolicySetting::Always => "Always",
+            PullPolicySetting::Never => "Never",
+        }
+        .into(),
+        image_pull_secrets: k8s.image_pull_secrets.clone(),
+        secret_name: non_empty(&k8s.secret_name),
+        default_resources: spawner::Resources {
+            memory_bytes: non_empty(&k8s.memory).and_then(|m| parse_memory(&m).ok()),
+            cpu_millis: non_empty(&k8s.cpus).and_then(|c| parse_cpus(&c).ok()),
+            pids: None,
+        },
+        cpu_request_millis: non_empty(&k8s.cpu_request).and_then(|c| parse_cpus(&c).ok()),
+        node_selector: k8s.node_selector.clone(),
+        tolerations: parse_tolerations(&k8s.tolerations).unwrap_or_default(),
+        affinity: parse_affinity(&k8s.affinity).unwrap_or_default(),
+        run_as_user: k8s.run_as_user,
+        run_as_group: k8s.run_as_group,
+        extra_labels: k8s.labels.clone(),
+        annotations: k8s.annotations.clone(),
+        installation: settings.server.installation.clone(),
+        pending_timeout: Duration::from_secs(k8s.pending_timeout_secs),
+        work_dir: k8s.work_dir.clone(),
+        api_qps: k8s.api_qps,
     }
 }
 

@@ -82,34 +82,51 @@ impl Context {
 
     /// The spec of one attempt of `job`, or why it cannot be built.
     pub fn job_spec(&self, job: &Job, attempt: u32) -> Result<JobSpec, String> {
-        let agent = self
-            .settings
-            .agents
-            .get(&job.agent)
-            .ok_or_else(|| format!("agent profile {:?} is no longer configured", job.agent))?;
-        Ok(JobSpec {
-            job_id: job.id.clone(),
+        job_spec(
+            &self.settings,
+            job,
             attempt,
-            intent: Intent {
-                task: job.task.clone(),
-                project: job.project.clone(),
-                ticket: job.ticket.clone(),
-                repo: job.repo.clone(),
-            },
-            profile: AgentProfile {
-                name: job.agent.clone(),
-                image: Some(agent.image.clone()).filter(|i| !i.is_empty()),
-                command: agent.command.clone(),
-                env: agent.env.clone(),
-                secret_env: agent.secret_env.clone(),
-                timeout_secs: agent.timeout_secs,
-                resources: agent.resources(),
-                writable_root: agent.writable_root,
-            },
-            callback_url: format!("{}/internal/jobs/{}/events", self.callback_base, job.id),
-            token: self.tokens.issue(&job.id, attempt),
-            heartbeat_secs: self.settings.queue.heartbeat_secs,
-            grace_secs: self.settings.spawner.grace_secs,
-        })
+            &self.callback_base,
+            self.tokens.issue(&job.id, attempt),
+        )
     }
+}
+
+/// The spec of one attempt of `job` under `settings`, with its callback base and token.
+pub fn job_spec(
+    settings: &Settings,
+    job: &Job,
+    attempt: u32,
+    callback_base: &str,
+    token: String,
+) -> Result<JobSpec, String> {
+    let agent = settings
+        .agents
+        .get(&job.agent)
+        .ok_or_else(|| format!("agent profile {:?} is no longer configured", job.agent))?;
+    Ok(JobSpec {
+        job_id: job.id.clone(),
+        attempt,
+        intent: Intent {
+            task: job.task.clone(),
+            project: job.project.clone(),
+            ticket: job.ticket.clone(),
+            repo: job.repo.clone(),
+        },
+        profile: AgentProfile {
+            name: job.agent.clone(),
+            image: Some(agent.image.clone()).filter(|i| !i.is_empty()),
+            command: agent.command.clone(),
+            env: agent.env.clone(),
+            secret_env: agent.secret_env.clone(),
+            timeout_secs: agent.timeout_secs,
+            resources: agent.resources(),
+            writable_root: agent.writable_root,
+            service_account_token: agent.service_account_token,
+        },
+        callback_url: format!("{callback_base}/internal/jobs/{}/events", job.id),
+        token,
+        heartbeat_secs: settings.queue.heartbeat_secs,
+        grace_secs: settings.spawner.grace_secs,
+    })
 }

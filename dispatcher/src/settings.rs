@@ -142,6 +142,57 @@ pub struct SpawnerSettings {
     pub process: ProcessBackendSettings,
     /// Settings of the docker backend.
     pub docker: DockerBackendSettings,
+    /// Settings of the kubernetes backend.
+    pub kubernetes: KubernetesBackendSettings,
+}
+
+/// `spawner.kubernetes.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesBackendSettings {
+    /// Kubeconfig file; empty: in-cluster config in a pod, else `KUBECONFIG` or
+    /// `~/.kube/config`.
+    pub kubeconfig: String,
+    /// Kubeconfig context; empty: the current one.
+    pub context: String,
+    /// Namespace of agent Jobs; empty: the context's, or the pod's own in a cluster.
+    pub namespace: String,
+    /// Service account of agent pods; empty: the namespace's default.
+    pub service_account: String,
+    /// Seconds a finished Job (and its pod and logs) is kept.
+    pub ttl_seconds_after_finished: u64,
+    /// `IfNotPresent`, `Always` or `Never`.
+    pub image_pull_policy: PullPolicySetting,
+    /// Names of Secrets used to pull images.
+    pub image_pull_secrets: Vec<String>,
+    /// The Secret whose keys profiles' `secret_env` names (through `secretKeyRef`).
+    pub secret_name: String,
+    /// Default memory limit (and request) for profiles that set none.
+    pub memory: String,
+    /// Default CPU limit for profiles that set none.
+    pub cpus: String,
+    /// CPU request of every agent pod; empty: none.
+    pub cpu_request: String,
+    /// Node selector of agent pods.
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of agent pods (Kubernetes `Toleration` objects).
+    pub tolerations: Vec<Value>,
+    /// Affinity of agent pods (a Kubernetes `Affinity` object); empty: none.
+    pub affinity: Value,
+    /// The pod security context's user and group.
+    pub run_as_user: i64,
+    /// Group of the pod's files (`fsGroup`) and processes.
+    pub run_as_group: i64,
+    /// Extra labels on Jobs and pods.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations on Jobs and pods.
+    pub annotations: BTreeMap<String, String>,
+    /// Seconds a pod may stay unscheduled or waiting before its attempt fails.
+    pub pending_timeout_secs: u64,
+    /// The agent's writable work directory (an `emptyDir`).
+    pub work_dir: String,
+    /// Client-side limit of API requests per second (bursts up to twice this).
+    pub api_qps: u32,
 }
 
 /// The spawner backends this build knows.
@@ -152,6 +203,8 @@ pub enum SpawnerKind {
     Process,
     /// Containers on a Docker engine.
     Docker,
+    /// Jobs in a Kubernetes cluster.
+    Kubernetes,
 }
 
 /// `spawner.docker.*`
@@ -322,6 +375,9 @@ pub struct AgentSettings {
     /// Let the agent write outside its work directory and /tmp (container backends).
     #[serde(default)]
     pub writable_root: bool,
+    /// Mount a service account token in the agent's pod (kubernetes).
+    #[serde(default)]
+    pub service_account_token: bool,
 }
 
 impl AgentSettings {
@@ -576,10 +632,20 @@ impl Settings {
                     problem(&format!("agents.{name}.cpus"), e);
                 }
             }
-            if self.spawner.kind == SpawnerKind::Docker && agent.image.is_empty() {
+            if self.spawner.kind != SpawnerKind::Process && agent.image.is_empty() {
                 problem(
                     &format!("agents.{name}.image"),
-                    "the docker spawner needs an image for every agent profile".into(),
+                    "container spawners (docker, kubernetes) need an image for every agent profile"
+                        .into(),
+                );
+            }
+            if self.spawner.kind == SpawnerKind::Kubernetes
+                && !agent.secret_env.is_empty()
+                && self.spawner.kubernetes.secret_name.is_empty()
+            {
+                problem(
+                    &format!("agents.{name}.secret_env"),
+                    "the kubernetes spawner reads secrets from spawner.kubernetes.secret_name, which is not set".into(),
                 );
             }
             for (var, key) in &agent.secret_env {
@@ -664,6 +730,68 @@ impl Settings {
             if key.starts_with("agentsmith.io/") || key == spawner::contract::labels::MANAGED_BY {
                 problem(
                     &format!("spawner.docker.labels.{key}"),
+                    format!("{value:?}: this label is set by agentsmith itself"),
+                );
+            }
+        }
+        let k8s = &self.spawner.kubernetes;
+        for (key, value) in [
+            ("memory", &k8s.memory),
+            ("cpus", &k8s.cpus),
+            ("cpu_request", &k8s.cpu_request),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            let parsed = if key == "memory" {
+                parse_memory(value).map(|_| ())
+            } else {
+                parse_cpus(value).map(|_| ())
+            };
+            if let Err(e) = parsed {
+                problem(&format!("spawner.kubernetes.{key}"), e);
+            }
+        }
+        if let Err(e) = spawner::backend::kubernetes::parse_tolerations(&k8s.tolerations) {
+            problem("spawner.kubernetes.tolerations", e);
+        }
+        if let Err(e) = spawner::backend::kubernetes::parse_affinity(&k8s.affinity) {
+            problem("spawner.kubernetes.affinity", e);
+        }
+        if k8s.run_as_user <= 0 || k8s.run_as_group <= 0 {
+            problem(
+                "spawner.kubernetes.run_as_user",
+                "agent pods run as a non-root user and group (both above 0)".into(),
+            );
+        }
+        if k8s.pending_timeout_secs == 0 {
+            problem(
+                "spawner.kubernetes.pending_timeout_secs",
+                "must be greater than 0".into(),
+            );
+        }
+        if k8s.api_qps == 0 {
+            problem(
+                "spawner.kubernetes.api_qps",
+                "must be greater than 0".into(),
+            );
+        }
+        if !k8s.work_dir.starts_with('/') || k8s.work_dir == "/" || k8s.work_dir == "/tmp" {
+            problem(
+                "spawner.kubernetes.work_dir",
+                "must be an absolute path other than / and /tmp".into(),
+            );
+        }
+        if !matches!(k8s.ttl_seconds_after_finished, 1..=2_147_483_647) {
+            problem(
+                "spawner.kubernetes.ttl_seconds_after_finished",
+                "must be between 1 and 2147483647".into(),
+            );
+        }
+        for (key, value) in &k8s.labels {
+            if key.starts_with("agentsmith.io/") || key == spawner::contract::labels::MANAGED_BY {
+                problem(
+                    &format!("spawner.kubernetes.labels.{key}"),
                     format!("{value:?}: this label is set by agentsmith itself"),
                 );
             }

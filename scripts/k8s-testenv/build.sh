@@ -2,7 +2,7 @@
 # Builds Kubernetes v1.20.2 (server binaries, kubectl and the pause image) from Debian's source
 # package, once, into a cache outside the clone; a no-op when the cache is complete.
 #
-#   scripts/k8s-testenv/build.sh        # 8-11 min on 2 cores the first time, ~0.1 s afterwards
+#   scripts/k8s-testenv/build.sh        # ~11 min on 2 cores the first time, ~0.1 s afterwards
 #
 # Environment:
 #   AGENTSMITH_K8S_CACHE   cache directory (default $HOME/.cache/agentsmith/k8s-1.20.2); holds
@@ -15,12 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../lib.sh
 . scripts/lib.sh
+# shellcheck source=config.sh
+. scripts/k8s-testenv/config.sh
 
-VERSION=v1.20.2
-CACHE=${AGENTSMITH_K8S_CACHE:-$HOME/.cache/agentsmith/k8s-1.20.2}
-BIN=$CACHE/bin
+VERSION=$K8S_VERSION
+CACHE=$K8S_CACHE
+BIN=$K8S_BIN
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-PAUSE_IMAGE=k8s.gcr.io/pause:3.2
+PAUSE_IMAGE=$K8S_PAUSE_IMAGE
 
 binaries_cached() {
   local b
@@ -50,14 +52,10 @@ TIMINGS=$CACHE/timings
 STEP=""
 STEP_START=$EPOCHREALTIME
 BUILD_START=$EPOCHREALTIME
-: >"$TIMINGS"
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 
-elapsed_since() { # prints the seconds since $1 (an $EPOCHREALTIME value), one decimal
-  awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
-}
 step() {
   end_step
   STEP=$1
@@ -68,8 +66,8 @@ step() {
 end_step() {
   [ -n "$STEP" ] || return 0
   local took
-  took=$(elapsed_since "$STEP_START")
-  printf '%-40s %7s s\n' "$STEP" "$took" >>"$TIMINGS"
+  took=$(k8s_elapsed "$STEP_START")
+  printf '%-44s %7s s\n' "$STEP" "$took" >>"$TIMINGS"
   echo "    ($took s)"
   STEP=""
 }
@@ -94,7 +92,7 @@ run_logged() {
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
-    secs=$(elapsed_since "$start")
+    secs=$(k8s_elapsed "$start")
     if [ "${secs%.*}" -ge "$next" ]; then
       next=$((next + 30))
       printf '    ... %s s: %s\n' "${secs%.*}" "$(tail -n 1 "$LOG" | cut -c 1-150)"
@@ -105,7 +103,7 @@ run_logged() {
 
 # The pause image only needs the small pause binary, which outlives the source tree.
 if binaries_cached && [ -x "$BIN/pause" ]; then
-  : >"$LOG"
+  TIMINGS=/dev/null
   ensure_docker
   step "importing $PAUSE_IMAGE from $BIN/pause"
   tar -C "$BIN" -c pause | docker import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >>"$LOG"
@@ -114,6 +112,7 @@ if binaries_cached && [ -x "$BIN/pause" ]; then
 fi
 
 : >"$LOG"
+: >"$TIMINGS"
 echo "==> building Kubernetes $VERSION into $CACHE (log: $LOG)"
 
 step "apt packages"
@@ -197,12 +196,12 @@ step "make (kube-apiserver ... kubectl)"
   cd "$TREE"
   export PATH=/usr/lib/go-1.19/bin:$PATH GOPROXY=off CGO_ENABLED=0 KUBE_GIT_VERSION=$VERSION \
     KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean
-  # Go's build cache lives in the work tree too, so the clean-up below frees it as well.
-  export GOCACHE=$WORK/go-build
+  # Kubernetes' make keeps GOPATH and Go's build cache under _output/, so the clean-up below
+  # frees them as well.
   run_logged make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl"
 )
 
-step "installing the binaries into $BIN"
+step "installing the binaries into bin/"
 mkdir -p "$BIN"
 for b in "${BINARIES[@]}"; do
   [ -x "$TREE/_output/bin/$b" ] || die "make left no _output/bin/$b"
@@ -221,8 +220,8 @@ step "removing the source tree"
 rm -rf "$WORK"
 end_step
 
-total=$(elapsed_since "$BUILD_START")
-printf '%-40s %7s s\n' "total" "$total" >>"$TIMINGS"
+total=$(k8s_elapsed "$BUILD_START")
+printf '%-44s %7s s\n' "total" "$total" >>"$TIMINGS"
 {
   echo "kubernetes $VERSION built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(basename "$orig")"
   echo "binaries: ${BINARIES[*]} pause"

@@ -108,6 +108,9 @@ pub struct AgentProfile {
     /// otherwise give it a read-only root filesystem).
     #[serde(default)]
     pub writable_root: bool,
+    /// Mount a service account token in the agent's pod (kubernetes).
+    #[serde(default)]
+    pub service_account_token: bool,
 }
 
 /// Resource limits of one workload; `None` leaves the backend's default.

@@ -1,8 +1,9 @@
-//! The `agentsmith` command line: `serve`, `config check`, and `jobs ...` talking to a
-//! running dispatcher's API.
+//! The `agentsmith` command line: `serve`, `config check`, `jobs ...` talking to a
+//! running dispatcher's API, and `spawner render`.
 
 pub mod client;
 mod jobs;
+mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,33 @@ pub enum Command {
     },
     /// Submit and inspect jobs through a running dispatcher.
     Jobs(jobs::JobsArgs),
+    /// Inspect what a spawner would create.
+    Spawner {
+        /// What to do.
+        #[command(subcommand)]
+        command: SpawnerCommand,
+    },
+}
+
+/// `agentsmith spawner ...`
+#[derive(Debug, Subcommand)]
+pub enum SpawnerCommand {
+    /// Print the Kubernetes Job the kubernetes backend would create for a job.
+    Render {
+        /// The configuration file.
+        #[arg(long, env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// A JSON file: {"agent", "task", "project", "ticket", "id", "attempt"} (agent or
+        /// project, and task, are needed).
+        #[arg(long)]
+        job_file: PathBuf,
+        /// The namespace (default: spawner.kubernetes.namespace, else "default").
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = render::Format::Yaml)]
+        output: render::Format,
+    },
 }
 
 /// `agentsmith config ...`
@@ -78,6 +106,15 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Jobs(args) => runtime().block_on(jobs::run(args)),
+        Command::Spawner {
+            command:
+                SpawnerCommand::Render {
+                    config,
+                    job_file,
+                    namespace,
+                    output,
+                },
+        } => render::run(config.as_deref(), &job_file, namespace.as_deref(), output),
     }
 }
 

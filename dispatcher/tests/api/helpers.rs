@@ -64,6 +64,7 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         cpus: String::new(),
         pids_limit: 0,
         writable_root: false,
+        service_account_token: false,
     }
 }
 

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod noop;
 #[cfg(feature = "process")]
 pub mod process;
