@@ -1,7 +1,9 @@
 //! Spawn latency of the docker spawner, beside `docker run` of the same image in the same
 //! run: the real `agentsmith serve` binary with `spawner.type: docker` runs N jobs one after
 //! another and N at once (an agent that echoes one line), and the docker CLI runs the same
-//! command in the same image N times one after another and N at once.
+//! command in the same image N times one after another (plain, then with the options the
+//! backend gives its containers: init, read-only root, dropped capabilities, limits, a
+//! volume and a tmpfs) and N at once.
 //!
 //! agentsmith's figures come from the job record's own timestamps (submitted, runner
 //! started, finished), so the harness's polling adds nothing to them. `docker run` is timed
@@ -87,6 +89,8 @@ pub struct Outcome {
     pub seq_succeeded: Series,
     /// Sequential `docker run`.
     pub seq_docker: Series,
+    /// Sequential `docker run` with the options agentsmith's containers have.
+    pub seq_docker_same: Series,
     /// Concurrent: submitted → runner started.
     pub conc_running: Series,
     /// Concurrent: submitted → succeeded.
@@ -257,28 +261,46 @@ fn latencies(jobs: &[Job]) -> anyhow::Result<(Series, Series)> {
     Ok((running, succeeded))
 }
 
-fn docker_run_command() -> tokio::process::Command {
+/// The options the docker backend creates its containers with (defaults of the bench's
+/// configuration), for a like-for-like `docker run`.
+const LOCKED_DOWN: [&str; 19] = [
+    "--init",
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--memory",
+    "2g",
+    "--memory-swap",
+    "2g",
+    "--cpus",
+    "2",
+    "--pids-limit",
+    "1024",
+    "-v",
+    "/work",
+    "--tmpfs",
+    "/tmp",
+    "--add-host=host.docker.internal:host-gateway",
+];
+
+fn docker_run_command(locked_down: bool) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("docker");
+    command.args(["run", "--rm", "--user", "10001:10001"]);
+    if locked_down {
+        command.args(LOCKED_DOWN);
+    }
     command
-        .args([
-            "run",
-            "--rm",
-            "--user",
-            "10001:10001",
-            "--entrypoint",
-            "sh",
-            IMAGE,
-            "-c",
-            SCRIPT,
-        ])
+        .args(["--entrypoint", "sh", IMAGE, "-c", SCRIPT])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     command
 }
 
-async fn docker_run_once() -> anyhow::Result<f64> {
+async fn docker_run_once(locked_down: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let out = docker_run_command()
+    let out = docker_run_command(locked_down)
         .output()
         .await
         .context("running docker run")?;
@@ -361,7 +383,7 @@ log:\n  format: json\n",
     eprintln!("bench: docker: warm-up (one job, one docker run; not counted)");
     let warm = server.submit("warm-up").await?;
     server.wait_all(&[warm]).await?;
-    docker_run_once().await?;
+    docker_run_once(false).await?;
 
     let n = cfg.jobs;
     let mut outcome = Outcome {
@@ -376,9 +398,15 @@ log:\n  format: json\n",
     }
     (outcome.seq_running, outcome.seq_succeeded) = latencies(&sequential)?;
 
-    eprintln!("bench: docker: {n} docker runs one after another");
+    eprintln!("bench: docker: {n} docker runs one after another, then {n} with the same options as agentsmith's");
     for _ in 0..n {
-        outcome.seq_docker.ms.push(docker_run_once().await?);
+        outcome.seq_docker.ms.push(docker_run_once(false).await?);
+    }
+    for _ in 0..n {
+        outcome
+            .seq_docker_same
+            .ms
+            .push(docker_run_once(true).await?);
     }
 
     eprintln!("bench: docker: {n} jobs at once");
@@ -393,7 +421,9 @@ log:\n  format: json\n",
 
     eprintln!("bench: docker: {n} docker runs at once");
     let started = Instant::now();
-    let runs: Vec<_> = (0..n).map(|_| tokio::spawn(docker_run_once())).collect();
+    let runs: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(docker_run_once(false)))
+        .collect();
     for run in runs {
         outcome
             .conc_docker
@@ -417,6 +447,10 @@ pub fn render(outcome: &Outcome) -> String {
         ("sequential: submitted → running", &outcome.seq_running),
         ("sequential: submitted → succeeded", &outcome.seq_succeeded),
         ("sequential: `docker run --rm`", &outcome.seq_docker),
+        (
+            "sequential: `docker run --rm`, agentsmith's options",
+            &outcome.seq_docker_same,
+        ),
         ("concurrent: submitted → running", &outcome.conc_running),
         ("concurrent: submitted → succeeded", &outcome.conc_succeeded),
         ("concurrent: `docker run --rm`", &outcome.conc_docker),

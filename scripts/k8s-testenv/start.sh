@@ -37,16 +37,22 @@ scripts/k8s-testenv/build.sh
 ensure_packages dnsmasq:dnsmasq-base etcd:etcd-server openssl:openssl iptables:iptables curl:curl
 ensure_docker
 
-T0=$EPOCHREALTIME
 echo "==> starting a Kubernetes $K8S_VERSION cluster in $RUN"
 
 # A previous cluster of this run directory is stopped first; nothing of it may survive the wipe.
-scripts/k8s-testenv/stop.sh --quiet
+if [ -f "$RUN/pids" ]; then
+  t=$EPOCHREALTIME
+  scripts/k8s-testenv/stop.sh --quiet
+  echo "    the previous cluster stopped ($(k8s_elapsed "$t") s)"
+else
+  scripts/k8s-testenv/stop.sh --quiet # leftovers of a start that died: rules, sysctls, mounts
+fi
 if awk -v p="$RUN/" 'index($2, p) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
   echo "ERROR: mounts under $RUN remain after stop.sh:" >&2
   awk -v p="$RUN/" 'index($2, p) == 1 { print "  " $2 }' /proc/self/mounts >&2
   exit 1
 fi
+T0=$EPOCHREALTIME
 rm -rf "$RUN"
 mkdir -p "$RUN" "$LOGS" "$KUBECONFIGS" "$RUN/dns"
 (umask 077 && mkdir -p "$PKI")
@@ -93,23 +99,38 @@ start_proc() { # NAME COMMAND...: in a session of its own, so stop.sh can end it
   started_names+=("$name")
   echo "$name $!" >>"$RUN/pids"
 }
+stop_after_failure() {
+  if [ "${AGENTSMITH_K8S_KEEP_ON_FAILURE:-}" = 1 ]; then
+    echo "AGENTSMITH_K8S_KEEP_ON_FAILURE=1: the cluster is left running; scripts/k8s-testenv/stop.sh ends it" >&2
+  else
+    scripts/k8s-testenv/stop.sh --quiet >&2 || true
+    echo "(what had started is stopped again; its logs stay in $LOGS)" >&2
+  fi
+}
+failed=""
 fail() { # MESSAGE [COMPONENT]
+  failed=1
   echo "ERROR: $1 ($(k8s_elapsed "$T0") s after start)" >&2
   local names=("${2:-}") name
   [ -n "${2:-}" ] || names=("${started_names[@]}")
   for name in "${names[@]}"; do
     [ -s "$LOGS/$name.log" ] || continue
     echo "---- the end of $LOGS/$name.log ----" >&2
-    tail -n 25 "$LOGS/$name.log" >&2
+    grep -v '^Flag --.* has been deprecated' "$LOGS/$name.log" | tail -n 25 >&2
   done
   echo "----" >&2
-  if [ "${AGENTSMITH_K8S_KEEP_ON_FAILURE:-}" = 1 ]; then
-    echo "AGENTSMITH_K8S_KEEP_ON_FAILURE=1: the cluster is left running; scripts/k8s-testenv/stop.sh ends it" >&2
-  else
-    scripts/k8s-testenv/stop.sh --quiet >&2 || true
-  fi
+  stop_after_failure
   exit 1
 }
+# Any other failure (a command under set -e) stops what was started too.
+on_exit() {
+  local rc=$?
+  [ $rc -eq 0 ] || [ -n "$failed" ] || {
+    echo "ERROR: start.sh failed (exit $rc); logs in $LOGS" >&2
+    stop_after_failure
+  }
+}
+trap on_exit EXIT
 check_alive() {
   local name
   for name in "${started_names[@]}"; do
@@ -127,18 +148,30 @@ wait_until() { # DESCRIPTION COMPONENT COMMAND...: polls until COMMAND succeeds
   done
 }
 
-# --- certificates, tokens, kubeconfigs --------------------------------------------------------------
+# --- etcd first (it needs none of what follows), then certificates, tokens, kubeconfigs ------------
+etcd_started=$EPOCHREALTIME
+start_proc etcd etcd --name agentsmith --data-dir "$RUN/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "agentsmith=http://127.0.0.1:$ETCD_PEER_PORT"
+
 t=$EPOCHREALTIME
 # A CA of this run signs the API server's serving certificate (so clients verify it), the kubelet's
 # serving certificate and the API server's client certificate for the kubelet (O=system:masters,
 # so `kubectl logs` and exec are authorised).
-openssl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 30 -subj "/CN=agentsmith-k8s-ca" \
-  -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+keygen=()
+for key in ca apiserver apiserver-kubelet-client kubelet sa; do
+  openssl genrsa -out "$PKI/$key.key" 2048 2>/dev/null &
+  keygen+=($!)
+done
+for pid in "${keygen[@]}"; do wait "$pid"; done
+openssl req -x509 -new -sha256 -days 30 -subj "/CN=agentsmith-k8s-ca" -key "$PKI/ca.key" -out "$PKI/ca.crt" \
   -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[v3]\n%s\n%s\n%s\n' \
     'basicConstraints=critical,CA:TRUE' 'keyUsage=critical,keyCertSign,cRLSign' \
     'subjectKeyIdentifier=hash') -extensions v3 2>/dev/null
 issue() { # NAME SUBJECT EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]
-  openssl req -new -nodes -newkey rsa:2048 -subj "$2" -keyout "$PKI/$1.key" -out "$PKI/$1.csr" 2>/dev/null
+  openssl req -new -subj "$2" -key "$PKI/$1.key" -out "$PKI/$1.csr" 2>/dev/null
   openssl x509 -req -sha256 -days 30 -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
     -CAcreateserial -out "$PKI/$1.crt" \
     -extfile <(printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
@@ -150,7 +183,6 @@ issue apiserver "/CN=kube-apiserver" serverAuth \
   "IP:$BRIDGE,IP:127.0.0.1,IP:$K8S_API_SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$K8S_DOMAIN"
 issue apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client/O=system:masters" clientAuth
 issue kubelet "/CN=$NODE" serverAuth "IP:$BRIDGE,DNS:$NODE"
-openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
 openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 
 token() { openssl rand -hex 16; }
@@ -208,6 +240,16 @@ K8S_PORTS="apiserver=$API_PORT etcd=$ETCD_PORT etcd-peer=$ETCD_PEER_PORT control
 ENV
 
 # --- host settings the components change, restored by stop.sh -------------------------------------
+# kubelet writes a few fixed host paths whatever its flags say (dockershim's pod logs, the device
+# plugin socket): note what is there now, so stop.sh removes only what this cluster added.
+mkdir -p "$RUN/host-paths"
+for dir in /var/lib/kubelet /var/log/pods /var/log/containers; do
+  if [ -d "$dir" ]; then
+    ls -A "$dir" >"$RUN/host-paths/${dir//\//_}"
+  else
+    echo "$dir" >>"$RUN/host-paths/absent"
+  fi
+done
 # kubelet sets vm/kernel tunables and kube-proxy route_localnet; stop.sh puts the old values back.
 for key in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet; do
@@ -215,23 +257,24 @@ for key in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oop
 done >"$RUN/sysctl.saved"
 # With dockerd --iptables=false nothing masquerades pod traffic, and an address nobody programmed
 # would be routed out of the machine: drop everything from the bridge that is not for the bridge.
-if ! iptables -t mangle -C FORWARD -i docker0 ! -o docker0 -j DROP 2>/dev/null; then
-  iptables -t mangle -I FORWARD -i docker0 ! -o docker0 -j DROP
-  touch "$RUN/mangle-rule.added"
-fi
+# kube-proxy 1.20 sets route_localnet=1, which lets a pod that crafts packets reach services bound
+# to the host's loopback (etcd among them; CVE-2020-8558). kubelet's guard against that comes with
+# the iptables util chains it must not make here, so drop such packets before routing instead.
+MANGLE_RULES=("FORWARD -i docker0 ! -o docker0 -j DROP" "PREROUTING -i docker0 -d 127.0.0.0/8 -j DROP")
+for rule in "${MANGLE_RULES[@]}"; do
+  read -ra words <<<"$rule"
+  if ! iptables -t mangle -C "${words[@]}" 2>/dev/null; then
+    iptables -t mangle -I "${words[@]}"
+    echo "$rule" >>"$RUN/mangle-rules.added"
+  fi
+done
 
 KCTL=("$BIN/kubectl" --kubeconfig "$RUN/kubeconfig" --request-timeout=5s)
 CURL=(curl -fsS --max-time 2 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN")
 
-# --- etcd, then the API server ----------------------------------------------------------------------
-t=$EPOCHREALTIME
-start_proc etcd etcd --name agentsmith --data-dir "$RUN/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "agentsmith=http://127.0.0.1:$ETCD_PEER_PORT"
+# --- etcd (started above), then the API server ----------------------------------------------------
 wait_until "etcd health" etcd curl -fsS --max-time 1 "http://127.0.0.1:$ETCD_PORT/health"
-echo "    etcd ready on 127.0.0.1:$ETCD_PORT ($(k8s_elapsed "$t") s)"
+echo "    etcd ready on 127.0.0.1:$ETCD_PORT ($(k8s_elapsed "$etcd_started") s after its start)"
 
 t=$EPOCHREALTIME
 # Bound to the bridge address, not loopback: pods reach it through the kubernetes Service, whose
@@ -263,6 +306,7 @@ start_proc kube-controller-manager "$BIN/kube-controller-manager" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --service-cluster-ip-range="$K8S_SERVICE_CIDR" \
+  --flex-volume-plugin-dir="$RUN/controller-manager/volume-plugins" \
   --node-monitor-period=1s --profiling=false --feature-gates="$K8S_FEATURE_GATES"
 start_proc kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig="$KUBECONFIGS/scheduler" \
