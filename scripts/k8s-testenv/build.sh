@@ -13,9 +13,9 @@
 # they are applied.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=../lib.sh
+# shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-# shellcheck source=config.sh
+# shellcheck source=scripts/k8s-testenv/config.sh
 . scripts/k8s-testenv/config.sh
 
 VERSION=$K8S_VERSION
@@ -133,6 +133,7 @@ ensure_docker
 step "deb-src entry for bookworm main"
 MIRROR=$(debian_mirror)
 MIRROR=${MIRROR%/}
+# shellcheck disable=SC2016  # $(...) are apt's format fields
 if apt-get indextargets --format '$(TARGET_OF) $(REPO_URI) $(CODENAME) $(COMPONENT)' 2>/dev/null |
   grep -qxF "deb-src $MIRROR/ bookworm main"; then
   echo "    present for $MIRROR"
@@ -162,8 +163,9 @@ orig=$(find "$WORK/src" -maxdepth 1 -name 'kubernetes_*.orig.tar.*' | head -n 1)
 mkdir -p "$WORK/unpack"
 tar -C "$WORK/unpack" -xf "$orig"
 top=$(find "$WORK/unpack" -mindepth 1 -maxdepth 1 -type d)
-[ "$(wc -l <<<"$top")" = 1 ] && [ -f "$top/Makefile" ] && [ -d "$top/vendor" ] ||
+if [ "$(wc -l <<<"$top")" != 1 ] || [ ! -f "$top/Makefile" ] || [ ! -d "$top/vendor" ]; then
   die "$orig does not hold one source tree with a Makefile and vendor/"
+fi
 mv "$top" "$WORK/tree"
 rm -rf "$WORK/unpack" "$WORK/src"
 TREE=$WORK/tree

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this file
 # Locations and fixed settings shared by the k8s-testenv scripts (sourced, not run).
 #
 # Environment:

@@ -12,14 +12,17 @@
 #                              made with `docker import` when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=../lib.sh
+# shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-# shellcheck source=config.sh
+# shellcheck source=scripts/k8s-testenv/config.sh
 . scripts/k8s-testenv/config.sh
 
 RUN=$K8S_RUN
 IMAGE=${AGENTSMITH_K8S_TEST_IMAGE:-agentsmith-busybox:test}
-[ -f "$RUN/env" ] && [ -f "$RUN/pids" ] || { echo "ERROR: no cluster in $RUN: run scripts/k8s-testenv/start.sh" >&2; exit 1; }
+if [ ! -f "$RUN/env" ] || [ ! -f "$RUN/pids" ]; then
+  echo "ERROR: no cluster in $RUN: run scripts/k8s-testenv/start.sh" >&2
+  exit 1
+fi
 # shellcheck source=/dev/null
 . "$RUN/env"
 KCTL=("$K8S_KUBECTL" --kubeconfig "$KUBECONFIG" --request-timeout=10s)

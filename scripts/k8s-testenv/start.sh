@@ -18,9 +18,9 @@
 # Docker bridge address; pod traffic cannot leave the machine (a mangle FORWARD rule drops it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=../lib.sh
+# shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-# shellcheck source=config.sh
+# shellcheck source=scripts/k8s-testenv/config.sh
 . scripts/k8s-testenv/config.sh
 
 TIMEOUT=${AGENTSMITH_K8S_START_TIMEOUT:-120}
@@ -224,20 +224,21 @@ write_kubeconfig "$KUBECONFIGS/scheduler" "$SCHED_TOKEN"
 write_kubeconfig "$KUBECONFIGS/kube-proxy" "$PROXY_TOKEN"
 echo "    certificates and tokens ($(k8s_elapsed "$t") s)"
 
-cat >"$RUN/env" <<ENV
-# Written by scripts/k8s-testenv/start.sh; shell assignments describing the running cluster.
-KUBECONFIG=$RUN/kubeconfig
-K8S_API_URL=$API_URL
-K8S_BRIDGE=$BRIDGE
-K8S_BRIDGE_SUBNET=$SUBNET
-K8S_NODE=$NODE
-K8S_SERVICE_CIDR=$K8S_SERVICE_CIDR
-K8S_DNS=$BRIDGE:53
-K8S_DOMAIN=$K8S_DOMAIN
-K8S_KUBECTL=$BIN/kubectl
-K8S_ETCD_URL=http://127.0.0.1:$ETCD_PORT
-K8S_PORTS="apiserver=$API_PORT etcd=$ETCD_PORT etcd-peer=$ETCD_PEER_PORT controller-manager=$CM_PORT scheduler=$SCHED_PORT kubelet=$KUBELET_PORT kubelet-healthz=$KUBELET_HEALTHZ_PORT kube-proxy-healthz=$PROXY_HEALTHZ_PORT kube-proxy-metrics=$PROXY_METRICS_PORT"
-ENV
+{
+  echo "# Written by scripts/k8s-testenv/start.sh: the running cluster, as shell assignments."
+  printf '%s=%q\n' \
+    KUBECONFIG "$RUN/kubeconfig" \
+    K8S_API_URL "$API_URL" \
+    K8S_BRIDGE "$BRIDGE" \
+    K8S_BRIDGE_SUBNET "$SUBNET" \
+    K8S_NODE "$NODE" \
+    K8S_SERVICE_CIDR "$K8S_SERVICE_CIDR" \
+    K8S_DNS "$BRIDGE:53" \
+    K8S_DOMAIN "$K8S_DOMAIN" \
+    K8S_KUBECTL "$BIN/kubectl" \
+    K8S_ETCD_URL "http://127.0.0.1:$ETCD_PORT" \
+    K8S_PORTS "apiserver=$API_PORT etcd=$ETCD_PORT etcd-peer=$ETCD_PEER_PORT controller-manager=$CM_PORT scheduler=$SCHED_PORT kubelet=$KUBELET_PORT kubelet-healthz=$KUBELET_HEALTHZ_PORT kube-proxy-healthz=$PROXY_HEALTHZ_PORT kube-proxy-metrics=$PROXY_METRICS_PORT"
+} >"$RUN/env"
 
 # --- host settings the components change, restored by stop.sh -------------------------------------
 # kubelet writes a few fixed host paths whatever its flags say (dockershim's pod logs, the device
@@ -245,7 +246,7 @@ ENV
 mkdir -p "$RUN/host-paths"
 for dir in /var/lib/kubelet /var/log/pods /var/log/containers; do
   if [ -d "$dir" ]; then
-    ls -A "$dir" >"$RUN/host-paths/${dir//\//_}"
+    find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' >"$RUN/host-paths/${dir//\//_}"
   else
     echo "$dir" >>"$RUN/host-paths/absent"
   fi
@@ -356,12 +357,13 @@ node_ready() {
   [ "$("${KCTL[@]}" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 wait_until "node $NODE to be Ready" kubelet node_ready
-echo "    node $NODE Ready ($(k8s_elapsed "$t") s)"
+echo "    node $NODE Ready ($(k8s_elapsed "$t") s after the other components started)"
 
 # The node lifecycle controller lifts the not-ready taints within a monitor period (1 s here);
 # should they linger, lift them by hand.
 node_untainted() {
-  [ -z "$("${KCTL[@]}" get node "$NODE" -o jsonpath='{.spec.taints}')" ]
+  local taints
+  taints=$("${KCTL[@]}" get node "$NODE" -o jsonpath='{.spec.taints}') && [ -z "$taints" ]
 }
 ready_at=$SECONDS
 until node_untainted; do

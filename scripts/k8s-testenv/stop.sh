@@ -9,7 +9,7 @@
 # Environment: AGENTSMITH_K8S_RUN, AGENTSMITH_K8S_CACHE (see start.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=config.sh
+# shellcheck source=scripts/k8s-testenv/config.sh
 . scripts/k8s-testenv/config.sh
 
 quiet=""
@@ -183,7 +183,7 @@ if [ -d "$RUN/host-paths" ]; then
     if grep -qxF "$dir" "$RUN/host-paths/absent" 2>/dev/null; then
       rm -rf "$dir"
     elif [ -f "$RUN/host-paths/${dir//\//_}" ] && [ -d "$dir" ]; then
-      comm -13 <(sort "$RUN/host-paths/${dir//\//_}") <(ls -A "$dir" | sort) | while read -r entry; do
+      comm -13 <(sort "$RUN/host-paths/${dir//\//_}") <(find "$dir" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort) | while read -r entry; do
         rm -rf "${dir:?}/${entry:?}"
       done
     fi
@@ -194,7 +194,7 @@ fi
 # The empty kubepods cgroups kubelet made (cgroupfs driver: kubepods, systemd driver: kubepods.slice).
 if started kubelet; then
   for root in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice /sys/fs/cgroup/kubepods /sys/fs/cgroup/kubepods.slice; do
-    [ -d "$root" ] && find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$root" ]; then find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
 fi
 

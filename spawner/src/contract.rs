@@ -113,6 +113,17 @@ pub struct AgentProfile {
     pub service_account_token: bool,
 }
 
+/// A size in bytes as Kubernetes writes quantities: `1Gi`, `64Mi`, or plain bytes when it
+/// is not a whole binary unit.
+pub fn binary_size(bytes: u64) -> String {
+    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Resource limits of one workload; `None` leaves the backend's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Resources {

@@ -224,7 +224,7 @@ fn status_of(container: &ContainerInspectResponse) -> WorkloadStatus {
         | Some(ContainerStateStatusEnum::EMPTY) => {
             if state.oom_killed == Some(true) {
                 let limit = memory
-                    .map(|m| format!(" of {}", human_bytes(m as u64)))
+                    .map(|m| format!(" of {}", crate::contract::binary_size(m as u64)))
                     .unwrap_or_default();
                 return WorkloadStatus::Failed {
                     reason: format!("OOM-killed: the container went over its memory limit{limit}"),
@@ -248,18 +248,6 @@ fn status_of(container: &ContainerInspectResponse) -> WorkloadStatus {
             }
         }
     }
-}
-
-/// `268435456` → `256 MiB`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["GiB", "MiB", "KiB", "B"];
-    for (i, unit) in UNITS.iter().enumerate() {
-        let size = 1u64 << (10 * (3 - i));
-        if bytes >= size && bytes % size == 0 {
-            return format!("{} {unit}", bytes / size);
-        }
-    }
-    format!("{bytes} B")
 }
 
 impl DockerSpawner {
@@ -891,7 +879,7 @@ mod tests {
         assert_eq!(
             status_of(&container(exited(137, true), Some(64 << 20))),
             WorkloadStatus::Failed {
-                reason: "OOM-killed: the container went over its memory limit of 64 MiB".into(),
+                reason: "OOM-killed: the container went over its memory limit of 64Mi".into(),
                 retryable: false
             }
         );

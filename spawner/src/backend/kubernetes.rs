@@ -135,19 +135,8 @@ pub fn parse_affinity(value: &serde_json::Value) -> std::result::Result<Option<A
     }
 }
 
-/// `1073741824` → `1Gi`; sizes that are not whole binary units stay in bytes.
 fn quantity_bytes(bytes: u64) -> Quantity {
-    for (unit, size) in [
-        ("Ti", 1u64 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ] {
-        if bytes >= size && bytes % size == 0 {
-            return Quantity(format!("{}{unit}", bytes / size));
-        }
-    }
-    Quantity(bytes.to_string())
+    Quantity(crate::contract::binary_size(bytes))
 }
 
 fn quantity_millis(millis: u64) -> Quantity {
