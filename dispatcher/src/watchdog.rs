@@ -173,11 +173,21 @@ pub async fn reconcile(ctx: &Arc<Context>) {
             return;
         }
     };
+    // A runner whose job has just ended (it delivered its final event) is still winding
+    // down: its workload ends by itself, so it is left this long before being stopped.
+    let winding_down_ms =
+        ((ctx.settings.spawner.grace_secs + ctx.settings.queue.lease_secs) * 1000 + 30_000) as i64;
     for handle in handles {
         let wanted = match ctx.queue.get(&handle.job_id).await {
             Ok(Some(job)) => {
-                job.attempt == handle.attempt
-                    && matches!(job.state, JobState::Starting | JobState::Running)
+                let winding_down = job.attempt == handle.attempt
+                    && job.state.is_terminal()
+                    && job
+                        .finished_at
+                        .is_some_and(|at| now_ms() - at < winding_down_ms);
+                winding_down
+                    || (job.attempt == handle.attempt
+                        && matches!(job.state, JobState::Starting | JobState::Running))
             }
             Ok(None) => {
                 // No job record at all (another installation's leftovers, a flushed Redis):

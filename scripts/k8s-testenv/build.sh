@@ -44,6 +44,10 @@ exec 9>"$CACHE/.lock"
 if ! flock -n 9; then
   echo "==> another build holds $CACHE/.lock; waiting for it"
   flock 9
+  if binaries_cached && pause_image_present; then
+    echo "==> Kubernetes $VERSION cached in $BIN"
+    exit 0
+  fi
 fi
 
 LOG=$CACHE/build.log
@@ -80,14 +84,18 @@ on_exit() {
     tail -n 40 "$LOG" >&2
     echo "----" >&2
   fi
+  [ ! -d "$WORK" ] || echo "(the work tree stays in $WORK for inspection; the next build wipes it)" >&2
   exit $rc
 }
 trap on_exit EXIT
 die() { echo "ERROR: $*" >&2; exit 1; }
 
-# Runs a command with its output in the log, printing every 30 s that it is still alive.
+# Runs a command with its output in the log, printing every 30 s that it is still alive: the
+# elapsed time, the log's last line and, when PROGRESS_DIR is set, how much that directory holds
+# (make prints nothing for minutes while Go compiles; its build cache keeps growing).
+PROGRESS_DIR=""
 run_logged() {
-  local start=$EPOCHREALTIME next=30 pid secs
+  local start=$EPOCHREALTIME next=30 pid secs size
   "$@" >>"$LOG" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
@@ -95,7 +103,9 @@ run_logged() {
     secs=$(k8s_elapsed "$start")
     if [ "${secs%.*}" -ge "$next" ]; then
       next=$((next + 30))
-      printf '    ... %s s: %s\n' "${secs%.*}" "$(tail -n 1 "$LOG" | cut -c 1-150)"
+      size=""
+      [ -z "$PROGRESS_DIR" ] || size=" [$(du -sh "$PROGRESS_DIR" 2>/dev/null | cut -f1) in ${PROGRESS_DIR#"$CACHE"/}]"
+      printf '    ... %s s%s: %s\n' "${secs%.*}" "$size" "$(tail -n 1 "$LOG" | cut -c 1-120)"
     fi
   done
   wait "$pid"
@@ -200,6 +210,7 @@ step "make (kube-apiserver ... kubectl)"
     KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean
   # Kubernetes' make keeps GOPATH and Go's build cache under _output/, so the clean-up below
   # frees them as well.
+  PROGRESS_DIR=$TREE/_output
   run_logged make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy cmd/kubectl"
 )
 

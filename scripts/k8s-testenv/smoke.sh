@@ -53,14 +53,15 @@ timed() { # LABEL START
   echo "    $1: $took s"
 }
 
+ensure_busybox # the image is made of it, and the host's test server is its httpd
 echo "==> smoke test of the cluster at $K8S_API_URL (namespace $NS)"
 
 # --- the image -----------------------------------------------------------------------------------------
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   t=$EPOCHREALTIME
-  ensure_busybox
   root=$WORK/rootfs
   mkdir -p "$root/bin" "$root/etc" "$root/tmp"
+  chmod 1777 "$root/tmp"
   cp /bin/busybox "$root/bin/busybox"
   for applet in $("$root/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"

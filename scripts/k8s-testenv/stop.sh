@@ -46,7 +46,10 @@ ours() {
 }
 # Each process leads a session of its own (start.sh used setsid), so its group holds its children,
 # e.g. the DNS watcher's kubectl.
-group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+# Zombies do not count: these processes outlived start.sh, so PID 1 reaps them, in its own time.
+group_alive() {
+  ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
 signal() { # SIGNAL PID
   if [ "$(ps -o pgid= -p "$2" 2>/dev/null | tr -d ' ')" = "$2" ]; then
     kill "-$1" -- "-$2" 2>/dev/null || true

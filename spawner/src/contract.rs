@@ -116,7 +116,12 @@ pub struct AgentProfile {
 /// A size in bytes as Kubernetes writes quantities: `1Gi`, `64Mi`, or plain bytes when it
 /// is not a whole binary unit.
 pub fn binary_size(bytes: u64) -> String {
-    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }

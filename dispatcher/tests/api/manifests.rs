@@ -1,0 +1,124 @@
+//! The Jobs the kubernetes backend builds, validated strictly against the Kubernetes
+//! OpenAPI schemas of 1.20 and 1.37 (`scripts/kube-validate`, PyPI kubernetes-validate):
+//! with the default profile, and with every option set.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use agentsmith::app::kubernetes_settings;
+use agentsmith::context::job_spec;
+use agentsmith::queue::Job;
+use agentsmith::settings::{PullPolicySetting, Settings, SpawnerKind};
+use serde_json::json;
+
+use crate::helpers::{sh_agent, temp_dir};
+
+fn job(agent: &str) -> Job {
+    let fields = std::collections::HashMap::from([
+        ("state".to_string(), "queued".to_string()),
+        ("created_at".to_string(), "0".to_string()),
+        ("attempt".to_string(), "1".to_string()),
+        ("agent".to_string(), agent.to_string()),
+        ("task".to_string(), "fix PROJ-1".to_string()),
+        ("ticket".to_string(), "PROJ-1".to_string()),
+    ]);
+    Job::from_fields("abc123def456", &fields).unwrap()
+}
+
+fn manifest(settings: &Settings, agent: &str) -> serde_json::Value {
+    let spec = job_spec(
+        settings,
+        &job(agent),
+        1,
+        "http://172.17.0.1:8080",
+        "token".into(),
+    )
+    .unwrap();
+    let k8s = kubernetes_settings(settings);
+    let namespace = k8s.namespace.clone().unwrap_or_else(|| "default".into());
+    let job = spawner::backend::kubernetes::job_manifest(&k8s, &namespace, &spec).unwrap();
+    let mut value = serde_json::to_value(job).unwrap();
+    value["apiVersion"] = json!("batch/v1");
+    value["kind"] = json!("Job");
+    value
+}
+
+#[test]
+fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
+    let mut settings = Settings::load_from(None, &[]).unwrap();
+    settings.spawner.kind = SpawnerKind::Kubernetes;
+    settings.agents = BTreeMap::from([(
+        "plain".to_string(),
+        agentsmith::settings::AgentSettings {
+            image: "agentsmith-agent:1".into(),
+            ..sh_agent("true")
+        },
+    )]);
+    let plain = manifest(&settings, "plain");
+
+    // Every option the backend knows.
+    let k = &mut settings.spawner.kubernetes;
+    k.namespace = "agents".into();
+    k.service_account = "agent-runner".into();
+    k.ttl_seconds_after_finished = 60;
+    k.image_pull_policy = PullPolicySetting::Never;
+    k.image_pull_secrets = vec!["regcred".into()];
+    k.secret_name = "agent-secrets".into();
+    k.memory = "1Gi".into();
+    k.cpus = "1500m".into();
+    k.cpu_request = "250m".into();
+    k.node_selector = BTreeMap::from([("pool".into(), "agents".into())]);
+    k.tolerations = vec![
+        json!({"key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"}),
+    ];
+    k.affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}});
+    k.run_as_user = 2000;
+    k.run_as_group = 3000;
+    k.labels = BTreeMap::from([("team".into(), "platform".into())]);
+    k.annotations = BTreeMap::from([("example.com/owner".into(), "platform".into())]);
+    settings.agents.insert(
+        "full".to_string(),
+        agentsmith::settings::AgentSettings {
+            image: "registry.example.com/agents/claude:1.2".into(),
+            env: BTreeMap::from([("MODE".into(), "fix".into())]),
+            secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "github_token".into())]),
+            memory: "512Mi".into(),
+            cpus: "2".into(),
+            writable_root: true,
+            service_account_token: true,
+            timeout_secs: 900,
+            ..sh_agent("true")
+        },
+    );
+    assert!(settings.validate().is_empty(), "{:?}", settings.validate());
+    let full = manifest(&settings, "full");
+    assert_eq!(
+        full["spec"]["template"]["spec"]["tolerations"][0]["key"],
+        "dedicated"
+    );
+    assert_eq!(full["metadata"]["labels"]["team"], "platform");
+
+    let dir = temp_dir("manifests");
+    let mut files = Vec::new();
+    for (name, value) in [("plain", plain), ("full", full)] {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        files.push(path);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube-validate");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(&files)
+        .output()
+        .expect("scripts/kube-validate runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    // Two files, two versions: four passes, and no skipped resource.
+    assert_eq!(report.matches(" passed ").count(), 4, "{report}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
