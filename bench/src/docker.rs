@@ -21,9 +21,9 @@ use crate::sys::{free_port, http_to, ChildGuard};
 
 const TOKEN: &str = crate::api::TOKEN;
 /// The image the bench builds from the runner it measures.
-const IMAGE: &str = "agentsmith-agent:bench";
+pub(crate) const IMAGE: &str = "agentsmith-agent:bench";
 /// The agent both sides run.
-const SCRIPT: &str = "echo hello from the agent";
+pub(crate) const SCRIPT: &str = "echo hello from the agent";
 
 /// Where the binaries are and how many jobs to run.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ pub struct Outcome {
 }
 
 /// The address containers reach this machine at: the default bridge's gateway.
-fn bridge_gateway() -> anyhow::Result<String> {
+pub(crate) fn bridge_gateway() -> anyhow::Result<String> {
     let out = Command::new("docker")
         .args([
             "network",
@@ -135,7 +135,7 @@ fn bridge_gateway() -> anyhow::Result<String> {
     Ok(std::net::Ipv4Addr::from(u32::from(network) + 1).to_string())
 }
 
-fn build_image(runner: &Path) -> anyhow::Result<()> {
+pub(crate) fn build_image(runner: &Path) -> anyhow::Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the bench crate has no parent directory")?
@@ -178,14 +178,19 @@ fn remove_containers(installation: &str) {
     }
 }
 
-struct Server {
-    host: String,
-    port: u16,
-    child: ChildGuard,
+pub(crate) struct Server {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) child: ChildGuard,
 }
 
 impl Server {
-    async fn request(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
         let auth = format!("Bearer {TOKEN}");
         http_to(
             &self.host,
@@ -201,7 +206,7 @@ impl Server {
         .await
     }
 
-    async fn submit(&self, task: &str) -> anyhow::Result<String> {
+    pub(crate) async fn submit(&self, task: &str) -> anyhow::Result<String> {
         let body = serde_json::json!({"agent": "hello", "task": task}).to_string();
         let (status, answer) = self.request("POST", "/v1/jobs", &body).await?;
         if status != 202 {
@@ -220,7 +225,7 @@ impl Server {
     }
 
     /// Waits for every job to end; fails unless all succeeded. Returns them.
-    async fn wait_all(&mut self, ids: &[String]) -> anyhow::Result<Vec<Job>> {
+    pub(crate) async fn wait_all(&mut self, ids: &[String]) -> anyhow::Result<Vec<Job>> {
         let deadline = Instant::now() + Duration::from_secs(120 + 5 * ids.len() as u64);
         let mut done: Vec<Option<Job>> = vec![None; ids.len()];
         while done.iter().any(Option::is_none) {
@@ -245,7 +250,7 @@ impl Server {
     }
 }
 
-fn latencies(jobs: &[Job]) -> anyhow::Result<(Series, Series)> {
+pub(crate) fn latencies(jobs: &[Job]) -> anyhow::Result<(Series, Series)> {
     let mut running = Series::default();
     let mut succeeded = Series::default();
     for job in jobs {
@@ -334,6 +339,50 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, dir: &Path) -> anyhow::Result
     result
 }
 
+/// Starts `agentsmith serve` with `config` and waits until it is ready.
+pub(crate) async fn start_server(
+    agentsmith: &Path,
+    config: &str,
+    dir: &Path,
+    host: &str,
+    port: u16,
+    name: &str,
+) -> anyhow::Result<Server> {
+    let config_path = dir.join(format!("agentsmith-{name}.yml"));
+    std::fs::write(&config_path, config).context("writing the bench config")?;
+    let mut command = Command::new(agentsmith);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn");
+    let child = ChildGuard::spawn(
+        "agentsmith serve",
+        command,
+        &dir.join(format!("{name}-serve.log")),
+    )?;
+    let server = Server {
+        host: host.to_string(),
+        port,
+        child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut server = server;
+    loop {
+        server.child.check_alive()?;
+        if matches!(server.request("GET", "/ready", "").await, Ok((200, _))) {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agentsmith serve did not become ready; log:\n{}",
+                server.child.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn measure(
     redis: &BenchRedis,
     cfg: &Config,
@@ -354,30 +403,7 @@ log:\n  format: json\n",
         tag = cfg.tag,
         jobs = cfg.jobs.max(1),
     );
-    let config_path = dir.join("agentsmith-docker.yml");
-    std::fs::write(&config_path, config).context("writing the docker bench config")?;
-    let mut command = Command::new(&cfg.agentsmith);
-    command
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn");
-    let child = ChildGuard::spawn("agentsmith serve", command, &dir.join("docker-serve.log"))?;
-    let mut server = Server { host, port, child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        server.child.check_alive()?;
-        if matches!(server.request("GET", "/ready", "").await, Ok((200, _))) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "agentsmith serve did not become ready; log:\n{}",
-                server.child.log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut server = start_server(&cfg.agentsmith, &config, dir, &host, port, "docker").await?;
 
     // One of each first, so neither side pays for a cold engine in its figures.
     eprintln!("bench: docker: warm-up (one job, one docker run; not counted)");

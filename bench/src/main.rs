@@ -8,6 +8,7 @@
 
 mod api;
 mod docker;
+mod kubernetes;
 mod lifecycle;
 mod redis_info;
 mod report;
@@ -55,6 +56,9 @@ enum Only {
     /// Docker spawner spawn latency beside `docker run` (needs a Docker engine; not part
     /// of `all`).
     Docker,
+    /// Kubernetes spawner spawn latency beside `kubectl create` (needs a cluster whose
+    /// nodes use this machine's Docker engine, e.g. scripts/k8s-testenv; not part of `all`).
+    Kubernetes,
 }
 
 /// Options of a run.
@@ -95,9 +99,18 @@ struct Opts {
     /// RUST_LOG of the agentsmith server (its log goes to a file).
     #[arg(long, default_value = "info")]
     server_log: String,
-    /// Jobs per series of the docker phase (sequential, concurrent).
+    /// Jobs per series of the docker and kubernetes phases (sequential, concurrent).
     #[arg(long, default_value_t = 20)]
     docker_jobs: usize,
+    /// Kubeconfig of the cluster for `--only kubernetes` (default: $KUBECONFIG).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// kubectl for `--only kubernetes` (default: $K8S_KUBECTL, else kubectl on PATH).
+    #[arg(long, env = "K8S_KUBECTL", default_value = "kubectl")]
+    kubectl: PathBuf,
+    /// Address of this machine that pods reach (default: the Docker bridge's gateway).
+    #[arg(long)]
+    callback_host: Option<String>,
     /// Run only one part.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
@@ -190,6 +203,29 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             let _ = redis.clean(&format!("bench-{tag}-docker:")).await;
         }
         println!("{}", docker::render(&outcome.context("docker phase")?));
+        return Ok(());
+    }
+    if opts.only == Only::Kubernetes {
+        let cfg = kubernetes::Config {
+            agentsmith: bin_dir.join("agentsmith"),
+            runner: bin_dir.join("agent-runner"),
+            kubeconfig: opts
+                .kubeconfig
+                .clone()
+                .context("--only kubernetes needs --kubeconfig or KUBECONFIG (scripts/k8s-testenv/start.sh writes one)")?,
+            kubectl: opts.kubectl.clone(),
+            callback_host: match &opts.callback_host {
+                Some(host) => host.clone(),
+                None => docker::bridge_gateway()?,
+            },
+            jobs: opts.docker_jobs.max(1),
+            tag: tag.clone(),
+        };
+        let outcome = kubernetes::run(&redis, &cfg, dir.path()).await;
+        println!(
+            "{}",
+            kubernetes::render(&outcome.context("kubernetes phase")?)
+        );
         return Ok(());
     }
     let result = phases(&opts, &redis, &dir, &tag, &bin_dir).await;

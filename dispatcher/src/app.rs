@@ -162,14 +162,19 @@ impl Application {
         } else {
             settings.server.public_url.trim_end_matches('/').to_string()
         };
-        if spawner.backend() == "docker"
-            && settings.spawner.docker.network != "host"
-            && callback_base.contains("://127.")
-        {
+        let loopback = callback_base.contains("://127.") || callback_base.contains("://localhost");
+        if loopback && spawner.backend() == "docker" && settings.spawner.docker.network != "host" {
             warn!(
                 callback = %callback_base,
                 "agent containers on a bridge network cannot reach a loopback callback URL: set server.public_url \
                  (e.g. http://host.docker.internal:PORT, with server.bind on an address containers reach) or spawner.docker.network: host"
+            );
+        }
+        if loopback && spawner.backend() == "kubernetes" {
+            warn!(
+                callback = %callback_base,
+                "agent pods cannot reach a loopback callback URL: set server.public_url to an address pods reach \
+                 (in a cluster, the dispatcher's Service: http://agentsmith.<namespace>.svc:PORT)"
             );
         }
         if let Err(e) = spawner.probe().await {
