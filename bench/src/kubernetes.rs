@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::docker::{build_image, latencies, start_server, Series, IMAGE, SCRIPT};
+use crate::docker::{
+    build_image, latencies, latency_table, start_server, verdicts, Series, IMAGE, SCRIPT,
+};
 use crate::redis_info::BenchRedis;
 use crate::sys::free_port;
 
@@ -235,47 +237,33 @@ log:\n  format: json\n",
 
 /// The phase's Markdown table.
 pub fn render(outcome: &Outcome) -> String {
-    let mut out = format!(
-        "\n## Kubernetes spawner: spawn latency ({} jobs per series, agent `{SCRIPT}`)\n\n\
-         | series | median | p90 | max |\n|---|---|---|---|\n",
-        outcome.jobs
+    let mut out = latency_table(
+        "Kubernetes spawner",
+        outcome.jobs,
+        &[
+            ("sequential: submitted → pod running", &outcome.seq_running),
+            ("sequential: submitted → succeeded", &outcome.seq_succeeded),
+            (
+                "sequential: `kubectl create` → complete",
+                &outcome.seq_kubectl,
+            ),
+            ("concurrent: submitted → pod running", &outcome.conc_running),
+            ("concurrent: submitted → succeeded", &outcome.conc_succeeded),
+            (
+                "concurrent: `kubectl create` → complete",
+                &outcome.conc_kubectl,
+            ),
+        ],
     );
-    for (label, series) in [
-        ("sequential: submitted → pod running", &outcome.seq_running),
-        ("sequential: submitted → succeeded", &outcome.seq_succeeded),
-        (
-            "sequential: `kubectl create` → complete",
-            &outcome.seq_kubectl,
-        ),
-        ("concurrent: submitted → pod running", &outcome.conc_running),
-        ("concurrent: submitted → succeeded", &outcome.conc_succeeded),
-        (
-            "concurrent: `kubectl create` → complete",
-            &outcome.conc_kubectl,
-        ),
-    ] {
-        out.push_str(&format!(
-            "| {label} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
-            series.median(),
-            series.p90(),
-            series.max()
-        ));
-    }
     out.push('\n');
-    for (what, ours, theirs) in [
-        ("sequential", &outcome.seq_succeeded, &outcome.seq_kubectl),
-        ("concurrent", &outcome.conc_succeeded, &outcome.conc_kubectl),
-    ] {
-        let verdict = if ours.median() <= theirs.median() * 1.1 {
-            "PASS"
-        } else {
-            "MISS"
-        };
-        out.push_str(&format!(
-            "- {what}: submitted → succeeded median {:.0} ms vs `kubectl` median {:.0} ms (target: within 10 %): **{verdict}**\n",
-            ours.median(),
-            theirs.median()
-        ));
-    }
+    out.push_str(&verdicts(
+        "`kubectl`",
+        "within 10 %",
+        1.1,
+        &[
+            ("sequential", &outcome.seq_succeeded, &outcome.seq_kubectl),
+            ("concurrent", &outcome.conc_succeeded, &outcome.conc_kubectl),
+        ],
+    ));
     out
 }

@@ -73,6 +73,7 @@ pub fn kubernetes_settings(settings: &Settings) -> KubernetesSettings {
         run_as_group: k8s.run_as_group,
         extra_labels: k8s.labels.clone(),
         annotations: k8s.annotations.clone(),
+        extra_env: k8s.env.clone(),
         installation: settings.server.installation.clone(),
         pending_timeout: Duration::from_secs(k8s.pending_timeout_secs),
         work_dir: k8s.work_dir.clone(),

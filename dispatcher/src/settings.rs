@@ -187,6 +187,8 @@ pub struct KubernetesBackendSettings {
     pub labels: BTreeMap<String, String>,
     /// Annotations on Jobs and pods.
     pub annotations: BTreeMap<String, String>,
+    /// Environment of every agent container (proxies, say), before the profile's own.
+    pub env: BTreeMap<String, String>,
     /// Seconds a pod may stay unscheduled or waiting before its attempt fails.
     pub pending_timeout_secs: u64,
     /// The agent's writable work directory (an `emptyDir`).
@@ -648,13 +650,12 @@ impl Settings {
                     "the kubernetes spawner reads secrets from spawner.kubernetes.secret_name, which is not set".into(),
                 );
             }
+            env_names(
+                &format!("agents.{name}.secret_env"),
+                agent.secret_env.keys(),
+                &mut problem,
+            );
             for (var, key) in &agent.secret_env {
-                if var.is_empty() || var.contains('=') || var.starts_with("AGENTSMITH_") {
-                    problem(
-                        &format!("agents.{name}.secret_env.{var}"),
-                        "invalid name (AGENTSMITH_* is reserved)".into(),
-                    );
-                }
                 if !spawner::secrets::valid_key(key) {
                     problem(
                         &format!("agents.{name}.secret_env.{var}"),
@@ -662,14 +663,11 @@ impl Settings {
                     );
                 }
             }
-            for key in agent.env.keys() {
-                if key.is_empty() || key.contains('=') || key.starts_with("AGENTSMITH_") {
-                    problem(
-                        &format!("agents.{name}.env.{key}"),
-                        "invalid name (AGENTSMITH_* is reserved)".into(),
-                    );
-                }
-            }
+            env_names(
+                &format!("agents.{name}.env"),
+                agent.env.keys(),
+                &mut problem,
+            );
         }
         let docker = &self.spawner.docker;
         if self.spawner.reconcile_secs == 0 {
@@ -726,14 +724,7 @@ impl Settings {
                 "ca, cert and key are needed together".into(),
             );
         }
-        for (key, value) in &docker.labels {
-            if key.starts_with("agentsmith.io/") || key == spawner::contract::labels::MANAGED_BY {
-                problem(
-                    &format!("spawner.docker.labels.{key}"),
-                    format!("{value:?}: this label is set by agentsmith itself"),
-                );
-            }
-        }
+        reserved_labels("spawner.docker.labels", &docker.labels, &mut problem);
         let k8s = &self.spawner.kubernetes;
         for (key, value) in [
             ("memory", &k8s.memory),
@@ -788,14 +779,8 @@ impl Settings {
                 "must be between 1 and 2147483647".into(),
             );
         }
-        for (key, value) in &k8s.labels {
-            if key.starts_with("agentsmith.io/") || key == spawner::contract::labels::MANAGED_BY {
-                problem(
-                    &format!("spawner.kubernetes.labels.{key}"),
-                    format!("{value:?}: this label is set by agentsmith itself"),
-                );
-            }
-        }
+        env_names("spawner.kubernetes.env", k8s.env.keys(), &mut problem);
+        reserved_labels("spawner.kubernetes.labels", &k8s.labels, &mut problem);
         for (name, project) in &self.projects {
             if !valid_name(name) {
                 problem(
@@ -853,6 +838,38 @@ impl Settings {
     /// Shorthand for a duration in seconds.
     pub fn secs(value: u64) -> Duration {
         Duration::from_secs(value)
+    }
+}
+
+/// Environment variable names under `key`: not empty, no `=`, not `AGENTSMITH_*`.
+fn env_names<'a>(
+    key: &str,
+    names: impl Iterator<Item = &'a String>,
+    problem: &mut impl FnMut(&str, String),
+) {
+    for name in names {
+        if name.is_empty() || name.contains('=') || name.starts_with("AGENTSMITH_") {
+            problem(
+                &format!("{key}.{name}"),
+                "invalid name (AGENTSMITH_* is reserved)".into(),
+            );
+        }
+    }
+}
+
+/// Extra labels under `key` must not be the ones agentsmith sets itself.
+fn reserved_labels(
+    key: &str,
+    labels: &BTreeMap<String, String>,
+    problem: &mut impl FnMut(&str, String),
+) {
+    for (label, value) in labels {
+        if label.starts_with("agentsmith.io/") || label == spawner::contract::labels::MANAGED_BY {
+            problem(
+                &format!("{key}.{label}"),
+                format!("{value:?}: this label is set by agentsmith itself"),
+            );
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spawner::WorkloadStatus;
+use spawner::{JobHandle, WorkloadStatus};
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
@@ -77,15 +77,21 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         return;
     }
     tracing::Span::current().record("attempt", job.attempt);
-    let status = match &job.handle {
-        Some(handle) => match ctx.spawner.status(handle).await {
-            Ok(status) => status,
-            Err(e) => {
-                warn!(error = %e, "asking the spawner failed; checking again next tick");
-                return;
-            }
-        },
-        None => WorkloadStatus::NotFound,
+    // Workload names are deterministic, so a workload whose spawn is not recorded yet (the
+    // runner may report before a slow spawn call returns) can be asked about too.
+    let handle = job.handle.clone().unwrap_or_else(|| JobHandle {
+        backend: ctx.spawner.backend().into(),
+        name: spawner::workload_name(&job.id, job.attempt),
+        job_id: job.id.clone(),
+        attempt: job.attempt,
+        id: None,
+    });
+    let status = match ctx.spawner.status(&handle).await {
+        Ok(status) => status,
+        Err(e) => {
+            warn!(error = %e, "asking the spawner failed; checking again next tick");
+            return;
+        }
     };
     let settings = &ctx.settings.queue;
     let (reason, retryable) = match (&status, job.state) {
@@ -129,13 +135,36 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         (WorkloadStatus::Failed { reason, retryable }, _) => {
             (format!("workload failed: {reason}"), *retryable)
         }
-        (WorkloadStatus::NotFound, JobState::Starting) if job.handle.is_none() => {
-            ("spawn was never recorded".to_string(), true)
+        (WorkloadStatus::NotFound, JobState::Starting)
+            if job.handle.is_none()
+                && job.admitted_at.is_some_and(|at| {
+                    now_ms() - at < settings.start_timeout_secs as i64 * 1000
+                }) =>
+        {
+            // The spawn may still be in flight (a slow engine or API server); a dispatcher
+            // that died mid-spawn leaves its claim to be taken over (reclaim), which adopts
+            // or starts the workload.
+            let _ = ctx
+                .queue
+                .extend_lease(
+                    &job.id,
+                    job.attempt,
+                    Duration::from_secs(settings.lease_secs),
+                )
+                .await;
+            return;
         }
+        (WorkloadStatus::NotFound, JobState::Starting) if job.handle.is_none() => (
+            format!(
+                "spawn was never recorded within {}s",
+                settings.start_timeout_secs
+            ),
+            true,
+        ),
         _ => (format!("runner lost: {}", status.describe()), true),
     };
-    if let Some(handle) = &job.handle {
-        if let Err(e) = ctx.spawner.cancel(handle, ctx.grace()).await {
+    if status != WorkloadStatus::NotFound {
+        if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
             warn!(error = %e, "stopping the lost workload failed");
         }
     }

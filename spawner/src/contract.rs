@@ -143,6 +143,17 @@ pub struct Resources {
     pub pids: Option<u32>,
 }
 
+impl Resources {
+    /// These limits, with `defaults` for the ones left unset.
+    pub fn or(self, defaults: Resources) -> Resources {
+        Resources {
+            memory_bytes: self.memory_bytes.or(defaults.memory_bytes),
+            cpu_millis: self.cpu_millis.or(defaults.cpu_millis),
+            pids: self.pids.or(defaults.pids),
+        }
+    }
+}
+
 /// Everything a spawner needs to start one attempt of one job.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {

@@ -310,7 +310,12 @@ async fn a_failing_agent_fails_the_job_with_its_exit_code() {
     let job = app.wait_for_end(&id, LONG).await;
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
     assert_eq!(job.exit_code, Some(3));
-    assert_eq!(job.attempt, 1, "an agent failure is not retried");
+    assert_eq!(
+        job.attempt,
+        1,
+        "an agent failure is not retried: {:#?}",
+        app.events(&id).await
+    );
     assert!(app
         .log_lines(&id)
         .await
@@ -431,51 +436,44 @@ async fn a_record_whose_container_vanished_is_retried_with_the_reason() {
     assert!(docker.inspect_container(&name, None).await.is_err());
 }
 
+/// Creates a container that sleeps, labelled like a workload of `installation` whose job
+/// does not exist.
+async fn sleeper(docker: &Docker, image: &str, name: &str, installation: &str) {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["sleep".into(), "300".into()]),
+        labels: Some(HashMap::from([
+            (labels::MANAGED_BY.to_string(), "agentsmith".to_string()),
+            (labels::JOB_ID.to_string(), "nosuchjob".to_string()),
+            (labels::ATTEMPT.to_string(), "1".to_string()),
+            (labels::INSTALLATION.to_string(), installation.to_string()),
+            (RUN_LABEL.to_string(), run_id()),
+        ])),
+        ..Default::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker.create_container(Some(options), body).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_orphan_container_with_our_labels_is_removed() {
     let engine = engine().await;
     let docker = docker().await;
     let installation = format!("t{:012x}", rand::random::<u64>() >> 16);
     let orphan = format!("agentsmith-orphan{}-1", &installation[1..]);
-    let body = ContainerCreateBody {
-        image: Some(engine.image.clone()),
-        entrypoint: Some(vec!["sleep".into(), "300".into()]),
-        labels: Some(HashMap::from([
-            (labels::MANAGED_BY.to_string(), "agentsmith".to_string()),
-            (labels::JOB_ID.to_string(), "nosuchjob".to_string()),
-            (labels::ATTEMPT.to_string(), "1".to_string()),
-            (labels::INSTALLATION.to_string(), installation.clone()),
-            (RUN_LABEL.to_string(), run_id()),
-        ])),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(orphan.clone()),
-        ..Default::default()
-    };
-    docker.create_container(Some(options), body).await.unwrap();
+    sleeper(&docker, &engine.image, &orphan, &installation).await;
     docker.start_container(&orphan, None).await.unwrap();
     let bystander = format!("agentsmith-bystander{}-1", &installation[1..]);
-    let other = ContainerCreateBody {
-        image: Some(engine.image.clone()),
-        entrypoint: Some(vec!["sleep".into(), "300".into()]),
-        labels: Some(HashMap::from([
-            (labels::MANAGED_BY.to_string(), "agentsmith".to_string()),
-            (labels::JOB_ID.to_string(), "nosuchjob".to_string()),
-            (labels::ATTEMPT.to_string(), "1".to_string()),
-            (
-                labels::INSTALLATION.to_string(),
-                format!("{installation}-other"),
-            ),
-            (RUN_LABEL.to_string(), run_id()),
-        ])),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(bystander.clone()),
-        ..Default::default()
-    };
-    docker.create_container(Some(options), other).await.unwrap();
+    sleeper(
+        &docker,
+        &engine.image,
+        &bystander,
+        &format!("{installation}-other"),
+    )
+    .await;
 
     let (app, _) = docker_app(|s| s.server.installation = installation.clone()).await;
     let gone = wait_until(LONG, || async {

@@ -77,6 +77,7 @@ fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
     k.run_as_group = 3000;
     k.labels = BTreeMap::from([("team".into(), "platform".into())]);
     k.annotations = BTreeMap::from([("example.com/owner".into(), "platform".into())]);
+    k.env = BTreeMap::from([("HTTPS_PROXY".into(), "http://proxy.example.com:3128".into())]);
     settings.agents.insert(
         "full".to_string(),
         agentsmith::settings::AgentSettings {
@@ -98,6 +99,10 @@ fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
         "dedicated"
     );
     assert_eq!(full["metadata"]["labels"]["team"], "platform");
+    let env = full["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env.iter().any(|e| e["name"] == "HTTPS_PROXY"));
 
     let dir = temp_dir("manifests");
     let mut files = Vec::new();

@@ -428,23 +428,7 @@ impl DockerSpawner {
             .collect();
         container_labels.extend(job.labels(&settings.installation));
 
-        let resources = Resources {
-            memory_bytes: job
-                .profile
-                .resources
-                .memory_bytes
-                .or(settings.default_resources.memory_bytes),
-            cpu_millis: job
-                .profile
-                .resources
-                .cpu_millis
-                .or(settings.default_resources.cpu_millis),
-            pids: job
-                .profile
-                .resources
-                .pids
-                .or(settings.default_resources.pids),
-        };
+        let resources = job.profile.resources.or(settings.default_resources);
         let memory = resources.memory_bytes.map(|m| m as i64);
         let network = self.network(docker).await;
         let host_network = network.as_deref() == Some("host");
@@ -683,14 +667,19 @@ impl JobSpawner for DockerSpawner {
         let created = match docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(e) if engine_status(&e) == Some(409) => {
-                // Another spawn of this attempt won the race: adopt its container.
-                return match self.inspect(docker, &name).await? {
-                    Some(existing) => self.adopt(docker, job, existing).await,
-                    None => Err(unavailable(
-                        format!("container {name} vanished while being created"),
-                        e,
-                    )),
-                };
+                // Another spawn of this attempt won the race: adopt its container. The engine
+                // reserves the name before the container can be inspected, so give the other
+                // create a moment to finish.
+                for _ in 0..50 {
+                    if let Some(existing) = self.inspect(docker, &name).await? {
+                        return self.adopt(docker, job, existing).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return Err(unavailable(
+                    format!("container {name} is being created by another spawn that did not finish within 5 s"),
+                    e,
+                ));
             }
             Err(e) => {
                 let message = engine_message(&e);

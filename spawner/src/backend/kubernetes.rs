@@ -100,6 +100,8 @@ pub struct KubernetesSettings {
     pub extra_labels: BTreeMap<String, String>,
     /// Annotations on Jobs and pods.
     pub annotations: BTreeMap<String, String>,
+    /// Environment of every agent container; the profile's env wins over it.
+    pub extra_env: BTreeMap<String, String>,
     /// The installation name, in every label set.
     pub installation: String,
     /// How long a pod may stay unscheduled or waiting.
@@ -179,10 +181,11 @@ pub fn job_manifest(settings: &KubernetesSettings, namespace: &str, job: &JobSpe
     all_labels.extend(job.labels(&settings.installation));
     let annotations = Some(settings.annotations.clone()).filter(|a| !a.is_empty());
 
-    let mut env_vars: Vec<EnvVar> = job
-        .profile
-        .env
+    let mut env_vars: Vec<EnvVar> = settings
+        .extra_env
         .iter()
+        .filter(|(k, _)| !job.profile.env.contains_key(*k))
+        .chain(job.profile.env.iter())
         .map(|(k, v)| env_var(k, v.clone()))
         .collect();
     if !job.profile.secret_env.is_empty() {
@@ -214,19 +217,8 @@ pub fn job_manifest(settings: &KubernetesSettings, namespace: &str, job: &JobSpe
     env_vars.extend(job.runner_env().into_iter().map(|(k, v)| env_var(k, v)));
     env_vars.push(env_var(env::WORKDIR, settings.work_dir.clone()));
 
-    let resources = Resources {
-        memory_bytes: job
-            .profile
-            .resources
-            .memory_bytes
-            .or(settings.default_resources.memory_bytes),
-        cpu_millis: job
-            .profile
-            .resources
-            .cpu_millis
-            .or(settings.default_resources.cpu_millis),
-        pids: None,
-    };
+    // (Kubernetes has no per-pod process limit to set.)
+    let resources = job.profile.resources.or(settings.default_resources);
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
     if let Some(memory) = resources.memory_bytes {
@@ -933,6 +925,7 @@ mod tests {
             run_as_group: 10001,
             extra_labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
             installation: "test".into(),
             pending_timeout: Duration::from_secs(600),
             work_dir: "/work".into(),
