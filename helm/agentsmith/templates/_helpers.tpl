@@ -1,0 +1,278 @@
+{{/*
+Names, labels and the values derived from several settings, in one place.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "agentsmith.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The full name of the release's objects: fullnameOverride, or the release name with the chart
+name appended unless it already holds it. 63 characters at most (DNS label); the Redis objects
+append "-redis", so names are cut at 57 for them to fit.
+*/}}
+{{- define "agentsmith.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 57 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 57 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 57 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "agentsmith.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The labels every object carries. */}}
+{{- define "agentsmith.labels" -}}
+helm.sh/chart: {{ include "agentsmith.chart" . }}
+app.kubernetes.io/name: {{ include "agentsmith.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: agentsmith
+{{- end -}}
+
+{{/* Selector labels of the dispatcher pods (never change on upgrade: selectors are immutable). */}}
+{{- define "agentsmith.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agentsmith.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: dispatcher
+{{- end -}}
+
+{{/* Selector labels of the Redis pod. */}}
+{{- define "agentsmith.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agentsmith.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{/* Name of the dispatcher's ServiceAccount. */}}
+{{- define "agentsmith.serviceAccountName" -}}
+{{- include "agentsmith.fullname" . -}}
+{{- end -}}
+
+{{/* Name of the agent pods' ServiceAccount (spawner.kubernetes.service_account). */}}
+{{- define "agentsmith.agentServiceAccountName" -}}
+{{- printf "%s-agent" (include "agentsmith.fullname" .) -}}
+{{- end -}}
+
+{{/* Name of the Redis Deployment, Service and claim. */}}
+{{- define "agentsmith.redis.fullname" -}}
+{{- printf "%s-redis" (include "agentsmith.fullname" .) -}}
+{{- end -}}
+
+{{/* Namespace agent Jobs run in. */}}
+{{- define "agentsmith.agentsNamespace" -}}
+{{- default .Release.Namespace .Values.agents.namespace -}}
+{{- end -}}
+
+{{/* The installation name (server.installation; labels agent Jobs as agentsmith.io/installation). */}}
+{{- define "agentsmith.installation" -}}
+{{- default (include "agentsmith.fullname" .) .Values.config.installation | replace "." "-" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of the Secret the dispatcher's secrets come from. */}}
+{{- define "agentsmith.secretName" -}}
+{{- default (include "agentsmith.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* Name of the agents' Secret (spawner.kubernetes.secret_name), or nothing. */}}
+{{- define "agentsmith.agentSecretName" -}}
+{{- if .Values.agents.secret.existingSecret -}}
+{{- .Values.agents.secret.existingSecret -}}
+{{- else if .Values.agents.secret.data -}}
+{{- printf "%s-agent" (include "agentsmith.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Images: repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "agentsmith.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "agentsmith.agentImage" -}}
+{{- printf "%s:%s" .Values.agents.image.repository (default .Chart.AppVersion .Values.agents.image.tag) -}}
+{{- end -}}
+
+{{- define "agentsmith.redisImage" -}}
+{{- printf "%s:%s" .Values.redis.image.repository .Values.redis.image.tag -}}
+{{- end -}}
+
+{{- define "agentsmith.testImage" -}}
+{{- if .Values.test.image.repository -}}
+{{- printf "%s:%s" .Values.test.image.repository (default .Chart.AppVersion .Values.test.image.tag) -}}
+{{- else -}}
+{{- include "agentsmith.agentImage" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The dispatcher Service's address inside the cluster: agent runners call back there. */}}
+{{- define "agentsmith.internalUrl" -}}
+{{- printf "http://%s.%s.svc.cluster.local:%d" (include "agentsmith.fullname" .) .Release.Namespace (int .Values.service.port) -}}
+{{- end -}}
+
+{{/*
+The user's config.content parsed, with a clear failure when it is not a YAML mapping or holds
+a secret (a ConfigMap is no place for one, and the Secret's environment would override it).
+*/}}
+{{- define "agentsmith.userConfig" -}}
+{{- $user := dict -}}
+{{- if .Values.config.content -}}
+{{- $user = fromYaml .Values.config.content -}}
+{{- if hasKey $user "Error" -}}
+{{- fail (printf "config.content is not a YAML mapping: %s" (get $user "Error")) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (hasKey $user "api") (hasKey (get $user "api" | default dict) "tokens") -}}
+{{- fail "config.content sets api.tokens: give the tokens as secrets.apiTokens (or in secrets.existingSecret) instead, so they stay out of the ConfigMap" -}}
+{{- end -}}
+{{- if and (hasKey $user "server") (hasKey (get $user "server" | default dict) "runner_secret") -}}
+{{- fail "config.content sets server.runner_secret: give it as secrets.runnerSecret (or in secrets.existingSecret) instead, so it stays out of the ConfigMap" -}}
+{{- end -}}
+{{- if and (hasKey $user "redis") (hasKey (get $user "redis" | default dict) "url") -}}
+{{- fail "config.content sets redis.url: the chart sets it (bundled Redis), or give externalRedis.url / externalRedis.existingSecret instead" -}}
+{{- end -}}
+{{- toYaml $user -}}
+{{- end -}}
+
+{{/* server.shutdown_grace_secs as the dispatcher will see it. */}}
+{{- define "agentsmith.shutdownGraceSecs" -}}
+{{- $user := fromYaml (include "agentsmith.userConfig" .) -}}
+{{- $server := get $user "server" | default dict -}}
+{{- get $server "shutdown_grace_secs" | default 20 | int -}}
+{{- end -}}
+
+{{/*
+agentsmith.yml as the dispatcher reads it, in three layers: the chart's defaults for agent
+pods (from values), the user's config.content over them, and the settings the chart must
+control (where the dispatcher listens, where runners call back, in-cluster access, the
+namespace, service account and Secret it created) over both.
+*/}}
+{{- define "agentsmith.configFile" -}}
+{{- $user := fromYaml (include "agentsmith.userConfig" .) -}}
+{{- $k8sDefaults := dict
+      "ttl_seconds_after_finished" (int .Values.agents.ttlSecondsAfterFinished)
+      "image_pull_policy" .Values.agents.image.pullPolicy
+      "memory" .Values.agents.memory
+      "cpus" (toString .Values.agents.cpus)
+      "cpu_request" (toString .Values.agents.cpuRequest)
+-}}
+{{- if .Values.imagePullSecrets -}}
+{{- $_ := set $k8sDefaults "image_pull_secrets" .Values.imagePullSecrets -}}
+{{- end -}}
+{{- if .Values.agents.nodeSelector -}}
+{{- $_ := set $k8sDefaults "node_selector" .Values.agents.nodeSelector -}}
+{{- end -}}
+{{- if .Values.agents.tolerations -}}
+{{- $_ := set $k8sDefaults "tolerations" .Values.agents.tolerations -}}
+{{- end -}}
+{{- if .Values.agents.affinity -}}
+{{- $_ := set $k8sDefaults "affinity" .Values.agents.affinity -}}
+{{- end -}}
+{{- $defaults := dict "spawner" (dict "kubernetes" $k8sDefaults) -}}
+{{- $managedK8s := dict
+      "namespace" (include "agentsmith.agentsNamespace" .)
+      "service_account" (include "agentsmith.agentServiceAccountName" .)
+-}}
+{{- /* The agents' Secret when the chart knows one; else whatever config.content names. */ -}}
+{{- with include "agentsmith.agentSecretName" . -}}
+{{- $_ := set $managedK8s "secret_name" . -}}
+{{- end -}}
+{{- /*
+  spawner.kubernetes.env (the environment of every agent container) is only emitted when a
+  proxy is set: dispatchers that predate the key refuse it as unknown.
+*/ -}}
+{{- $proxyEnv := include "agentsmith.proxyEnv" . | fromYaml -}}
+{{- if $proxyEnv -}}
+{{- $_ := set $managedK8s "env" $proxyEnv -}}
+{{- end -}}
+{{- $managed := dict
+      "server" (dict
+        "bind" "0.0.0.0:8080"
+        "public_url" (include "agentsmith.internalUrl" .)
+        "installation" (include "agentsmith.installation" .))
+      "spawner" (dict "type" "kubernetes" "kubernetes" $managedK8s)
+-}}
+{{- $config := mergeOverwrite $defaults $user $managed -}}
+{{- /* In-cluster access, whatever config.content says (an empty value would not override). */ -}}
+{{- $k8s := get (get $config "spawner") "kubernetes" -}}
+{{- $_ := unset $k8s "kubeconfig" -}}
+{{- $_ := unset $k8s "context" -}}
+{{- /* Agent profiles: the user's, each with an image (agents.image unless it names one), or the demo profile. */ -}}
+{{- $agents := get $config "agents" | default dict -}}
+{{- if not $agents -}}
+{{- $agents = dict "echo" (dict
+      "command" (list "sh" "-c" "echo \"agent starting: $AGENTSMITH_TASK\"; for step in 1 2 3; do echo \"step $step of 3\"; sleep 1; done; printf '{\"summary\":\"did: %s\",\"links\":[]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"; echo \"agent done\"")
+      "timeout_secs" 600) -}}
+{{- end -}}
+{{- range $name, $profile := $agents -}}
+{{- if not (get ($profile | default dict) "image") -}}
+{{- $_ := set $agents $name (merge (dict "image" (include "agentsmith.agentImage" $)) ($profile | default dict)) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $config "agents" $agents -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Proxy variables (HTTP_PROXY, HTTPS_PROXY, NO_PROXY and their lowercase forms) as a YAML map, or nothing. */}}
+{{- define "agentsmith.proxyEnv" -}}
+{{- if or .Values.proxy.httpProxy .Values.proxy.httpsProxy -}}
+{{- $env := dict -}}
+{{- with .Values.proxy.httpProxy -}}
+{{- $_ := set $env "HTTP_PROXY" . -}}
+{{- $_ := set $env "http_proxy" . -}}
+{{- end -}}
+{{- with .Values.proxy.httpsProxy -}}
+{{- $_ := set $env "HTTPS_PROXY" . -}}
+{{- $_ := set $env "https_proxy" . -}}
+{{- end -}}
+{{- with .Values.proxy.noProxy -}}
+{{- $_ := set $env "NO_PROXY" . -}}
+{{- $_ := set $env "no_proxy" . -}}
+{{- end -}}
+{{- toYaml $env -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fails unless an API token will be there: the dispatcher refuses an open API off loopback. */}}
+{{- define "agentsmith.requireApiTokens" -}}
+{{- if and (not .Values.secrets.existingSecret) (not .Values.secrets.apiTokens) -}}
+{{- fail "an API token is required: set secrets.apiTokens (e.g. --set 'secrets.apiTokens={<at least 16 characters>}') or secrets.existingSecret naming a Secret with the key api-tokens. The dispatcher listens on the pod network, where an API without tokens is refused." -}}
+{{- end -}}
+{{- range .Values.secrets.apiTokens -}}
+{{- if contains "," . -}}
+{{- fail "secrets.apiTokens: a token may not contain ',' (the dispatcher reads them as a comma-separated list)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fails on a Redis set-up that cannot work. */}}
+{{- define "agentsmith.checkRedis" -}}
+{{- if not .Values.redis.enabled -}}
+{{- if and (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) -}}
+{{- fail "redis.enabled is false: set externalRedis.url, or externalRedis.existingSecret (with externalRedis.existingSecretKey) naming a Secret that holds the Redis URL" -}}
+{{- end -}}
+{{- if and .Values.externalRedis.url .Values.secrets.existingSecret (not .Values.externalRedis.existingSecret) -}}
+{{- fail "externalRedis.url is a secret and the chart creates no Secret when secrets.existingSecret is set: put the URL in a Secret (it may be the same one) and set externalRedis.existingSecret and externalRedis.existingSecretKey" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The container security context of every container the chart runs (restricted). */}}
+{{- define "agentsmith.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -1,0 +1,902 @@
+#!/usr/bin/env python3
+"""Static checks of the deployment files: the Helm chart (helm/agentsmith), the Kustomize stack
+(k8s/) and the Dockerfiles. Nothing here talks to a cluster.
+
+Run it through scripts/chart-check, which installs the tools first and passes their locations in
+the environment:
+
+    AGENTSMITH_KUBECTL   a kubectl whose `kustomize` renders k8s/ (the test cluster's, v1.20.2)
+    AGENTSMITH_BIN       the agentsmith binary, for `agentsmith config check`
+    HADOLINT             the hadolint binary
+    PYTHONPATH           with helm-python-sdk (module helm_python) on it
+
+`scripts/chart_check.py --write-readme` regenerates the values table in helm/agentsmith/README.md
+from values.yaml (its `# --` comments), which the checks compare.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "agentsmith"
+README = CHART / "README.md"
+RELEASE = "demo"
+NAMESPACE = "agentsmith"
+FULLNAME = "demo-agentsmith"
+TOKEN = "chart-check-token-0123456789"
+RUNNER_SECRET = "chart-check-runner-secret-0123456789"
+
+# What the dispatcher needs, and no more (README.md, "Run jobs in Kubernetes").
+EXPECTED_RULES = [
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+# Render-time capabilities of the two Kubernetes versions the manifests are validated against.
+# helm-python-sdk 0.2.2's Chart.render() does not take them, but its native render options do
+# (`kube_version`, `api_versions`, the same as `helm template --kube-version --api-versions`);
+# the library refuses unknown option names, so a rename would fail loudly here.
+KUBE_120 = {"kube_version": "v1.20.2", "api_versions": ["policy/v1beta1/PodDisruptionBudget"]}
+KUBE_137 = {"kube_version": "v1.37.0", "api_versions": ["policy/v1/PodDisruptionBudget"]}
+VERSIONS = {"1.20": KUBE_120, "1.37": KUBE_137}
+
+# Kinds no schema knows (custom resources), skipped by name.
+CRD_KINDS = {"ServiceMonitor"}
+
+
+class Checks:
+    """Counts checks; remembers failures with what was expected."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failures: list[str] = []
+        self.section = ""
+        self.section_passed = 0
+
+    def start(self, section: str) -> None:
+        self.finish()
+        self.section = section
+        self.section_passed = 0
+        self.section_start = time.monotonic()
+
+    def finish(self) -> None:
+        if self.section:
+            took = time.monotonic() - self.section_start
+            print(f"==> {self.section}: {self.section_passed} checks passed ({took:.1f} s)")
+            self.section = ""
+
+    def ok(self, name: str, condition: bool, detail: Any = "") -> bool:
+        if condition:
+            self.passed += 1
+            self.section_passed += 1
+        else:
+            message = f"{self.section}: {name}" + (f": {detail}" if detail != "" else "")
+            self.failures.append(message)
+            print(f"FAIL {message}")
+        return bool(condition)
+
+    def equal(self, name: str, actual: Any, expected: Any) -> bool:
+        return self.ok(name, actual == expected, f"expected {expected!r}, got {actual!r}")
+
+
+checks = Checks()
+
+
+# --- values.yaml documentation -----------------------------------------------------------
+
+
+def values_docs() -> tuple[list[dict[str, str]], list[str]]:
+    """The `# --` documented keys of values.yaml (helm-docs style) and the keys with no comment.
+
+    A key's comment is the block of `#` lines right above it; `# --` starts a description (its
+    continuation lines follow as `#` lines), optionally with a type hint: `# -- (int) ...`.
+    """
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    rows, undocumented = [], []
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            comment = []
+            continue
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        if stripped.startswith("- "):
+            comment = []
+            continue
+        match = re.match(r"^(\s*)([A-Za-z0-9_.-]+):", line)
+        if not match:
+            comment = []
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = [k for _, k in stack] + [key]
+        stack.append((indent, key))
+        dotted = ".".join(path)
+        value: Any = values
+        for part in path:
+            value = value[part]
+        leaf = not isinstance(value, dict) or not value
+        doc_start = next((i for i, c in enumerate(comment) if c.startswith("# --")), None)
+        if doc_start is None:
+            if leaf or not comment:
+                undocumented.append(dotted)
+        elif leaf:
+            words = [comment[doc_start][4:].strip()] + [c[1:].strip() for c in comment[doc_start + 1 :]]
+            description = " ".join(w for w in words if w)
+            hint = re.match(r"^\((\w[\w ]*)\)\s*", description)
+            if hint:
+                kind, description = hint.group(1), description[hint.end() :]
+            else:
+                kind = type_name(value)
+            rows.append({
+                "key": dotted,
+                "type": kind,
+                "default": "`" + json.dumps(value, separators=(",", ":")) + "`",
+                "description": description.replace("|", "\\|"),
+            })
+        comment = []
+    return rows, undocumented
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def values_table() -> str:
+    rows, _ = values_docs()
+    lines = ["| Key | Type | Default | Description |", "|-----|------|---------|-------------|"]
+    lines += [f"| {r['key']} | {r['type']} | {r['default']} | {r['description']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+TABLE_START = "<!-- values table: generated by scripts/chart_check.py --write-readme -->\n"
+TABLE_END = "<!-- end of values table -->\n"
+
+
+def readme_with_table(readme: str) -> str:
+    start = readme.index(TABLE_START) + len(TABLE_START)
+    end = readme.index(TABLE_END)
+    return readme[:start] + values_table() + readme[end:]
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def load_chart():
+    import helm_python as helm
+
+    return helm, helm.Chart.load(CHART)
+
+
+def render(chart, values: dict, capabilities: dict | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
+    """The chart's templates rendered offline, as {template path: text}."""
+    from helm_python import _native
+
+    opts: dict[str, Any] = {"name": RELEASE, "namespace": namespace, "is_install": True}
+    if capabilities:
+        opts.update(capabilities)
+    out = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
+    return json.loads(out)
+
+
+def objects_of(rendered: dict[str, str]) -> list[dict]:
+    objects = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = find(objects, kind, name)
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def example(name: str) -> dict:
+    return yaml.safe_load((CHART / name).read_text()) or {}
+
+
+WITH_TOKEN = {"secrets": {"apiTokens": [TOKEN]}}
+USER_CONFIG = """\
+server:
+  shutdown_grace_secs: 40
+  # Overridden by the chart: the dispatcher must listen on the pod network.
+  bind: "127.0.0.1:9999"
+queue:
+  max_concurrent_jobs: 4
+spawner:
+  kubernetes:
+    # Overridden by the chart: in-cluster access.
+    kubeconfig: /home/someone/.kube/config
+    node_selector:
+      pool: agents
+    ttl_seconds_after_finished: 120
+agents:
+  claude:
+    command: ["claude", "-p"]
+    secret_env:
+      ANTHROPIC_API_KEY: anthropic-api-key
+    timeout_secs: 3600
+  custom:
+    command: ["sh", "-c", "true"]
+    image: registry.example.com/custom:1
+projects:
+  payments:
+    repo: "git@example.com:acme/payments.git"
+    agent: claude
+"""
+
+# name -> (values, Secrets that exist outside the chart: {name: {key: value}})
+SCENARIOS: dict[str, tuple[dict, dict]] = {
+    "default": (WITH_TOKEN, {}),
+    "values.local.yaml.example": (merge(example("values.local.yaml.example"), WITH_TOKEN), {}),
+    "values.prod.yaml.example": (
+        example("values.prod.yaml.example"),
+        {"agentsmith-secrets": {"api-tokens": f"{TOKEN},{TOKEN}-2", "runner-secret": RUNNER_SECRET}},
+    ),
+    "external Redis URL": (
+        merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {"url": "redis://:pw@redis.example.com:6379/0"}}),
+        {},
+    ),
+    "external Redis Secret": (
+        merge(WITH_TOKEN, {"redis": {"enabled": False},
+                           "externalRedis": {"existingSecret": "redis-creds", "existingSecretKey": "url"}}),
+        {"redis-creds": {"url": "redis://redis.example.com:6379/0"}},
+    ),
+    "existing Secret": (
+        {"secrets": {"existingSecret": "my-secrets"}},
+        {"my-secrets": {"api-tokens": TOKEN}},
+    ),
+    "ingress": (
+        merge(WITH_TOKEN, {"ingress": {"enabled": True, "className": "nginx", "hosts": ["agentsmith.example.com"],
+                                       "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                                       "tls": [{"secretName": "agentsmith-tls", "hosts": ["agentsmith.example.com"]}]}}),
+        {},
+    ),
+    "network policy": (merge(WITH_TOKEN, {"networkPolicy": {"enabled": True}}), {}),
+    "network policy, agents in another namespace": (
+        merge(WITH_TOKEN, {"networkPolicy": {"enabled": True}, "agents": {"namespace": "agents"}}),
+        {},
+    ),
+    "PodDisruptionBudget (2 replicas)": (merge(WITH_TOKEN, {"replicas": 2}), {}),
+    "ServiceMonitor": (merge(WITH_TOKEN, {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), {}),
+    "config.content, agent Secret, CA bundle, pull secrets": (
+        merge(WITH_TOKEN, {
+            "config": {"content": USER_CONFIG, "installation": "team-a"},
+            "secrets": {"runnerSecret": RUNNER_SECRET, "slack": {"signingSecret": "s", "botToken": "b"},
+                        "github": {"webhookSecret": "g"}, "gitlab": {"webhookToken": "l"}, "jira": {"webhookSecret": "j"}},
+            "agents": {"secret": {"data": {"anthropic-api-key": "sk-test"}},
+                       "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+                       "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                           "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["agents"]}]}]}}}},
+            "imagePullSecrets": ["registry-credentials"],
+            "extraCaBundle": {"content": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+            "dispatcher": {"extraEnv": [{"name": "RUST_LOG", "value": "info"}]},
+        }),
+        {},
+    ),
+}
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+
+def check_readme() -> None:
+    checks.start("values.yaml documented, README values table current")
+    rows, undocumented = values_docs()
+    checks.ok("every value in values.yaml has a comment (leaves a `# --` one)", not undocumented,
+              f"no comment on: {', '.join(undocumented)}")
+    checks.ok("values.yaml documents values", len(rows) > 40, f"only {len(rows)} rows")
+    readme = README.read_text()
+    checks.ok("README.md has the values table markers", TABLE_START in readme and TABLE_END in readme)
+    if TABLE_START in readme and TABLE_END in readme:
+        checks.ok("README.md values table matches values.yaml", readme_with_table(readme) == readme,
+                  "regenerate it: scripts/chart_check.py --write-readme")
+
+
+def check_lint(helm) -> None:
+    checks.start("helm lint (strict)")
+    for label, values in [("test values", WITH_TOKEN),
+                          ("values.local.yaml.example", SCENARIOS["values.local.yaml.example"][0]),
+                          ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0])]:
+        report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
+        checks.ok(f"lint with {label}: no warnings or errors", not problems, problems)
+        infos = sorted({f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] < 2})
+        if infos and label == "test values":
+            print(f"     lint info (not warnings): {'; '.join(infos)}")
+
+
+def check_schema(helm, chart) -> None:
+    checks.start("values.schema.json")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    try:
+        chart.validate_schema(defaults)
+        checks.ok("values.yaml itself is valid", True)
+    except helm.HelmValuesError as e:
+        checks.ok("values.yaml itself is valid", False, e)
+    refused = [
+        ("replicas \"two\"", {"replicas": "two"}, "/replicas"),
+        ("image.pullPolicy Sometimes", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ("an unknown top-level key (replicaCount)", {"replicaCount": 2}, "replicaCount"),
+        ("an API token under 16 characters", {"secrets": {"apiTokens": ["short"]}}, "/secrets/apiTokens/0"),
+        ("an API token with a comma", {"secrets": {"apiTokens": ["0123456789abcdef,0123456789"]}}, "/secrets/apiTokens/0"),
+        ("redis.appendfsync sometimes", {"redis": {"appendfsync": "sometimes"}}, "/redis/appendfsync"),
+        ("an unknown key under redis", {"redis": {"password": "x"}}, "password"),
+        ("agents.ttlSecondsAfterFinished 0", {"agents": {"ttlSecondsAfterFinished": 0}}, "/agents/ttlSecondsAfterFinished"),
+        ("service.type Headless", {"service": {"type": "Headless"}}, "/service/type"),
+    ]
+    for label, bad, where in refused:
+        values = merge(WITH_TOKEN, bad)
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            checks.ok(f"refuses {label}", False, "it rendered")
+        except helm.HelmValuesError as e:
+            checks.ok(f"refuses {label}, naming {where}", where in str(e), str(e))
+
+
+def check_template_failures(helm, chart) -> None:
+    checks.start("template failures with a clear message")
+    cases = [
+        ("no API token", {}, "an API token is required"),
+        ("redis.enabled false and no external Redis", merge(WITH_TOKEN, {"redis": {"enabled": False}}), "set externalRedis.url"),
+        ("externalRedis.url with secrets.existingSecret",
+         {"secrets": {"existingSecret": "s"}, "redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379"}},
+         "put the URL in a Secret"),
+        ("config.content with api.tokens", merge(WITH_TOKEN, {"config": {"content": "api:\n  tokens: [abc]\n"}}), "config.content sets api.tokens"),
+        ("config.content with redis.url", merge(WITH_TOKEN, {"config": {"content": "redis:\n  url: redis://x\n"}}), "config.content sets redis.url"),
+        ("config.content with server.runner_secret",
+         merge(WITH_TOKEN, {"config": {"content": "server:\n  runner_secret: x\n"}}), "config.content sets server.runner_secret"),
+        ("config.content that is not a mapping", merge(WITH_TOKEN, {"config": {"content": "- a\n- b\n"}}), "config.content is not a YAML mapping"),
+    ]
+    for label, values, message in cases:
+        try:
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+            checks.ok(f"refuses {label}", False, "it rendered")
+        except helm.HelmError as e:
+            checks.ok(f"refuses {label} ({message!r})", message in str(e), str(e))
+
+
+def labels_ok(obj: dict) -> bool:
+    labels = obj["metadata"].get("labels", {})
+    return (labels.get("app.kubernetes.io/name") == "agentsmith"
+            and labels.get("app.kubernetes.io/instance") == RELEASE
+            and labels.get("app.kubernetes.io/managed-by") == "Helm"
+            and labels.get("helm.sh/chart", "").startswith("agentsmith-"))
+
+
+def pod_spec(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+def container(deployment: dict, name: str) -> dict:
+    return next(c for c in pod_spec(deployment)["containers"] if c["name"] == name)
+
+
+def config_of(objects: list[dict], name: str = FULLNAME) -> dict:
+    return yaml.safe_load(one(objects, "ConfigMap", name)["data"]["agentsmith.yml"])
+
+
+def deployment_env(deployment: dict, container_name: str, secrets: dict[str, dict[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """The AGENTSMITH__ variables the container gets, resolved as the kubelet would."""
+    env, missing = {}, []
+    for var in container(deployment, container_name).get("env", []):
+        if not var["name"].startswith("AGENTSMITH__"):
+            continue
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        value = secrets.get(ref["name"], {}).get(ref["key"])
+        if value is None:
+            if not ref.get("optional"):
+                missing.append(f"{var['name']} <- {ref['name']}/{ref['key']}")
+            continue
+        env[var["name"]] = value
+    return env, missing
+
+
+def secrets_in(objects: list[dict]) -> dict[str, dict[str, str]]:
+    return {s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+            for s in find(objects, "Secret")}
+
+
+def config_check(binary: str, config: dict, env: dict[str, str], tmp: Path, label: str) -> None:
+    path = tmp / "agentsmith.yml"
+    path.write_text(yaml.safe_dump(config))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSMITH")}
+    result = subprocess.run([binary, "config", "check", "--config", str(path)], env={**clean, **env},
+                            capture_output=True, text=True, timeout=60)
+    checks.ok(f"{label}: agentsmith.yml passes `agentsmith config check` (with the Deployment's env)",
+              result.returncode == 0, (result.stdout + result.stderr).strip())
+
+
+def check_renders(helm, chart, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
+    """Renders every scenario for 1.20 and 1.37, checks each, and returns the objects to validate."""
+    checks.start("renders (12 value sets x Kubernetes 1.20 and 1.37)")
+    to_validate: dict[str, list[tuple[dict, set[str]]]] = {}
+    for label, (values, external) in SCENARIOS.items():
+        per_version = {}
+        for version, caps in VERSIONS.items():
+            try:
+                per_version[version] = render(chart, values, caps)
+            except helm.HelmError as e:
+                checks.ok(f"{label} renders for {version}", False, e)
+        if len(per_version) != 2:
+            continue
+        objects = objects_of(per_version["1.37"])
+        objects_120 = objects_of(per_version["1.20"])
+        # Everything but the PodDisruptionBudget is the same for both versions.
+        strip = lambda objs: [o for o in objs if o["kind"] != "PodDisruptionBudget"]
+        checks.ok(f"{label}: 1.20 and 1.37 renders differ only in the PodDisruptionBudget", strip(objects) == strip(objects_120))
+        for pdb in find(objects_120, "PodDisruptionBudget"):
+            checks.equal(f"{label}: PodDisruptionBudget on 1.20", pdb["apiVersion"], "policy/v1beta1")
+        for pdb in find(objects, "PodDisruptionBudget"):
+            checks.equal(f"{label}: PodDisruptionBudget on 1.37", pdb["apiVersion"], "policy/v1")
+        entries = {}
+        for version, objs in (("1.20", objects_120), ("1.37", objects)):
+            for obj in objs:
+                key = json.dumps(obj, sort_keys=True)
+                entries.setdefault(key, (obj, set()))[1].add(version)
+        to_validate[label] = list(entries.values())
+        try:
+            check_objects(label, values, objects, per_version["1.37"], external, binary, tmp)
+        except (AssertionError, KeyError, IndexError, StopIteration, TypeError) as e:
+            checks.ok(f"{label}: the rendered objects have the expected shape", False, f"{type(e).__name__}: {e}")
+    return to_validate
+
+
+def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[str, str],
+                  external: dict, binary: str, tmp: Path) -> None:
+    v = merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)
+    ok, equal = checks.ok, checks.equal
+    agents_ns = v["agents"]["namespace"] or NAMESPACE
+    kinds = sorted(o["kind"] for o in objects)
+    ok(f"{label}: every object has the standard labels", all(labels_ok(o) for o in objects),
+       [o["metadata"]["name"] for o in objects if not labels_ok(o)])
+    ok(f"{label}: every name fits a DNS label", all(len(o["metadata"]["name"]) <= 63 for o in objects))
+    ok(f"{label}: every object is in the release or agents namespace",
+       all(o["metadata"].get("namespace") in (NAMESPACE, agents_ns) for o in objects))
+
+    hooks = [o for o in objects if "helm.sh/hook" in o["metadata"].get("annotations", {})]
+    equal(f"{label}: the only hook is the helm test pod", [(h["kind"], h["metadata"]["annotations"]["helm.sh/hook"]) for h in hooks],
+          [("Pod", "test")])
+    test_pod = hooks[0] if hooks else {"metadata": {"annotations": {}}, "spec": {"containers": [{}]}}
+    policy = set(test_pod["metadata"]["annotations"].get("helm.sh/hook-delete-policy", "").split(","))
+    ok(f"{label}: the test pod is deleted whatever its outcome", {"hook-succeeded", "hook-failed", "before-hook-creation"} <= policy, policy)
+    test_container = test_pod["spec"]["containers"][0]
+    ok(f"{label}: the test pod GETs /ready on the Service",
+       test_container.get("command", [None])[0] == "curl"
+       and test_container["command"][-1] == f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:{v['service']['port']}/ready")
+    equal(f"{label}: test pod container security context", test_container.get("securityContext"), RESTRICTED_CONTAINER)
+
+    role = one(objects, "Role")
+    equal(f"{label}: the Role's rules", role["rules"], EXPECTED_RULES)
+    equal(f"{label}: the Role is in the agents' namespace", role["metadata"]["namespace"], agents_ns)
+    binding = one(objects, "RoleBinding")
+    equal(f"{label}: the RoleBinding binds the dispatcher's ServiceAccount to the Role",
+          (binding["roleRef"], binding["subjects"]),
+          ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME},
+           [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]))
+    ok(f"{label}: no ClusterRole or ClusterRoleBinding", not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding"))
+    agent_sa = one(objects, "ServiceAccount", f"{FULLNAME}-agent")
+    equal(f"{label}: the agents' ServiceAccount mounts no token", agent_sa.get("automountServiceAccountToken"), False)
+    equal(f"{label}: the agents' ServiceAccount is in the agents' namespace", agent_sa["metadata"]["namespace"], agents_ns)
+
+    dispatcher = one(objects, "Deployment", FULLNAME)
+    spec = pod_spec(dispatcher)
+    equal(f"{label}: dispatcher replicas", dispatcher["spec"]["replicas"], v["replicas"])
+    equal(f"{label}: dispatcher rolling update", dispatcher["spec"]["strategy"],
+          {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
+    equal(f"{label}: dispatcher pod security context", spec["securityContext"],
+          {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+           "seccompProfile": {"type": "RuntimeDefault"}})
+    for c in spec["containers"] + spec.get("initContainers", []):
+        equal(f"{label}: dispatcher pod container {c['name']} security context", c["securityContext"], RESTRICTED_CONTAINER)
+    main = container(dispatcher, "dispatcher")
+    equal(f"{label}: liveness probe", main["livenessProbe"]["httpGet"], {"path": "/health", "port": "http"})
+    equal(f"{label}: readiness probe", main["readinessProbe"]["httpGet"], {"path": "/ready", "port": "http"})
+    config = config_of(objects)
+    drain = (config.get("server") or {}).get("shutdown_grace_secs", 20)
+    pre_stop = v["dispatcher"]["preStopSleepSeconds"]
+    ok(f"{label}: terminationGracePeriodSeconds is above preStop + drain ({pre_stop} + {drain})",
+       spec["terminationGracePeriodSeconds"] > pre_stop + drain, spec["terminationGracePeriodSeconds"])
+    annotations = dispatcher["spec"]["template"]["metadata"]["annotations"]
+    ok(f"{label}: checksum annotations of the ConfigMap and Secret",
+       re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/config", "")) is not None
+       and re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/secret", "")) is not None, annotations)
+    env_names = [e["name"] for e in main["env"] if e["name"].startswith("AGENTSMITH__")]
+    equal(f"{label}: the dispatcher's AGENTSMITH__ variables", env_names,
+          ["AGENTSMITH__REDIS__URL", "AGENTSMITH__API__TOKENS", "AGENTSMITH__SERVER__RUNNER_SECRET"])
+    ok(f"{label}: no proxy variables when no proxy is set",
+       not any(e["name"].upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for e in main["env"]))
+
+    # agentsmith.yml: what the chart controls, and that the dispatcher accepts it.
+    server, k8s = config["server"], config["spawner"]["kubernetes"]
+    equal(f"{label}: server.bind", server["bind"], "0.0.0.0:8080")
+    equal(f"{label}: server.public_url is the Service's cluster DNS name", server["public_url"],
+          f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:{v['service']['port']}")
+    equal(f"{label}: server.installation", server["installation"], v["config"]["installation"] or FULLNAME)
+    equal(f"{label}: spawner.type", config["spawner"]["type"], "kubernetes")
+    equal(f"{label}: spawner.kubernetes namespace and service account",
+          (k8s["namespace"], k8s["service_account"]), (agents_ns, f"{FULLNAME}-agent"))
+    ok(f"{label}: in-cluster access (no kubeconfig or context)", "kubeconfig" not in k8s and "context" not in k8s, k8s)
+    ok(f"{label}: no spawner.kubernetes.env without a proxy (dispatchers before it refuse the key)", "env" not in k8s)
+    ok(f"{label}: no secret in agentsmith.yml",
+       "tokens" not in (config.get("api") or {}) and "runner_secret" not in server and "url" not in (config.get("redis") or {}))
+    ok(f"{label}: every agent profile has an image", all(p.get("image") for p in config["agents"].values()), config["agents"])
+    secrets = {**secrets_in(objects), **external}
+    env, missing = deployment_env(dispatcher, "dispatcher", secrets)
+    ok(f"{label}: every Secret key the Deployment needs is there", not missing, missing)
+    config_check(binary, config, env, tmp, label)
+
+    # Redis, bundled or not.
+    redis_name = f"{FULLNAME}-redis"
+    if v["redis"]["enabled"]:
+        redis = one(objects, "Deployment", redis_name)
+        rspec = pod_spec(redis)
+        equal(f"{label}: Redis pod security context", rspec["securityContext"],
+              {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999, "fsGroup": 999,
+               "seccompProfile": {"type": "RuntimeDefault"}})
+        equal(f"{label}: Redis container security context", container(redis, "redis")["securityContext"], RESTRICTED_CONTAINER)
+        equal(f"{label}: Redis strategy", redis["spec"]["strategy"], {"type": "Recreate"})
+        args = container(redis, "redis")["args"]
+        opts = dict(zip(args[::2], args[1::2]))
+        equal(f"{label}: Redis maxmemory-policy", opts.get("--maxmemory-policy"), "noeviction")
+        persistent = v["redis"]["persistence"]["enabled"]
+        equal(f"{label}: Redis AOF", (opts.get("--appendonly"), opts.get("--appendfsync")),
+              ("yes", v["redis"]["appendfsync"]) if persistent else ("no", None))
+        volume = next(vol for vol in rspec["volumes"] if vol["name"] == "data")
+        claims = find(objects, "PersistentVolumeClaim")
+        if persistent and not v["redis"]["persistence"]["existingClaim"]:
+            ok(f"{label}: Redis data on the chart's claim",
+               volume.get("persistentVolumeClaim", {}).get("claimName") == redis_name and len(claims) == 1)
+        elif persistent:
+            ok(f"{label}: Redis data on the existing claim", volume.get("persistentVolumeClaim") and not claims)
+        else:
+            ok(f"{label}: Redis data in an emptyDir, no claim", "emptyDir" in volume and not claims)
+        equal(f"{label}: dispatcher's Redis URL", env.get("AGENTSMITH__REDIS__URL"), f"redis://{redis_name}:6379")
+    else:
+        ok(f"{label}: no bundled Redis", not find(objects, "Deployment", redis_name) and not find(objects, "Service", redis_name))
+        ok(f"{label}: the Redis URL comes from a Secret",
+           "valueFrom" in next(e for e in main["env"] if e["name"] == "AGENTSMITH__REDIS__URL"))
+
+    # The chart's own Secret: created unless existingSecret; what it holds.
+    chart_secret = find(objects, "Secret", FULLNAME)
+    if v["secrets"]["existingSecret"]:
+        ok(f"{label}: no chart Secret with secrets.existingSecret", not chart_secret)
+    else:
+        data = secrets_in(objects)[FULLNAME]
+        equal(f"{label}: api-tokens in the Secret", data.get("api-tokens"), ",".join(v["secrets"]["apiTokens"]))
+        webhook_keys = {"slack-signing-secret", "slack-bot-token", "github-webhook-secret", "gitlab-webhook-token", "jira-webhook-secret"}
+        if v["secrets"]["slack"]["signingSecret"]:
+            ok(f"{label}: webhook secrets kept in the Secret", webhook_keys <= set(data), sorted(data))
+            ok(f"{label}: webhook secrets not passed to the dispatcher yet",
+               not any("secretKeyRef" in e.get("valueFrom", {}) and e["valueFrom"]["secretKeyRef"]["key"] in webhook_keys
+                       for e in main["env"]))
+
+    # Optional objects.
+    replicas = v["replicas"]
+    pdbs = find(objects, "PodDisruptionBudget")
+    equal(f"{label}: a PodDisruptionBudget exactly when replicas > 1", len(pdbs), 1 if replicas > 1 and v["podDisruptionBudget"]["enabled"] else 0)
+    equal(f"{label}: a ServiceMonitor exactly when enabled", len(find(objects, "ServiceMonitor")), 1 if v["serviceMonitor"]["enabled"] else 0)
+    ingresses = find(objects, "Ingress")
+    equal(f"{label}: an Ingress exactly when enabled", len(ingresses), 1 if v["ingress"]["enabled"] else 0)
+    for ingress in ingresses:
+        paths = [(p["path"], p["pathType"], p["backend"]["service"]["name"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+        equal(f"{label}: Ingress routes /webhooks and /v1 to the dispatcher", sorted(paths),
+              sorted(("/" + p.strip("/"), "Prefix", FULLNAME) for p in v["ingress"]["paths"]) * len(v["ingress"]["hosts"] or [""]))
+        equal(f"{label}: Ingress TLS", ingress["spec"].get("tls"), v["ingress"]["tls"] or None)
+    policies = find(objects, "NetworkPolicy")
+    if v["networkPolicy"]["enabled"]:
+        agents_policy = one(objects, "NetworkPolicy", f"{FULLNAME}-agents")
+        pspec = agents_policy["spec"]
+        equal(f"{label}: agents' NetworkPolicy selects the installation's agent pods", pspec["podSelector"],
+              {"matchLabels": {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": server["installation"]}})
+        equal(f"{label}: agents' NetworkPolicy namespace", agents_policy["metadata"]["namespace"], agents_ns)
+        egress = pspec["egress"]
+        blocks = [to["ipBlock"] for rule in egress for to in rule.get("to", []) if "ipBlock" in to]
+        equal(f"{label}: agents may reach 0.0.0.0/0 except the metadata address", blocks,
+              [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}])
+        ok(f"{label}: agents may reach DNS", any({"protocol": "UDP", "port": 53} in rule.get("ports", []) for rule in egress))
+        to_dispatcher = [rule for rule in egress if any("podSelector" in to for to in rule.get("to", []))]
+        ok(f"{label}: agents may reach the dispatcher on 8080",
+           len(to_dispatcher) == 1 and to_dispatcher[0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+           and to_dispatcher[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "dispatcher")
+        ok(f"{label}: agents take no inbound traffic", "Ingress" in pspec["policyTypes"] and not pspec.get("ingress"))
+        if v["redis"]["enabled"]:
+            redis_policy = one(objects, "NetworkPolicy", redis_name)["spec"]
+            equal(f"{label}: only the dispatcher reaches Redis", redis_policy["ingress"],
+                  [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "agentsmith", "app.kubernetes.io/instance": RELEASE,
+                                                              "app.kubernetes.io/component": "dispatcher"}}}],
+                    "ports": [{"protocol": "TCP", "port": 6379}]}])
+    else:
+        ok(f"{label}: no NetworkPolicy unless enabled", not policies)
+    if v["agents"]["secret"]["data"]:
+        agent_secret = one(objects, "Secret", f"{FULLNAME}-agent")
+        equal(f"{label}: agents' Secret named in spawner.kubernetes.secret_name", k8s.get("secret_name"), agent_secret["metadata"]["name"])
+    if v["extraCaBundle"]["content"]:
+        ok(f"{label}: SSL_CERT_FILE points at the joined bundle",
+           {"name": "SSL_CERT_FILE", "value": "/etc/agentsmith/ca/ca-certificates.crt"} in main["env"])
+    if v["imagePullSecrets"]:
+        equal(f"{label}: pull secrets on the pods and for agents", (spec.get("imagePullSecrets"), k8s.get("image_pull_secrets")),
+              ([{"name": n} for n in v["imagePullSecrets"]], v["imagePullSecrets"]))
+    notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
+    ok(f"{label}: NOTES.txt names /v1, /webhooks, helm test and /ready",
+       all(s in notes for s in ("/v1", "/webhooks", "helm test", "port-forward", "/ready")))
+
+
+def check_checksums(chart) -> None:
+    checks.start("checksum annotations roll the pods")
+
+    def annotations(values: dict) -> dict:
+        deployment = one(objects_of(render(chart, values)), "Deployment", FULLNAME)
+        return deployment["spec"]["template"]["metadata"]["annotations"]
+
+    base = annotations(WITH_TOKEN)
+    again = annotations(WITH_TOKEN)
+    checks.equal("the same values give the same checksums", again, base)
+    changed = annotations(merge(WITH_TOKEN, {"config": {"content": "queue:\n  max_concurrent_jobs: 3\n"}}))
+    checks.ok("checksum/config changes when config.content changes", changed["checksum/config"] != base["checksum/config"])
+    checks.equal("checksum/secret stays when only config.content changes", changed["checksum/secret"], base["checksum/secret"])
+    rotated = annotations({"secrets": {"apiTokens": [TOKEN + "-rotated"]}})
+    checks.ok("checksum/secret changes when a token changes", rotated["checksum/secret"] != base["checksum/secret"])
+    checks.equal("checksum/config stays when only a token changes", rotated["checksum/config"], base["checksum/config"])
+
+
+def check_pdb_default(chart) -> None:
+    checks.start("PodDisruptionBudget API version without capabilities")
+    objects = objects_of(render(chart, merge(WITH_TOKEN, {"replicas": 2})))
+    checks.equal("an offline render (the SDK's default Kubernetes version) picks policy/v1",
+                 one(objects, "PodDisruptionBudget")["apiVersion"], "policy/v1")
+    objects = objects_of(render(chart, merge(WITH_TOKEN, {"replicas": 2}), {"kube_version": "v1.20.2"}))
+    checks.equal("an offline render for 1.20 with no API versions picks policy/v1beta1",
+                 one(objects, "PodDisruptionBudget")["apiVersion"], "policy/v1beta1")
+
+
+def check_proxy(chart, binary: str, tmp: Path) -> None:
+    # Kept out of the other value sets: the chart writes spawner.kubernetes.env only when a
+    # proxy is set, so every other agentsmith.yml also passes dispatchers built before the key.
+    checks.start("proxy settings")
+    values = merge(WITH_TOKEN, {"proxy": {"httpProxy": "http://proxy.example.com:3128", "httpsProxy": "http://proxy.example.com:3128"}})
+    objects = objects_of(render(chart, values))
+    dispatcher = one(objects, "Deployment", FULLNAME)
+    env = {e["name"]: e.get("value") for e in container(dispatcher, "dispatcher")["env"]}
+    checks.equal("the dispatcher gets HTTPS_PROXY", env.get("HTTPS_PROXY"), "http://proxy.example.com:3128")
+    checks.equal("the dispatcher gets NO_PROXY", env.get("NO_PROXY"), "localhost,127.0.0.1,.svc,.cluster.local")
+    config = config_of(objects)
+    agent_env = config["spawner"]["kubernetes"].get("env", {})
+    checks.equal("agents get the proxy through spawner.kubernetes.env", agent_env.get("HTTP_PROXY"), "http://proxy.example.com:3128")
+    resolved, _ = deployment_env(dispatcher, "dispatcher", secrets_in(objects))
+    config_check(binary, config, resolved, tmp, "with a proxy")
+
+
+def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
+    checks.start("Kustomize overlays (kubectl kustomize)")
+    # The overlays read their gitignored secrets.env: render a copy, with each made from its
+    # example where it is missing.
+    copy_dir = tmp / "k8s"
+    shutil.copytree(ROOT / "k8s", copy_dir)
+    to_validate = {}
+    for overlay in ("dev", "prod"):
+        directory = copy_dir / "overlays" / overlay
+        env_file = directory / "secrets.env"
+        checks.ok(f"{overlay}: secrets.env.example is there", (directory / "secrets.env.example").is_file())
+        if not env_file.exists():
+            shutil.copy(directory / "secrets.env.example", env_file)
+        result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+        if not checks.ok(f"{overlay}: renders", result.returncode == 0, result.stderr.strip()):
+            continue
+        objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+        expected_ns = {"dev": "agentsmith-dev", "prod": "agentsmith"}[overlay]
+        checks.ok(f"{overlay}: every object in namespace {expected_ns}", all(o["metadata"].get("namespace") == expected_ns for o in objects))
+        checks.equal(f"{overlay}: the Role's rules", one(objects, "Role")["rules"], EXPECTED_RULES)
+        checks.equal(f"{overlay}: the RoleBinding's subject", one(objects, "RoleBinding")["subjects"],
+                     [{"kind": "ServiceAccount", "name": "agentsmith", "namespace": expected_ns}])
+        checks.equal(f"{overlay}: the agents' ServiceAccount mounts no token",
+                     one(objects, "ServiceAccount", "agentsmith-agent").get("automountServiceAccountToken"), False)
+        dispatcher = one(objects, "Deployment", "agentsmith")
+        checks.equal(f"{overlay}: dispatcher rolling update", dispatcher["spec"]["strategy"]["rollingUpdate"], {"maxUnavailable": 0, "maxSurge": 1})
+        checks.equal(f"{overlay}: dispatcher container security context", container(dispatcher, "dispatcher")["securityContext"], RESTRICTED_CONTAINER)
+        redis = one(objects, "Deployment", "agentsmith-redis")
+        checks.equal(f"{overlay}: Redis container security context", container(redis, "redis")["securityContext"], RESTRICTED_CONTAINER)
+        args = container(redis, "redis")["args"]
+        checks.ok(f"{overlay}: Redis noeviction", "noeviction" in args)
+        configmap = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("agentsmith-config-"))
+        mounted = next(vol for vol in pod_spec(dispatcher)["volumes"] if vol["name"] == "config")["configMap"]["name"]
+        checks.equal(f"{overlay}: the Deployment mounts the generated ConfigMap", mounted, configmap["metadata"]["name"])
+        env, missing = deployment_env(dispatcher, "dispatcher", secrets_in(objects))
+        checks.ok(f"{overlay}: the generated Secret holds what the Deployment reads", not missing, missing)
+        config_check(binary, yaml.safe_load(configmap["data"]["agentsmith.yml"]), env, tmp, f"k8s/overlays/{overlay}")
+        if overlay == "prod":
+            checks.equal("prod: two dispatchers", dispatcher["spec"]["replicas"], 2)
+            checks.ok("prod: a PodDisruptionBudget", len(find(objects, "PodDisruptionBudget")) == 1)
+            checks.ok("prod: Redis AOF always on a claim", "always" in args and
+                      next(vol for vol in pod_spec(redis)["volumes"] if vol["name"] == "data") == {"name": "data", "persistentVolumeClaim": {"claimName": "agentsmith-redis"}})
+            checks.ok("prod: an Ingress with TLS", len(find(objects, "Ingress")) == 1 and find(objects, "Ingress")[0]["spec"].get("tls"))
+        entries = []
+        for obj in objects:
+            versions = {"1.20", "1.37"}
+            if obj["kind"] == "PodDisruptionBudget":
+                versions = {"1.37"} if obj["apiVersion"] == "policy/v1" else {"1.20"}
+            entries.append((obj, versions))
+        to_validate[f"k8s/overlays/{overlay}"] = entries
+    return to_validate
+
+
+def check_validation(groups: dict[str, list[tuple[dict, set[str]]]], tmp: Path) -> None:
+    """Every object through scripts/kube-validate, strictly, for the versions it was made for.
+
+    Each object is validated against the versions it was rendered for; passing is also read
+    from the tool's per-object "passed ... against version" lines, so nothing goes unchecked.
+    """
+    checks.start("objects valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict)")
+    directory = tmp / "objects"
+    directory.mkdir()
+    # Each distinct object once (most are the same in many value sets), remembering where it
+    # came from; files hold many objects, but no kind/name twice, so each result line is one.
+    unique: dict[str, tuple[dict, set[str], list[str]]] = {}
+    skipped = set()
+    for group, entries in groups.items():
+        for obj, versions in entries:
+            if obj["kind"] in CRD_KINDS:
+                skipped.add(f"{obj['apiVersion']} {obj['kind']} ({group})")
+                continue
+            entry = unique.setdefault(json.dumps(obj, sort_keys=True), (obj, set(), []))
+            entry[1].update(versions)
+            entry[2].append(group)
+    for item in sorted(skipped):
+        print(f"     skipped (a custom resource the schemas do not know): {item}")
+    files: list[dict[str, tuple[dict, set[str], list[str]]]] = []
+    for obj, versions, sources in unique.values():
+        ident = f"{obj['kind'].lower()}/{obj['metadata']['name']}"
+        target = next((f for f in files if ident not in f), None)
+        if target is None:
+            target = {}
+            files.append(target)
+        target[ident] = (obj, versions, sources)
+    # One set of files per Kubernetes version, holding the objects made for it (a 1.20
+    # render's policy/v1beta1 PodDisruptionBudget has no schema in 1.37, and the other way
+    # round; scripts/kube-validate fails on a kind it has no schema for).
+    paths = []
+    passed: dict[tuple[str, str], set[str]] = {}
+    errors: list[str] = []
+    returncode = 0
+    for version in ("1.20", "1.37"):
+        version_paths = []
+        for index, content in enumerate(files):
+            objects = [obj for obj, versions, _ in content.values() if version in versions]
+            path = directory / f"objects-{index:02d}-{version}.yaml"
+            if index >= len(paths):
+                paths.append(directory / f"objects-{index:02d}")
+            if objects:
+                path.write_text(yaml.safe_dump_all(objects))
+                version_paths.append(path)
+        if not version_paths:
+            continue
+        result = subprocess.run([str(ROOT / "scripts" / "kube-validate"), "--only", f"{version}.0",
+                                 *map(str, version_paths)], capture_output=True, text=True, timeout=300)
+        returncode |= result.returncode
+        output = result.stdout + result.stderr
+        for line in output.splitlines():
+            match = re.match(r"^INFO (\S+) passed for resource (\S+) against version (\S+)$", line)
+            if match:
+                name = Path(match.group(1)).name.rsplit("-", 1)[0]
+                passed.setdefault((name, match.group(2)), set()).add(match.group(3))
+        errors += [line for line in output.splitlines() if not line.startswith("INFO ")]
+    checks.ok("kube-validate reports no invalid object", returncode == 0 and not errors, "\n".join(errors[:20]))
+    for path, content in zip(paths, files):
+        for ident, (obj, versions, sources) in content.items():
+            missing = versions - passed.get((path.name, ident), set())
+            where = sources[0] + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+            checks.ok(f"{obj['kind']}/{obj['metadata']['name']} ({where}) validated for {', '.join(sorted(versions))}",
+                      not missing, f"not validated for {sorted(missing)}")
+    print(f"     {len(unique)} distinct objects from {len(groups)} value sets and overlays, in {len(paths)} files")
+
+
+def check_hadolint(hadolint: str) -> None:
+    checks.start("hadolint")
+    for dockerfile in ("Dockerfile.agent", "Dockerfile.dispatcher", "Dockerfile.redis"):
+        result = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True, timeout=60)
+        checks.ok(f"{dockerfile} passes hadolint", result.returncode == 0, (result.stdout + result.stderr).strip())
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--write-readme"]:
+        README.write_text(readme_with_table(README.read_text()))
+        print(f"wrote the values table of {README.relative_to(ROOT)}")
+        return 0
+    if sys.argv[1:]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    kubectl = os.environ["AGENTSMITH_KUBECTL"]
+    binary = os.environ["AGENTSMITH_BIN"]
+    hadolint = os.environ["HADOLINT"]
+    helm, chart = load_chart()
+    with tempfile.TemporaryDirectory(prefix="agentsmith-chart-check.") as name:
+        tmp = Path(name)
+        steps: list[Callable[[], Any]] = [
+            check_readme,
+            lambda: check_lint(helm),
+            lambda: check_schema(helm, chart),
+            lambda: check_template_failures(helm, chart),
+        ]
+        for step in steps:
+            step()
+        groups = check_renders(helm, chart, binary, tmp)
+        check_checksums(chart)
+        check_pdb_default(chart)
+        check_proxy(chart, binary, tmp)
+        groups.update(check_kustomize(kubectl, binary, tmp))
+        check_validation(groups, tmp)
+        check_hadolint(hadolint)
+        checks.finish()
+    took = time.monotonic() - started
+    if checks.failures:
+        print(f"chart-check: {len(checks.failures)} of {checks.passed + len(checks.failures)} checks FAILED ({took:.1f} s):", file=sys.stderr)
+        for failure in checks.failures:
+            print(f"  - {failure}", file=sys.stderr)
+        return 1
+    print(f"chart-check: {checks.passed} checks passed ({took:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
