@@ -318,17 +318,14 @@ async fn a_missing_image_fails_fast_and_the_timeout_ends_timed_out() {
     let (app, _ns, _client) = k8s_app(|_| {}).await;
     let ghost = app.submit("ghost", "run nothing").await;
     let slow = app.submit("slow", "take too long").await;
-    let started = Instant::now();
     let job = app.wait_for_end(&ghost, LONG).await;
     assert_eq!(job.state, JobState::Failed, "{job:#?}");
     assert_eq!(job.attempt, 1, "a missing image is not retried");
     let reason = job.reason.unwrap_or_default();
     assert!(reason.contains("ErrImageNeverPull"), "{reason}");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "a missing image took {:?} to fail",
-        started.elapsed()
-    );
+    // Failed at once for what it is, not after the pending timeout (whose reason would say
+    // "did not start within").
+    assert!(!reason.contains("did not start within"), "{reason}");
     let job = app.wait_for_end(&slow, LONG).await;
     assert_eq!(job.state, JobState::TimedOut, "{job:#?}");
     app.stop().await;
@@ -356,12 +353,23 @@ async fn cancel_removes_the_job_and_its_pod() {
     let id = app.submit("stubborn", "wait forever").await;
     app.wait_for(&id, "running", LONG, |j| j.state == JobState::Running)
         .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    // The pod's grace is the job's (2 s) plus 5 s for the runner to report: deleting the Job
+    // gives the agent SIGTERM, then SIGKILL after that.
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("{}={id}", labels::JOB_ID)))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the running job has a pod");
+    assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(7));
     let cancelled = Instant::now();
     assert_eq!(app.act(&id, "cancel").await.status(), 200);
     let job = app.wait_for_end(&id, LONG).await;
     assert_eq!(job.state, JobState::Cancelled);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let name = job.handle.unwrap().name;
     let gone = wait_until(LONG, || async {
         jobs.get_opt(&name).await.unwrap().is_none()
@@ -373,10 +381,10 @@ async fn cancel_removes_the_job_and_its_pod() {
                 .is_empty()
     })
     .await;
+    // (How long the pod takes to go is the kubelet's business: 1.20 confirms a deleted
+    // pod's end 10-30 s later on this machine, so no wall-clock bound is asserted.)
     let took = cancelled.elapsed();
     assert!(gone, "the Job or its pod is still there after {took:?}");
-    // The agent ends on SIGTERM; the grace (2 s) plus the runner's 5 s bound the wait.
-    assert!(took < Duration::from_secs(7 + 20), "removing took {took:?}");
     app.stop().await;
 }
 
