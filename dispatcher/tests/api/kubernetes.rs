@@ -162,6 +162,11 @@ fn k8s_settings(ns: &str) -> Settings {
         ),
         ("fail".to_string(), pod_agent("echo about to fail; exit 3")),
         ("sleep".to_string(), pod_agent("echo sleeping; sleep 5; echo woke")),
+        (
+            // The first attempt runs until it is stopped; later ones end at once.
+            "lose".to_string(),
+            pod_agent("echo attempt $AGENTSMITH_ATTEMPT; if [ \"$AGENTSMITH_ATTEMPT\" = 1 ]; then sleep 300; fi; echo done"),
+        ),
         ("short".to_string(), pod_agent("echo short start; sleep 2; echo short done")),
         (
             "hog".to_string(),
@@ -448,7 +453,7 @@ async fn orphans_are_deleted_and_a_job_deleted_by_hand_is_retried() {
         "the orphan Job was not deleted"
     );
 
-    let id = app.submit("sleep", "lose my Job").await;
+    let id = app.submit("lose", "lose my Job").await;
     let job = app
         .wait_for(&id, "running", LONG, |j| j.state == JobState::Running)
         .await;

@@ -338,23 +338,6 @@ impl DockerSpawner {
             .clone()
     }
 
-    async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<()> {
-        let present = match docker.inspect_image(image).await {
-            Ok(_) => true,
-            Err(e) if engine_status(&e) == Some(404) => false,
-            Err(e) => return Err(unavailable(format!("inspecting image {image}"), e)),
-        };
-        match (self.settings.pull_policy, present) {
-            (PullPolicy::Never, false) => Err(rejected(format!(
-                "image {image} is not on the Docker engine and pull_policy is Never: build or load it there first"
-            ))),
-            (PullPolicy::Never | PullPolicy::IfNotPresent, true) => Ok(()),
-            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, false) => {
-                self.pull(docker, image).await
-            }
-        }
-    }
-
     async fn pull(&self, docker: &Docker, image: &str) -> Result<()> {
         tracing::info!(%image, "pulling image");
         let options = CreateImageOptions {
@@ -655,40 +638,60 @@ impl JobSpawner for DockerSpawner {
                     job.profile.name
                 ))
             })?;
-        if let Some(existing) = self.inspect(docker, &name).await? {
-            return self.adopt(docker, job, existing).await;
+        // The common case costs one create: an existing container (a repeated spawn) shows
+        // as a conflict, a missing image as a 404, and each is dealt with then.
+        if self.settings.pull_policy == PullPolicy::Always {
+            self.pull(docker, &image).await?;
         }
-        self.ensure_image(docker, &image).await?;
         let body = self.container_body(docker, job, &image).await?;
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..Default::default()
         };
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
-            Err(e) if engine_status(&e) == Some(409) => {
-                // Another spawn of this attempt won the race: adopt its container. The engine
-                // reserves the name before the container can be inspected, so give the other
-                // create a moment to finish.
-                for _ in 0..50 {
-                    if let Some(existing) = self.inspect(docker, &name).await? {
-                        return self.adopt(docker, job, existing).await;
+        let mut pulled = false;
+        let created = loop {
+            let e = match docker
+                .create_container(Some(options.clone()), body.clone())
+                .await
+            {
+                Ok(created) => break created,
+                Err(e) => e,
+            };
+            match engine_status(&e) {
+                Some(409) => {
+                    // This attempt's container exists: another spawn created it (a restarted
+                    // dispatcher, a reclaim, a race). The engine reserves the name before the
+                    // container can be inspected, so give a racing create a moment to finish.
+                    for _ in 0..50 {
+                        if let Some(existing) = self.inspect(docker, &name).await? {
+                            return self.adopt(docker, job, existing).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(unavailable(
+                        format!("container {name} is being created by another spawn that did not finish within 5 s"),
+                        e,
+                    ));
                 }
-                return Err(unavailable(
-                    format!("container {name} is being created by another spawn that did not finish within 5 s"),
-                    e,
-                ));
-            }
-            Err(e) => {
-                let message = engine_message(&e);
-                return Err(match engine_status(&e) {
-                    Some(400) | Some(404) => rejected(format!(
-                        "the Docker engine refused container {name}: {message}"
-                    )),
-                    _ => unavailable(format!("creating container {name}"), e),
-                });
+                // The only 404 of a create: no such image.
+                Some(404) if !pulled => match self.settings.pull_policy {
+                    PullPolicy::Never => {
+                        return Err(rejected(format!(
+                            "image {image} is not on the Docker engine and pull_policy is Never: build or load it there first"
+                        )))
+                    }
+                    PullPolicy::IfNotPresent | PullPolicy::Always => {
+                        self.pull(docker, &image).await?;
+                        pulled = true;
+                    }
+                },
+                Some(400) | Some(404) => {
+                    return Err(rejected(format!(
+                        "the Docker engine refused container {name}: {}",
+                        engine_message(&e)
+                    )))
+                }
+                _ => return Err(unavailable(format!("creating container {name}"), e)),
             }
         };
         for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
