@@ -75,15 +75,16 @@ impl Error {
     /// dispatcher refuses the token, 4 when the final event could not be delivered, and 1
     /// for anything else.
     pub fn exit_code(&self) -> u8 {
+        use spawner::contract::exit;
         match self {
-            Error::MissingVar { .. } | Error::InvalidVar { .. } => 2,
-            Error::Unauthorized { .. } => 3,
-            Error::Undelivered { .. } => 4,
+            Error::MissingVar { .. } | Error::InvalidVar { .. } => exit::BAD_JOB,
+            Error::Unauthorized { .. } => exit::TOKEN_REFUSED,
+            Error::Undelivered { .. } => exit::UNDELIVERED,
             Error::Workspace { .. }
             | Error::ResultFile { .. }
             | Error::HttpClient(_)
             | Error::SignalHandler { .. }
-            | Error::SenderStopped(_) => 1,
+            | Error::SenderStopped(_) => exit::FAILED,
         }
     }
 

@@ -74,7 +74,10 @@ impl WorkloadStatus {
             WorkloadStatus::Pending { reason: Some(r) } => format!("pending: {r}"),
             WorkloadStatus::Pending { reason: None } => "pending".into(),
             WorkloadStatus::Running => "running".into(),
-            WorkloadStatus::Exited { code } => format!("exited with code {code}"),
+            WorkloadStatus::Exited { code } => match crate::contract::exit::meaning(*code) {
+                Some(meaning) => format!("exited with code {code} ({meaning})"),
+                None => format!("exited with code {code}"),
+            },
             WorkloadStatus::Killed { signal } => format!("killed by signal {signal}"),
             WorkloadStatus::Failed { reason, .. } => reason.clone(),
             WorkloadStatus::NotFound => "workload not found".into(),
