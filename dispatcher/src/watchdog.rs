@@ -94,36 +94,33 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         }
     };
     let settings = &ctx.settings.queue;
-    let (reason, retryable) = match (&status, job.state) {
+    let within_start_timeout = job
+        .admitted_at
+        .is_some_and(|at| now_ms() - at < settings.start_timeout_secs as i64 * 1000);
+    let keep_waiting = match (&status, job.state) {
         (WorkloadStatus::Running, JobState::Running) => {
             // The workload lives but its runner cannot reach us: trust the spawner's view.
             warn!("runner not heard from, but its workload is running; extending the lease");
-            let _ = ctx
-                .queue
-                .extend_lease(
-                    &job.id,
-                    job.attempt,
-                    Duration::from_secs(settings.lease_secs),
-                )
-                .await;
-            return;
+            true
         }
-        (WorkloadStatus::Pending { .. } | WorkloadStatus::Running, JobState::Starting)
-            if job
-                .admitted_at
-                .is_some_and(|at| now_ms() - at < settings.start_timeout_secs as i64 * 1000) =>
-        {
-            // Still being scheduled or pulled: give it until the start timeout.
-            let _ = ctx
-                .queue
-                .extend_lease(
-                    &job.id,
-                    job.attempt,
-                    Duration::from_secs(settings.lease_secs),
-                )
-                .await;
-            return;
+        // Still being scheduled or pulled: give it until the start timeout.
+        (WorkloadStatus::Pending { .. } | WorkloadStatus::Running, JobState::Starting) => {
+            within_start_timeout
         }
+        // The spawn may still be in flight (a slow engine or API server); a dispatcher that
+        // died mid-spawn leaves its claim to be taken over (reclaim), which adopts or starts
+        // the workload.
+        (WorkloadStatus::NotFound, JobState::Starting) => {
+            job.handle.is_none() && within_start_timeout
+        }
+        _ => false,
+    };
+    if keep_waiting {
+        let lease = Duration::from_secs(settings.lease_secs);
+        let _ = ctx.queue.extend_lease(&job.id, job.attempt, lease).await;
+        return;
+    }
+    let (reason, retryable) = match (&status, job.state) {
         (WorkloadStatus::Pending { .. } | WorkloadStatus::Running, _) => (
             format!(
                 "workload did not start within {}s ({})",
@@ -134,25 +131,6 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         ),
         (WorkloadStatus::Failed { reason, retryable }, _) => {
             (format!("workload failed: {reason}"), *retryable)
-        }
-        (WorkloadStatus::NotFound, JobState::Starting)
-            if job.handle.is_none()
-                && job.admitted_at.is_some_and(|at| {
-                    now_ms() - at < settings.start_timeout_secs as i64 * 1000
-                }) =>
-        {
-            // The spawn may still be in flight (a slow engine or API server); a dispatcher
-            // that died mid-spawn leaves its claim to be taken over (reclaim), which adopts
-            // or starts the workload.
-            let _ = ctx
-                .queue
-                .extend_lease(
-                    &job.id,
-                    job.attempt,
-                    Duration::from_secs(settings.lease_secs),
-                )
-                .await;
-            return;
         }
         (WorkloadStatus::NotFound, JobState::Starting) if job.handle.is_none() => (
             format!(
