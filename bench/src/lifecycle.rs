@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentsmith::app::Application;
-use agentsmith::queue::{NewJob, Queue};
+use agentsmith::queue::{NewJob, Queue, Submission};
 use agentsmith::settings::Settings;
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
@@ -245,7 +245,7 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
                     ..Default::default()
                 };
                 let mut tries = 0;
-                let (stored, created) = loop {
+                let submission = loop {
                     match queue.submit(&job).await {
                         Ok(done) => break done,
                         Err(e) if tries < 5 => {
@@ -257,10 +257,10 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
                         Err(e) => return Err(e).context("submitting a job"),
                     }
                 };
-                if !created {
-                    bail!("submit returned an existing job {}", stored.id);
+                match submission {
+                    Submission::Created(stored) => ids.push(stored.id),
+                    other => bail!("submit answered with an existing job: {other:?}"),
                 }
-                ids.push(stored.id);
             }
         }));
     }

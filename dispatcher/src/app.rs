@@ -137,12 +137,16 @@ impl Application {
         spawner: Arc<dyn JobSpawner>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let queue =
-            Queue::new(&settings.redis, &settings.queue).context("creating the redis pool")?;
+        let queue = Queue::new(&settings.redis, &settings.queue)
+            .context("creating the redis pool")?
+            .with_dedup_ttl(Duration::from_secs(settings.sources.dedup_ttl_secs));
         let redis_at = redacted_url(settings.redis.url.expose_secret());
         wait_for_redis(&queue, &redis_at, &shutdown).await?;
         queue.ensure_group().await.with_context(|| {
             format!("creating the queue's consumer group in redis at {redis_at}")
+        })?;
+        queue.ensure_notify_group().await.with_context(|| {
+            format!("creating the reply outbox's consumer group in redis at {redis_at}")
         })?;
         let secret = queue
             .runner_secret(settings.server.runner_secret.expose_secret())
@@ -229,6 +233,7 @@ impl Application {
         crate::watchdog::reconcile(&ctx).await;
         let scheduler = tokio::spawn(crate::scheduler::run(Arc::clone(&ctx)));
         let watchdog = tokio::spawn(crate::watchdog::run(Arc::clone(&ctx)));
+        let notifier = tokio::spawn(crate::notify::run(Arc::clone(&ctx)));
         let app = crate::api::router(Arc::clone(&ctx));
         let shutdown = ctx.shutdown.clone();
         let drain_ctx = Arc::clone(&ctx);
@@ -243,6 +248,7 @@ impl Application {
         let drained = tokio::time::timeout(grace, async {
             let _ = scheduler.await;
             let _ = watchdog.await;
+            let _ = notifier.await;
             serving.await
         })
         .await;

@@ -11,7 +11,7 @@ use spawner::{JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::queue::{Job, Queue};
+use crate::queue::{CancelOutcome, Job, Queue};
 use crate::settings::Settings;
 use crate::token::RunnerTokens;
 
@@ -78,6 +78,26 @@ impl Context {
     /// The SIGTERM-to-SIGKILL grace of workloads.
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.settings.spawner.grace_secs)
+    }
+
+    /// Cancels a job and, when a workload runs for it, stops that in the background (the
+    /// record is final at once; the caller does not wait out the grace period).
+    pub async fn cancel_job(
+        self: &Arc<Self>,
+        job_id: &str,
+        reason: &str,
+    ) -> crate::queue::Result<CancelOutcome> {
+        let outcome = self.queue.cancel(job_id, reason).await?;
+        if let CancelOutcome::Cancelled(Some(handle)) = &outcome {
+            let ctx = self.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
+                    tracing::warn!(error = %e, workload = %handle.name, "stopping the workload failed");
+                }
+            });
+        }
+        Ok(outcome)
     }
 
     /// The spec of one attempt of `job`, or why it cannot be built.

@@ -12,6 +12,8 @@
 //!   and metrics.
 //! - [`dashboard`]: the web dashboard at `/` (embedded HTML, CSS and JavaScript) and
 //!   `GET /v1/overview`.
+//! - [`webhooks`]: Slack, GitHub, GitLab and Jira: verification, parsing, triggers.
+//! - [`notify`]: the reply outbox and the providers' reply APIs.
 //! - [`token`]: per-job runner tokens.
 //! - [`context`]: what the scheduler, watchdog and handlers share.
 //! - [`app`]: wires it together; [`app::Application`] is what `serve` and the tests run.
@@ -23,9 +25,11 @@ pub mod cli;
 pub mod context;
 pub mod dashboard;
 pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod scheduler;
 pub mod settings;
 pub mod telemetry;
 pub mod token;
 pub mod watchdog;
+pub mod webhooks;

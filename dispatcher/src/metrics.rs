@@ -24,6 +24,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of the reply counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplyLabels {
+    /// `done` (delivered, or nothing to say), `retried` or `given_up`.
+    pub outcome: String,
+}
+
 /// The metrics of one dispatcher process.
 pub struct Metrics {
     registry: Registry,
@@ -33,6 +40,8 @@ pub struct Metrics {
     pub spawn_latency: Histogram,
     /// Seconds from submission to a terminal state.
     pub end_to_end_latency: Histogram,
+    /// Replies to webhook sources by outcome.
+    pub replies: Family<ReplyLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,11 +72,18 @@ impl Metrics {
             "Time from submission to a terminal state",
             end_to_end_latency.clone(),
         );
+        let replies = Family::<ReplyLabels, Counter>::default();
+        registry.register(
+            "replies",
+            "Replies to webhook sources by outcome (done, retried, given_up)",
+            replies.clone(),
+        );
         Self {
             registry,
             http_requests,
             spawn_latency,
             end_to_end_latency,
+            replies,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Settings {
     pub agents: BTreeMap<String, AgentSettings>,
     /// Projects by name.
     pub projects: BTreeMap<String, ProjectSettings>,
+    /// Webhook sources (Slack, GitHub, GitLab, Jira) and the replies sent back to them.
+    pub sources: SourcesSettings,
     /// The REST API.
     pub api: ApiSettings,
     /// The web dashboard served at `/`.
@@ -402,7 +404,7 @@ fn default_agent_timeout() -> u64 {
 }
 
 /// `projects.<name>.*`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectSettings {
     /// The repository.
@@ -410,6 +412,162 @@ pub struct ProjectSettings {
     pub repo: String,
     /// Default agent profile.
     pub agent: String,
+    /// Jira project keys whose issues belong to this project (`PAY`).
+    #[serde(default)]
+    pub jira_projects: Vec<String>,
+    /// GitHub repositories (`owner/repo`) whose issues belong to this project.
+    #[serde(default)]
+    pub github_repos: Vec<String>,
+    /// GitLab project paths (`group/project`) whose issues belong to this project.
+    #[serde(default)]
+    pub gitlab_projects: Vec<String>,
+    /// Slack channel ids whose commands default to this project.
+    #[serde(default)]
+    pub slack_channels: Vec<String>,
+    /// What starts a job from this project's tickets; empty values take the source's.
+    #[serde(default)]
+    pub triggers: TriggerSettings,
+}
+
+/// `projects.<name>.triggers.*`: overrides of the source-wide triggers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSettings {
+    /// The label whose addition starts a job; empty: the source's `label`.
+    #[serde(default)]
+    pub label: String,
+    /// Jira statuses an issue moving into starts a job; empty: `sources.jira.statuses`.
+    #[serde(default)]
+    pub jira_statuses: Vec<String>,
+    /// Whether a comment starting with the command starts a job.
+    #[serde(default = "yes")]
+    pub comments: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TriggerSettings {
+    fn default() -> Self {
+        Self {
+            label: String::new(),
+            jira_statuses: Vec::new(),
+            comments: true,
+        }
+    }
+}
+
+/// `sources.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSettings {
+    /// The command word of comments and app mentions (`/agent`); Slack's slash command is
+    /// `sources.slack.command`.
+    pub command: String,
+    /// How long a delivery id is remembered, so a redelivery creates no second job.
+    pub dedup_ttl_secs: u64,
+    /// One job per ticket at a time: a second trigger for a ticket whose job has not ended
+    /// is answered with that job instead of starting another.
+    pub one_job_per_ticket: bool,
+    /// Slack.
+    pub slack: SlackSettings,
+    /// GitHub.
+    pub github: GithubSettings,
+    /// GitLab.
+    pub gitlab: GitlabSettings,
+    /// Jira Cloud.
+    pub jira: JiraSettings,
+    /// The reply outbox.
+    pub replies: ReplySettings,
+}
+
+/// `sources.slack.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Accept Slack's requests; off: its routes answer 404.
+    pub enabled: bool,
+    /// The app's signing secret (requests are verified with it).
+    pub signing_secret: SecretString,
+    /// The bot token (`xoxb-...`) for chat.postMessage, when `response_url` cannot be used.
+    pub bot_token: SecretString,
+    /// The slash command's name.
+    pub command: String,
+    /// Slack's Web API base URL.
+    pub api_base_url: String,
+    /// User ids who may cancel and retry anyone's jobs (others: only their own).
+    pub admins: Vec<String>,
+    /// The project of commands that name none and come from a channel no project lists.
+    pub default_project: String,
+}
+
+/// `sources.github.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSettings {
+    /// Accept GitHub's webhooks; off: 404.
+    pub enabled: bool,
+    /// The webhook secret (`X-Hub-Signature-256`).
+    pub webhook_secret: SecretString,
+    /// A token that may comment on the repositories' issues.
+    pub token: SecretString,
+    /// The REST API base URL (GitHub Enterprise: `https://HOST/api/v3`).
+    pub api_base_url: String,
+    /// Adding this label to an issue starts a job.
+    pub label: String,
+}
+
+/// `sources.gitlab.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabSettings {
+    /// Accept GitLab's webhooks; off: 404.
+    pub enabled: bool,
+    /// The webhook's secret token (`X-Gitlab-Token`).
+    pub webhook_token: SecretString,
+    /// A token (`PRIVATE-TOKEN`) that may add notes to the projects' issues.
+    pub token: SecretString,
+    /// The REST API base URL.
+    pub api_base_url: String,
+    /// Adding this label to an issue starts a job.
+    pub label: String,
+}
+
+/// `sources.jira.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraSettings {
+    /// Accept Jira's webhooks; off: 404.
+    pub enabled: bool,
+    /// The webhook secret (`X-Hub-Signature`).
+    pub webhook_secret: SecretString,
+    /// The site (`https://your-site.atlassian.net`), for replies and links.
+    pub base_url: String,
+    /// The account that comments (basic auth with `api_token`).
+    pub email: String,
+    /// The account's API token.
+    pub api_token: SecretString,
+    /// Adding this label to an issue starts a job.
+    pub label: String,
+    /// Moving an issue into one of these statuses starts a job.
+    pub statuses: Vec<String>,
+}
+
+/// `sources.replies.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplySettings {
+    /// Attempts per reply before it is given up (and logged).
+    pub max_attempts: u32,
+    /// First retry delay, in milliseconds.
+    pub backoff_base_ms: u64,
+    /// Largest retry delay.
+    pub backoff_max_secs: u64,
+    /// Timeout of one request to a provider.
+    pub timeout_secs: u64,
+    /// Log lines quoted in a failure reply.
+    pub log_lines: usize,
 }
 
 /// `api.*`
@@ -781,6 +939,7 @@ impl Settings {
         }
         env_names("spawner.kubernetes.env", k8s.env.keys(), &mut problem);
         reserved_labels("spawner.kubernetes.labels", &k8s.labels, &mut problem);
+        self.validate_sources(&mut problem);
         for (name, project) in &self.projects {
             if !valid_name(name) {
                 problem(
@@ -796,6 +955,127 @@ impl Settings {
             }
         }
         problems
+    }
+
+    /// The problems of `sources.*` and of the projects' source mappings.
+    fn validate_sources(&self, problem: &mut impl FnMut(&str, String)) {
+        let sources = &self.sources;
+        let secrets = [
+            (
+                "slack",
+                sources.slack.enabled,
+                "signing_secret",
+                &sources.slack.signing_secret,
+            ),
+            (
+                "github",
+                sources.github.enabled,
+                "webhook_secret",
+                &sources.github.webhook_secret,
+            ),
+            (
+                "gitlab",
+                sources.gitlab.enabled,
+                "webhook_token",
+                &sources.gitlab.webhook_token,
+            ),
+            (
+                "jira",
+                sources.jira.enabled,
+                "webhook_secret",
+                &sources.jira.webhook_secret,
+            ),
+        ];
+        for (source, enabled, key, secret) in secrets {
+            if enabled && secret.expose_secret().trim().is_empty() {
+                problem(
+                    &format!("sources.{source}.{key}"),
+                    format!("must not be empty while sources.{source}.enabled is true (an unverified source would be open to anyone)"),
+                );
+            }
+        }
+        let urls = [
+            (
+                "sources.slack.api_base_url",
+                &sources.slack.api_base_url,
+                true,
+            ),
+            (
+                "sources.github.api_base_url",
+                &sources.github.api_base_url,
+                true,
+            ),
+            (
+                "sources.gitlab.api_base_url",
+                &sources.gitlab.api_base_url,
+                true,
+            ),
+            (
+                "sources.jira.base_url",
+                &sources.jira.base_url,
+                sources.jira.enabled,
+            ),
+        ];
+        for (key, url, required) in urls {
+            let empty_ok = url.is_empty() && !required;
+            if !(empty_ok || url.starts_with("http://") || url.starts_with("https://")) {
+                problem(key, "must be an http:// or https:// URL".into());
+            }
+        }
+        for (key, command) in [
+            ("sources.command", &sources.command),
+            ("sources.slack.command", &sources.slack.command),
+        ] {
+            if !command.starts_with('/')
+                || command.len() < 2
+                || command.chars().any(char::is_whitespace)
+            {
+                problem(key, "must be a word starting with '/' (like /agent)".into());
+            }
+        }
+        if sources.dedup_ttl_secs < 60 {
+            problem("sources.dedup_ttl_secs", "must be at least 60".into());
+        }
+        if sources.replies.max_attempts == 0 {
+            problem("sources.replies.max_attempts", "must be at least 1".into());
+        }
+        if sources.replies.backoff_base_ms == 0 || sources.replies.timeout_secs == 0 {
+            problem(
+                "sources.replies",
+                "backoff_base_ms and timeout_secs must be at least 1".into(),
+            );
+        }
+        let default_project = &sources.slack.default_project;
+        if !default_project.is_empty() && !self.projects.contains_key(default_project) {
+            problem(
+                "sources.slack.default_project",
+                format!("no project named {default_project:?}"),
+            );
+        }
+        // Each ticket source maps to at most one project, or a ticket could start a job in two.
+        let mut owners: BTreeMap<(&str, String), &str> = BTreeMap::new();
+        for (name, project) in &self.projects {
+            let lists = [
+                ("jira_projects", &project.jira_projects),
+                ("github_repos", &project.github_repos),
+                ("gitlab_projects", &project.gitlab_projects),
+                ("slack_channels", &project.slack_channels),
+            ];
+            for (list, values) in lists {
+                for value in values {
+                    if value.trim().is_empty() {
+                        problem(&format!("projects.{name}.{list}"), "empty entry".into());
+                    } else if let Some(other) =
+                        owners.insert((list, value.to_ascii_lowercase()), name)
+                    {
+                        problem(
+                            &format!("projects.{name}.{list}"),
+                            format!("{value:?} is also listed by project {other:?}"),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The listen address (validated at load).

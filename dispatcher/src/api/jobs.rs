@@ -17,7 +17,7 @@ use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::{AppState, SSE_BLOCK};
 use crate::queue::{
-    valid_id, CancelOutcome, Job, JobEvent, JobFilter, JobState, NewJob, RetryOutcome,
+    valid_id, CancelOutcome, Job, JobEvent, JobFilter, JobState, NewJob, RetryOutcome, Submission,
 };
 
 /// The body of `POST /v1/jobs`.
@@ -103,6 +103,7 @@ fn new_job(state: &AppState, req: SubmitRequest) -> Result<NewJob, ApiError> {
         idempotency_key: req.idempotency_key,
         timeout_secs: profile.timeout_secs,
         retry_on_failure: profile.retry_on_failure,
+        ..NewJob::default()
     })
 }
 
@@ -125,7 +126,13 @@ pub async fn submit(
         }
     })?;
     let job = new_job(&state, req)?;
-    let (job, created) = state.queue.submit(&job).await?;
+    let (job, created) = match state.queue.submit(&job).await? {
+        Submission::Created(job) => (job, true),
+        other => match other.job() {
+            Some(job) => (job.clone(), false),
+            None => return Err(ApiError::not_found("unknown_job", "the job has expired")),
+        },
+    };
     tracing::Span::current().record("job_id", &job.id);
     if created {
         info!(agent = %job.agent, "job queued");
@@ -202,21 +209,10 @@ pub async fn cancel(
     Path(job_id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     match state
-        .queue
-        .cancel(&job_id, "cancelled through the API")
+        .cancel_job(&job_id, "cancelled through the API")
         .await?
     {
-        CancelOutcome::Cancelled(handle) => {
-            if let Some(handle) = handle {
-                let ctx = state.clone();
-                // The record is already final; the workload is stopped in the background so
-                // the caller does not wait out the grace period.
-                tokio::spawn(async move {
-                    if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
-                        warn!(error = %e, workload = %handle.name, "stopping the workload failed");
-                    }
-                });
-            }
+        CancelOutcome::Cancelled(_) => {
             info!("job cancelled");
             Ok(Json(find(&state, &job_id).await?))
         }

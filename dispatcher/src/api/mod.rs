@@ -24,6 +24,7 @@ pub use jobs::SubmitRequest;
 use crate::context::Context;
 use crate::dashboard;
 use crate::metrics::HttpLabels;
+use crate::webhooks;
 
 /// The state every handler gets.
 pub type AppState = Arc<Context>;
@@ -55,7 +56,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/version", get(health::version))
         .route("/metrics", get(health::metrics))
-        .route("/v1/overview", get(dashboard::overview));
+        .route("/v1/overview", get(dashboard::overview))
+        .route("/webhooks/slack/commands", post(webhooks::slack::commands))
+        .route("/webhooks/slack/events", post(webhooks::slack::events))
+        .route(
+            "/webhooks/slack/interactions",
+            post(webhooks::slack::interactions),
+        )
+        .route("/webhooks/github", post(webhooks::github::webhook))
+        .route("/webhooks/gitlab", post(webhooks::gitlab::webhook))
+        .route("/webhooks/jira", post(webhooks::jira::webhook));
     if state.settings.dashboard.enabled {
         public = public
             .route("/", get(dashboard::index))

@@ -139,6 +139,72 @@ pub struct Job {
     /// The workload of the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<JobHandle>,
+    /// The ticket's title, when a webhook brought one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The ticket's description, when a webhook brought one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Who asked (a Slack user, a GitHub login, a Jira account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// A link back to where the request came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where replies go, for jobs from a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Slack's `response_url` of the command that made the job: a credential for posting
+    /// into the conversation, so it is kept out of every view of the job.
+    #[serde(skip)]
+    pub response_url: Option<String>,
+}
+
+/// Where a job came from and where its replies go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Origin {
+    /// A Slack slash command, app mention or button.
+    Slack {
+        /// The channel id.
+        channel: String,
+        /// The requester's user id.
+        user: String,
+        /// The thread to reply in (app mentions and bot messages).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_ts: Option<String>,
+    },
+    /// A GitHub issue.
+    Github {
+        /// `owner/repo`.
+        repo: String,
+        /// The issue number.
+        issue: u64,
+    },
+    /// A GitLab issue.
+    Gitlab {
+        /// The project's path (`group/project`).
+        project: String,
+        /// The issue's iid within the project.
+        issue: u64,
+    },
+    /// A Jira issue.
+    Jira {
+        /// The issue key (`PAY-12`).
+        issue: String,
+    },
+}
+
+impl Origin {
+    /// The source's name: `slack`, `github`, `gitlab` or `jira`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Origin::Slack { .. } => "slack",
+            Origin::Github { .. } => "github",
+            Origin::Gitlab { .. } => "gitlab",
+            Origin::Jira { .. } => "jira",
+        }
+    }
 }
 
 impl Job {
@@ -173,6 +239,12 @@ impl Job {
             reason: text("reason"),
             result,
             handle: text("handle").and_then(|h| serde_json::from_str(&h).ok()),
+            title: text("title"),
+            description: text("description"),
+            requester: text("requester"),
+            url: text("url"),
+            origin: text("origin").and_then(|o| serde_json::from_str(&o).ok()),
+            response_url: text("response_url"),
         })
     }
 }
@@ -280,6 +352,26 @@ pub struct NewJob {
     pub timeout_secs: u64,
     /// Whether the profile retries non-zero exits.
     pub retry_on_failure: bool,
+    /// The ticket's title.
+    pub title: Option<String>,
+    /// The ticket's description.
+    pub description: Option<String>,
+    /// Who asked.
+    pub requester: Option<String>,
+    /// A link back to the request.
+    pub url: Option<String>,
+    /// Where replies go.
+    pub origin: Option<Origin>,
+    /// Slack's `response_url`, for replies to a slash command.
+    pub response_url: Option<String>,
+    /// The webhook delivery (`source:delivery-id`): a second submit of it within
+    /// `sources.dedup_ttl_secs` is answered with the first one's job.
+    pub delivery: Option<String>,
+    /// A key (the ticket) that may have only one unfinished job: a submit while one is
+    /// unfinished is answered with it.
+    pub exclusive: Option<String>,
+    /// When answered with an unfinished job, also tell `origin` so through the outbox.
+    pub reply_if_running: bool,
 }
 
 #[cfg(test)]
@@ -339,6 +431,58 @@ mod tests {
         let again: FeedEvent =
             serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
         assert_eq!(again, event);
+    }
+
+    #[test]
+    fn origins_round_trip_tagged_by_source() {
+        let origins = [
+            Origin::Slack {
+                channel: "C1".into(),
+                user: "U1".into(),
+                thread_ts: Some("1.2".into()),
+            },
+            Origin::Github {
+                repo: "o/r".into(),
+                issue: 7,
+            },
+            Origin::Gitlab {
+                project: "g/p".into(),
+                issue: 3,
+            },
+            Origin::Jira {
+                issue: "PAY-1".into(),
+            },
+        ];
+        for origin in origins {
+            let json = serde_json::to_string(&origin).unwrap();
+            assert!(json.contains(&format!("\"source\":\"{}\"", origin.source())));
+            assert_eq!(serde_json::from_str::<Origin>(&json).unwrap(), origin);
+        }
+    }
+
+    #[test]
+    fn the_response_url_never_leaves_in_a_job_view() {
+        let mut fields: HashMap<String, String> = [
+            ("state", "queued"),
+            ("attempt", "1"),
+            ("created_at", "1"),
+            (
+                "response_url",
+                "https://hooks.slack.com/commands/T/1/secret",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        fields.insert(
+            "origin".into(),
+            r#"{"source":"slack","channel":"C1","user":"U1"}"#.into(),
+        );
+        let job = Job::from_fields("abc", &fields).unwrap();
+        assert!(job.response_url.is_some() && job.origin.is_some());
+        let json = serde_json::to_string(&job).unwrap();
+        assert!(!json.contains("hooks.slack.com"), "{json}");
+        assert!(json.contains("\"channel\":\"C1\""), "{json}");
     }
 
     #[test]

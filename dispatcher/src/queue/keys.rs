@@ -6,6 +6,9 @@
 /// The consumer group of dispatchers on the ready queue.
 pub const GROUP: &str = "dispatchers";
 
+/// The consumer group of notifiers on the reply outbox.
+pub const NOTIFY_GROUP: &str = "notifiers";
+
 /// The keys under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -94,5 +97,26 @@ impl Keys {
     /// `runner_secret`: string, the generated key of runner tokens when none is configured.
     pub fn runner_secret(&self) -> String {
         format!("{}runner_secret", self.prefix)
+    }
+
+    /// `dedup:{source}:{delivery}`: string with a ttl, the job a webhook delivery made or
+    /// was answered with.
+    pub fn dedup(&self, delivery: &str) -> String {
+        format!("{}dedup:{delivery}", self.prefix)
+    }
+
+    /// `active:{ticket}`: string, the ticket's latest job (one unfinished job per ticket).
+    pub fn active(&self, ticket: &str) -> String {
+        format!("{}active:{ticket}", self.prefix)
+    }
+
+    /// `notify`: stream with the consumer group [`NOTIFY_GROUP`], the outbox of replies.
+    pub fn notify(&self) -> String {
+        format!("{}notify", self.prefix)
+    }
+
+    /// `notify:delayed`: zset scored by due time (ms), replies waiting to be tried again.
+    pub fn notify_delayed(&self) -> String {
+        format!("{}notify:delayed", self.prefix)
     }
 }

@@ -22,7 +22,7 @@ use spawner::JobHandle;
 use tokio::sync::OnceCell;
 
 pub use error::{QueueError, Result};
-pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob};
+pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin};
 pub use keys::Keys;
 
 use crate::settings::{QueueSettings, RedisSettings};
@@ -40,6 +40,8 @@ struct Scripts {
     promote: Script,
     extend_lease: Script,
     sweep: Script,
+    notify_defer: Script,
+    notify_promote: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -59,6 +61,154 @@ impl Scripts {
             promote: script(include_str!("scripts/promote.lua")),
             extend_lease: script(include_str!("scripts/extend_lease.lua")),
             sweep: script(include_str!("scripts/sweep.lua")),
+            notify_defer: script(include_str!("scripts/notify_defer.lua")),
+            notify_promote: script(include_str!("scripts/notify_promote.lua")),
+        }
+    }
+}
+
+/// What a submit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submission {
+    /// A new job, queued.
+    Created(Job),
+    /// The job the idempotency key already named; nothing new.
+    Existing(Job),
+    /// The delivery was seen before: the job it made (or was answered with), if it is
+    /// still kept; nothing new.
+    Duplicate {
+        /// The job's id.
+        job_id: String,
+        /// The job, unless it has expired.
+        job: Option<Job>,
+    },
+    /// The ticket already has an unfinished job; nothing new.
+    Running(Job),
+}
+
+impl Submission {
+    /// The job that answers the request, if it is still kept.
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            Submission::Created(job) | Submission::Existing(job) | Submission::Running(job) => {
+                Some(job)
+            }
+            Submission::Duplicate { job, .. } => job.as_ref(),
+        }
+    }
+}
+
+/// A reply waiting in the outbox (`notify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The stream entry.
+    pub entry: String,
+    /// What to say.
+    pub body: ReplyBody,
+    /// Deliveries tried before this one.
+    pub tries: u32,
+}
+
+/// What a reply says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyBody {
+    /// The job reached `state` (the reply reads the job when it is sent).
+    State {
+        /// The job.
+        job_id: String,
+        /// The state.
+        state: JobState,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A trigger for a ticket whose job `job_id` has not ended: "already running".
+    AlreadyRunning {
+        /// The unfinished job.
+        job_id: String,
+        /// Where the trigger came from.
+        origin: Origin,
+    },
+    /// A plain message (answers to Slack commands that could not be given in the response).
+    Text {
+        /// Where it goes.
+        origin: Origin,
+        /// The text.
+        text: String,
+        /// Slack's `response_url` to answer through, if there is one.
+        response_url: Option<String>,
+    },
+    /// An entry this version cannot read; it is dropped.
+    Unreadable(String),
+}
+
+impl ReplyBody {
+    /// The entry's fields.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ReplyBody::State {
+                job_id,
+                state,
+                attempt,
+            } => vec![
+                ("kind", "state".into()),
+                ("job", job_id.clone()),
+                ("state", state.as_str().into()),
+                ("attempt", attempt.to_string()),
+            ],
+            ReplyBody::AlreadyRunning { job_id, origin } => vec![
+                ("kind", "running".into()),
+                ("job", job_id.clone()),
+                (
+                    "origin",
+                    serde_json::to_string(origin).expect("an origin serializes"),
+                ),
+            ],
+            ReplyBody::Text {
+                origin,
+                text,
+                response_url,
+            } => vec![
+                ("kind", "text".into()),
+                (
+                    "origin",
+                    serde_json::to_string(origin).expect("an origin serializes"),
+                ),
+                ("text", text.clone()),
+                ("response_url", response_url.clone().unwrap_or_default()),
+            ],
+            ReplyBody::Unreadable(why) => vec![("kind", "unreadable".into()), ("why", why.clone())],
+        }
+    }
+
+    /// Reads an entry's fields.
+    fn from_fields(fields: &HashMap<String, String>) -> ReplyBody {
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let origin = || serde_json::from_str::<Origin>(&get("origin"));
+        match get("kind").as_str() {
+            "state" => match get("state").parse::<JobState>() {
+                Ok(state) => ReplyBody::State {
+                    job_id: get("job"),
+                    state,
+                    attempt: get("attempt").parse().unwrap_or(1),
+                },
+                Err(e) => ReplyBody::Unreadable(e),
+            },
+            "running" => match origin() {
+                Ok(origin) => ReplyBody::AlreadyRunning {
+                    job_id: get("job"),
+                    origin,
+                },
+                Err(e) => ReplyBody::Unreadable(format!("origin: {e}")),
+            },
+            "text" => match origin() {
+                Ok(origin) => ReplyBody::Text {
+                    origin,
+                    text: get("text"),
+                    response_url: Some(get("response_url")).filter(|u| !u.is_empty()),
+                },
+                Err(e) => ReplyBody::Unreadable(format!("origin: {e}")),
+            },
+            other => ReplyBody::Unreadable(format!("unknown kind {other:?}")),
         }
     }
 }
@@ -201,6 +351,7 @@ pub struct Queue {
     scripts: std::sync::Arc<Scripts>,
     limits: QueueSettings,
     timeout: Duration,
+    dedup_ttl: Duration,
 }
 
 /// Milliseconds since the epoch.
@@ -224,7 +375,14 @@ impl Queue {
             scripts: std::sync::Arc::new(Scripts::load()),
             limits: limits.clone(),
             timeout,
+            dedup_ttl: Duration::from_secs(86_400),
         })
+    }
+
+    /// How long webhook delivery ids are remembered (`sources.dedup_ttl_secs`).
+    pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
     }
 
     /// The keys this queue uses.
@@ -330,35 +488,49 @@ impl Queue {
         .await
     }
 
-    /// Stores a new job and queues it, or returns the job its idempotency key already
-    /// names. The flag says whether the job was created now.
-    pub async fn submit(&self, job: &NewJob) -> Result<(Job, bool)> {
+    /// Stores a new job and queues it, or says which existing job answers the request
+    /// instead (its idempotency key's, its delivery's, or its ticket's unfinished one).
+    pub async fn submit(&self, job: &NewJob) -> Result<Submission> {
         let id = new_job_id();
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut args = vec![
             id.clone(),
-            job.idempotency_key.clone().unwrap_or_default(),
+            opt(&job.idempotency_key),
             (self.limits.idempotency_ttl_secs * 1000).to_string(),
+            opt(&job.delivery),
+            (self.dedup_ttl.as_millis() as u64).to_string(),
+            opt(&job.exclusive),
         ];
-        let fields: [(&str, String); 10] = [
+        let origin: String = job
+            .origin
+            .as_ref()
+            .map(|o| serde_json::to_string(o).expect("an origin serializes"))
+            .unwrap_or_default();
+        args.push(if job.reply_if_running {
+            origin.clone()
+        } else {
+            String::new()
+        });
+        let fields: [(&str, String); 16] = [
             ("agent", job.agent.clone()),
             ("task", job.task.clone()),
-            ("project", job.project.clone().unwrap_or_default()),
-            ("repo", job.repo.clone().unwrap_or_default()),
-            ("ticket", job.ticket.clone().unwrap_or_default()),
-            (
-                "concurrency_key",
-                job.concurrency_key.clone().unwrap_or_default(),
-            ),
-            (
-                "idempotency_key",
-                job.idempotency_key.clone().unwrap_or_default(),
-            ),
+            ("project", opt(&job.project)),
+            ("repo", opt(&job.repo)),
+            ("ticket", opt(&job.ticket)),
+            ("concurrency_key", opt(&job.concurrency_key)),
+            ("idempotency_key", opt(&job.idempotency_key)),
             ("timeout_secs", job.timeout_secs.to_string()),
             (
                 "retry_on_failure",
                 if job.retry_on_failure { "1" } else { "0" }.into(),
             ),
             ("max_attempts", self.limits.max_attempts.to_string()),
+            ("title", opt(&job.title)),
+            ("description", opt(&job.description)),
+            ("requester", opt(&job.requester)),
+            ("url", opt(&job.url)),
+            ("origin", origin),
+            ("response_url", opt(&job.response_url)),
         ];
         for (k, v) in fields {
             args.push(k.into());
@@ -371,11 +543,20 @@ impl Queue {
         let id = reply.get(1).map(value_string).unwrap_or_default();
         let stored = reply
             .get(2)
-            .and_then(|record| Job::from_fields(&id, &flat_map(record)))
-            .ok_or_else(|| {
-                QueueError::Corrupt(format!("job {id} is incomplete right after submit"))
-            })?;
-        Ok((stored, verdict == "created"))
+            .and_then(|record| Job::from_fields(&id, &flat_map(record)));
+        let found = |stored: Option<Job>| {
+            stored.ok_or_else(|| QueueError::Corrupt(format!("job {id} is incomplete")))
+        };
+        Ok(match verdict.as_str() {
+            "created" => Submission::Created(found(stored)?),
+            "existing" => Submission::Existing(found(stored)?),
+            "running" => Submission::Running(found(stored)?),
+            "duplicate" => Submission::Duplicate {
+                job_id: id.clone(),
+                job: stored,
+            },
+            other => return Err(QueueError::Corrupt(format!("submit answered {other:?}"))),
+        })
     }
 
     /// The job with this id, if it exists.
@@ -725,6 +906,165 @@ impl Queue {
         })
     }
 
+    /// Makes the outbox's consumer group, if it does not exist yet.
+    pub async fn ensure_notify_group(&self) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let made: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys.notify())
+                .arg(keys::NOTIFY_GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match made {
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                other => other.map(|_| ()).map_err(QueueError::from),
+            }
+        })
+        .await
+    }
+
+    /// Takes up to `count` replies from the outbox for `consumer`: first those another
+    /// notifier took more than `stale` ago and never finished (it died), then new ones,
+    /// waiting up to `block` for one. Needs its own connection, since it blocks.
+    pub async fn claim_replies(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        consumer: &str,
+        count: usize,
+        stale: Duration,
+        block: Duration,
+    ) -> Result<Vec<Reply>> {
+        let deadline = block + self.timeout;
+        let work = async {
+            let reclaimed: Value = redis::cmd("XAUTOCLAIM")
+                .arg(self.keys.notify())
+                .arg(keys::NOTIFY_GROUP)
+                .arg(consumer)
+                .arg(stale.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(conn)
+                .await?;
+            let replies = match &reclaimed {
+                Value::Array(parts) if parts.len() >= 2 => stream_replies(&parts[1]),
+                _ => Vec::new(),
+            };
+            if !replies.is_empty() {
+                return Ok(replies);
+            }
+            let read: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(keys::NOTIFY_GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(self.keys.notify())
+                .arg(">")
+                .query_async(conn)
+                .await?;
+            Ok::<_, redis::RedisError>(
+                read_stream_entries(&read)
+                    .into_iter()
+                    .flat_map(stream_replies)
+                    .collect(),
+            )
+        };
+        match tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| QueueError::Timeout(deadline))?
+        {
+            Ok(replies) => Ok(replies),
+            // Redis lost its data (restarted without persistence): recreate the group.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_notify_group().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A reply was delivered (or given up): it leaves the outbox.
+    pub async fn reply_done(&self, entry: &str) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let _: Value = redis::pipe()
+                .atomic()
+                .cmd("XACK")
+                .arg(self.keys.notify())
+                .arg(keys::NOTIFY_GROUP)
+                .arg(entry)
+                .cmd("XDEL")
+                .arg(self.keys.notify())
+                .arg(entry)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A reply could not be delivered: it is tried again after `delay`.
+    pub async fn reply_later(&self, reply: &Reply, delay: Duration) -> Result<()> {
+        let due = now_ms() + delay.as_millis() as i64;
+        let mut args = vec![reply.entry.clone(), due.to_string()];
+        for (k, v) in reply.body.fields() {
+            args.push(k.into());
+            args.push(v);
+        }
+        args.push("tries".into());
+        args.push((reply.tries + 1).to_string());
+        let _: i64 = self.eval(&self.scripts.notify_defer, &args).await?;
+        Ok(())
+    }
+
+    /// Puts a plain reply in the outbox.
+    pub async fn send_reply(&self, body: &ReplyBody) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut fields = body.fields();
+            fields.push(("tries", "0".into()));
+            let _: String = conn.xadd(self.keys.notify(), "*", &fields).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts replies whose retry is due back in the outbox; returns how many.
+    pub async fn promote_replies(&self) -> Result<u64> {
+        self.eval(&self.scripts.notify_promote, &["500".to_string()])
+            .await
+    }
+
+    /// Replies waiting in the outbox and for a retry.
+    pub async fn replies_pending(&self) -> Result<(u64, u64)> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let queued: u64 = conn.xlen(self.keys.notify()).await?;
+            let delayed: u64 = conn.zcard(self.keys.notify_delayed()).await?;
+            Ok((queued, delayed))
+        })
+        .await
+    }
+
+    /// Counts one more post through a Slack `response_url` for `job_id` and returns the
+    /// count (Slack takes at most five per command).
+    pub async fn count_response_post(&self, job_id: &str) -> Result<u64> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            Ok(conn
+                .hincr(self.keys.job(job_id), "response_posts", 1)
+                .await?)
+        })
+        .await
+    }
+
     /// Moves due retries back to the ready queue; returns how many.
     pub async fn promote_due(&self) -> Result<u64> {
         self.eval(&self.scripts.promote, &["500".to_string()]).await
@@ -773,6 +1113,49 @@ impl Queue {
     ) -> Result<Vec<(String, JobEvent)>> {
         self.read_stream(&self.keys.events(job_id), after, count)
             .await
+    }
+
+    /// The last `count` output lines of a job (oldest first), for failure replies.
+    pub async fn last_log_lines(&self, job_id: &str, count: usize) -> Result<Vec<String>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let reply: Value = redis::cmd("XREVRANGE")
+                .arg(self.keys.events(job_id))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(count.saturating_mul(4).max(50))
+                .query_async(&mut conn)
+                .await?;
+            let mut lines: Vec<String> = decode_events::<JobEvent>(&reply)
+                .into_iter()
+                .filter_map(|(_, event)| match event {
+                    JobEvent::Log { line, .. } => Some(line),
+                    _ => None,
+                })
+                .take(count)
+                .collect();
+            lines.reverse();
+            Ok(lines)
+        })
+        .await
+    }
+
+    /// Whether this is the first time `delivery` is seen (remembered for the dedup ttl).
+    pub async fn first_delivery(&self, delivery: &str) -> Result<bool> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let set: Option<String> = redis::cmd("SET")
+                .arg(self.keys.dedup(delivery))
+                .arg("-")
+                .arg("NX")
+                .arg("PX")
+                .arg(self.dedup_ttl.as_millis() as u64)
+                .query_async(&mut conn)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
     }
 
     /// Waits up to `block` for events of a job after `after`, on a dedicated connection.
@@ -987,23 +1370,43 @@ fn value_string(v: &Value) -> String {
     }
 }
 
-/// Parses an XREADGROUP reply into claims.
-fn parse_stream_reply(reply: &Value) -> Vec<Claim> {
+/// The entry lists of an XREADGROUP reply, one per stream.
+fn read_stream_entries(reply: &Value) -> Vec<&Value> {
     match reply {
         Value::Array(streams) => streams
             .iter()
             .filter_map(|s| match s {
-                Value::Array(kv) if kv.len() == 2 => Some(parse_entries(&kv[1])),
+                Value::Array(kv) if kv.len() == 2 => Some(&kv[1]),
                 _ => None,
             })
-            .flatten()
             .collect(),
-        Value::Map(streams) => streams
-            .iter()
-            .flat_map(|(_, entries)| parse_entries(entries))
-            .collect(),
+        Value::Map(streams) => streams.iter().map(|(_, entries)| entries).collect(),
         _ => Vec::new(),
     }
+}
+
+/// Parses an XREADGROUP reply into claims.
+fn parse_stream_reply(reply: &Value) -> Vec<Claim> {
+    read_stream_entries(reply)
+        .into_iter()
+        .flat_map(parse_entries)
+        .collect()
+}
+
+/// Parses outbox entries; unreadable ones are kept as [`ReplyBody::Unreadable`] so the
+/// caller can drop them.
+fn stream_replies(entries: &Value) -> Vec<Reply> {
+    stream_fields(entries)
+        .into_iter()
+        .map(|(entry, fields)| Reply {
+            body: ReplyBody::from_fields(&fields),
+            tries: fields
+                .get("tries")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+            entry,
+        })
+        .collect()
 }
 
 /// Parses `[[id, [field, value, ...]], ...]`, keeping entries that carry a `job` field.
@@ -1189,6 +1592,15 @@ mod tests {
         assert_eq!(keys.idempotency("k"), "P:idem:k");
         assert!(include_str!("scripts/submit.lua").contains("prefix .. 'idem:' .. idem"));
         assert!(LIB.contains(&format!("GROUP = '{}'", keys::GROUP)));
+        assert!(LIB.contains(&format!("NOTIFY_GROUP = '{}'", keys::NOTIFY_GROUP)));
+        assert_eq!(keys.notify(), "P:notify");
+        assert!(LIB.contains("K_NOTIFY = prefix .. 'notify'"));
+        assert_eq!(keys.notify_delayed(), "P:notify:delayed");
+        assert!(include_str!("scripts/notify_defer.lua").contains("K_NOTIFY .. ':delayed'"));
+        assert_eq!(keys.dedup("slack:1"), "P:dedup:slack:1");
+        assert!(include_str!("scripts/submit.lua").contains("prefix .. 'dedup:' .. delivery"));
+        assert_eq!(keys.active("PAY-1"), "P:active:PAY-1");
+        assert!(include_str!("scripts/submit.lua").contains("prefix .. 'active:' .. exclusive"));
     }
 
     #[test]

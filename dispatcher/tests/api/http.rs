@@ -306,6 +306,7 @@ async fn jobs_list_filters_by_project() {
             agentsmith::settings::ProjectSettings {
                 repo: "git@example.invalid:shop.git".into(),
                 agent: "ok".into(),
+                ..Default::default()
             },
         );
     })

@@ -18,8 +18,10 @@ local K_JOBS = prefix .. 'jobs'
 local K_STATS = prefix .. 'stats'
 local K_SEQ = prefix .. 'seq'
 local K_FEED = prefix .. 'feed'
+local K_NOTIFY = prefix .. 'notify'
 local FEED_MAX = 10000
 local GROUP = 'dispatchers'
+local NOTIFY_GROUP = 'notifiers'
 
 local function job_key(id) return prefix .. 'job:' .. id end
 local function events_key(id) return prefix .. 'job:' .. id .. ':events' end
@@ -27,6 +29,9 @@ local function concurrency_key(k) return prefix .. 'concurrency:' .. k end
 local function key_queue(k) return prefix .. 'concurrency:' .. k .. ':queue' end
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+-- The states a job's requester hears about (queued only when it is new or asked again,
+-- not when an infrastructure retry puts it back).
+local REPLY_STATES = { queued = true, running = true, succeeded = true, failed = true, cancelled = true, timed_out = true }
 
 -- Appends an event (a table, or an already encoded JSON string) to the job's stream.
 local function emit(id, event)
@@ -49,6 +54,14 @@ local function transition(id, from, to, attempt, reason)
   emit(id, event)
   event.job_id = id
   redis.call('XADD', K_FEED, 'MAXLEN', '~', FEED_MAX, '*', 'e', cjson.encode(event))
+  -- A job that came from a webhook gets a reply in the outbox, in the same transaction as
+  -- the change it tells of, so no reply is lost and none is sent for a change not made.
+  if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from]) then
+    local origin = redis.call('HGET', job_key(id), 'origin')
+    if origin and origin ~= '' then
+      redis.call('XADD', K_NOTIFY, '*', 'kind', 'state', 'job', id, 'state', to, 'attempt', attempt, 'tries', 0)
+    end
+  end
 end
 
 -- Whether a job may take a slot now: a global slot is free and, for a job with a

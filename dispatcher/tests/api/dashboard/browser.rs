@@ -193,6 +193,7 @@ async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_brows
             ProjectSettings {
                 repo: "git@example.com:acme/webshop.git".into(),
                 agent: "ok".into(),
+                ..Default::default()
             },
         );
     })

@@ -1,0 +1,253 @@
+//! The providers' reply APIs: Slack (`response_url`, `chat.postMessage`), GitHub and GitLab
+//! issue comments, Jira issue comments. Each call says whether a failure is worth retrying.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use super::message::Message;
+use crate::settings::SourcesSettings;
+
+/// Slack shows at most this many characters in a section block.
+const SLACK_SECTION_MAX: usize = 2900;
+
+/// A reply the provider did not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// Whether trying again later may work (a timeout, a 5xx, a 429).
+    pub retryable: bool,
+    /// What happened (never a token).
+    pub message: String,
+}
+
+impl SendError {
+    /// A failure that will not go away by itself.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            message: message.into(),
+        }
+    }
+
+    fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// Sends `request` and reads the reply's JSON (or `Null`), classifying failures.
+async fn send(what: &str, request: RequestBuilder) -> Result<Value, SendError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SendError::retryable(format!("{what}: {}", without_url(&e))))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+    }
+    let message = format!("{what}: HTTP {status}");
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        Err(SendError::retryable(message))
+    } else {
+        Err(SendError::permanent(message))
+    }
+}
+
+/// A reqwest error without its URL (a Slack `response_url` is a credential).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// Slack's message payload: the text as a fallback, a section in mrkdwn and, for a job,
+/// Cancel and Retry buttons as they fit.
+pub fn slack_payload(message: &Message) -> Value {
+    let text = super::short(&message.mrkdwn(), SLACK_SECTION_MAX);
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
+    if let Some(id) = &message.job_id {
+        let mut buttons = Vec::new();
+        if message.can_cancel {
+            buttons.push(json!({"type": "button", "action_id": "cancel", "value": id,
+                "style": "danger", "text": {"type": "plain_text", "text": "Cancel"}}));
+        }
+        if message.can_retry {
+            buttons.push(json!({"type": "button", "action_id": "retry", "value": id,
+                "text": {"type": "plain_text", "text": "Retry"}}));
+        }
+        if !buttons.is_empty() {
+            blocks.push(json!({"type": "actions", "elements": buttons}));
+        }
+    }
+    json!({"text": super::short(&message.headline, 300), "blocks": blocks})
+}
+
+/// Posts through a slash command's or button's `response_url`.
+pub async fn slack_response_url(
+    http: &reqwest::Client,
+    response_url: &str,
+    message: &Message,
+) -> Result<(), SendError> {
+    let mut payload = slack_payload(message);
+    payload["response_type"] = json!(if message.ephemeral {
+        "ephemeral"
+    } else {
+        "in_channel"
+    });
+    payload["replace_original"] = json!(false);
+    send("slack response_url", http.post(response_url).json(&payload))
+        .await
+        .map(|_| ())
+}
+
+/// Posts with `chat.postMessage` (in the thread, when there is one).
+pub async fn slack_post_message(
+    http: &reqwest::Client,
+    sources: &SourcesSettings,
+    channel: &str,
+    thread_ts: Option<&str>,
+    message: &Message,
+) -> Result<(), SendError> {
+    let token = sources.slack.bot_token.expose_secret();
+    if token.is_empty() {
+        return Err(SendError::permanent(
+            "slack: no bot token (sources.slack.bot_token) to post with",
+        ));
+    }
+    let mut payload = slack_payload(message);
+    payload["channel"] = json!(channel);
+    if let Some(ts) = thread_ts {
+        payload["thread_ts"] = json!(ts);
+    }
+    let url = format!(
+        "{}/chat.postMessage",
+        sources.slack.api_base_url.trim_end_matches('/')
+    );
+    let reply = send(
+        "slack chat.postMessage",
+        http.post(url).bearer_auth(token).json(&payload),
+    )
+    .await?;
+    // The Web API answers 200 with {"ok": false, "error": ...} for most failures.
+    if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    let error = reply
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("no ok in the reply");
+    let message = format!("slack chat.postMessage: {error}");
+    if matches!(
+        error,
+        "ratelimited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout"
+    ) {
+        Err(SendError::retryable(message))
+    } else {
+        Err(SendError::permanent(message))
+    }
+}
+
+/// Comments on a GitHub issue.
+pub async fn github_comment(
+    http: &reqwest::Client,
+    sources: &SourcesSettings,
+    repo: &str,
+    issue: u64,
+    message: &Message,
+) -> Result<(), SendError> {
+    let token = sources.github.token.expose_secret();
+    if token.is_empty() {
+        return Err(SendError::permanent(
+            "github: no token (sources.github.token) to comment with",
+        ));
+    }
+    let url = format!(
+        "{}/repos/{repo}/issues/{issue}/comments",
+        sources.github.api_base_url.trim_end_matches('/')
+    );
+    let request = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .json(&json!({"body": message.markdown()}));
+    send("github comment", request).await.map(|_| ())
+}
+
+/// Adds a note to a GitLab issue.
+pub async fn gitlab_note(
+    http: &reqwest::Client,
+    sources: &SourcesSettings,
+    project: &str,
+    issue: u64,
+    message: &Message,
+) -> Result<(), SendError> {
+    let token = sources.gitlab.token.expose_secret();
+    if token.is_empty() {
+        return Err(SendError::permanent(
+            "gitlab: no token (sources.gitlab.token) to comment with",
+        ));
+    }
+    let encoded: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
+    let url = format!(
+        "{}/projects/{encoded}/issues/{issue}/notes",
+        sources.gitlab.api_base_url.trim_end_matches('/')
+    );
+    let request = http
+        .post(url)
+        .header("private-token", token)
+        .json(&json!({"body": message.markdown()}));
+    send("gitlab note", request).await.map(|_| ())
+}
+
+/// Comments on a Jira issue (REST v2, wiki markup, basic auth with the API token).
+pub async fn jira_comment(
+    http: &reqwest::Client,
+    sources: &SourcesSettings,
+    issue: &str,
+    message: &Message,
+) -> Result<(), SendError> {
+    let jira = &sources.jira;
+    let token = jira.api_token.expose_secret();
+    if jira.email.is_empty() || token.is_empty() || jira.base_url.is_empty() {
+        return Err(SendError::permanent(
+            "jira: no base_url, email and api_token to comment with",
+        ));
+    }
+    let url = format!(
+        "{}/rest/api/2/issue/{issue}/comment",
+        jira.base_url.trim_end_matches('/')
+    );
+    let request = http
+        .post(url)
+        .basic_auth(&jira.email, Some(token))
+        .json(&json!({"body": message.jira_wiki()}));
+    send("jira comment", request).await.map(|_| ())
+}
+
+/// The HTTP client of the notifier.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("agentsmith/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's settings are valid")
+}

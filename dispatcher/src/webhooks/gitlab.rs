@@ -1,0 +1,196 @@
+//! GitLab: `POST /webhooks/gitlab`. Verified by `X-Gitlab-Token`, deduplicated by
+//! `Idempotency-Key` (or `X-Gitlab-Event-UUID`); an Issue Hook that adds the trigger label,
+//! or a Note Hook on an issue starting with the command, starts a job. Replies are issue
+//! notes ([`crate::notify`]).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tracing::instrument;
+
+use super::signature::verify_gitlab;
+use super::{
+    disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
+    text_at, IssueEvent, Parsed, Source,
+};
+use crate::api::{ApiError, AppState};
+use crate::queue::Origin;
+
+/// The titles of a label list (`[{"title": ...}]`), if it is one.
+fn titles(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|l| l.get("title").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses a delivery (the body's `object_kind` says what it is). Never panics.
+pub fn parse(body: &[u8]) -> Result<Parsed, String> {
+    let value = json_body(body)?;
+    let kind = required(&value, "/object_kind")?;
+    if kind != "issue" && kind != "note" {
+        return Ok(Parsed::Ignore(format!("{kind} events are not triggers")));
+    }
+    let project = required(&value, "/project/path_with_namespace")?;
+    let requester = text_at(&value, "/user/username");
+    if kind == "issue" {
+        let iid = required_number(&value, "/object_attributes/iid")?;
+        let (previous, current) = (
+            titles(value.pointer("/changes/labels/previous")),
+            titles(value.pointer("/changes/labels/current")),
+        );
+        // A new issue's labels all count as added.
+        let labels_added: Vec<String> = if text_at(&value, "/object_attributes/action").as_deref()
+            == Some("open")
+            && current.is_empty()
+        {
+            titles(value.pointer("/labels"))
+        } else {
+            current
+                .into_iter()
+                .filter(|l| !previous.contains(l))
+                .collect()
+        };
+        if labels_added.is_empty() {
+            return Ok(Parsed::Ignore("no label was added".into()));
+        }
+        return Ok(Parsed::Issue(Box::new(IssueEvent {
+            source: Source::Gitlab,
+            scope: project.clone(),
+            ticket: format!("{project}#{iid}"),
+            origin: Origin::Gitlab {
+                project,
+                issue: iid,
+            },
+            title: text_at(&value, "/object_attributes/title"),
+            description: text_at(&value, "/object_attributes/description"),
+            url: text_at(&value, "/object_attributes/url"),
+            requester,
+            labels_added,
+            status_entered: None,
+            comment: None,
+        })));
+    }
+    let noteable = text_at(&value, "/object_attributes/noteable_type").unwrap_or_default();
+    if noteable != "Issue" {
+        return Ok(Parsed::Ignore(format!(
+            "notes on {noteable:?} are not triggers"
+        )));
+    }
+    let iid = required_number(&value, "/issue/iid")?;
+    Ok(Parsed::Issue(Box::new(IssueEvent {
+        source: Source::Gitlab,
+        scope: project.clone(),
+        ticket: format!("{project}#{iid}"),
+        origin: Origin::Gitlab {
+            project,
+            issue: iid,
+        },
+        title: text_at(&value, "/issue/title"),
+        description: text_at(&value, "/issue/description"),
+        url: text_at(&value, "/object_attributes/url"),
+        requester,
+        labels_added: Vec::new(),
+        status_entered: None,
+        comment: Some(required(&value, "/object_attributes/note")?),
+    })))
+}
+
+/// `POST /webhooks/gitlab`.
+#[instrument(skip_all, fields(source = "gitlab", delivery_id))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let settings = &state.settings.sources.gitlab;
+    if !settings.enabled {
+        return Err(disabled(Source::Gitlab));
+    }
+    verify_gitlab(
+        settings.webhook_token.expose_secret(),
+        header(&headers, "x-gitlab-token"),
+    )
+    .map_err(|e| refused(Source::Gitlab, e))?;
+    let delivery = header(&headers, "idempotency-key")
+        .or_else(|| header(&headers, "x-gitlab-event-uuid"))
+        .map(str::to_string);
+    tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
+    handle_issue_delivery(&state, parse(&body), delivery).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_issue_hook_adding_a_label_is_an_issue_event() {
+        let body = json!({
+            "object_kind": "issue",
+            "user": {"username": "ann"},
+            "project": {"path_with_namespace": "acme/shop"},
+            "object_attributes": {"iid": 4, "title": "Cart empty", "description": "d",
+                                  "url": "https://gitlab.example/acme/shop/-/issues/4", "action": "update"},
+            "changes": {"labels": {"previous": [{"title": "bug"}],
+                                   "current": [{"title": "bug"}, {"title": "agent"}]}}
+        });
+        let Parsed::Issue(event) = parse(body.to_string().as_bytes()).unwrap() else {
+            panic!("not an issue event")
+        };
+        assert_eq!(event.labels_added, vec!["agent".to_string()]);
+        assert_eq!(event.ticket, "acme/shop#4");
+        assert_eq!(event.requester.as_deref(), Some("ann"));
+    }
+
+    #[test]
+    fn a_note_on_an_issue_carries_the_comment_and_others_are_ignored() {
+        let note = |noteable: &str| {
+            json!({
+                "object_kind": "note",
+                "user": {"username": "bob"},
+                "project": {"path_with_namespace": "acme/shop"},
+                "object_attributes": {"note": "/agent fix", "noteable_type": noteable,
+                                      "url": "https://gitlab.example/n/1"},
+                "issue": {"iid": 4, "title": "Cart empty"}
+            })
+            .to_string()
+        };
+        let Parsed::Issue(event) = parse(note("Issue").as_bytes()).unwrap() else {
+            panic!("not an issue event")
+        };
+        assert_eq!(event.comment.as_deref(), Some("/agent fix"));
+        assert!(matches!(
+            parse(note("MergeRequest").as_bytes()),
+            Ok(Parsed::Ignore(_))
+        ));
+    }
+
+    #[test]
+    fn label_removals_and_other_kinds_are_not_triggers() {
+        let body = json!({
+            "object_kind": "issue",
+            "project": {"path_with_namespace": "acme/shop"},
+            "object_attributes": {"iid": 4, "action": "update"},
+            "changes": {"labels": {"previous": [{"title": "agent"}], "current": []}}
+        });
+        assert!(matches!(
+            parse(body.to_string().as_bytes()),
+            Ok(Parsed::Ignore(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"object_kind":"push"}"#),
+            Ok(Parsed::Ignore(_))
+        ));
+        assert!(parse(b"[]").unwrap_err().contains("not a JSON object"));
+    }
+}
