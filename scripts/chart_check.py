@@ -280,6 +280,11 @@ projects:
   payments:
     repo: "git@example.com:acme/payments.git"
     agent: claude
+    jira_projects: ["PAY"]
+sources:
+  jira:
+    base_url: "https://acme.atlassian.net"
+    email: "agentsmith@acme.example"
 """
 
 # name -> (values, Secrets that exist outside the chart: {name: {key: value}})
@@ -320,7 +325,8 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
         merge(WITH_TOKEN, {
             "config": {"content": USER_CONFIG, "installation": "team-a"},
             "secrets": {"runnerSecret": RUNNER_SECRET, "slack": {"signingSecret": "s", "botToken": "b"},
-                        "github": {"webhookSecret": "g"}, "gitlab": {"webhookToken": "l"}, "jira": {"webhookSecret": "j"}},
+                        "github": {"webhookSecret": "g", "token": "gt"}, "gitlab": {"webhookToken": "l", "token": "lt"},
+                        "jira": {"webhookSecret": "j", "apiToken": "jt"}},
             "agents": {"secret": {"data": {"anthropic-api-key": "sk-test"}},
                        "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -403,6 +409,9 @@ def check_template_failures(helm, chart) -> None:
         ("config.content with redis.url", merge(WITH_TOKEN, {"config": {"content": "redis:\n  url: redis://x\n"}}), "config.content sets redis.url"),
         ("config.content with server.runner_secret",
          merge(WITH_TOKEN, {"config": {"content": "server:\n  runner_secret: x\n"}}), "config.content sets server.runner_secret"),
+        ("config.content with a webhook secret",
+         merge(WITH_TOKEN, {"config": {"content": "sources:\n  slack:\n    signing_secret: x\n"}}),
+         "config.content sets sources.slack.signing_secret"),
         ("config.content that is not a mapping", merge(WITH_TOKEN, {"config": {"content": "- a\n- b\n"}}), "config.content is not a YAML mapping"),
     ]
     for label, values, message in cases:
@@ -563,7 +572,8 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
        and re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/secret", "")) is not None, annotations)
     env_names = [e["name"] for e in main["env"] if e["name"].startswith("AGENTSMITH__")]
     equal(f"{label}: the dispatcher's AGENTSMITH__ variables", env_names,
-          ["AGENTSMITH__REDIS__URL", "AGENTSMITH__API__TOKENS", "AGENTSMITH__SERVER__RUNNER_SECRET"])
+          ["AGENTSMITH__REDIS__URL", "AGENTSMITH__API__TOKENS", "AGENTSMITH__SERVER__RUNNER_SECRET",
+           *sorted(SOURCE_SECRETS)])
     ok(f"{label}: no proxy variables when no proxy is set",
        not any(e["name"].upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for e in main["env"]))
 
@@ -624,12 +634,11 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     else:
         data = secrets_in(objects)[FULLNAME]
         equal(f"{label}: api-tokens in the Secret", data.get("api-tokens"), ",".join(v["secrets"]["apiTokens"]))
-        webhook_keys = {"slack-signing-secret", "slack-bot-token", "github-webhook-secret", "gitlab-webhook-token", "jira-webhook-secret"}
         if v["secrets"]["slack"]["signingSecret"]:
-            ok(f"{label}: webhook secrets kept in the Secret", webhook_keys <= set(data), sorted(data))
-            ok(f"{label}: webhook secrets not passed to the dispatcher yet",
-               not any("secretKeyRef" in e.get("valueFrom", {}) and e["valueFrom"]["secretKeyRef"]["key"] in webhook_keys
-                       for e in main["env"]))
+            ok(f"{label}: webhook secrets kept in the Secret", set(SOURCE_SECRETS.values()) <= set(data), sorted(data))
+            enabled = {name: s.get("enabled") for name, s in (config.get("sources") or {}).items()}
+            equal(f"{label}: every source with a secret is on", enabled,
+                  {"slack": True, "github": True, "gitlab": True, "jira": True})
 
     # Optional objects.
     replicas = v["replicas"]
@@ -680,6 +689,37 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
     ok(f"{label}: NOTES.txt names /v1, /webhooks, helm test and /ready",
        all(s in notes for s in ("/v1", "/webhooks", "helm test", "port-forward", "/ready")))
+
+
+SOURCE_SECRETS = {
+    "AGENTSMITH__SOURCES__SLACK__SIGNING_SECRET": "slack-signing-secret",
+    "AGENTSMITH__SOURCES__SLACK__BOT_TOKEN": "slack-bot-token",
+    "AGENTSMITH__SOURCES__GITHUB__WEBHOOK_SECRET": "github-webhook-secret",
+    "AGENTSMITH__SOURCES__GITHUB__TOKEN": "github-token",
+    "AGENTSMITH__SOURCES__GITLAB__WEBHOOK_TOKEN": "gitlab-webhook-token",
+    "AGENTSMITH__SOURCES__GITLAB__TOKEN": "gitlab-token",
+    "AGENTSMITH__SOURCES__JIRA__WEBHOOK_SECRET": "jira-webhook-secret",
+    "AGENTSMITH__SOURCES__JIRA__API_TOKEN": "jira-api-token",
+}
+
+
+def check_webhook_sources(chart) -> None:
+    checks.start("webhook sources: secrets wired, a source on only with its secret")
+    for label, values in [("default", WITH_TOKEN), ("slack and github secrets", merge(WITH_TOKEN, {
+            "secrets": {"slack": {"signingSecret": "s"}, "github": {"webhookSecret": "g", "token": "t"}}}))]:
+        objects = objects_of(render(chart, values))
+        env = {v["name"]: v for v in container(one(objects, "Deployment", FULLNAME), "dispatcher")["env"]}
+        refs = {name: (env.get(name, {}).get("valueFrom") or {}).get("secretKeyRef") for name in SOURCE_SECRETS}
+        checks.ok(f"{label}: every source secret comes from the Secret, optional",
+                  all(ref and ref["key"] == SOURCE_SECRETS[name] and ref.get("optional") is True
+                      and ref["name"] == FULLNAME for name, ref in refs.items()), refs)
+        enabled = {name: source.get("enabled") for name, source in (config_of(objects).get("sources") or {}).items()}
+        expected = {} if label == "default" else {"slack": True, "github": True}
+        checks.equal(f"{label}: the sources turned on in agentsmith.yml", enabled, expected)
+        secret = secrets_in(objects).get(FULLNAME, {})
+        keys = sorted(k for k in secret if k in SOURCE_SECRETS.values())
+        checks.equal(f"{label}: the Secret's source keys", keys,
+                     [] if label == "default" else ["github-token", "github-webhook-secret", "slack-signing-secret"])
 
 
 def check_checksums(chart) -> None:
@@ -882,6 +922,7 @@ def main() -> int:
             step()
         groups = check_renders(helm, chart, binary, tmp)
         check_checksums(chart)
+        check_webhook_sources(chart)
         check_pdb_default(chart)
         check_proxy(chart, binary, tmp)
         groups.update(check_kustomize(kubectl, binary, tmp))

@@ -18,7 +18,9 @@ What it does, in a namespace of its own (agentsmith-live-<random>) with the rele
     webhooks' address;
  2. submits a job through the dispatcher's Service (its ClusterIP, which kube-proxy makes
     reachable from this machine): it runs as a Kubernetes Job in the namespace, its runner
-    calls back through the Service, it ends `succeeded` with its log lines;
+    calls back through the Service, it ends `succeeded` with its log lines; then a signed
+    Slack slash command (`fix LIVE-1`; the signing secret given as a chart value turns Slack
+    on) is answered "Queued as <id>" and its job runs the same way (a wrong signature: 401);
  3. upgrades to a new dispatcher image tag while GET /ready and POST /v1/jobs go to the Service
     every 150 ms each: no request may fail, and every acknowledged job must succeed on its
     first attempt with exactly one Kubernetes Job;
@@ -40,9 +42,12 @@ from __future__ import annotations
 import base64
 import calendar
 import copy
+import hashlib
+import hmac
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -77,7 +82,11 @@ NEW_PROFILE_MARKER = "profile live-check from the new configuration"
 ECHO_COMMAND = ["sh", "-c", "echo \"agent starting: $AGENTSMITH_TASK\"; for step in 1 2 3; do echo \"step $step of 3\"; "
                 "sleep 1; done; printf '{\"summary\":\"did: %s\",\"links\":[]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"; "
                 "echo \"agent done\""]
+# The project a Slack command's ticket (LIVE-1) maps to, in every config of the release.
+LIVE_PROJECTS = {"live": {"agent": "echo", "jira_projects": ["LIVE"]}}
+FIRST_CONFIG = yaml.safe_dump({"projects": LIVE_PROJECTS}, sort_keys=False)
 NEW_CONFIG = yaml.safe_dump({
+    "projects": LIVE_PROJECTS,
     "agents": {
         "echo": {"command": ECHO_COMMAND, "timeout_secs": 600},
         NEW_PROFILE: {
@@ -575,6 +584,7 @@ class LiveTest:
         self.namespace = f"agentsmith-live-{secrets.token_hex(3)}"
         self.token = "live-" + secrets.token_urlsafe(24)
         self.runner_secret = "live-runner-" + secrets.token_urlsafe(24)
+        self.slack_secret = "live-slack-" + secrets.token_urlsafe(24)
         chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
         self.app_version = chart["appVersion"]
         self.new_tag = f"{self.app_version}-live2"
@@ -587,7 +597,10 @@ class LiveTest:
         self.api: Api | None = None
         self.all_job_ids: list[str] = []
         self.values = merge(yaml.safe_load((CHART / "values.local.yaml.example").read_text()) or {}, {
-            "secrets": {"apiTokens": [self.token], "runnerSecret": self.runner_secret},
+            "secrets": {"apiTokens": [self.token], "runnerSecret": self.runner_secret,
+                        # Given as a value, so the chart turns the Slack routes on.
+                        "slack": {"signingSecret": self.slack_secret}},
+            "config": {"content": FIRST_CONFIG},
             # Short-lived agent Jobs, so step 5 can see the TTL at work; small agent pods, so the
             # jobs of the upgrade traffic fit on one test node at once.
             "agents": {"ttlSecondsAfterFinished": AGENT_TTL, "memory": "256Mi"},
@@ -736,7 +749,52 @@ class LiveTest:
                              env={**os.environ, "AGENTSMITH_URL": api.url, "AGENTSMITH_API_TOKEN": self.token})
         checks.ok("`agentsmith jobs logs <id>` against the Service exits 0 and shows the output",
                   cli.returncode == 0 and "agent done" in cli.stdout, f"exit {cli.returncode}: {cli.stdout}{cli.stderr}")
-        log("    Slack: not tested yet; it waits for the webhooks issue (the dispatcher has no /webhooks routes yet)")
+        self.slack_command(api)
+
+    def slack_command(self, api: Api) -> None:
+        """A signed slash command through the Service: answered "Queued as", run as a Job."""
+        form = urllib.parse.urlencode({
+            "command": "/agent", "text": "fix LIVE-1", "user_id": "ULIVE", "user_name": "live-test",
+            "channel_id": "CLIVE", "trigger_id": f"live.{secrets.token_hex(6)}"}).encode()
+        t = now()
+
+        def post(signature_secret: str) -> tuple[int, Any]:
+            stamp = str(int(time.time()))
+            digest = hmac.new(signature_secret.encode(), b"v0:" + stamp.encode() + b":" + form, hashlib.sha256)
+            conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
+            try:
+                conn.request("POST", "/webhooks/slack/commands", body=form, headers={
+                    "Content-Type": "application/x-www-form-urlencoded", "Connection": "close",
+                    "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()})
+                response = conn.getresponse()
+                raw = response.read()
+            finally:
+                conn.close()
+            try:
+                return response.status, json.loads(raw)
+            except ValueError:
+                return response.status, raw.decode(errors="replace")
+
+        status, _ = post("not-the-signing-secret")
+        checks.equal("a Slack command with a wrong signature is refused (401)", status, 401)
+        status, body = post(self.slack_secret)
+        checks.require("a signed Slack slash command answers 200", status == 200, f"{status} {body}")
+        text = json.dumps(body)
+        found = re.search(r"Queued as ([a-z0-9]{12})", text)
+        job_id = found.group(1) if found else None
+        checks.require("its ephemeral answer says \"Queued as <id>\"",
+                       "Queued as" in text and body.get("response_type") == "ephemeral" and job_id, text)
+        job = api.wait_ended(job_id, 180)
+        self.all_job_ids.append(job_id)
+        checks.figure("Slack command -> succeeded s", f"{now() - t:.1f}")
+        checks.equal("the Slack job ends succeeded, in project live, about LIVE-1",
+                     (job["state"], job.get("project"), job.get("ticket"), job.get("task")),
+                     ("succeeded", "live", "LIVE-1", "fix LIVE-1"))
+        checks.equal("its origin is the Slack channel and user",
+                     job.get("origin"), {"source": "slack", "channel": "CLIVE", "user": "ULIVE"})
+        k8s_jobs = wait_until(30, "the Slack job's Kubernetes Job", lambda: self.watch.by_job_id().get(job_id))
+        checks.ok("it ran as one Kubernetes Job in the release namespace",
+                  len(k8s_jobs) == 1 and k8s_jobs[0]["namespace"] == self.namespace, k8s_jobs)
 
     def roll(self, label: str, values: dict) -> tuple[float, float, Traffic, list[LogFollower], set[str]]:
         """Upgrades to `values` under traffic; returns (helm upgrade s, whole roll s, traffic, the old

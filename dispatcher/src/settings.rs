@@ -1413,6 +1413,49 @@ mod tests {
     }
 
     #[test]
+    fn an_enabled_source_without_its_secret_is_refused_by_name() {
+        let err = load_yaml(
+            "sources:\n  slack:\n    enabled: true\n  github:\n    enabled: true\n    webhook_secret: \"  \"\n  jira:\n    enabled: true\n    webhook_secret: s3cret\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"sources.slack.signing_secret"), "{err}");
+        assert!(keys.contains(&"sources.github.webhook_secret"), "{err}");
+        assert!(keys.contains(&"sources.jira.base_url"), "{err}");
+        assert!(!keys.iter().any(|k| k.starts_with("sources.gitlab")), "{err}");
+        // The secret may come from the environment, as the chart gives it.
+        let settings = load_yaml(
+            "sources:\n  slack:\n    enabled: true\n",
+            &[("AGENTSMITH__SOURCES__SLACK__SIGNING_SECRET", "env-signing-secret-1")],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.sources.slack.signing_secret.expose_secret(),
+            "env-signing-secret-1"
+        );
+        assert!(!format!("{settings:?}").contains("env-signing-secret-1"));
+    }
+
+    #[test]
+    fn a_ticket_source_listed_by_two_projects_is_refused() {
+        let err = load_yaml(
+            "projects:\n  a:\n    agent: echo\n    jira_projects: [PAY]\n  b:\n    agent: echo\n    jira_projects: [pay]\nsources:\n  slack:\n    default_project: nope\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.key == "projects.b.jira_projects"
+                && p.message.contains("also listed by project \"a\"")),
+            "{err}"
+        );
+        assert!(
+            err.0.iter().any(|p| p.key == "sources.slack.default_project"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn quantities_parse_like_kubernetes_writes_them() {
         assert_eq!(parse_memory("512Mi"), Ok(512 << 20));
         assert_eq!(parse_memory("2Gi"), Ok(2 << 30));

@@ -137,6 +137,14 @@ a secret (a ConfigMap is no place for one, and the Secret's environment would ov
 {{- if and (hasKey $user "server") (hasKey (get $user "server" | default dict) "runner_secret") -}}
 {{- fail "config.content sets server.runner_secret: give it as secrets.runnerSecret (or in secrets.existingSecret) instead, so it stays out of the ConfigMap" -}}
 {{- end -}}
+{{- $sources := get $user "sources" | default dict -}}
+{{- range $source, $keys := dict "slack" (list "signing_secret" "bot_token") "github" (list "webhook_secret" "token") "gitlab" (list "webhook_token" "token") "jira" (list "webhook_secret" "api_token") -}}
+{{- range $key := $keys -}}
+{{- if hasKey (get $sources $source | default dict) $key -}}
+{{- fail (printf "config.content sets sources.%s.%s: give it in secrets.%s (or in secrets.existingSecret) instead, so it stays out of the ConfigMap" $source $key $source) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and (hasKey $user "redis") (hasKey (get $user "redis" | default dict) "url") -}}
 {{- fail "config.content sets redis.url: the chart sets it (bundled Redis), or give externalRedis.url / externalRedis.existingSecret instead" -}}
 {{- end -}}
@@ -201,6 +209,16 @@ namespace, service account and Secret it created) over both.
         "installation" (include "agentsmith.installation" .))
       "spawner" (dict "type" "kubernetes" "kubernetes" $managedK8s)
 -}}
+{{- /* A source whose secret the chart holds is on. */ -}}
+{{- $enabled := dict -}}
+{{- range $source, $secret := dict "slack" .Values.secrets.slack.signingSecret "github" .Values.secrets.github.webhookSecret "gitlab" .Values.secrets.gitlab.webhookToken "jira" .Values.secrets.jira.webhookSecret -}}
+{{- if $secret -}}
+{{- $_ := set $enabled $source (dict "enabled" true) -}}
+{{- end -}}
+{{- end -}}
+{{- if $enabled -}}
+{{- $_ := set $managed "sources" $enabled -}}
+{{- end -}}
 {{- $config := mergeOverwrite $defaults $user $managed -}}
 {{- /* In-cluster access, whatever config.content says (an empty value would not override). */ -}}
 {{- $k8s := get (get $config "spawner") "kubernetes" -}}

@@ -282,6 +282,23 @@
 
   const COLUMNS = ["Job", "State", "Agent", "Project", "Ticket", "Source", "Created", "Duration", "Attempt"];
 
+  // Where a job came from: its webhook source, or the API.
+  function sourceOf(job) {
+    return job.origin ? job.origin.source : "api";
+  }
+
+  // The source, with the ticket or channel it came from and a link back when there is one.
+  function sourceDetail(job) {
+    const o = job.origin;
+    if (!o) return "api";
+    const where = o.source === "slack" ? "channel " + o.channel
+      : o.source === "jira" ? o.issue
+      : o.source === "github" ? o.repo + "#" + o.issue
+      : o.source === "gitlab" ? o.project + "#" + o.issue : "";
+    const text = o.source + (where ? " — " + where : "");
+    return job.url && /^https?:\/\//.test(job.url) ? h("a", { href: job.url, rel: "noopener noreferrer" }, text) : text;
+  }
+
   function jobRow(job) {
     const cell = (label, ...content) => h("td", { "data-label": label }, ...content);
     return h("tr", { "data-job": job.id, class: "row-" + job.state },
@@ -290,7 +307,7 @@
       cell("Agent", job.agent || "—"),
       cell("Project", job.project || "—"),
       cell("Ticket", job.ticket || "—"),
-      cell("Source", "api"),
+      cell("Source", sourceOf(job)),
       cell("Created", h("time", { datetime: new Date(job.created_at).toISOString(), title: new Date(job.created_at).toString() }, fmtTime(job.created_at))),
       cell("Duration", h("span", { class: "duration", "data-created": job.created_at }, fmtDuration(duration(job)))),
       cell("Attempt", job.attempt + " / " + job.max_attempts),
@@ -453,7 +470,8 @@
         ...row("Project", job.project),
         ...row("Ticket", job.ticket),
         ...row("Repository", job.repo),
-        ...row("Source", "api"),
+        ...row("Source", sourceDetail(job)),
+        ...row("Requested by", job.requester),
         ...row("Created", fmtTime(job.created_at)),
         ...row("Duration", fmtDuration(duration(job))));
       if (job.reason && job.state !== "succeeded") {
