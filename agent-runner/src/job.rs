@@ -159,6 +159,14 @@ impl Job {
             (env::PROJECT, self.intent.project.clone()),
             (env::TICKET, self.intent.ticket.clone()),
             (env::REPO, self.intent.repo.clone()),
+            (env::TITLE, self.intent.title.clone()),
+            (env::DESCRIPTION, self.intent.description.clone()),
+            (env::REQUESTER, self.intent.requester.clone()),
+            (env::URL, self.intent.url.clone()),
+            (
+                env::SOURCE,
+                Some(self.intent.source.clone().unwrap_or_else(|| "api".into())),
+            ),
             (env::INTENT_FILE, path(workspace.intent_file())),
             (env::RESULT_FILE, path(workspace.result_file())),
         ]
@@ -350,5 +358,28 @@ mod tests {
             "{result_file}"
         );
         assert!(!vars.values().flatten().any(|v| v.contains("sekrit")));
+        assert_eq!(vars[env::SOURCE].as_deref(), Some("api"));
+        assert_eq!(vars[env::TITLE], None);
+    }
+
+    #[test]
+    fn a_webhook_intent_gives_the_agent_its_ticket_details() {
+        let mut vars = complete_env();
+        vars.insert(
+            env::INTENT,
+            r#"{"task":"fix PAY-1","ticket":"PAY-1","title":"Refunds fail","description":"Since Monday","requester":"Ann","url":"https://acme.atlassian.net/browse/PAY-1","source":"jira"}"#.to_string(),
+        );
+        let job = parse(&vars).unwrap();
+        let workspace = Workspace::new(job.workdir.clone());
+        let agent: HashMap<_, _> = job.agent_env(&workspace).into_iter().collect();
+        for (name, value) in [
+            (env::TITLE, "Refunds fail"),
+            (env::DESCRIPTION, "Since Monday"),
+            (env::REQUESTER, "Ann"),
+            (env::URL, "https://acme.atlassian.net/browse/PAY-1"),
+            (env::SOURCE, "jira"),
+        ] {
+            assert_eq!(agent[name].as_deref(), Some(value), "{name}");
+        }
     }
 }

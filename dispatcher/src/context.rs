@@ -132,6 +132,11 @@ pub fn job_spec(
             project: job.project.clone(),
             ticket: job.ticket.clone(),
             repo: job.repo.clone(),
+            title: job.title.clone(),
+            description: job.description.clone(),
+            requester: job.requester.clone(),
+            url: job.url.clone(),
+            source: job.origin.as_ref().map(|o| o.source().to_string()),
         },
         profile: AgentProfile {
             name: job.agent.clone(),

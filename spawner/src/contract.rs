@@ -47,6 +47,17 @@ pub mod env {
     pub const TICKET: &str = "AGENTSMITH_TICKET";
     /// Set for the agent: the repository, when the project names one.
     pub const REPO: &str = "AGENTSMITH_REPO";
+    /// Set for the agent: the ticket's title, when a webhook brought one.
+    pub const TITLE: &str = "AGENTSMITH_TITLE";
+    /// Set for the agent: the ticket's description, when a webhook brought one.
+    pub const DESCRIPTION: &str = "AGENTSMITH_DESCRIPTION";
+    /// Set for the agent: who asked (a Slack user, a GitHub login, a Jira account).
+    pub const REQUESTER: &str = "AGENTSMITH_REQUESTER";
+    /// Set for the agent: a link back to where the request came from.
+    pub const URL: &str = "AGENTSMITH_URL";
+    /// Set for the agent: where the request came from (`slack`, `github`, `gitlab`, `jira`,
+    /// or `api`).
+    pub const SOURCE: &str = "AGENTSMITH_SOURCE";
     /// Set for the agent: path of a JSON file holding the whole intent.
     pub const INTENT_FILE: &str = "AGENTSMITH_INTENT_FILE";
     /// Set for the agent: where it may write its result (`{"summary", "links"}`).
@@ -106,6 +117,21 @@ pub struct Intent {
     /// The repository the project points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The ticket's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The ticket's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// A link back to the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where the request came from (`slack`, `github`, `gitlab`, `jira`; none for the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// An agent profile as a spawner needs it: what to run and within which bounds.
