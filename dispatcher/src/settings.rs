@@ -1423,11 +1423,17 @@ mod tests {
         assert!(keys.contains(&"sources.slack.signing_secret"), "{err}");
         assert!(keys.contains(&"sources.github.webhook_secret"), "{err}");
         assert!(keys.contains(&"sources.jira.base_url"), "{err}");
-        assert!(!keys.iter().any(|k| k.starts_with("sources.gitlab")), "{err}");
+        assert!(
+            !keys.iter().any(|k| k.starts_with("sources.gitlab")),
+            "{err}"
+        );
         // The secret may come from the environment, as the chart gives it.
         let settings = load_yaml(
             "sources:\n  slack:\n    enabled: true\n",
-            &[("AGENTSMITH__SOURCES__SLACK__SIGNING_SECRET", "env-signing-secret-1")],
+            &[(
+                "AGENTSMITH__SOURCES__SLACK__SIGNING_SECRET",
+                "env-signing-secret-1",
+            )],
         )
         .unwrap();
         assert_eq!(
@@ -1450,7 +1456,9 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.0.iter().any(|p| p.key == "sources.slack.default_project"),
+            err.0
+                .iter()
+                .any(|p| p.key == "sources.slack.default_project"),
             "{err}"
         );
     }

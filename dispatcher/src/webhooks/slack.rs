@@ -237,11 +237,6 @@ fn job_line(job: &Job) -> String {
     line
 }
 
-/// Who asked, as Slack shows it.
-fn requester_text(user_id: &str) -> String {
-    format!("<@{user_id}>")
-}
-
 /// Where a command's answer goes and who asked.
 struct Asker<'a> {
     user_id: &'a str,
@@ -369,7 +364,9 @@ async fn run_command(
                 "Queued as {}: {} (project {project}, asked by {}).",
                 job.id,
                 truncate(&task, 200),
-                requester_text(asker.user_id)
+                // A name, not a `<@U…>` mention: the answer's text is escaped as mrkdwn,
+                // which would show a mention as literal markup.
+                asker.user_name
             );
             m
         }

@@ -1,5 +1,6 @@
-//! A log audit: the dispatcher (at debug level) and the runner write no secret, token or
-//! credential, whatever passes through them.
+//! A log audit: the dispatcher (at debug level) and the runner write no secret, token,
+//! credential or raw webhook body, whatever passes through them (API calls, signed and
+//! wrongly signed webhooks, replies that fail).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +16,14 @@ const API_TOKEN: &str = "audit-api-token-7d1c0e55aa";
 const RUNNER_SECRET: &str = "audit-runner-secret-94be02";
 const PROFILE_SECRET: &str = "audit-profile-secret-3f61";
 const WRONG_TOKEN: &str = "audit-wrong-token-c0ffee11";
+const GITHUB_SECRET: &str = "audit-github-webhook-secret-51a0";
+const GITHUB_TOKEN: &str = "audit-github-reply-token-aa93";
+const SLACK_SECRET: &str = "audit-slack-signing-secret-77e2";
+const SLACK_BOT_TOKEN: &str = "xoxb-audit-slack-bot-token-0d4e";
+/// A marker in the webhook bodies: a raw body must never reach a log line.
+const BODY_MARKER: &str = "audit-raw-body-marker-6c1f";
+/// A marker in a Slack response_url, which is a credential for the conversation.
+const RESPONSE_URL_MARKER: &str = "audit-response-url-marker-e5b2";
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -52,6 +61,26 @@ spawner:
   process:
     runner_path: "{runner}"
     work_root: "{work}"
+sources:
+  github:
+    enabled: true
+    webhook_secret: "{GITHUB_SECRET}"
+    token: "{GITHUB_TOKEN}"
+    # Nothing listens there: the reply fails, and its failure is logged.
+    api_base_url: "http://127.0.0.1:9"
+  slack:
+    enabled: true
+    signing_secret: "{SLACK_SECRET}"
+    bot_token: "{SLACK_BOT_TOKEN}"
+    api_base_url: "http://127.0.0.1:9"
+  replies:
+    backoff_base_ms: 50
+    max_attempts: 3
+projects:
+  audited:
+    agent: audit
+    github_repos: ["acme/audited"]
+    jira_projects: ["AUD"]
 agents:
   audit:
     command: ["sh", "-c", "echo working on $AGENTSMITH_TASK; test -n \"$SECRET_ENV\" && echo the secret is set"]
@@ -104,6 +133,75 @@ agents:
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
+
+    // Webhooks: a wrongly signed and a signed GitHub delivery, and a signed Slack command,
+    // all carrying markers that must not reach a log line.
+    let issue = json!({
+        "action": "labeled",
+        "issue": {"number": 5, "title": "audit", "body": BODY_MARKER},
+        "label": {"name": "agent"},
+        "repository": {"full_name": "acme/audited"},
+        "sender": {"login": "auditor", "type": "User"}
+    })
+    .to_string();
+    for (signature, expected) in [
+        (
+            agentsmith::webhooks::signature::hub_signature("wrong-secret", issue.as_bytes()),
+            401,
+        ),
+        (
+            agentsmith::webhooks::signature::hub_signature(GITHUB_SECRET, issue.as_bytes()),
+            202,
+        ),
+    ] {
+        let answer = http
+            .post(format!("{base}/webhooks/github"))
+            .header("x-github-event", "issues")
+            .header("x-github-delivery", format!("audit-{expected}"))
+            .header("x-hub-signature-256", signature)
+            .body(issue.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected);
+    }
+    let form = format!(
+        "command=%2Fagent&text=fix+AUD-1+{BODY_MARKER}&user_id=U1&user_name=auditor&channel_id=C1&trigger_id=t1&response_url=http%3A%2F%2F127.0.0.1%3A9%2F{RESPONSE_URL_MARKER}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let answer = http
+        .post(format!("{base}/webhooks/slack/commands"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            agentsmith::webhooks::signature::slack_signature(SLACK_SECRET, now, form.as_bytes()),
+        )
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "the malformed Slack command gets the usage"
+    );
+    let form = form.replace(&format!("+{BODY_MARKER}"), "");
+    let answer = http
+        .post(format!("{base}/webhooks/slack/commands"))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            agentsmith::webhooks::signature::slack_signature(SLACK_SECRET, now, form.as_bytes()),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("Queued as"), "{text}");
     let ended = wait_until(Duration::from_secs(60), || async {
         let job: Value = http
             .get(format!("{base}/v1/jobs/{id}"))
@@ -118,6 +216,29 @@ agents:
     })
     .await;
     assert!(ended, "the audited job did not succeed");
+    // The webhook jobs end too, and their replies are tried (and fail: nothing listens).
+    let webhook_jobs_ended = wait_until(Duration::from_secs(60), || async {
+        let page: Value = http
+            .get(format!("{base}/v1/jobs?project=audited"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+        jobs.len() == 2 && jobs.iter().all(|j| j["state"] == "succeeded")
+    })
+    .await;
+    assert!(webhook_jobs_ended, "the webhook jobs did not succeed");
+    let replies_tried = wait_until(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("a reply will be tried again")
+    })
+    .await;
+    assert!(replies_tried, "the failing replies were not logged");
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let started = Instant::now();
@@ -152,16 +273,37 @@ agents:
         texts.len() >= 2,
         "dispatcher log and runner output: {files:?}"
     );
+    assert!(
+        all.contains("webhook refused"),
+        "the refused delivery was logged"
+    );
     for secret in [
         API_TOKEN,
         RUNNER_SECRET,
         PROFILE_SECRET,
         WRONG_TOKEN,
         job_token.as_str(),
+        GITHUB_SECRET,
+        GITHUB_TOKEN,
+        SLACK_SECRET,
+        SLACK_BOT_TOKEN,
+        BODY_MARKER,
+        RESPONSE_URL_MARKER,
     ] {
         for (file, text) in &texts {
+            // The ticket's description is the agent's input: it is in the intent file by
+            // design, and in no log.
+            if secret == BODY_MARKER && file.ends_with("intent.json") {
+                continue;
+            }
             assert!(!text.contains(secret), "{file} holds a secret ({secret})");
         }
     }
+    assert!(
+        texts
+            .iter()
+            .any(|(file, text)| file.ends_with("intent.json") && text.contains(BODY_MARKER)),
+        "the GitHub job's intent carries the issue's description"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
