@@ -2,8 +2,10 @@
 //!
 //! `bench` measures, in one run: lifecycle throughput of the queue (in-process dispatcher,
 //! no-op spawner, simulated runners), `POST /v1/jobs` throughput of the real
-//! `agentsmith serve` binary against an axum hello-world, and the server's memory. It
-//! starts its own `redis-server`, and prints a table of measured figures against targets.
+//! `agentsmith serve` binary against an axum hello-world, the server's memory, and signed
+//! Slack slash commands against an in-process dispatcher beside an in-process hello-world
+//! (one load generator for both). It starts its own `redis-server`, and prints a table of
+//! measured figures against targets.
 //! `bench hello --port N` is the hello-world server it compares with.
 
 mod api;
@@ -12,6 +14,7 @@ mod kubernetes;
 mod lifecycle;
 mod redis_info;
 mod report;
+mod slack;
 mod sys;
 mod wrk;
 
@@ -53,6 +56,8 @@ enum Only {
     Lifecycle,
     /// API throughput and RSS only.
     Api,
+    /// Signed Slack slash commands per second and their ack latency, beside a hello-world.
+    Slack,
     /// Docker spawner spawn latency beside `docker run` (needs a Docker engine; not part
     /// of `all`).
     Docker,
@@ -79,10 +84,10 @@ struct Opts {
     /// queue.claim_batch of the in-process dispatcher.
     #[arg(long, default_value_t = 256)]
     claim_batch: usize,
-    /// wrk threads.
+    /// wrk threads (and the slack phase's load-generator threads).
     #[arg(long, default_value_t = 2)]
     wrk_threads: usize,
-    /// wrk connections.
+    /// wrk connections (and the slack phase's).
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Use this Redis instead of starting a private redis-server (keys get a random
@@ -171,7 +176,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             .context("the bench binary has no directory")?
             .to_path_buf(),
     };
-    if opts.only != Only::Lifecycle && !opts.no_build && opts.bin_dir.is_none() {
+    // Only the API phase runs the agentsmith binary; the others build it in-process.
+    if !matches!(opts.only, Only::Lifecycle | Only::Slack)
+        && !opts.no_build
+        && opts.bin_dir.is_none()
+    {
         build_binaries()?;
     }
 
@@ -231,20 +240,25 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let result = phases(&opts, &redis, &dir, &tag, &bin_dir).await;
     // Leave nothing in a shared Redis, whatever happened.
     if !redis.private {
-        for prefix in [format!("bench-{tag}:"), format!("bench-{tag}-api:")] {
+        for prefix in [
+            format!("bench-{tag}:"),
+            format!("bench-{tag}-api:"),
+            format!("bench-{tag}-slack:"),
+        ] {
             if let Err(e) = redis.clean(&prefix).await {
                 eprintln!("bench: cleaning {prefix}* failed: {e:#}");
             }
         }
     }
-    let (lifecycle, api) = result?;
+    let (lifecycle, api, slack) = result?;
     println!(
         "{}",
         report::render(
             &machine,
             &opts_summary(&opts),
             lifecycle.as_ref(),
-            api.as_ref()
+            api.as_ref(),
+            slack.as_ref()
         )
     );
     Ok(())
@@ -256,9 +270,13 @@ async fn phases(
     dir: &TempDir,
     tag: &str,
     bin_dir: &std::path::Path,
-) -> anyhow::Result<(Option<lifecycle::Outcome>, Option<api::Outcome>)> {
+) -> anyhow::Result<(
+    Option<lifecycle::Outcome>,
+    Option<api::Outcome>,
+    Option<slack::Outcome>,
+)> {
     let mut lifecycle_outcome = None;
-    if opts.only != Only::Api {
+    if matches!(opts.only, Only::All | Only::Lifecycle) {
         let cfg = lifecycle::Config {
             jobs: opts.jobs,
             submitters: opts.submitters,
@@ -287,7 +305,7 @@ async fn phases(
         lifecycle_outcome = Some(outcome);
     }
     let mut api_outcome = None;
-    if opts.only != Only::Lifecycle {
+    if matches!(opts.only, Only::All | Only::Api) {
         let cfg = api::Config {
             agentsmith: bin_dir.join("agentsmith"),
             runner: bin_dir.join("agent-runner"),
@@ -312,7 +330,30 @@ async fn phases(
             .context("cleaning up after the API phase")?;
         api_outcome = Some(outcome);
     }
-    Ok((lifecycle_outcome, api_outcome))
+    let mut slack_outcome = None;
+    if matches!(opts.only, Only::All | Only::Slack) {
+        let cfg = slack::Config {
+            connections: opts.connections,
+            threads: opts.wrk_threads,
+            duration: std::time::Duration::from_secs(opts.duration),
+            prefix: format!("bench-{tag}-slack:"),
+            tag: tag.to_string(),
+        };
+        eprintln!(
+            "bench: slack: {} connections, {} load threads, {} s warm-up + {} s, against the Slack endpoint and a hello-world",
+            cfg.connections,
+            cfg.threads,
+            slack::WARMUP.as_secs(),
+            opts.duration
+        );
+        let outcome = slack::run(redis, &cfg).await.context("slack phase")?;
+        redis
+            .clean(&cfg.prefix)
+            .await
+            .context("cleaning up after the slack phase")?;
+        slack_outcome = Some(outcome);
+    }
+    Ok((lifecycle_outcome, api_outcome, slack_outcome))
 }
 
 fn opts_summary(opts: &Opts) -> String {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::redis_info::BenchRedis;
-use crate::{api, lifecycle};
+use crate::{api, lifecycle, slack};
 
 /// Lifecycle throughput target (jobs/s).
 pub const TARGET_JOBS_PER_SEC: f64 = 10_000.0;
@@ -12,6 +12,10 @@ pub const TARGET_JOBS_PER_SEC: f64 = 10_000.0;
 pub const TARGET_POST_SHARE: f64 = 0.40;
 /// POST p99 latency bound.
 pub const TARGET_POST_P99: Duration = Duration::from_millis(50);
+/// Signed Slack slash commands per second as a share of the hello-world's (same generator).
+pub const TARGET_SLACK_SHARE: f64 = 0.35;
+/// Slack slash command ack p99 latency bound.
+pub const TARGET_SLACK_P99: Duration = Duration::from_millis(50);
 /// Idle RSS bound (bytes; 20 MB).
 pub const TARGET_IDLE_RSS: u64 = 20_000_000;
 /// Share of the machine other processes may use before a phase counts as disturbed.
@@ -154,6 +158,7 @@ pub fn render(
     options: &str,
     lifecycle: Option<&lifecycle::Outcome>,
     api: Option<&api::Outcome>,
+    slack: Option<&slack::Outcome>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out);
@@ -372,6 +377,9 @@ pub fn render(
             "",
         );
     }
+    if let Some(s) = slack {
+        slack_rows(&mut row, &mut warnings, machine, s);
+    }
     out.push_str(&rows);
     for w in &warnings {
         let _ = writeln!(out, "\nWARNING: {w}");
@@ -432,6 +440,141 @@ pub fn render(
         let _ = writeln!(out, "wrk, hello-world:\n```\n{}```", a.hello_text);
     }
     out
+}
+
+/// The slack phase's rows (and its warnings).
+fn slack_rows(
+    row: &mut impl FnMut(&str, String, &str, &str),
+    warnings: &mut Vec<String>,
+    machine: &Machine,
+    s: &slack::Outcome,
+) {
+    let (slack, hello) = (&s.slack, &s.hello);
+    let share = slack.rps() / hello.rps().max(1e-9);
+    row(
+        &format!(
+            "Slack slash commands, signed, each a new job ({} connections)",
+            s.connections
+        ),
+        format!("{} req/s", thousands(slack.rps())),
+        "",
+        "",
+    );
+    row(
+        "axum hello-world, same load generator",
+        format!(
+            "{} req/s (p50 {}, p99 {})",
+            thousands(hello.rps()),
+            ms(hello.p50),
+            ms(hello.p99)
+        ),
+        "",
+        "",
+    );
+    row(
+        "Slack / hello-world",
+        format!("{:.1} %", share * 100.0),
+        &format!("≥ {:.0} %", TARGET_SLACK_SHARE * 100.0),
+        verdict(share >= TARGET_SLACK_SHARE),
+    );
+    row(
+        "Slack ack p99 latency",
+        format!(
+            "{} (p50 {}, max {})",
+            ms(slack.p99),
+            ms(slack.p50),
+            ms(slack.max)
+        ),
+        &format!("< {}", ms(TARGET_SLACK_P99)),
+        verdict(slack.p99 < TARGET_SLACK_P99),
+    );
+    let clean = |r: &slack::Run| r.non_2xx == 0 && r.errors == 0 && r.unexpected == 0;
+    row(
+        "Slack non-2xx / connection errors / answers without a new job",
+        format!(
+            "{} / {} / {}",
+            slack.non_2xx, slack.errors, slack.unexpected
+        ),
+        "0 / 0 / 0",
+        verdict(clean(slack)),
+    );
+    row(
+        "  jobs stored during the Slack run (answers that said queued), warm-up included",
+        format!(
+            "{} ({})",
+            thousands(s.jobs_stored as f64),
+            thousands(slack.expected as f64)
+        ),
+        "",
+        "",
+    );
+    if !clean(hello) {
+        warnings.push(format!(
+            "the hello-world had {} non-2xx answers, {} connection errors and {} unexpected answers",
+            hello.non_2xx, hello.errors, hello.unexpected
+        ));
+    }
+    let secs = slack.window.as_secs_f64().max(1e-9);
+    let requests = slack.requests.max(1) as f64;
+    row(
+        "  Redis CPU during the Slack run",
+        format!(
+            "{:.2} s ({:.0} % of one core; per request {:.0} µs, {:.1} commands, {:.2} socket reads)",
+            s.redis.cpu_secs,
+            100.0 * s.redis.cpu_secs / secs,
+            s.redis.cpu_secs * 1e6 / requests,
+            s.redis.commands as f64 / requests,
+            s.redis.reads as f64 / requests
+        ),
+        "",
+        "",
+    );
+    for (what, run) in [("Slack", slack), ("hello-world", hello)] {
+        row(
+            &format!("  server / load generator CPU during the {what} run"),
+            format!(
+                "{:.2} s / {:.2} s ({:.0} / {:.0} µs per request)",
+                run.server_cpu_secs,
+                run.load_cpu_secs,
+                run.server_us_per_request(),
+                run.load_cpu_secs * 1e6 / run.requests.max(1) as f64
+            ),
+            "",
+            "",
+        );
+    }
+    for (what, run, others) in [
+        (
+            "Slack",
+            slack,
+            slack.server_cpu_secs + slack.load_cpu_secs + s.redis.cpu_secs,
+        ),
+        (
+            "hello-world",
+            hello,
+            hello.server_cpu_secs + hello.load_cpu_secs,
+        ),
+    ] {
+        let capacity = run.window.as_secs_f64().max(1e-9) * machine.cpus as f64;
+        let other = (run.machine_busy_secs - others).max(0.0);
+        row(
+            &format!("  whole machine busy / other processes during the {what} run"),
+            format!(
+                "{:.0} % / {:.0} % of {} cores",
+                100.0 * run.machine_busy_secs / capacity,
+                100.0 * other / capacity,
+                machine.cpus
+            ),
+            "",
+            "",
+        );
+        if other / capacity > DISTURBED {
+            warnings.push(format!(
+                "other processes used {:.0} % of the machine during the {what} run: its figures are disturbed",
+                100.0 * other / capacity
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

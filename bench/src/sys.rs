@@ -215,6 +215,21 @@ pub fn cpu_secs(pid: u32) -> f64 {
     cpu_secs_of(&format!("/proc/{pid}/stat"), 11)
 }
 
+/// CPU seconds (user + system) used so far by this process's threads named `name` (the
+/// first 15 bytes of a thread's name, as `/proc/self/task/*/comm` holds it).
+pub fn threads_cpu_secs(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|task| cpu_secs_of(&task.path().join("stat").to_string_lossy(), 11))
+        .sum()
+}
+
 /// Fields `first` and `first + 1` (counted after the comm) in seconds: 11 is utime and
 /// stime, 13 cutime and cstime.
 fn cpu_secs_of(path: &str, first: usize) -> f64 {

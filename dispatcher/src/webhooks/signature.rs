@@ -71,7 +71,9 @@ pub fn verify_slack(
         return Err(SignatureError::Mismatch(SIG));
     }
     // Checked after the signature, so an unsigned request learns nothing about the clock.
-    if (now - seconds).abs() > SLACK_MAX_SKEW_SECS {
+    // checked_sub: a signed timestamp near i64::MIN must not overflow.
+    let skew = now.checked_sub(seconds).map(i64::unsigned_abs);
+    if skew.is_none_or(|skew| skew > SLACK_MAX_SKEW_SECS as u64) {
         return Err(SignatureError::Stale);
     }
     Ok(())
@@ -181,6 +183,21 @@ mod tests {
             early,
         );
         assert_eq!(err, Err(SignatureError::Stale));
+    }
+
+    #[test]
+    fn a_signed_slack_timestamp_at_the_ends_of_i64_is_stale_not_a_panic() {
+        for (stamp, now) in [
+            (i64::MIN, 1_700_000_000),
+            (i64::MAX, -1),
+            (i64::MIN + 1, i64::MAX),
+        ] {
+            let sig = slack_signature("s", stamp, b"");
+            assert_eq!(
+                verify_slack("s", Some(&stamp.to_string()), Some(&sig), b"", now),
+                Err(SignatureError::Stale)
+            );
+        }
     }
 
     #[test]

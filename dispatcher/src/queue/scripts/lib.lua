@@ -57,8 +57,11 @@ local function transition(id, from, to, attempt, reason)
   -- A job that came from a webhook gets a reply in the outbox, in the same transaction as
   -- the change it tells of, so no reply is lost and none is sent for a change not made.
   if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from]) then
-    local origin = redis.call('HGET', job_key(id), 'origin')
-    if origin and origin ~= '' then
+    local f = redis.call('HMGET', job_key(id), 'origin', 'response_url')
+    local origin = f[1]
+    -- A slash command's "queued" was said in the command's own response.
+    local answered = to == 'queued' and f[2] and f[2] ~= ''
+    if origin and origin ~= '' and not answered then
       redis.call('XADD', K_NOTIFY, '*', 'kind', 'state', 'job', id, 'state', to, 'attempt', attempt, 'tries', 0)
     end
   end
