@@ -65,6 +65,12 @@ pub enum Error {
         /// How long delivery was tried after the agent ended.
         waited: Duration,
     },
+    /// This attempt already ran in this work directory (a container started again).
+    #[error("attempt {attempt} already ran in this work directory; not running the agent again")]
+    AlreadyRan {
+        /// The attempt.
+        attempt: u32,
+    },
     /// The task delivering events ended without saying how.
     #[error("the event sender stopped unexpectedly")]
     SenderStopped(#[source] tokio::task::JoinError),
@@ -72,14 +78,15 @@ pub enum Error {
 
 impl Error {
     /// The runner's exit code for this failure: 2 for a bad job environment, 3 when the
-    /// dispatcher refuses the token, 4 when the final event could not be delivered, and 1
-    /// for anything else.
+    /// dispatcher refuses the token, 4 when the final event could not be delivered, 5 when
+    /// the attempt already ran here, and 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         use spawner::contract::exit;
         match self {
             Error::MissingVar { .. } | Error::InvalidVar { .. } => exit::BAD_JOB,
             Error::Unauthorized { .. } => exit::TOKEN_REFUSED,
             Error::Undelivered { .. } => exit::UNDELIVERED,
+            Error::AlreadyRan { .. } => exit::ALREADY_RAN,
             Error::Workspace { .. }
             | Error::ResultFile { .. }
             | Error::HttpClient(_)

@@ -58,6 +58,17 @@ enum Halt {
 /// code; an error only for a failure of the runner itself.
 #[tracing::instrument(name = "runner", skip_all, fields(job_id = %job.job_id, attempt = job.attempt))]
 pub async fn run(job: Job, settings: Settings) -> Result<()> {
+    let workspace = Workspace::new(job.workdir.clone());
+    // Before anything is sent: a second run of an attempt must not speak for it.
+    if let Ok(false) = workspace.mark_run(job.attempt).await {
+        tracing::warn!(
+            attempt = job.attempt,
+            "this attempt already ran in this work directory (its container was started again); not running the agent twice"
+        );
+        return Err(Error::AlreadyRan {
+            attempt: job.attempt,
+        });
+    }
     let mut signals = Signals::install()?;
     let outbox = Arc::new(Outbox::new(job.attempt, settings.limits.clone()));
     let (directive_tx, mut directives) = mpsc::unbounded_channel();
@@ -70,7 +81,6 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     let sender = tokio::spawn(sender.run().in_current_span());
     tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
 
-    let workspace = Workspace::new(job.workdir.clone());
     if let Err(e) = workspace.prepare(&job.intent_json).await {
         tracing::error!(error = %e.chain(), "cannot prepare the work directory");
         let reason = e.chain();

@@ -48,6 +48,28 @@ impl Workspace {
         self.dir.join(env::AGENT_PGID_FILE)
     }
 
+    /// Marks `attempt` as run in this work directory; `false` if it already was. A
+    /// container that is started again (Docker restarts an exited container in place, with
+    /// its volume) finds the mark and does not run the agent twice.
+    pub async fn mark_run(&self, attempt: u32) -> Result<bool> {
+        let runner_dir = self.dir.join(RUNNER_DIR);
+        let io = |path: PathBuf| move |source| Error::Workspace { path, source };
+        tokio::fs::create_dir_all(&runner_dir)
+            .await
+            .map_err(io(runner_dir.clone()))?;
+        let mark = runner_dir.join(format!("ran-{attempt}"));
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&mark)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(Error::Workspace { path: mark, source }),
+        }
+    }
+
     /// Creates the directories, writes the intent file and removes a result file left
     /// by an earlier attempt, so a result is never mistaken for this attempt's.
     pub async fn prepare(&self, intent: &serde_json::Value) -> Result<()> {

@@ -2,8 +2,17 @@
 //! processes, injects faults (replica SIGKILLs, a SIGTERM rolling restart, runner SIGKILLs,
 //! a Redis SIGKILL and restart) while jobs flow, then checks that every acknowledged job
 //! reached exactly one end state. See chaos/README.md.
+//!
+//! With `--spawner docker` the agents run in containers of the local agent image instead:
+//! [`docker`] checks the engine and finds (and kills, and removes) this run's containers,
+//! and [`recorder`] takes the agents' run reports over HTTP, as they cannot reach the RUNS
+//! file. Everything else, the verdict included, is the same for both.
+
+mod docker;
+mod recorder;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::Rng;
@@ -23,16 +32,31 @@ const TOKEN: &str = "chaos-token-0123456789abcdef";
 /// The admission limit configured (and checked).
 const MAX_CONCURRENT: u64 = 6;
 
+/// Where the agents of a run are spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SpawnerKind {
+    /// `agent-runner` processes on this machine.
+    Process,
+    /// One container of `--image` per attempt on the local Docker engine.
+    Docker,
+}
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(about = "Chaos harness: faults while jobs flow, then a verdict")]
 struct Args {
-    /// Jobs to submit.
-    #[arg(long, default_value_t = 300)]
-    jobs: usize,
-    /// Seconds of load and faults.
-    #[arg(long, default_value_t = 120)]
-    duration: u64,
+    /// The dispatcher's spawner: agents as local processes, or in Docker containers.
+    #[arg(long, value_enum, default_value_t = SpawnerKind::Process)]
+    spawner: SpawnerKind,
+    /// The agent image of `--spawner docker` (built by `scripts/build-agent-image`).
+    #[arg(long, default_value = "agentsmith-agent:test")]
+    image: String,
+    /// Jobs to submit [default: 300; 100 with `--spawner docker`].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Seconds of load and faults [default: 120; 60 with `--spawner docker`].
+    #[arg(long)]
+    duration: Option<u64>,
     /// Upper bound of the drain, in seconds.
     #[arg(long, default_value_t = 120)]
     drain: u64,
@@ -47,6 +71,25 @@ struct Args {
     /// counted and reported, not a broken promise).
     #[arg(long, default_value = "always", value_parser = ["always", "everysec"])]
     appendfsync: String,
+}
+
+impl Args {
+    /// Jobs to submit: as given, else the spawner's default (containers are slower to
+    /// start than processes on a 2-core machine).
+    fn jobs(&self) -> usize {
+        self.jobs.unwrap_or(match self.spawner {
+            SpawnerKind::Process => 300,
+            SpawnerKind::Docker => 100,
+        })
+    }
+
+    /// Seconds of load and faults: as given, else the spawner's default.
+    fn duration(&self) -> u64 {
+        self.duration.unwrap_or(match self.spawner {
+            SpawnerKind::Process => 120,
+            SpawnerKind::Docker => 60,
+        })
+    }
 }
 
 /// The kind of a job and what end it should reach.
@@ -92,21 +135,64 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn free_port(host: &str) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 
 fn yaml(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
-/// Every child process and path the run owns; cleans up on drop.
+/// The `spawner` section of the docker variant: containers on the default bridge (whose
+/// gateway reaches the replicas and the recorder), never pulled, small limits so six fit
+/// on a small machine, and a short reconcile period so the reconciler runs under the
+/// faults too.
+const DOCKER_SPAWNER: &str = "spawner:\n  type: docker\n  grace_secs: 2\n  reconcile_secs: 5\n  docker:\n    network: bridge\n    pull_policy: Never\n    ttl_after_finished_secs: 30\n    memory: \"128Mi\"\n    cpus: \"1\"\n    pids_limit: 64\n";
+
+/// The profiles quick, fail, slow and sleeper of the docker variant: the scripts of the
+/// process variant, reporting to the recorder with busybox `wget` instead of appending to
+/// the RUNS file. A report that fails stops the script, so no job can succeed without both
+/// of its lines recorded.
+fn docker_agents(d: &DockerRun) -> [String; 4] {
+    let rec = "rec() { wget -q -O /dev/null \"$REC/run?job=$AGENTSMITH_JOB_ID&attempt=$AGENTSMITH_ATTEMPT&ev=$1\"; }; rec start";
+    let agent = |script: String, timeout: u64| {
+        format!(
+            "    image: {image}\n    command: {command}\n    env: {{REC: {url}}}\n    timeout_secs: {timeout}\n",
+            image = yaml(&d.engine.image),
+            command = json!(["sh", "-c", script]),
+            url = yaml(&d.recorder_url),
+        )
+    };
+    [
+        agent(format!("{rec} && sleep 0.3 && rec end"), 60),
+        agent(format!("{rec} && rec end; exit 3"), 60),
+        agent(format!("{rec} && sleep 30 && rec end"), 2),
+        agent(format!("{rec} && sleep 20 && rec end"), 60),
+    ]
+}
+
+/// What the docker variant adds to a run.
+struct DockerRun {
+    /// The engine, checked, with the bridge gateway.
+    engine: docker::Engine,
+    /// `server.installation` of both replicas: the label that finds this run's containers.
+    installation: String,
+    /// Base URL of the recorder, as the agents in containers reach it.
+    recorder_url: String,
+}
+
+/// Every child process, container and path the run owns; cleans up on drop.
 struct World {
     dir: PathBuf,
     keep: bool,
     appendfsync: String,
     agentsmith: PathBuf,
     runner: PathBuf,
+    /// The address the replicas bind and are reached at: 127.0.0.1, or the Docker bridge
+    /// gateway in the docker variant (so runners in containers can call back).
+    host: String,
+    /// Set in the docker variant.
+    docker: Option<DockerRun>,
     redis_port: u16,
     ports: [u16; 2],
     redis: Mutex<Option<Child>>,
@@ -165,6 +251,39 @@ impl World {
 
     fn config(&self, i: usize) -> String {
         let port = self.ports[i];
+        let host = &self.host;
+        let (installation, spawner, [quick, fail, slow, sleeper]) = match &self.docker {
+            None => (String::new(), self.process_spawner(), self.process_agents()),
+            Some(d) => (
+                format!("  installation: {}\n", yaml(&d.installation)),
+                DOCKER_SPAWNER.to_string(),
+                docker_agents(d),
+            ),
+        };
+        format!(
+            "server:\n  bind: \"{host}:{port}\"\n  public_url: \"http://{host}:{port}\"\n{installation}  shutdown_grace_secs: 3\n  runner_secret: \"chaos-runner-secret-0123456789abcdef\"\n\
+redis:\n  url: \"redis://127.0.0.1:{rport}\"\n  prefix: \"chaos:\"\n  timeout_secs: 2\n\
+queue:\n  max_concurrent_jobs: {MAX_CONCURRENT}\n  lease_secs: 3\n  heartbeat_secs: 1\n  reclaim_idle_secs: 2\n  tick_ms: 200\n  backoff_base_secs: 1\n  backoff_max_secs: 2\n  max_attempts: 5\n  start_timeout_secs: 30\n\
+{spawner}\
+agents:\n  quick:\n{quick}  fail:\n{fail}  slow:\n{slow}  sleeper:\n{sleeper}\
+api:\n  tokens: [\"{TOKEN}\"]\n\
+log:\n  format: json\n",
+            rport = self.redis_port,
+        )
+    }
+
+    /// The `spawner` section of the process variant.
+    fn process_spawner(&self) -> String {
+        format!(
+            "spawner:\n  type: process\n  grace_secs: 2\n  process:\n    runner_path: {runner}\n    work_root: {work}\n    keep_finished_secs: 30\n",
+            runner = yaml(&self.runner.display().to_string()),
+            work = yaml(&self.dir.join("work").display().to_string()),
+        )
+    }
+
+    /// The profiles quick, fail, slow and sleeper of the process variant: they append
+    /// their runs to the RUNS file themselves.
+    fn process_agents(&self) -> [String; 4] {
         let runs = yaml(&self.dir.join("runs.txt").display().to_string());
         let rec = "echo \\\"$AGENTSMITH_JOB_ID $AGENTSMITH_ATTEMPT start\\\" >> \\\"$RUNS\\\"";
         let end = "echo \\\"$AGENTSMITH_JOB_ID $AGENTSMITH_ATTEMPT end\\\" >> \\\"$RUNS\\\"";
@@ -173,22 +292,12 @@ impl World {
                 "    command: [\"sh\", \"-c\", \"{script}\"]\n    env: {{RUNS: {runs}}}\n    timeout_secs: {timeout}\n"
             )
         };
-        format!(
-            "server:\n  bind: \"127.0.0.1:{port}\"\n  public_url: \"http://127.0.0.1:{port}\"\n  shutdown_grace_secs: 3\n  runner_secret: \"chaos-runner-secret-0123456789abcdef\"\n\
-redis:\n  url: \"redis://127.0.0.1:{rport}\"\n  prefix: \"chaos:\"\n  timeout_secs: 2\n\
-queue:\n  max_concurrent_jobs: {MAX_CONCURRENT}\n  lease_secs: 3\n  heartbeat_secs: 1\n  reclaim_idle_secs: 2\n  tick_ms: 200\n  backoff_base_secs: 1\n  backoff_max_secs: 2\n  max_attempts: 5\n  start_timeout_secs: 30\n\
-spawner:\n  type: process\n  grace_secs: 2\n  process:\n    runner_path: {runner}\n    work_root: {work}\n    keep_finished_secs: 30\n\
-agents:\n  quick:\n{quick}  fail:\n{fail}  slow:\n{slow}  sleeper:\n{sleeper}\
-api:\n  tokens: [\"{TOKEN}\"]\n\
-log:\n  format: json\n",
-            rport = self.redis_port,
-            runner = yaml(&self.runner.display().to_string()),
-            work = yaml(&self.dir.join("work").display().to_string()),
-            quick = agent(format!("{rec}; sleep 0.3; {end}"), 60),
-            fail = agent(format!("{rec}; {end}; exit 3"), 60),
-            slow = agent(format!("{rec}; sleep 30; {end}"), 2),
-            sleeper = agent(format!("{rec}; sleep 20; {end}"), 60),
-        )
+        [
+            agent(format!("{rec}; sleep 0.3; {end}"), 60),
+            agent(format!("{rec}; {end}; exit 3"), 60),
+            agent(format!("{rec}; sleep 30; {end}"), 2),
+            agent(format!("{rec}; sleep 20; {end}"), 60),
+        ]
     }
 
     fn start_replica(&self, i: usize) -> anyhow::Result<()> {
@@ -267,6 +376,18 @@ log:\n  format: json\n",
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        if let Some(d) = &self.docker {
+            // Twice: a create the killed replicas had in flight may still land.
+            let mut removed = docker::remove_all(&d.installation);
+            std::thread::sleep(Duration::from_millis(500));
+            removed += docker::remove_all(&d.installation);
+            // Not eprintln!: a closed stderr must not stop the cleanup half-way.
+            let _ = writeln!(
+                std::io::stderr(),
+                "removed {removed} container(s) labelled agentsmith.io/installation={}",
+                d.installation
+            );
+        }
         self.kill_redis();
         if self.keep {
             eprintln!("kept {}", self.dir.display());
@@ -321,7 +442,10 @@ struct Ctx {
 
 impl Ctx {
     fn url(&self, replica: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.world.ports[replica])
+        format!(
+            "http://{}:{}{path}",
+            self.world.host, self.world.ports[replica]
+        )
     }
 
     async fn health(&self, replica: usize) -> bool {
@@ -586,6 +710,33 @@ async fn runner_faults(ctx: Arc<Ctx>, duration: Duration) {
     while start.elapsed() < duration && !ctx.stop_faults.load(Ordering::SeqCst) {
         let wait = rand::thread_rng().gen_range(2000..4000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        if let Some(d) = &ctx.world.docker {
+            let installation = d.installation.clone();
+            let log = ctx.world.dir.join("container-kills.log");
+            let killed = tokio::task::spawn_blocking(move || {
+                let running = docker::containers(&installation, true).unwrap_or_default();
+                if running.is_empty() {
+                    return false;
+                }
+                let victim = &running[rand::thread_rng().gen_range(0..running.len())];
+                let killed = docker::kill(victim);
+                if killed {
+                    // Which attempt was hit, for reading the replica logs afterwards.
+                    let _ = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(log)
+                        .and_then(|mut f| writeln!(f, "{} {}", now_ms(), victim.name));
+                }
+                killed
+            })
+            .await
+            .unwrap_or(false);
+            if killed {
+                ctx.stats.fault("runner container docker kill");
+            }
+            continue;
+        }
         let runners: Vec<i32> = ctx
             .world
             .our_processes()
@@ -619,6 +770,60 @@ async fn redis_fault(ctx: Arc<Ctx>, at: Duration) {
         Ok(Err(e)) => eprintln!("restarting redis: {e:#}"),
         Err(e) => eprintln!("restarting redis: {e}"),
     }
+}
+
+/// Runner and agent processes of this run still alive 10 s after every job ended.
+async fn leftover_processes(world: &World) -> Vec<String> {
+    let mut leftovers = Vec::new();
+    for _ in 0..20 {
+        leftovers = world.our_processes();
+        if leftovers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    leftovers
+        .iter()
+        .map(|(pid, _)| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let job = String::from_utf8_lossy(&env)
+                .split('\0')
+                .filter(|v| {
+                    v.starts_with("AGENTSMITH_JOB_ID=") || v.starts_with("AGENTSMITH_ATTEMPT=")
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("pid {pid}: {cmd} [{job}]")
+        })
+        .collect()
+}
+
+/// Containers of this run still running 10 s after every job ended (named
+/// `agentsmith-<job id>-<attempt>`).
+async fn leftover_containers(installation: &str) -> Vec<String> {
+    let mut leftovers = Vec::new();
+    for _ in 0..20 {
+        let installation = installation.to_string();
+        leftovers = match tokio::task::spawn_blocking(move || {
+            docker::containers(&installation, true)
+        })
+        .await
+        {
+            Ok(Ok(found)) => found
+                .into_iter()
+                .map(|c| format!("container {} ({})", c.name, c.state))
+                .collect(),
+            Ok(Err(e)) => vec![format!("(could not list containers: {e:#})")],
+            Err(e) => vec![format!("(could not list containers: {e})")],
+        };
+        if leftovers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    leftovers
 }
 
 /// What the end-of-run check found about one job.
@@ -751,7 +956,11 @@ async fn list_all(ctx: &Ctx) -> Option<HashMap<String, Vec<String>>> {
     Some(by_key)
 }
 
-async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
+async fn run(
+    args: Args,
+    world: Arc<World>,
+    recorder_listener: Option<TcpListener>,
+) -> anyhow::Result<bool> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(2))
@@ -763,6 +972,16 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
         stop_faults: AtomicBool::new(false),
         replica_ops: tokio::sync::Mutex::new(()),
     });
+    let recorded = Arc::new(recorder::Counts::default());
+    if let Some(listener) = recorder_listener {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(recorder::serve(
+            listener,
+            world.dir.join("runs.txt"),
+            recorded.clone(),
+        ));
+    }
     world.start_redis()?;
     for i in 0..2 {
         std::fs::write(world.dir.join(format!("replica{i}.yml")), world.config(i))?;
@@ -777,23 +996,30 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
         }
     }
     let run_tag = format!("chaos-{:08x}", rand::random::<u32>());
-    let duration = Duration::from_secs(args.duration);
+    let (jobs, duration_secs) = (args.jobs(), args.duration());
+    let duration = Duration::from_secs(duration_secs);
     let t0 = Instant::now();
     eprintln!(
         "replicas on {:?}, redis on {}, {} jobs over {} s, temp dir {}",
         world.ports,
         world.redis_port,
-        args.jobs,
-        args.duration,
+        jobs,
+        duration_secs,
         world.dir.display()
     );
+    if let Some(d) = &world.docker {
+        eprintln!(
+            "docker spawner: image {}, installation {}, replicas and recorder on {} (recorder {})",
+            d.engine.image, d.installation, d.engine.gateway, d.recorder_url
+        );
+    }
 
     let sampling_done = Arc::new(AtomicBool::new(false));
     let sampler_task = tokio::spawn(sampler(ctx.clone(), sampling_done.clone()));
     let spread = duration
         .saturating_sub(Duration::from_secs(10))
         .max(Duration::from_secs(1));
-    let load_task = tokio::spawn(load(ctx.clone(), args.jobs, spread, run_tag));
+    let load_task = tokio::spawn(load(ctx.clone(), jobs, spread, run_tag));
     let faults = [
         tokio::spawn(replica_faults(ctx.clone(), duration)),
         tokio::spawn(runner_faults(ctx.clone(), duration)),
@@ -936,30 +1162,10 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
     };
     // Every job has ended: no runner or agent of this run should be left (finished runners
     // exit once their events are delivered; allow them a few seconds).
-    let mut leftovers = Vec::new();
-    for _ in 0..20 {
-        leftovers = world.our_processes();
-        if leftovers.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let leftover_lines: Vec<String> = leftovers
-        .iter()
-        .map(|(pid, _)| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let job = String::from_utf8_lossy(&env)
-                .split('\0')
-                .filter(|v| {
-                    v.starts_with("AGENTSMITH_JOB_ID=") || v.starts_with("AGENTSMITH_ATTEMPT=")
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("pid {pid}: {cmd} [{job}]")
-        })
-        .collect();
+    let leftover_lines = match &world.docker {
+        None => leftover_processes(&world).await,
+        Some(d) => leftover_containers(&d.installation).await,
+    };
     latencies.sort_unstable();
     let over_limit = ctx.stats.over_limit.lock().expect("lock").clone();
 
@@ -967,7 +1173,7 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
     println!("== chaos summary ==");
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| jobs submitted | {} |", args.jobs);
+    println!("| jobs submitted | {jobs} |");
     println!("| jobs acknowledged | {} |", acked.len());
     println!(
         "| submits never acknowledged (not counted) | {} |",
@@ -1017,10 +1223,23 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
         latencies.last().copied().unwrap_or_default() as f64 / 1000.0
     );
     println!("| drain time | {drain_secs:.1} s |");
-    println!(
-        "| runner/agent processes left 10 s after all jobs ended | {} |",
-        leftover_lines.len()
-    );
+    if world.docker.is_some() {
+        println!(
+            "| agent containers still running 10 s after all jobs ended | {} |",
+            leftover_lines.len()
+        );
+        println!(
+            "| recorder: lines recorded / empty connections / requests rejected | {} / {} / {} |",
+            recorded.recorded.load(Ordering::Relaxed),
+            recorded.empty.load(Ordering::Relaxed),
+            recorded.rejected.load(Ordering::Relaxed)
+        );
+    } else {
+        println!(
+            "| runner/agent processes left 10 s after all jobs ended | {} |",
+            leftover_lines.len()
+        );
+    }
     println!();
     println!("end states by kind (expected: quick→succeeded, fail→failed, slow→timed_out, cancel→cancelled):");
     for ((kind, state), n) in &by_state {
@@ -1054,7 +1273,14 @@ async fn run(args: Args, world: Arc<World>) -> anyhow::Result<bool> {
     show("TERMINAL EVENT MISSING", &missing_terminal_event);
     show("TERMINAL EVENTS INCONSISTENT", &multiple_terminal_events);
     show("CONCURRENCY OVER LIMIT", &over_limit);
-    show("processes left after every job ended", &leftover_lines);
+    show(
+        if world.docker.is_some() {
+            "containers left after every job ended"
+        } else {
+            "processes left after every job ended"
+        },
+        &leftover_lines,
+    );
 
     // With `everysec`, a Redis crash may lose what was acknowledged in its last second:
     // that is the documented window, measured here, not a broken promise.
@@ -1120,7 +1346,12 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
     };
     let agentsmith = bin_dir.join("agentsmith");
     let runner = bin_dir.join("agent-runner");
-    for p in [&agentsmith, &runner] {
+    // The docker variant's runner is the one in the image.
+    let needed = match args.spawner {
+        SpawnerKind::Process => vec![&agentsmith, &runner],
+        SpawnerKind::Docker => vec![&agentsmith],
+    };
+    for p in needed {
         if !p.is_file() {
             bail!(
                 "{} is missing: build it first (cargo build [--release] -p dispatcher -p agent-runner)",
@@ -1128,6 +1359,28 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
             );
         }
     }
+    // The docker variant: the engine and the image are checked before anything starts;
+    // the replicas and the recorder listen on the bridge gateway, where containers reach
+    // them.
+    let (host, docker, recorder_listener) = match args.spawner {
+        SpawnerKind::Process => ("127.0.0.1".to_string(), None, None),
+        SpawnerKind::Docker => {
+            let engine = docker::Engine::check(&args.image, &runner)?;
+            let listener = TcpListener::bind((engine.gateway.as_str(), 0)).with_context(|| {
+                format!(
+                    "binding the recorder on the Docker bridge gateway {}",
+                    engine.gateway
+                )
+            })?;
+            let recorder_url = format!("http://{}", listener.local_addr()?);
+            let run = DockerRun {
+                installation: format!("chaos-{:012x}", rand::random::<u64>() >> 16),
+                recorder_url,
+                engine,
+            };
+            (run.engine.gateway.clone(), Some(run), Some(listener))
+        }
+    };
     let dir = std::env::temp_dir().join(format!("agentsmith-chaos-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(dir.join("redis"))?;
     std::fs::create_dir_all(dir.join("work"))?;
@@ -1137,8 +1390,10 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
         appendfsync: args.appendfsync.clone(),
         agentsmith,
         runner,
-        redis_port: free_port()?,
-        ports: [free_port()?, free_port()?],
+        redis_port: free_port("127.0.0.1")?,
+        ports: [free_port(&host)?, free_port(&host)?],
+        host,
+        docker,
         redis: Mutex::new(None),
         replicas: [Mutex::new(None), Mutex::new(None)],
         starts: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -1150,7 +1405,7 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
         .build()?;
     let outcome = runtime.block_on(async {
         tokio::select! {
-            r = run(args, world.clone()) => r,
+            r = run(args, world.clone(), recorder_listener) => r,
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         }
     });

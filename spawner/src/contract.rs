@@ -77,6 +77,9 @@ pub mod exit {
     pub const TOKEN_REFUSED: u8 = 3;
     /// The final event could not be delivered before the runner gave up.
     pub const UNDELIVERED: u8 = 4;
+    /// This attempt had already run in this work directory (its container was started
+    /// again): the agent was not run a second time and nothing was reported.
+    pub const ALREADY_RAN: u8 = 5;
 
     /// What a runner exit code means, for people.
     pub fn meaning(code: i32) -> Option<&'static str> {
@@ -86,6 +89,7 @@ pub mod exit {
             BAD_JOB => Some("the runner's job environment was missing or invalid"),
             TOKEN_REFUSED => Some("the dispatcher refused the runner's token"),
             UNDELIVERED => Some("the runner could not deliver its final report"),
+            ALREADY_RAN => Some("this attempt had already run; it was not run again"),
             _ => None,
         }
     }

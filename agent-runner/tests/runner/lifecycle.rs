@@ -1,6 +1,6 @@
 //! An attempt from start to end: output, environment, result, heartbeats, bad jobs.
 
-use spawner::contract::{env, OutputStream, RunOutcome, RunnerEvent};
+use spawner::contract::{env, exit, OutputStream, RunOutcome, RunnerEvent};
 
 use crate::harness::{launch, Answer, Dispatcher, Script};
 
@@ -226,4 +226,31 @@ async fn an_invalid_variable_is_named_and_the_runner_exits_2() {
         runner.stderr()
     );
     assert!(dispatcher.posts().is_empty());
+}
+
+#[tokio::test]
+async fn an_attempt_started_again_in_its_work_directory_does_not_run_the_agent_twice() {
+    // Docker starts an exited container again in place, with its /work volume: the second
+    // start must neither run the agent nor report anything for the attempt.
+    let dispatcher = Dispatcher::start(Script::always(Answer::Ok)).await;
+    let mut runner = launch(&dispatcher, &["sh", "-c", "echo ran >> runs.txt"]).start();
+    runner.exits_with(0).await;
+    let workdir = runner.workdir();
+    let posts = dispatcher.posts().len();
+    let command = ["sh", "-c", "echo ran >> runs.txt"];
+    let mut again = launch(&dispatcher, &command)
+        .var(env::JOB_ID, runner.job_id())
+        .var(env::JOB_TOKEN, runner.token())
+        .var(env::WORKDIR, workdir.display())
+        .start();
+    again.exits_with(i32::from(exit::ALREADY_RAN)).await;
+    assert_eq!(
+        std::fs::read_to_string(workdir.join("runs.txt")).unwrap(),
+        "ran\n"
+    );
+    assert_eq!(
+        dispatcher.posts().len(),
+        posts,
+        "the second start sent nothing"
+    );
 }
