@@ -98,7 +98,10 @@ impl BenchRedis {
     pub async fn clean(&self, prefix: &str) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         if self.private {
-            let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+            let _: () = redis::cmd("FLUSHALL")
+                .arg("ASYNC")
+                .query_async(&mut conn)
+                .await?;
             return Ok(());
         }
         let mut cursor: u64 = 0;
