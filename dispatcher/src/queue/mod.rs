@@ -652,18 +652,7 @@ impl Queue {
     ) -> Result<Vec<Claim>> {
         let reply: redis::RedisResult<Value> = tokio::time::timeout(
             block + self.timeout,
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(keys::GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(self.keys.queue())
-                .arg(">")
-                .query_async(conn),
+            read_group(keys::GROUP, consumer, count, block, &self.keys.queue()).query_async(conn),
         )
         .await
         .map_err(|_| QueueError::Timeout(block + self.timeout))?;
@@ -703,16 +692,10 @@ impl Queue {
     ) -> Result<Vec<Claim>> {
         self.bounded(async {
             let mut conn = self.conn().await?;
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(self.keys.queue())
-                .arg(keys::GROUP)
-                .arg(consumer)
-                .arg(min_idle.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(count)
-                .query_async(&mut conn)
-                .await?;
+            let reply: Value =
+                auto_claim(&self.keys.queue(), keys::GROUP, consumer, min_idle, count)
+                    .query_async(&mut conn)
+                    .await?;
             // [next-start, [[id, [field, value, ...]], ...], [deleted ids]]
             let entries = match &reply {
                 Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
@@ -939,16 +922,15 @@ impl Queue {
     ) -> Result<Vec<Reply>> {
         let deadline = block + self.timeout;
         let work = async {
-            let reclaimed: Value = redis::cmd("XAUTOCLAIM")
-                .arg(self.keys.notify())
-                .arg(keys::NOTIFY_GROUP)
-                .arg(consumer)
-                .arg(stale.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(count)
-                .query_async(conn)
-                .await?;
+            let reclaimed: Value = auto_claim(
+                &self.keys.notify(),
+                keys::NOTIFY_GROUP,
+                consumer,
+                stale,
+                count,
+            )
+            .query_async(conn)
+            .await?;
             let replies = match &reclaimed {
                 Value::Array(parts) if parts.len() >= 2 => stream_replies(&parts[1]),
                 _ => Vec::new(),
@@ -956,19 +938,15 @@ impl Queue {
             if !replies.is_empty() {
                 return Ok(replies);
             }
-            let read: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(keys::NOTIFY_GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(self.keys.notify())
-                .arg(">")
-                .query_async(conn)
-                .await?;
+            let read: Value = read_group(
+                keys::NOTIFY_GROUP,
+                consumer,
+                count,
+                block,
+                &self.keys.notify(),
+            )
+            .query_async(conn)
+            .await?;
             Ok::<_, redis::RedisError>(
                 read_stream_entries(&read)
                     .into_iter()
@@ -1368,6 +1346,49 @@ fn value_string(v: &Value) -> String {
         Value::Int(i) => i.to_string(),
         _ => String::new(),
     }
+}
+
+/// `XREADGROUP` of up to `count` new entries of `stream` for `consumer` of `group`,
+/// blocking up to `block`.
+fn read_group(
+    group: &str,
+    consumer: &str,
+    count: usize,
+    block: Duration,
+    stream: &str,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">");
+    cmd
+}
+
+/// `XAUTOCLAIM` of up to `count` entries of `stream` that `group`'s consumers took more
+/// than `min_idle` ago, for `consumer`.
+fn auto_claim(
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    count: usize,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XAUTOCLAIM");
+    cmd.arg(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle.as_millis() as u64)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(count);
+    cmd
 }
 
 /// The entry lists of an XREADGROUP reply, one per stream.

@@ -41,53 +41,23 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         return Ok(Parsed::Ignore(format!("{kind} events are not triggers")));
     }
     let project = required(&value, "/project/path_with_namespace")?;
-    let requester = text_at(&value, "/user/username");
-    if kind == "issue" {
-        let iid = required_number(&value, "/object_attributes/iid")?;
-        let (previous, current) = (
-            titles(value.pointer("/changes/labels/previous")),
-            titles(value.pointer("/changes/labels/current")),
-        );
-        // A new issue's labels all count as added.
-        let labels_added: Vec<String> = if text_at(&value, "/object_attributes/action").as_deref()
-            == Some("open")
-            && current.is_empty()
-        {
-            titles(value.pointer("/labels"))
-        } else {
-            current
-                .into_iter()
-                .filter(|l| !previous.contains(l))
-                .collect()
-        };
-        if labels_added.is_empty() {
-            return Ok(Parsed::Ignore("no label was added".into()));
+    // The issue's fields are under object_attributes in an Issue Hook, under issue in a
+    // Note Hook (whose object_attributes are the note's).
+    let (issue, iid) = if kind == "issue" {
+        (
+            "/object_attributes",
+            required_number(&value, "/object_attributes/iid")?,
+        )
+    } else {
+        let noteable = text_at(&value, "/object_attributes/noteable_type").unwrap_or_default();
+        if noteable != "Issue" {
+            return Ok(Parsed::Ignore(format!(
+                "notes on {noteable:?} are not triggers"
+            )));
         }
-        return Ok(Parsed::Issue(Box::new(IssueEvent {
-            source: Source::Gitlab,
-            scope: project.clone(),
-            ticket: format!("{project}#{iid}"),
-            origin: Origin::Gitlab {
-                project,
-                issue: iid,
-            },
-            title: text_at(&value, "/object_attributes/title"),
-            description: text_at(&value, "/object_attributes/description"),
-            url: text_at(&value, "/object_attributes/url"),
-            requester,
-            labels_added,
-            status_entered: None,
-            comment: None,
-        })));
-    }
-    let noteable = text_at(&value, "/object_attributes/noteable_type").unwrap_or_default();
-    if noteable != "Issue" {
-        return Ok(Parsed::Ignore(format!(
-            "notes on {noteable:?} are not triggers"
-        )));
-    }
-    let iid = required_number(&value, "/issue/iid")?;
-    Ok(Parsed::Issue(Box::new(IssueEvent {
+        ("/issue", required_number(&value, "/issue/iid")?)
+    };
+    let mut event = IssueEvent {
         source: Source::Gitlab,
         scope: project.clone(),
         ticket: format!("{project}#{iid}"),
@@ -95,14 +65,37 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
             project,
             issue: iid,
         },
-        title: text_at(&value, "/issue/title"),
-        description: text_at(&value, "/issue/description"),
+        title: text_at(&value, &format!("{issue}/title")),
+        description: text_at(&value, &format!("{issue}/description")),
         url: text_at(&value, "/object_attributes/url"),
-        requester,
+        requester: text_at(&value, "/user/username"),
         labels_added: Vec::new(),
         status_entered: None,
-        comment: Some(required(&value, "/object_attributes/note")?),
-    })))
+        comment: None,
+    };
+    if kind == "note" {
+        event.comment = Some(required(&value, "/object_attributes/note")?);
+        return Ok(Parsed::Issue(Box::new(event)));
+    }
+    let (previous, current) = (
+        titles(value.pointer("/changes/labels/previous")),
+        titles(value.pointer("/changes/labels/current")),
+    );
+    // A new issue's labels all count as added.
+    event.labels_added = if text_at(&value, "/object_attributes/action").as_deref() == Some("open")
+        && current.is_empty()
+    {
+        titles(value.pointer("/labels"))
+    } else {
+        current
+            .into_iter()
+            .filter(|l| !previous.contains(l))
+            .collect()
+    };
+    if event.labels_added.is_empty() {
+        return Ok(Parsed::Ignore("no label was added".into()));
+    }
+    Ok(Parsed::Issue(Box::new(event)))
 }
 
 /// `POST /webhooks/gitlab`.

@@ -154,6 +154,23 @@ enum Sign {
     Missing,
 }
 
+/// A gated app with one job from `/agent fix PAY-12` by the requester, running (its
+/// replies go to the response_url named "command").
+async fn running_slack_job(fake: &FakeApi, gate: &Gate) -> (TestApp, String) {
+    let app = gated_app(fake, gate).await;
+    let command = slash_command(
+        "fix PAY-12",
+        REQUESTER,
+        "t.1",
+        &response_url(fake, "command"),
+    );
+    let (status, answer) = send(slack(&app, "commands", &command, Sign::Right, unix_now())).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = only_job_id(&app).await;
+    app.wait_for_state(&id, JobState::Running, LIMIT).await;
+    (app, id)
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1151,17 +1168,7 @@ async fn a_reply_the_provider_refuses_three_times_arrives_exactly_once_afterward
 async fn the_requesters_cancel_button_cancels_the_running_job() {
     let fake = FakeApi::start().await;
     let gate = Gate::new();
-    let app = gated_app(&fake, &gate).await;
-    let command = slash_command(
-        "fix PAY-12",
-        REQUESTER,
-        "t.1",
-        &response_url(&fake, "command"),
-    );
-    let (status, answer) = send(slack(&app, "commands", &command, Sign::Right, unix_now())).await;
-    assert_eq!(status, 200, "{answer}");
-    let id = only_job_id(&app).await;
-    app.wait_for_state(&id, JobState::Running, LIMIT).await;
+    let (app, id) = running_slack_job(&fake, &gate).await;
     let click = button("cancel", &id, REQUESTER, &response_url(&fake, "click"));
     let (status, body) = send(slack(&app, "interactions", &click, Sign::Right, unix_now())).await;
     assert_eq!(status, 200, "{body}");
@@ -1244,17 +1251,7 @@ async fn the_retry_button_runs_a_finished_job_again() {
 async fn a_button_click_by_someone_neither_requester_nor_admin_is_refused_and_changes_nothing() {
     let fake = FakeApi::start().await;
     let gate = Gate::new();
-    let app = gated_app(&fake, &gate).await;
-    let command = slash_command(
-        "fix PAY-12",
-        REQUESTER,
-        "t.1",
-        &response_url(&fake, "command"),
-    );
-    let (status, answer) = send(slack(&app, "commands", &command, Sign::Right, unix_now())).await;
-    assert_eq!(status, 200, "{answer}");
-    let id = only_job_id(&app).await;
-    app.wait_for_state(&id, JobState::Running, LIMIT).await;
+    let (app, id) = running_slack_job(&fake, &gate).await;
     for action in ["cancel", "retry"] {
         let click = button(action, &id, OTHER, &response_url(&fake, action));
         let (status, body) =
