@@ -51,10 +51,10 @@ struct Args {
     /// The agent image of `--spawner docker` (built by `scripts/build-agent-image`).
     #[arg(long, default_value = "agentsmith-agent:test")]
     image: String,
-    /// Jobs to submit [default: 300; 100 with `--spawner docker`].
+    /// Jobs to submit [default: 1000; 100 with `--spawner docker`].
     #[arg(long)]
     jobs: Option<usize>,
-    /// Seconds of load and faults [default: 120; 60 with `--spawner docker`].
+    /// Seconds of load and faults [default: 300; 60 with `--spawner docker`].
     #[arg(long)]
     duration: Option<u64>,
     /// Upper bound of the drain, in seconds.
@@ -78,7 +78,7 @@ impl Args {
     /// start than processes on a 2-core machine).
     fn jobs(&self) -> usize {
         self.jobs.unwrap_or(match self.spawner {
-            SpawnerKind::Process => 300,
+            SpawnerKind::Process => 1000,
             SpawnerKind::Docker => 100,
         })
     }
@@ -86,7 +86,7 @@ impl Args {
     /// Seconds of load and faults: as given, else the spawner's default.
     fn duration(&self) -> u64 {
         self.duration.unwrap_or(match self.spawner {
-            SpawnerKind::Process => 120,
+            SpawnerKind::Process => 300,
             SpawnerKind::Docker => 60,
         })
     }
