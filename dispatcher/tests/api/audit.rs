@@ -202,31 +202,18 @@ agents:
         .unwrap();
     let text = answer.text().await.unwrap();
     assert!(text.contains("Queued as"), "{text}");
+    let get = |path: String| {
+        let request = http.get(format!("{base}{path}")).bearer_auth(API_TOKEN);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
     let ended = wait_until(Duration::from_secs(60), || async {
-        let job: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        job["state"] == "succeeded"
+        get(format!("/v1/jobs/{id}")).await["state"] == "succeeded"
     })
     .await;
     assert!(ended, "the audited job did not succeed");
     // The webhook jobs end too, and their replies are tried (and fail: nothing listens).
     let webhook_jobs_ended = wait_until(Duration::from_secs(60), || async {
-        let page: Value = http
-            .get(format!("{base}/v1/jobs?project=audited"))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get("/v1/jobs?project=audited".into()).await;
         let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
         jobs.len() == 2 && jobs.iter().all(|j| j["state"] == "succeeded")
     })

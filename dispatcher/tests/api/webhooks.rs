@@ -274,6 +274,31 @@ fn jira(app: &TestApp, sign: Sign, identifier: &str, body: &[u8]) -> RequestBuil
     }
 }
 
+/// A signed delivery to each ticket source and a slash command, named by source.
+fn to_every_source(
+    app: &TestApp,
+    issue: &str,
+    note: &str,
+    update: &str,
+    command: &str,
+) -> [(&'static str, RequestBuilder); 4] {
+    [
+        (
+            "github",
+            github(app, Sign::Right, "issues", "d-1", issue.as_bytes()),
+        ),
+        (
+            "gitlab",
+            gitlab(app, Sign::Right, "Note Hook", "k-1", note.as_bytes()),
+        ),
+        ("jira", jira(app, Sign::Right, "j-1", update.as_bytes())),
+        (
+            "slack",
+            slack(app, "commands", command, Sign::Right, unix_now()),
+        ),
+    ]
+}
+
 /// Sends a request; its status and JSON body (`Null` if it has none).
 async fn send(request: RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("the dispatcher answers");
@@ -658,21 +683,7 @@ async fn a_delivery_larger_than_the_body_limit_is_413_and_queues_nothing() {
         "t.1",
         &response_url(&fake, "1"),
     );
-    let deliveries = [
-        (
-            "github",
-            github(&app, Sign::Right, "issues", "d-1", issue.as_bytes()),
-        ),
-        (
-            "gitlab",
-            gitlab(&app, Sign::Right, "Issue Hook", "k-1", note.as_bytes()),
-        ),
-        ("jira", jira(&app, Sign::Right, "j-1", update.as_bytes())),
-        (
-            "slack",
-            slack(&app, "commands", &command, Sign::Right, unix_now()),
-        ),
-    ];
+    let deliveries = to_every_source(&app, &issue, &note, &update, &command);
     for (source, request) in deliveries {
         let (status, _) = send(request).await;
         assert_eq!(status, 413, "{source}");
@@ -1474,21 +1485,7 @@ async fn a_webhook_while_redis_is_down_is_503_so_the_sender_retries() {
     let note = gitlab_note(4, "/agent fix", "Issue").to_string();
     let update = jira_labelled("PAY-12").to_string();
     let command = slash_command("fix PAY-12", REQUESTER, "t.1", &response_url(&fake, "1"));
-    let deliveries = [
-        (
-            "github",
-            github(&app, Sign::Right, "issues", "d-1", issue.as_bytes()),
-        ),
-        (
-            "gitlab",
-            gitlab(&app, Sign::Right, "Note Hook", "k-1", note.as_bytes()),
-        ),
-        ("jira", jira(&app, Sign::Right, "j-1", update.as_bytes())),
-        (
-            "slack",
-            slack(&app, "commands", &command, Sign::Right, unix_now()),
-        ),
-    ];
+    let deliveries = to_every_source(&app, &issue, &note, &update, &command);
     for (source, request) in deliveries {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 503, "{source}");
