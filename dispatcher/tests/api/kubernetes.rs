@@ -163,9 +163,13 @@ fn k8s_settings(ns: &str) -> Settings {
         ("fail".to_string(), pod_agent("echo about to fail; exit 3")),
         ("sleep".to_string(), pod_agent("echo sleeping; sleep 5; echo woke")),
         (
-            // The first attempt runs until it is stopped; later ones end at once.
+            // The first attempt runs until it is stopped; later ones end at once. Its time
+            // limit is longer than the test waits, so only the Job's removal can end it.
             "lose".to_string(),
-            pod_agent("echo attempt $AGENTSMITH_ATTEMPT; if [ \"$AGENTSMITH_ATTEMPT\" = 1 ]; then sleep 300; fi; echo done"),
+            AgentSettings {
+                timeout_secs: 600,
+                ..pod_agent("echo attempt $AGENTSMITH_ATTEMPT; if [ \"$AGENTSMITH_ATTEMPT\" = 1 ]; then sleep 600; fi; echo done")
+            },
         ),
         ("short".to_string(), pod_agent("echo short start; sleep 2; echo short done")),
         (
