@@ -98,10 +98,6 @@ impl Notifier {
                 if *state == JobState::Running && job.state.is_terminal() {
                     return done("the job has ended since");
                 }
-                // A slash command's answer already said "queued".
-                if *state == JobState::Queued && job.response_url.is_some() {
-                    return done("answered in the command's response");
-                }
                 let lines = if matches!(state, JobState::Failed | JobState::TimedOut) {
                     queue
                         .last_log_lines(job_id, self.ctx.settings.sources.replies.log_lines)
