@@ -26,5 +26,5 @@ for arg in "$@"; do
   fi
 done
 
-cargo build --release -p dispatcher -p agent-runner -p bench
+cargo build --release -p agentsmith -p agent-runner -p bench
 exec "${CARGO_TARGET_DIR:-target}/release/bench" --no-build "$@"

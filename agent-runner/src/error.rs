@@ -81,7 +81,7 @@ impl Error {
     /// dispatcher refuses the token, 4 when the final event could not be delivered, 5 when
     /// the attempt already ran here, and 1 for anything else.
     pub fn exit_code(&self) -> u8 {
-        use spawner::contract::exit;
+        use contract::exit;
         match self {
             Error::MissingVar { .. } | Error::InvalidVar { .. } => exit::BAD_JOB,
             Error::Unauthorized { .. } => exit::TOKEN_REFUSED,

@@ -1,6 +1,6 @@
 //! The job the runner was handed: read once from the environment into a [`Job`].
 //!
-//! The variable names are the constants of [`spawner::contract::env`]. A missing or
+//! The variable names are the constants of [`contract::env`]. A missing or
 //! unusable variable is an [`Error::MissingVar`] or [`Error::InvalidVar`] naming it; the
 //! token's value never appears in an error or in `Debug` output.
 
@@ -9,8 +9,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use contract::{env, Intent};
 use reqwest::Url;
-use spawner::contract::{env, Intent};
 
 use crate::error::{Error, Result};
 use crate::workspace::Workspace;

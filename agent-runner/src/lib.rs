@@ -4,8 +4,8 @@
 //! limit or when the dispatcher says so, and sends one final event saying how the agent
 //! ended and what it left in its result file.
 //!
-//! The job arrives through the environment variables of [`spawner::contract::env`]; the
-//! events are the wire types of [`spawner::contract`]. Layout:
+//! The job arrives through the environment variables of [`contract::env`]; the
+//! events are the wire types of [`contract`]. Layout:
 //!
 //! | module | what |
 //! |---|---|

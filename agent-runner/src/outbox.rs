@@ -11,9 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use spawner::contract::{
-    AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION,
-};
+use contract::{AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Arc;
 
-use spawner::contract::OutputStream;
+use contract::OutputStream;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use contract::{RunnerBatch, RunnerReply};
 use reqwest::{StatusCode, Url};
-use spawner::contract::{RunnerBatch, RunnerReply};
 use tokio::sync::mpsc;
 
 use crate::error::{describe, Error, Result};

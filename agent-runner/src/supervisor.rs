@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spawner::contract::{OutputStream, RunOutcome, RunnerEvent};
+use contract::{OutputStream, RunOutcome, RunnerEvent};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

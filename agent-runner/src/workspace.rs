@@ -5,7 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use spawner::contract::{env, AgentResult};
+use contract::{env, AgentResult};
 
 use crate::error::{Error, Result};
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentsmith::queue::{Job, JobState};
 use anyhow::{bail, Context as _};
+use queue::{Job, JobState};
 
 use crate::redis_info::BenchRedis;
 use crate::sys::{free_port, http_to, ChildGuard};
@@ -327,7 +327,7 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, dir: &Path) -> anyhow::Result
     ] {
         if !path.is_file() {
             bail!(
-                "{what} not found at {} (build it with cargo build --release -p dispatcher -p agent-runner)",
+                "{what} not found at {} (build it with cargo build --release -p agentsmith -p agent-runner)",
                 path.display()
             );
         }

@@ -139,7 +139,7 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, dir: &Path) -> anyhow::Result
     ] {
         if !path.is_file() {
             bail!(
-                "{what} not found at {} (build it with cargo build --release -p dispatcher -p agent-runner)",
+                "{what} not found at {} (build it with cargo build --release -p agentsmith -p agent-runner)",
                 path.display()
             );
         }

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentsmith::app::Application;
-use agentsmith::queue::{NewJob, Queue, Submission};
 use agentsmith::settings::Settings;
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
+use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+use queue::{NewJob, Queue, Submission};
 use spawner::backend::noop::NoopSpawner;
-use spawner::contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
 use spawner::{JobHandle, JobSpawner, JobSpec, LogStream, WorkloadStatus};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;

@@ -184,7 +184,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         build_binaries()?;
     }
 
-    let tag = agentsmith::queue::new_job_id();
+    let tag = queue::new_job_id();
     let dir = TempDir::new(&tag)?;
     let redis = match &opts.redis_url {
         Some(url) => BenchRedis::external(url).await?,

@@ -179,7 +179,7 @@ async fn slack_run(
             String::from_utf8_lossy(&body)
         );
     }
-    let queued = |stats: agentsmith::queue::Stats| stats.entered.get("queued").copied();
+    let queued = |stats: queue::Stats| stats.entered.get("queued").copied();
     let before = queued(queue.stats().await?).unwrap_or(0);
     let (run, redis_delta) = drive(load, target, cfg, Some(redis)).await?;
     let jobs_stored = queued(queue.stats().await?).unwrap_or(0) - before;

@@ -1354,7 +1354,7 @@ fn main_inner(args: Args) -> anyhow::Result<bool> {
     for p in needed {
         if !p.is_file() {
             bail!(
-                "{} is missing: build it first (cargo build [--release] -p dispatcher -p agent-runner)",
+                "{} is missing: build it first (cargo build [--release] -p agentsmith -p agent-runner)",
                 p.display()
             );
         }

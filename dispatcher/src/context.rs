@@ -3,16 +3,17 @@
 //! the state is all in Redis.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spawner::contract::{AgentProfile, Intent};
-use spawner::{JobSpawner, JobSpec};
+use contract::Intent;
+use queue::{CancelOutcome, Job, Queue};
+use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::queue::{CancelOutcome, Job, Queue};
 use crate::settings::Settings;
+use crate::telemetry::chain;
 use crate::token::RunnerTokens;
 
 /// The shared parts of a running dispatcher.
@@ -34,6 +35,7 @@ pub struct Context {
     /// Cancelled when the dispatcher starts shutting down.
     pub shutdown: CancellationToken,
     draining: AtomicBool,
+    failure: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -50,7 +52,7 @@ impl Context {
             "{}-{}-{}",
             settings.server.installation,
             std::process::id(),
-            crate::queue::new_job_id()
+            queue::new_job_id()
         );
         Self {
             settings,
@@ -62,6 +64,7 @@ impl Context {
             callback_base,
             shutdown,
             draining: AtomicBool::new(false),
+            failure: Mutex::new(None),
         }
     }
 
@@ -75,6 +78,21 @@ impl Context {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Marks the dispatcher as failed (a background loop ended): `/ready` answers 503 and
+    /// says why from now on. The first failure is kept.
+    pub fn fail(&self, why: &str) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert_with(|| why.to_string());
+    }
+
+    /// Why the dispatcher failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The SIGTERM-to-SIGKILL grace of workloads.
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.settings.spawner.grace_secs)
@@ -86,14 +104,14 @@ impl Context {
         self: &Arc<Self>,
         job_id: &str,
         reason: &str,
-    ) -> crate::queue::Result<CancelOutcome> {
+    ) -> queue::Result<CancelOutcome> {
         let outcome = self.queue.cancel(job_id, reason).await?;
         if let CancelOutcome::Cancelled(Some(handle)) = &outcome {
             let ctx = self.clone();
             let handle = handle.clone();
             tokio::spawn(async move {
                 if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
-                    tracing::warn!(error = %e, workload = %handle.name, "stopping the workload failed");
+                    tracing::warn!(error = %chain(&e), workload = %handle.name, "stopping the workload failed");
                 }
             });
         }

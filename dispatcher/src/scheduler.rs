@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
-use crate::queue::{Admission, AttemptFailure, Claim, Job, SpawnRecord};
+use crate::telemetry::chain;
+use queue::{Admission, AttemptFailure, Claim, Job, SpawnRecord};
 
 /// Claims and spawns until `ctx.shutdown` is cancelled, with up to `queue.claim_batch`
 /// claims in flight: a slow spawn does not hold up the others. On shutdown it stops
@@ -28,7 +29,7 @@ pub async fn run(ctx: Arc<Context>) {
             match ctx.queue.dedicated_connection().await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    warn!(error = %e, "scheduler cannot reach redis; retrying");
+                    warn!(error = %chain(&e), "scheduler cannot reach redis; retrying");
                     pause(&ctx, Duration::from_secs(1)).await;
                     continue;
                 }
@@ -48,7 +49,7 @@ pub async fn run(ctx: Arc<Context>) {
         let claims = match claims {
             Ok(claims) => claims,
             Err(e) => {
-                warn!(error = %e, "claiming from the ready queue failed; retrying");
+                warn!(error = %chain(&e), "claiming from the ready queue failed; retrying");
                 conn = None;
                 pause(&ctx, Duration::from_secs(1)).await;
                 continue;
@@ -90,7 +91,7 @@ async fn admit_all(ctx: &Context, claims: Vec<Claim>) -> Vec<(Claim, u32, Box<Jo
     let admissions = match ctx.queue.admit(&claims).await {
         Ok(a) => a,
         Err(e) => {
-            warn!(error = %e, claims = claims.len(), "admission failed; the claims stay pending");
+            warn!(error = %chain(&e), claims = claims.len(), "admission failed; the claims stay pending");
             return Vec::new();
         }
     };
@@ -128,11 +129,11 @@ pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &
             Ok(record) => {
                 info!(workload = %handle.name, ?record, "attempt no longer wants this workload; stopping it");
                 if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
-                    warn!(error = %e, "stopping the unwanted workload failed");
+                    warn!(error = %chain(&e), "stopping the unwanted workload failed");
                 }
             }
             Err(e) => {
-                warn!(error = %e, "recording the spawn failed; the claim stays pending and will be adopted")
+                warn!(error = %chain(&e), "recording the spawn failed; the claim stays pending and will be adopted")
             }
         },
         Err(e) => {
@@ -158,7 +159,9 @@ async fn record_failure(ctx: &Context, claim: &Claim, attempt: u32, reason: &str
         Ok(AttemptFailure::Retrying) => warn!(reason, "attempt failed; retrying later"),
         Ok(AttemptFailure::Failed) => warn!(reason, "job failed"),
         Ok(AttemptFailure::Stale) => {}
-        Err(e) => warn!(error = %e, "recording the failure failed; the claim stays pending"),
+        Err(e) => {
+            warn!(error = %chain(&e), "recording the failure failed; the claim stays pending")
+        }
     }
 }
 

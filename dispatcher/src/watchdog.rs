@@ -13,8 +13,9 @@ use spawner::{JobHandle, WorkloadStatus};
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
-use crate::queue::{now_ms, AttemptFailure, JobState};
 use crate::scheduler::{pause, process_batch};
+use crate::telemetry::chain;
+use queue::{now_ms, AttemptFailure, JobState};
 
 /// Runs the housekeeping loop until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>) {
@@ -25,7 +26,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut last_slow: Option<Instant> = None;
     while !ctx.shutdown.is_cancelled() {
         if let Err(e) = ctx.queue.promote_due().await {
-            warn!(error = %e, "promoting due retries failed");
+            warn!(error = %chain(&e), "promoting due retries failed");
         }
         check_leases(&ctx).await;
         if last_reclaim.elapsed() >= reclaim_every {
@@ -36,12 +37,12 @@ pub async fn run(ctx: Arc<Context>) {
             last_slow = Some(Instant::now());
             reconcile(&ctx).await;
             if let Err(e) = ctx.spawner.housekeeping().await {
-                warn!(error = %e, backend = ctx.spawner.backend(), "spawner housekeeping failed");
+                warn!(error = %chain(&e), backend = ctx.spawner.backend(), "spawner housekeeping failed");
             }
             match ctx.queue.sweep().await {
                 Ok(0) => {}
                 Ok(n) => info!(dropped = n, "swept expired jobs from the index"),
-                Err(e) => warn!(error = %e, "sweeping the index failed"),
+                Err(e) => warn!(error = %chain(&e), "sweeping the index failed"),
             }
         }
         pause(&ctx, tick).await;
@@ -54,7 +55,7 @@ pub async fn check_leases(ctx: &Arc<Context>) {
     let expired = match ctx.queue.expired_leases(100).await {
         Ok(ids) => ids,
         Err(e) => {
-            warn!(error = %e, "reading expired leases failed");
+            warn!(error = %chain(&e), "reading expired leases failed");
             return;
         }
     };
@@ -69,7 +70,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         Ok(Some(job)) => job,
         Ok(None) => return,
         Err(e) => {
-            warn!(error = %e, "reading the job failed");
+            warn!(error = %chain(&e), "reading the job failed");
             return;
         }
     };
@@ -81,7 +82,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
     // runner may report before a slow spawn call returns) can be asked about too.
     let handle = job.handle.clone().unwrap_or_else(|| JobHandle {
         backend: ctx.spawner.backend().into(),
-        name: spawner::workload_name(&job.id, job.attempt),
+        name: contract::workload_name(&job.id, job.attempt),
         job_id: job.id.clone(),
         attempt: job.attempt,
         id: None,
@@ -89,7 +90,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
     let status = match ctx.spawner.status(&handle).await {
         Ok(status) => status,
         Err(e) => {
-            warn!(error = %e, "asking the spawner failed; checking again next tick");
+            warn!(error = %chain(&e), "asking the spawner failed; checking again next tick");
             return;
         }
     };
@@ -143,7 +144,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
     };
     if status != WorkloadStatus::NotFound {
         if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
-            warn!(error = %e, "stopping the lost workload failed");
+            warn!(error = %chain(&e), "stopping the lost workload failed");
         }
     }
     match ctx
@@ -154,7 +155,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         Ok(AttemptFailure::Retrying) => warn!(reason, "lease expired; retrying"),
         Ok(AttemptFailure::Failed) => warn!(reason, "lease expired; job failed"),
         Ok(AttemptFailure::Stale) => {}
-        Err(e) => warn!(error = %e, "recording the lost attempt failed"),
+        Err(e) => warn!(error = %chain(&e), "recording the lost attempt failed"),
     }
 }
 
@@ -167,7 +168,7 @@ pub async fn reclaim(ctx: &Arc<Context>) {
             info!(count = claims.len(), "taking over abandoned claims");
             process_batch(ctx, claims).await;
         }
-        Err(e) => warn!(error = %e, "reclaiming abandoned claims failed"),
+        Err(e) => warn!(error = %chain(&e), "reclaiming abandoned claims failed"),
     }
 }
 
@@ -176,7 +177,7 @@ pub async fn reconcile(ctx: &Arc<Context>) {
     let handles = match ctx.spawner.list().await {
         Ok(handles) => handles,
         Err(e) => {
-            warn!(error = %e, "listing workloads failed");
+            warn!(error = %chain(&e), "listing workloads failed");
             return;
         }
     };
@@ -201,7 +202,7 @@ pub async fn reconcile(ctx: &Arc<Context>) {
                 // nobody will read its output, so it goes at once.
                 info!(workload = %handle.name, job_id = %handle.job_id, "removing a workload that has no job record");
                 if let Err(e) = ctx.spawner.remove(&handle).await {
-                    warn!(error = %e, workload = %handle.name, "removing the workload failed");
+                    warn!(error = %chain(&e), workload = %handle.name, "removing the workload failed");
                 }
                 continue;
             }
@@ -214,7 +215,7 @@ pub async fn reconcile(ctx: &Arc<Context>) {
             }
             info!(workload = %handle.name, job_id = %handle.job_id, "removing a workload no job attempt owns");
             if let Err(e) = ctx.spawner.cancel(&handle, ctx.grace()).await {
-                warn!(error = %e, workload = %handle.name, "removing the workload failed");
+                warn!(error = %chain(&e), workload = %handle.name, "removing the workload failed");
             }
         }
     }

@@ -6,7 +6,7 @@
 //! strings no `String` holds, arbitrary Unicode) and checks what an answer must say; where
 //! an input round-trips, it checks that the parse gives back what was put in.
 //!
-//! A separate test binary, so it runs alone: `cargo test -p dispatcher --test fuzz`. Each
+//! A separate test binary, so it runs alone: `cargo test -p agentsmith --test fuzz`. Each
 //! property runs 256 cases; `PROPTEST_CASES=10000` runs more.
 //!
 //! Layout: [`Doc`] builds JSON text from `(pointer, raw JSON)` leaves; the strategies below
@@ -16,7 +16,6 @@
 // A failed unwrap is a failed property.
 #![allow(clippy::unwrap_used)]
 
-use agentsmith::queue::Origin;
 use agentsmith::webhooks::command::{self, Command, CommentCommand};
 use agentsmith::webhooks::signature::{self, SignatureError, SLACK_MAX_SKEW_SECS};
 use agentsmith::webhooks::slack::{self, SlackEvent};
@@ -24,6 +23,7 @@ use agentsmith::webhooks::{github, gitlab, jira, Parsed, Source};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::select;
+use queue::Origin;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ pub enum Error {
         backend: &'static str,
         /// What happened.
         message: String,
-        /// The underlying error.
+        /// The underlying error (the engine's, the API server's, the system's).
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
@@ -30,6 +30,14 @@ pub enum Error {
     NotFound {
         /// The workload name.
         name: String,
+    },
+    /// The settings cannot make a backend.
+    #[error("{key}: {message}")]
+    Settings {
+        /// The key at fault (`spawner.docker.user`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
     },
 }
 

@@ -1,25 +1,95 @@
-//! The agentsmith job contract, the [`JobSpawner`] trait, and its backends.
+//! The [`JobSpawner`] trait and its backends: what runs an agent workload, watches it,
+//! stops it and says why it ended. A spawner never touches Redis or HTTP routing.
 //!
-//! Layout:
-//! - [`contract`]: the wire between the dispatcher and `agent-runner` (environment
-//!   variable names, [`JobSpec`], runner events). Always built; `agent-runner` depends
-//!   on this crate with `default-features = false` and uses nothing else.
-//! - [`JobSpawner`], [`JobHandle`], [`WorkloadStatus`], [`Error`]: what every backend
-//!   implements and returns.
-//! - [`backend`]: the backends. `noop` (always; for benchmarks and queue tests) and
-//!   `process` (feature `process`: runs `agent-runner` as a child process), `docker`
-//!   (feature `docker`: one container per attempt on a Docker engine).
-//! - [`secrets`]: where the process and Docker backends find secret values.
+//! | module | what |
+//! |---|---|
+//! | [`JobSpawner`], [`WorkloadStatus`], [`LogStream`] (`workload.rs`) | the trait every backend implements and what it answers |
+//! | [`spec`] | [`JobSpec`]: one attempt of one job, and the environment handed to `agent-runner` |
+//! | [`settings`] | the `spawner:` section of the configuration, declared once; each backend's own section lives beside it |
+//! | [`quantity`] | memory and CPU quantities as Kubernetes writes them |
+//! | [`secrets`] | where the process and docker backends find secret values |
+//! | [`backend`] | `noop` (always), `process`, `docker` and `kubernetes` (each behind the feature of its name) |
+//! | `conformance`, `recording` (feature `test-util`) | the suite every backend passes, and a fake that records what it is asked |
 //!
-//! A spawner never touches Redis or HTTP routing: it starts, watches, stops and lists
-//! workloads, and says why a workload ended.
+//! Names and shapes shared with the queue and the runner (the [`JobHandle`] a job record
+//! keeps, labels, the runner's environment names) are in the `contract` crate.
 
 pub mod backend;
-pub mod contract;
 mod error;
+pub mod quantity;
+#[cfg(feature = "test-util")]
+pub mod recording;
 pub mod secrets;
+pub mod settings;
+pub mod spec;
 mod workload;
 
-pub use contract::{workload_name, AgentProfile, Intent, JobSpec, Resources};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use contract::JobHandle;
 pub use error::{Error, Result};
-pub use workload::{JobHandle, JobSpawner, LogLine, LogStream, WorkloadStatus};
+pub use settings::{PullPolicy, SpawnerKind, SpawnerSettings};
+pub use spec::{AgentProfile, JobSpec, Resources};
+pub use workload::{JobSpawner, LogLine, LogStream, WorkloadStatus};
+
+/// What every backend is told besides its own section of the settings.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    /// The installation name, in every workload's labels (several may share a cluster or
+    /// an engine).
+    pub name: String,
+    /// Where the values of profiles' secret environment variables come from (process and
+    /// docker backends; kubernetes refers to a Secret instead).
+    pub secrets: secrets::SecretSource,
+    /// SIGTERM-to-SIGKILL grace of workloads.
+    pub grace: Duration,
+}
+
+/// Whether `name` may be an agent's environment variable: not empty, no `=`, and not
+/// `AGENTSMITH_*` (the runner's own).
+pub fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('=') && !name.starts_with("AGENTSMITH_")
+}
+
+/// The backend `settings` name, built for `installation`. Settings with problems (see
+/// [`SpawnerSettings::problems`]) are refused with the first one, naming its key.
+pub fn from_settings(
+    settings: &SpawnerSettings,
+    installation: &str,
+) -> Result<Arc<dyn JobSpawner>> {
+    if let Some((key, message)) = settings.problems().into_iter().next() {
+        return Err(Error::Settings {
+            key: format!("spawner.{key}"),
+            message,
+        });
+    }
+    let installation = Installation {
+        name: installation.to_string(),
+        secrets: settings.secret_source(),
+        grace: Duration::from_secs(settings.grace_secs),
+    };
+    let unbuilt = |kind: SpawnerKind| Error::Settings {
+        key: "spawner.type".into(),
+        message: format!("this build has no {} backend", kind.as_str()),
+    };
+    Ok(match settings.kind {
+        #[cfg(feature = "process")]
+        SpawnerKind::Process => Arc::new(backend::process::ProcessSpawner::new(
+            &settings.process,
+            &installation,
+        )),
+        #[cfg(feature = "docker")]
+        SpawnerKind::Docker => Arc::new(backend::docker::DockerSpawner::new(
+            settings.docker.clone(),
+            &installation,
+        )),
+        #[cfg(feature = "kubernetes")]
+        SpawnerKind::Kubernetes => Arc::new(backend::kubernetes::KubernetesSpawner::new(
+            settings.kubernetes.clone(),
+            &installation,
+        )),
+        #[allow(unreachable_patterns)]
+        other => return Err(unbuilt(other)),
+    })
+}

@@ -6,24 +6,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{JobSpec, OutputStream};
-use crate::Result;
+use contract::{JobHandle, OutputStream};
 
-/// Names one workload a backend created: enough to find it again after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobHandle {
-    /// The backend that created it (`process`, `docker`, `kubernetes`, `noop`).
-    pub backend: String,
-    /// The deterministic workload name (see [`crate::workload_name`]).
-    pub name: String,
-    /// The job id.
-    pub job_id: String,
-    /// The attempt.
-    pub attempt: u32,
-    /// The backend's own identifier: a pid, a container id, a Job uid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-}
+use crate::{JobSpec, Result};
 
 /// What a backend knows about a workload, including why it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +59,7 @@ impl WorkloadStatus {
             WorkloadStatus::Pending { reason: Some(r) } => format!("pending: {r}"),
             WorkloadStatus::Pending { reason: None } => "pending".into(),
             WorkloadStatus::Running => "running".into(),
-            WorkloadStatus::Exited { code } => match crate::contract::exit::meaning(*code) {
+            WorkloadStatus::Exited { code } => match contract::exit::meaning(*code) {
                 Some(meaning) => format!("exited with code {code} ({meaning})"),
                 None => format!("exited with code {code}"),
             },

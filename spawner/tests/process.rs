@@ -7,10 +7,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use contract::Intent;
 use spawner::backend::process::{ProcessSettings, ProcessSpawner};
-use spawner::contract::{AgentProfile, Intent};
 use spawner::secrets::SecretSource;
-use spawner::{JobSpawner, JobSpec, WorkloadStatus};
+use spawner::{AgentProfile, Installation, JobSpawner, JobSpec, WorkloadStatus};
+
+fn installation(secrets: SecretSource) -> Installation {
+    Installation {
+        name: "test".into(),
+        secrets,
+        grace: Duration::from_secs(1),
+    }
+}
 
 fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("spawner-test-{:016x}", rand_u64()));
@@ -28,12 +36,14 @@ fn backend(dir: &std::path::Path) -> ProcessSpawner {
     let runner = dir.join("fake-runner");
     std::fs::write(&runner, "#!/bin/sh\necho \"job $AGENTSMITH_JOB_ID attempt $AGENTSMITH_ATTEMPT\"\nexec sh -c \"$FAKE\"\n").unwrap();
     std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
-    ProcessSpawner::new(ProcessSettings {
-        runner_path: runner,
-        work_root: dir.join("work"),
-        keep_finished: Duration::from_secs(60),
-        secrets: SecretSource::new(Some(dir.join("secrets"))),
-    })
+    ProcessSpawner::new(
+        &ProcessSettings {
+            runner_path: runner,
+            work_root: dir.join("work"),
+            keep_finished_secs: 60,
+        },
+        &installation(SecretSource::new(Some(dir.join("secrets")))),
+    )
 }
 
 fn spec(id: &str, script: &str) -> JobSpec {
@@ -165,12 +175,14 @@ async fn cancel_stops_a_workload_that_ignores_sigterm_and_is_idempotent() {
 
 #[tokio::test]
 async fn probe_names_a_missing_runner() {
-    let backend = ProcessSpawner::new(ProcessSettings {
-        runner_path: "/nonexistent/agent-runner".into(),
-        work_root: std::env::temp_dir(),
-        keep_finished: Duration::from_secs(1),
-        secrets: SecretSource::default(),
-    });
+    let backend = ProcessSpawner::new(
+        &ProcessSettings {
+            runner_path: "/nonexistent/agent-runner".into(),
+            work_root: std::env::temp_dir(),
+            keep_finished_secs: 1,
+        },
+        &installation(SecretSource::default()),
+    );
     let err = backend.probe().await.unwrap_err();
     assert!(
         err.to_string().contains("/nonexistent/agent-runner"),

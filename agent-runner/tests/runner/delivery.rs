@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use agent_runner::outbox::{Limits, Outbox};
 use agent_runner::sender::{Delivery, Sender, SenderSettings};
-use spawner::contract::{env, OutputStream, RunOutcome, RunnerEvent};
+use contract::{env, OutputStream, RunOutcome, RunnerEvent};
 
 use crate::harness::{is_alive, launch, wait_until, Answer, Dispatcher, Script, EXIT_LIMIT};
 

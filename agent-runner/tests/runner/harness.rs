@@ -1,51 +1,22 @@
 //! The test harness: a stand-in dispatcher that records what it is sent and answers as
 //! scripted, a runner launcher, per-test directories, and `wait_until`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
+use contract::env;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use spawner::contract::{
-    env, AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply,
-};
+
+pub use testkit::stand_in::{Answer, Dispatcher, Script};
+pub use testkit::temp::unique;
+pub use testkit::wait::wait_until_sync as wait_until;
 
 /// Generous limits: the tests must pass on a slow, busy machine.
 pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
-
-/// Polls `condition` every 50 ms until it holds (true) or `timeout` passes (false).
-pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A name no other test (or test run) uses.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{nanos:08x}-{n}", std::process::id())
-}
 
 /// Whether a process exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
@@ -60,229 +31,20 @@ pub fn is_alive(pid: i32) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// The stand-in dispatcher
-
-/// How the stand-in dispatcher answers a post.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// 200 `{"stop": false}`.
-    Ok,
-    /// 200 `{"stop": true}`.
-    Stop,
-    /// This status, with a short text body.
-    Status(u16),
-}
-
-/// The answers to give, in order, then `then` for every later post.
-#[derive(Debug, Clone)]
-pub struct Script {
-    first: VecDeque<Answer>,
-    then: Answer,
-}
-
-impl Script {
-    /// `answer` to every post.
-    pub fn always(answer: Answer) -> Self {
-        Self {
-            first: VecDeque::new(),
-            then: answer,
-        }
-    }
-
-    /// Before that, `answer` to the next `n` posts.
-    pub fn first(mut self, n: usize, answer: Answer) -> Self {
-        for _ in 0..n {
-            self.first.push_back(answer);
-        }
-        self
-    }
-
-    fn next(&mut self) -> Answer {
-        self.first.pop_front().unwrap_or(self.then)
-    }
-}
-
-/// One post the stand-in dispatcher received. Every post is recorded, whatever it was
-/// answered: a batch answered 500 may have been stored before the answer was lost.
-#[derive(Debug, Clone)]
-pub struct Post {
-    /// The `Authorization` header.
-    pub authorization: Option<String>,
-    /// The body as sent.
-    pub body: String,
-    /// The body as a batch.
-    pub batch: RunnerBatch,
-    /// What it was answered.
-    pub answer: Answer,
-}
-
-#[derive(Debug)]
-struct Recorder {
-    posts: Vec<Post>,
-    script: Script,
-}
-
-/// A dispatcher's `/internal/jobs/{id}/events` endpoint, recording the posts it gets.
-pub struct Dispatcher {
-    addr: std::net::SocketAddr,
-    state: Arc<Mutex<Recorder>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn record(
-    State(state): State<Arc<Mutex<Recorder>>>,
-    headers: HeaderMap,
-    body: String,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let batch: RunnerBatch = match serde_json::from_str(&body) {
-        Ok(batch) => batch,
-        Err(e) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("not a batch: {e}"),
-            )
-                .into_response()
-        }
-    };
-    let mut state = state.lock().unwrap();
-    let answer = state.script.next();
-    state.posts.push(Post {
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        body,
-        batch,
-        answer,
-    });
-    match answer {
-        Answer::Ok => Json(RunnerReply { stop: false }).into_response(),
-        Answer::Stop => Json(RunnerReply { stop: true }).into_response(),
-        Answer::Status(code) => (
-            StatusCode::from_u16(code).unwrap(),
-            format!("scripted {code}"),
-        )
-            .into_response(),
-    }
-}
-
-impl Dispatcher {
-    /// Starts a stand-in dispatcher on a free port of 127.0.0.1.
-    pub async fn start(script: Script) -> Self {
-        let state = Arc::new(Mutex::new(Recorder {
-            posts: Vec::new(),
-            script,
-        }));
-        let app = Router::new()
-            .route("/internal/jobs/{id}/events", post(record))
-            .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            addr,
-            state,
-            server,
-        }
-    }
-
-    /// The callback URL for `job_id`.
-    pub fn callback_url(&self, job_id: &str) -> String {
-        format!("http://{}/internal/jobs/{job_id}/events", self.addr)
-    }
-
-    /// Every post so far.
-    pub fn posts(&self) -> Vec<Post> {
-        self.state.lock().unwrap().posts.clone()
-    }
-
-    /// The events received, deduplicated by sequence number, in order. Panics unless the
-    /// numbers run from 0 without a gap and every repeat carries the same event.
-    pub fn events(&self) -> Vec<RunnerEvent> {
-        let mut by_seq: BTreeMap<u64, RunnerEvent> = BTreeMap::new();
-        for post in self.posts() {
-            for (offset, event) in post.batch.events.iter().enumerate() {
-                let seq = post.batch.first_seq + offset as u64;
-                if let Some(earlier) = by_seq.insert(seq, event.clone()) {
-                    assert_eq!(
-                        &earlier, event,
-                        "seq {seq} was sent as two different events"
-                    );
-                }
-            }
-        }
-        for (expected, seq) in by_seq.keys().enumerate() {
-            assert_eq!(
-                *seq, expected as u64,
-                "sequence numbers have a gap: {by_seq:?}"
-            );
-        }
-        by_seq.into_values().collect()
-    }
-
-    /// The log lines of `stream` received, deduplicated.
-    pub fn lines(&self, stream: OutputStream) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                RunnerEvent::Log { stream: s, line } if s == stream => Some(line),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The final event's outcome and result, once received (it must be the last event).
-    pub fn finished(&self) -> Option<(RunOutcome, Option<AgentResult>)> {
-        let events = self.events();
-        let position = events
-            .iter()
-            .position(|e| matches!(e, RunnerEvent::Finished { .. }))?;
-        assert_eq!(
-            position,
-            events.len() - 1,
-            "Finished is not last: {events:?}"
-        );
-        match events.into_iter().last() {
-            Some(RunnerEvent::Finished { outcome, result }) => Some((outcome, result)),
-            _ => None,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Directories and the runner
 
 /// A directory under the system's temporary directory, removed when dropped.
-pub struct TempDir {
-    path: PathBuf,
-}
+pub struct TempDir(testkit::temp::TempDir);
 
 impl TempDir {
     /// A new, empty directory.
     pub fn new() -> Self {
-        let path = std::env::temp_dir().join(unique("agent-runner-test"));
-        std::fs::create_dir_all(&path).unwrap();
-        Self { path }
+        Self(testkit::temp::TempDir::new("agent-runner-test"))
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        self.0.path()
     }
 }
 

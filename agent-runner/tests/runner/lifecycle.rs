@@ -1,6 +1,6 @@
 //! An attempt from start to end: output, environment, result, heartbeats, bad jobs.
 
-use spawner::contract::{env, exit, OutputStream, RunOutcome, RunnerEvent};
+use contract::{env, exit, OutputStream, RunOutcome, RunnerEvent};
 
 use crate::harness::{launch, Answer, Dispatcher, Script};
 
@@ -39,7 +39,7 @@ async fn runner_streams_lines_and_reports_exit_code_and_result() {
             post.authorization.as_deref(),
             Some(format!("Bearer {}", runner.token()).as_str())
         );
-        assert_eq!(post.batch.version, spawner::contract::PROTOCOL_VERSION);
+        assert_eq!(post.batch.version, contract::PROTOCOL_VERSION);
         assert_eq!(post.batch.attempt, 1);
     }
     assert!(

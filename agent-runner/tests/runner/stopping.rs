@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use contract::{env, RunOutcome};
 use nix::sys::signal::Signal;
-use spawner::contract::{env, RunOutcome};
 
 use crate::harness::{is_alive, launch, wait_until, Answer, Dispatcher, Script};
 

@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::queue::QueueError;
+use crate::telemetry::chain;
+use queue::QueueError;
 
 /// An error answer: `{"error": {"code", "message"}}`.
 #[derive(Debug)]
@@ -53,14 +54,14 @@ impl ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         if e.is_unavailable() {
-            tracing::warn!(error = %e, "redis unavailable");
+            tracing::warn!(error = %chain(&e), "redis unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the job store is unavailable; nothing was changed, try again",
             )
         } else {
-            tracing::error!(error = %e, "internal error");
+            tracing::error!(error = %chain(&e), "internal error");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -14,6 +14,7 @@ use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::jobs::{channel_stream, last_event_id};
 use super::{AppState, SSE_BLOCK};
+use crate::telemetry::chain;
 
 /// Query of the feed.
 #[derive(Debug, Deserialize)]
@@ -41,7 +42,7 @@ pub async fn feed(
         let mut conn = match state.queue.dedicated_connection().await {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, "no redis connection for the feed; ending it");
+                warn!(error = %chain(&e), "no redis connection for the feed; ending it");
                 return;
             }
         };
@@ -54,7 +55,7 @@ pub async fn feed(
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
-                    warn!(error = %e, "following the feed failed; ending it");
+                    warn!(error = %chain(&e), "following the feed failed; ending it");
                     return;
                 }
             };

@@ -13,12 +13,14 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready for traffic: not draining, Redis answers, the spawner's backend is reachable.
+/// Ready for traffic: no background loop has died, not draining, Redis answers, the
+/// spawner's backend is reachable.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
     let spawner = state.spawner.probe().await.map_err(|e| e.to_string());
     let draining = state.is_draining();
-    let ok = redis.is_ok() && spawner.is_ok() && !draining;
+    let failure = state.failure();
+    let ok = redis.is_ok() && spawner.is_ok() && !draining && failure.is_none();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -28,8 +30,18 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
+    let status_text = if ok {
+        "ready"
+    } else if failure.is_some() {
+        "failed"
+    } else if draining {
+        "draining"
+    } else {
+        "unavailable"
+    };
     let body = json!({
-        "status": if ok { "ready" } else if draining { "draining" } else { "unavailable" },
+        "status": status_text,
+        "failure": failure,
         "redis": show(&redis),
         "spawner": show(&spawner),
         "backend": state.spawner.backend(),
@@ -41,7 +53,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn version() -> impl IntoResponse {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "runner_protocol": spawner::contract::PROTOCOL_VERSION,
+        "runner_protocol": contract::PROTOCOL_VERSION,
     }))
 }
 

@@ -16,7 +16,8 @@ use tracing::{info, instrument, warn};
 use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::{AppState, SSE_BLOCK};
-use crate::queue::{
+use crate::telemetry::chain;
+use queue::{
     valid_id, CancelOutcome, Job, JobEvent, JobFilter, JobState, NewJob, RetryOutcome, Submission,
 };
 
@@ -330,7 +331,7 @@ fn event_stream(
             let page = match state.queue.events_after(&job.id, Some(&cursor), PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
-                    warn!(error = %e, job_id = %job.id, "reading events failed; ending the stream");
+                    warn!(error = %chain(&e), job_id = %job.id, "reading events failed; ending the stream");
                     return;
                 }
             };
@@ -351,7 +352,7 @@ fn event_stream(
         let mut conn = match state.queue.dedicated_connection().await {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, "no redis connection to follow events; ending the stream");
+                warn!(error = %chain(&e), "no redis connection to follow events; ending the stream");
                 return;
             }
         };
@@ -364,7 +365,7 @@ fn event_stream(
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
-                    warn!(error = %e, "following events failed; ending the stream");
+                    warn!(error = %chain(&e), "following events failed; ending the stream");
                     return;
                 }
             };

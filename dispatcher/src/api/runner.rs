@@ -6,12 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use spawner::contract::{RunnerBatch, RunnerReply, PROTOCOL_VERSION};
+use contract::{RunnerBatch, RunnerReply, PROTOCOL_VERSION};
 use tracing::instrument;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::queue::{now_ms, valid_id, JobState};
+use queue::{now_ms, valid_id, JobState};
 
 /// Applies a batch of runner events; answers `{"stop": bool}`, or 409 when the attempt is
 /// no longer wanted (the runner then stops its agent).

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::SubmitRequest;
-use crate::queue::{Job, JobEvent};
+use queue::{Job, JobEvent};
 
 /// Talks to one dispatcher.
 pub struct Client {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::client::Client;
 use crate::api::SubmitRequest;
-use crate::queue::{Job, JobEvent, JobState};
+use queue::{Job, JobEvent, JobState};
 
 /// Options shared by every `jobs` subcommand.
 #[derive(Debug, Args)]

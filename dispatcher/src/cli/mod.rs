@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
 use crate::settings::{LogFormat, Settings, CONFIG_ENV};
+use crate::telemetry::chain;
 
 /// agentsmith: a job dispatcher for agent workloads.
 #[derive(Debug, Parser)]
@@ -144,8 +145,8 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("agentsmith: {e:#}");
+            // Logged once (the subscriber writes to stderr), with every cause in the chain.
+            tracing::error!(error = format!("{e:#}"), "agentsmith stopped");
             ExitCode::FAILURE
         }
     }
@@ -156,7 +157,7 @@ async fn signals(shutdown: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            tracing::error!(error = %chain(&e), "cannot listen for SIGTERM");
             return;
         }
     };

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 
 use serde::Deserialize;
 
-use crate::app::kubernetes_settings;
 use crate::context::job_spec;
-use crate::queue::Job;
 use crate::settings::Settings;
+use queue::Job;
 
 /// The job to render, as a JSON file.
 #[derive(Debug, Deserialize)]
@@ -125,13 +124,18 @@ fn render(
         &callback_base,
         "<runner token>".into(),
     )?;
-    let k8s = kubernetes_settings(&settings);
+    let k8s = &settings.spawner.kubernetes;
     let namespace = namespace
         .map(String::from)
-        .or_else(|| k8s.namespace.clone())
+        .or_else(|| Some(k8s.namespace.clone()).filter(|n| !n.is_empty()))
         .unwrap_or_else(|| "default".into());
-    let manifest = spawner::backend::kubernetes::job_manifest(&k8s, &namespace, &spec)
-        .map_err(|e| e.to_string())?;
+    let manifest = spawner::backend::kubernetes::job_manifest(
+        k8s,
+        &settings.server.installation,
+        &namespace,
+        &spec,
+    )
+    .map_err(|e| e.to_string())?;
     let mut value = serde_json::to_value(&manifest).map_err(|e| e.to_string())?;
     if let Some(object) = value.as_object_mut() {
         object.insert("apiVersion".into(), "batch/v1".into());

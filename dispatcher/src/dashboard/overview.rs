@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::api::{ApiCaller, ApiError, AppState};
-use crate::queue::{JobFilter, JobState};
+use queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.
 const RECENT_MS: i64 = 60 * 60 * 1000;

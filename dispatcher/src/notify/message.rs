@@ -1,7 +1,7 @@
 //! What a reply says, independent of where it goes: a headline, details, links, quoted log
 //! lines, and which buttons fit. Each provider renders it in its own markup.
 
-use crate::queue::{Job, JobState};
+use queue::{Job, JobState};
 
 /// One reply, before it is rendered for a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spawner::contract::{AgentResult, Link};
+    use contract::{AgentResult, Link};
 
     fn job(state: JobState) -> Job {
         let mut fields = std::collections::HashMap::new();

@@ -19,9 +19,10 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::queue::{Job, JobState, Origin, Reply, ReplyBody};
+use crate::telemetry::chain;
 use message::Message;
 use providers::SendError;
+use queue::{Job, JobState, Origin, Reply, ReplyBody};
 
 /// A reply taken by a notifier that has not finished it after this long is taken over.
 pub const STALE: Duration = Duration::from_secs(60);
@@ -160,8 +161,7 @@ impl Notifier {
             } => {
                 if let Some(job) = job {
                     if let Some(url) = &job.response_url {
-                        let young =
-                            crate::queue::now_ms() - job.created_at < RESPONSE_URL_LIFETIME_MS;
+                        let young = queue::now_ms() - job.created_at < RESPONSE_URL_LIFETIME_MS;
                         let posts =
                             self.ctx
                                 .queue
@@ -174,7 +174,7 @@ impl Notifier {
                         if young && posts <= RESPONSE_URL_POSTS {
                             match providers::slack_response_url(&self.http, url, message).await {
                                 Err(e) if !e.retryable => {
-                                    debug!(error = %e, "response_url refused; posting with the bot token")
+                                    debug!(error = %chain(&e), "response_url refused; posting with the bot token")
                                 }
                                 other => return other,
                             }
@@ -234,7 +234,7 @@ impl Notifier {
         }
         if let Err(e) = recorded {
             // The entry stays pending and is taken over after STALE: sent at least once.
-            warn!(error = %e, "recording a reply failed");
+            warn!(error = %chain(&e), "recording a reply failed");
         }
     }
 }
@@ -261,7 +261,7 @@ pub async fn run(ctx: Arc<Context>) {
             match ctx.queue.ensure_notify_group().await {
                 Ok(()) => ready = true,
                 Err(e) => {
-                    debug!(error = %e, "the outbox is not reachable yet");
+                    debug!(error = %chain(&e), "the outbox is not reachable yet");
                     pause(&ctx, Duration::from_secs(1)).await;
                     continue;
                 }
@@ -271,14 +271,14 @@ pub async fn run(ctx: Arc<Context>) {
             match ctx.queue.dedicated_connection().await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    debug!(error = %e, "no connection for the outbox yet");
+                    debug!(error = %chain(&e), "no connection for the outbox yet");
                     pause(&ctx, Duration::from_secs(1)).await;
                     continue;
                 }
             }
         }
         if let Err(e) = ctx.queue.promote_replies().await {
-            debug!(error = %e, "promoting due replies failed");
+            debug!(error = %chain(&e), "promoting due replies failed");
         }
         let Some(c) = conn.as_mut() else { continue };
         let claimed = tokio::select! {
@@ -292,7 +292,7 @@ pub async fn run(ctx: Arc<Context>) {
                 futures::future::join_all(replies.into_iter().map(|r| notifier.handle(r))).await;
             }
             Err(e) => {
-                debug!(error = %e, "reading the outbox failed");
+                debug!(error = %chain(&e), "reading the outbox failed");
                 conn = None;
                 pause(&ctx, Duration::from_secs(1)).await;
             }

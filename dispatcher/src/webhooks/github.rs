@@ -16,7 +16,7 @@ use super::{
     text_at, IssueEvent, Parsed, Source,
 };
 use crate::api::{ApiError, AppState};
-use crate::queue::Origin;
+use queue::Origin;
 
 /// Parses a delivery of event `event` (`X-GitHub-Event`). Never panics, whatever the body.
 pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, String> {

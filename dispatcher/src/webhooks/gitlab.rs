@@ -17,7 +17,7 @@ use super::{
     text_at, IssueEvent, Parsed, Source,
 };
 use crate::api::{ApiError, AppState};
-use crate::queue::Origin;
+use queue::Origin;
 
 /// The titles of a label list (`[{"title": ...}]`), if it is one.
 fn titles(value: Option<&Value>) -> Vec<String> {

@@ -17,7 +17,7 @@ use super::{
     Parsed, Source,
 };
 use crate::api::{ApiError, AppState};
-use crate::queue::Origin;
+use queue::Origin;
 
 /// The plain text of a description or comment body: a string (REST v2 and webhooks), or
 /// Atlassian Document Format (v3), whose text nodes are joined.

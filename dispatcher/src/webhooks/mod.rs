@@ -30,8 +30,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{ApiError, AppState};
-use crate::queue::{NewJob, Origin, Submission};
 use crate::settings::{ProjectSettings, Settings};
+use queue::{NewJob, Origin, Submission};
 
 use command::{parse_comment, truncate, CommentCommand};
 use signature::SignatureError;
@@ -332,7 +332,7 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The current time in Unix seconds.
 pub fn unix_now() -> i64 {
-    crate::queue::now_ms() / 1000
+    queue::now_ms() / 1000
 }
 
 /// A ticket request from an issue event that [`decide`] made a trigger.

@@ -24,8 +24,8 @@ use super::{accept, disabled, header, project_for, refused, unix_now, Request, S
 use crate::api::{ApiError, AppState};
 use crate::notify::message::Message;
 use crate::notify::providers::slack_payload;
-use crate::queue::{CancelOutcome, Job, JobFilter, Origin, ReplyBody, RetryOutcome, Submission};
 use crate::settings::Settings;
+use queue::{CancelOutcome, Job, JobFilter, Origin, ReplyBody, RetryOutcome, Submission};
 
 /// A slash command's fields that agentsmith reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

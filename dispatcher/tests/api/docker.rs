@@ -8,13 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use agentsmith::queue::{JobEvent, JobState};
-use agentsmith::settings::{AgentSettings, Settings, SpawnerKind};
+use agentsmith::settings::{AgentSettings, Settings};
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions};
 use bollard::Docker;
+use contract::labels;
+use queue::{JobEvent, JobState};
 use serde_json::json;
-use spawner::contract::labels;
+use spawner::{PullPolicy, SpawnerKind};
 use tokio::sync::OnceCell;
 
 use crate::helpers::{random_prefix, sh_agent, start, test_settings, wait_until, TestApp};
@@ -97,10 +98,10 @@ fn docker_settings(engine: &Engine) -> Settings {
     s.server.installation = format!("t{:012x}", rand::random::<u64>() >> 16);
     s.spawner.kind = SpawnerKind::Docker;
     s.spawner.reconcile_secs = 1;
-    s.spawner.docker.pull_policy = agentsmith::settings::PullPolicySetting::Never;
+    s.spawner.docker.pull_policy = PullPolicy::Never;
     s.spawner.docker.labels = BTreeMap::from([(RUN_LABEL.to_string(), run_id())]);
-    s.spawner.docker.memory = "256Mi".into();
-    s.spawner.docker.cpus = "1".into();
+    s.spawner.docker.memory = Some("256Mi".parse().unwrap());
+    s.spawner.docker.cpus = Some("1".parse().unwrap());
     s.spawner.docker.pids_limit = 128;
     let secrets = crate::helpers::temp_dir("secrets");
     std::fs::write(secrets.join("agent_secret"), "s3cret-value-42\n").unwrap();
@@ -128,7 +129,7 @@ fn docker_settings(engine: &Engine) -> Settings {
         (
             "hog".to_string(),
             AgentSettings {
-                memory: "48Mi".into(),
+                memory: Some("48Mi".parse().unwrap()),
                 ..container_agent("echo hogging; exec dd if=/dev/zero of=/dev/null bs=160M count=1")
             },
         ),

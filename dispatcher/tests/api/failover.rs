@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentsmith::queue::{JobEvent, JobState};
 use async_trait::async_trait;
+use queue::{JobEvent, JobState};
 use spawner::{JobHandle, JobSpawner, JobSpec, LogStream, WorkloadStatus};
 
 use crate::helpers::*;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use agentsmith::app::Application;
 use agentsmith::context::Context;
-use agentsmith::queue::{Job, JobState};
 use agentsmith::settings::{AgentSettings, Settings};
+use queue::{Job, JobState};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use spawner::JobSpawner;
@@ -60,8 +60,8 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         secret_env: BTreeMap::new(),
         timeout_secs: 60,
         retry_on_failure: false,
-        memory: String::new(),
-        cpus: String::new(),
+        memory: None,
+        cpus: None,
         pids_limit: 0,
         writable_root: false,
         service_account_token: false,
@@ -86,8 +86,8 @@ pub fn test_settings(prefix: &str) -> Settings {
     s.queue.reclaim_idle_secs = 2;
     s.queue.start_timeout_secs = 20;
     s.spawner.grace_secs = 2;
-    s.spawner.process.runner_path = runner_path().display().to_string();
-    s.spawner.process.work_root = temp_dir("work").display().to_string();
+    s.spawner.process.runner_path = runner_path();
+    s.spawner.process.work_root = temp_dir("work");
     s.agents = BTreeMap::from([
         ("ok".to_string(), sh_agent(
             "echo \"working on $AGENTSMITH_TASK\"; echo to-stderr >&2; \
@@ -225,7 +225,7 @@ impl TestApp {
     }
 
     /// All events of a job, from Redis.
-    pub async fn events(&self, id: &str) -> Vec<(String, agentsmith::queue::JobEvent)> {
+    pub async fn events(&self, id: &str) -> Vec<(String, queue::JobEvent)> {
         self.ctx
             .queue
             .events_after(id, None, 10_000)
@@ -239,7 +239,7 @@ impl TestApp {
             .await
             .into_iter()
             .filter_map(|(_, e)| match e {
-                agentsmith::queue::JobEvent::Log { line, .. } => Some(line),
+                queue::JobEvent::Log { line, .. } => Some(line),
                 _ => None,
             })
             .collect()

@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use agentsmith::queue::JobState;
+use contract::{RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+use queue::JobState;
 use serde_json::{json, Value};
-use spawner::contract::{RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
 
 use crate::helpers::*;
 
 async fn job_count(app: &TestApp) -> usize {
     app.ctx
         .queue
-        .list(&agentsmith::queue::JobFilter::default(), None, 500)
+        .list(&queue::JobFilter::default(), None, 500)
         .await
         .unwrap()
         .jobs
@@ -179,7 +179,7 @@ async fn runner_token_of_one_job_is_refused_for_another() {
         attempt: 1,
         first_seq: 1000,
         events: vec![RunnerEvent::Log {
-            stream: spawner::contract::OutputStream::Stdout,
+            stream: contract::OutputStream::Stdout,
             line: "forged".into(),
         }],
     };

@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agentsmith::queue::{JobEvent, JobState};
-use agentsmith::settings::{AgentSettings, PullPolicySetting, Settings, SpawnerKind};
+use agentsmith::settings::{AgentSettings, Settings};
+use contract::labels;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use queue::{JobEvent, JobState};
 use serde_json::json;
-use spawner::contract::labels;
+use spawner::{PullPolicy, SpawnerKind};
 
 use crate::helpers::{random_prefix, sh_agent, start, test_settings, wait_until, TestApp};
 
@@ -144,12 +145,12 @@ fn k8s_settings(ns: &str) -> Settings {
     s.spawner.kind = SpawnerKind::Kubernetes;
     s.spawner.reconcile_secs = 1;
     let k = &mut s.spawner.kubernetes;
-    k.kubeconfig = kubeconfig().display().to_string();
+    k.kubeconfig = kubeconfig();
     k.namespace = ns.to_string();
-    k.image_pull_policy = PullPolicySetting::Never;
-    k.memory = "256Mi".into();
-    k.cpus = "1".into();
-    k.cpu_request = "10m".into();
+    k.image_pull_policy = PullPolicy::Never;
+    k.memory = Some("256Mi".parse().unwrap());
+    k.cpus = Some("1".parse().unwrap());
+    k.cpu_request = Some("10m".parse().unwrap());
     k.pending_timeout_secs = 20;
     s.agents = BTreeMap::from([
         (
@@ -175,7 +176,7 @@ fn k8s_settings(ns: &str) -> Settings {
         (
             "hog".to_string(),
             AgentSettings {
-                memory: "48Mi".into(),
+                memory: Some("48Mi".parse().unwrap()),
                 ..pod_agent("echo hogging; exec dd if=/dev/zero of=/dev/null bs=160M count=1")
             },
         ),

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use agentsmith::queue::{JobEvent, JobState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use queue::{JobEvent, JobState};
 
 use crate::helpers::*;
 
@@ -231,7 +231,7 @@ async fn finished_jobs_expire_after_the_retention_and_leave_the_index() {
     assert!(app
         .ctx
         .queue
-        .list(&agentsmith::queue::JobFilter::default(), None, 10)
+        .list(&queue::JobFilter::default(), None, 10)
         .await
         .unwrap()
         .jobs

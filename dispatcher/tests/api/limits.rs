@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use agentsmith::queue::JobState;
+use queue::JobState;
 use serde_json::json;
 
 use crate::helpers::*;

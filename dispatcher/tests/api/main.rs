@@ -10,7 +10,6 @@ mod cli;
 mod dashboard;
 mod docker;
 mod failover;
-mod fake_api;
 mod helpers;
 mod http;
 mod kubernetes;

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use agentsmith::app::kubernetes_settings;
 use agentsmith::context::job_spec;
-use agentsmith::queue::Job;
-use agentsmith::settings::{PullPolicySetting, Settings, SpawnerKind};
+use agentsmith::settings::Settings;
+use queue::Job;
 use serde_json::json;
+use spawner::{PullPolicy, SpawnerKind};
 
 use crate::helpers::{sh_agent, temp_dir};
 
@@ -34,9 +34,17 @@ fn manifest(settings: &Settings, agent: &str) -> serde_json::Value {
         "token".into(),
     )
     .unwrap();
-    let k8s = kubernetes_settings(settings);
-    let namespace = k8s.namespace.clone().unwrap_or_else(|| "default".into());
-    let job = spawner::backend::kubernetes::job_manifest(&k8s, &namespace, &spec).unwrap();
+    let k8s = &settings.spawner.kubernetes;
+    let namespace = Some(k8s.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let job = spawner::backend::kubernetes::job_manifest(
+        k8s,
+        &settings.server.installation,
+        &namespace,
+        &spec,
+    )
+    .unwrap();
     let mut value = serde_json::to_value(job).unwrap();
     value["apiVersion"] = json!("batch/v1");
     value["kind"] = json!("Job");
@@ -61,18 +69,19 @@ fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
     k.namespace = "agents".into();
     k.service_account = "agent-runner".into();
     k.ttl_seconds_after_finished = 60;
-    k.image_pull_policy = PullPolicySetting::Never;
+    k.image_pull_policy = PullPolicy::Never;
     k.image_pull_secrets = vec!["regcred".into()];
     k.secret_name = "agent-secrets".into();
-    k.memory = "1Gi".into();
-    k.cpus = "1500m".into();
-    k.cpu_request = "250m".into();
+    k.memory = Some("1Gi".parse().unwrap());
+    k.cpus = Some("1500m".parse().unwrap());
+    k.cpu_request = Some("250m".parse().unwrap());
     k.node_selector = BTreeMap::from([("pool".into(), "agents".into())]);
-    k.tolerations = vec![
+    k.tolerations = vec![serde_json::from_value(
         json!({"key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"}),
-    ];
-    k.affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}});
+    )
+    .unwrap()];
+    k.affinity = Some(serde_json::from_value(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}})).unwrap());
     k.run_as_user = 2000;
     k.run_as_group = 3000;
     k.labels = BTreeMap::from([("team".into(), "platform".into())]);
@@ -84,8 +93,8 @@ fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
             image: "registry.example.com/agents/claude:1.2".into(),
             env: BTreeMap::from([("MODE".into(), "fix".into())]),
             secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "github_token".into())]),
-            memory: "512Mi".into(),
-            cpus: "2".into(),
+            memory: Some("512Mi".parse().unwrap()),
+            cpus: Some("2".parse().unwrap()),
             writable_root: true,
             service_account_token: true,
             timeout_secs: 900,

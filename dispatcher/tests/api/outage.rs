@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentsmith::queue::JobState;
+use queue::JobState;
 use secrecy::SecretString;
 use serde_json::json;
 

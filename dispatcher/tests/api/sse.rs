@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use agentsmith::cli::client::{Client, SseEvent};
-use agentsmith::queue::{JobEvent, JobState};
+use queue::{JobEvent, JobState};
 
 use crate::helpers::*;
 
@@ -103,8 +103,8 @@ async fn last_event_id_resumes_after_that_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatcher_wide_feed_streams_every_jobs_state_changes_live() {
-    use agentsmith::queue::FeedEvent;
     use futures::StreamExt;
+    use queue::FeedEvent;
 
     let app = spawn_app(|_| {}).await;
     let response = app

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentsmith::queue::{JobState, Origin};
 use agentsmith::settings::{AgentSettings, ProjectSettings, Settings};
 use agentsmith::webhooks::signature::{hub_signature, slack_signature};
+use queue::{JobState, Origin};
 use reqwest::RequestBuilder;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::fake_api::{FakeApi, Recorded};
 use crate::helpers::*;
+use testkit::fake_api::{FakeApi, Recorded};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -22,26 +22,57 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
-use crate::contract::{env, OutputStream};
+use contract::{env, OutputStream};
+use serde::Deserialize;
+
 use crate::secrets::SecretSource;
-use crate::{Error, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus};
+use crate::settings::Problems;
+use crate::{
+    Error, Installation, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus,
+};
 
 const BACKEND: &str = "process";
 
 /// Time the runner gets beyond the agent's grace period to report before it is killed.
 const RUNNER_MARGIN: Duration = Duration::from_secs(5);
 
-/// Settings of the process backend.
-#[derive(Debug, Clone)]
+/// `spawner.process.*`: settings of the process backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessSettings {
-    /// The `agent-runner` executable.
+    /// The `agent-runner` executable; empty: the one next to the running executable.
     pub runner_path: PathBuf,
-    /// The directory under which each attempt gets its work directory.
+    /// The directory under which each attempt gets its work directory; empty:
+    /// `<temp dir>/agentsmith`.
     pub work_root: PathBuf,
-    /// How long a finished workload (its status, output and work directory) is kept.
-    pub keep_finished: Duration,
-    /// Where the values of profiles' secret environment variables come from.
-    pub secrets: SecretSource,
+    /// Seconds a finished workload (its status, output and work directory) is kept.
+    pub keep_finished_secs: u64,
+}
+
+impl ProcessSettings {
+    /// The runner executable these settings name.
+    pub fn runner(&self) -> PathBuf {
+        if !self.runner_path.as_os_str().is_empty() {
+            return self.runner_path.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("agent-runner")))
+            .unwrap_or_else(|| PathBuf::from("agent-runner"))
+    }
+
+    /// The root of the work directories these settings name.
+    pub fn work_root(&self) -> PathBuf {
+        if self.work_root.as_os_str().is_empty() {
+            std::env::temp_dir().join("agentsmith")
+        } else {
+            self.work_root.clone()
+        }
+    }
+
+    pub(crate) fn problems(&self, _problems: &mut Problems<'_>) {
+        // Every value parses into something usable; a missing runner is what `probe` says.
+    }
 }
 
 struct Workload {
@@ -53,15 +84,21 @@ struct Workload {
 
 /// The process backend.
 pub struct ProcessSpawner {
-    settings: ProcessSettings,
+    runner: PathBuf,
+    work_root: PathBuf,
+    keep_finished: Duration,
+    secrets: SecretSource,
     workloads: Arc<Mutex<HashMap<String, Workload>>>,
 }
 
 impl ProcessSpawner {
     /// A backend with the given settings; nothing is checked until [`JobSpawner::probe`].
-    pub fn new(settings: ProcessSettings) -> Self {
+    pub fn new(settings: &ProcessSettings, installation: &Installation) -> Self {
         Self {
-            settings,
+            runner: settings.runner(),
+            work_root: settings.work_root(),
+            keep_finished: Duration::from_secs(settings.keep_finished_secs),
+            secrets: installation.secrets.clone(),
             workloads: Arc::default(),
         }
     }
@@ -117,7 +154,7 @@ impl JobSpawner for ProcessSpawner {
 
     async fn probe(&self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let runner = &self.settings.runner_path;
+        let runner = &self.runner;
         let meta = std::fs::metadata(runner).map_err(|e| {
             unavailable(format!("agent-runner not found at {}", runner.display()), e)
         })?;
@@ -128,25 +165,22 @@ impl JobSpawner for ProcessSpawner {
                 source: None,
             });
         }
-        std::fs::create_dir_all(&self.settings.work_root).map_err(|e| {
-            let root = self.settings.work_root.display();
+        std::fs::create_dir_all(&self.work_root).map_err(|e| {
+            let root = self.work_root.display();
             unavailable(format!("cannot create work root {root}"), e)
         })
     }
 
     async fn spawn(&self, job: &JobSpec) -> Result<JobHandle> {
         let name = job.workload_name();
-        let secret_env = self
-            .settings
-            .secrets
-            .resolve_env(BACKEND, &job.profile.secret_env)?;
+        let secret_env = self.secrets.resolve_env(BACKEND, &job.profile.secret_env)?;
         // The lock is held from the lookup to the insert so two concurrent spawns of one
         // attempt start one process; fork+exec is quick enough to do under it.
         let mut workloads = lock(&self.workloads);
         if let Some(existing) = workloads.get(&name) {
             return Ok(existing.handle.clone());
         }
-        let workdir = self.settings.work_root.join(&name);
+        let workdir = self.work_root.join(&name);
         std::fs::create_dir_all(&workdir)
             .map_err(|e| unavailable(format!("creating {}", workdir.display()), e))?;
         let output = std::fs::File::create(workdir.join("output.log"))
@@ -154,7 +188,7 @@ impl JobSpawner for ProcessSpawner {
         let output_err = output
             .try_clone()
             .map_err(|e| unavailable("duplicating the output file".into(), e))?;
-        let mut command = tokio::process::Command::new(&self.settings.runner_path);
+        let mut command = tokio::process::Command::new(&self.runner);
         // The runner gets a clean environment: never the dispatcher's own (which may hold
         // Redis credentials and API tokens), only what an agent needs to find its tools.
         command.env_clear();
@@ -174,7 +208,7 @@ impl JobSpawner for ProcessSpawner {
             .stdout(output)
             .stderr(output_err);
         let mut child = command.spawn().map_err(|e| {
-            let runner = self.settings.runner_path.display();
+            let runner = self.runner.display();
             unavailable(format!("starting {runner}"), e)
         })?;
         let pid = child
@@ -201,7 +235,7 @@ impl JobSpawner for ProcessSpawner {
         drop(workloads);
 
         let registry = Arc::clone(&self.workloads);
-        let keep = self.settings.keep_finished;
+        let keep = self.keep_finished;
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(exit) => match (exit.code(), exit.signal()) {

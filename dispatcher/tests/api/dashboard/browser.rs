@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentsmith::queue::JobState;
 use agentsmith::settings::ProjectSettings;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use queue::JobState;
 use serde_json::{json, Value};
 
 use crate::helpers::{sh_agent, spawn_app, temp_dir, wait_until, TestApp, TOKEN};

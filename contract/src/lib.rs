@@ -1,0 +1,28 @@
+//! The types agentsmith's parts agree on, and nothing else: this crate depends on serde
+//! alone, so `agent-runner` (which uses nothing more) stays small.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`env`] | the environment variables through which a spawner hands a job to `agent-runner`, and those the runner sets for the agent |
+//! | [`exit`] | `agent-runner`'s exit codes and what each means |
+//! | [`labels`] | the labels every backend puts on every workload |
+//! | [`intent`] | [`Intent`]: what the requester wants done |
+//! | [`runner`] | the runner's wire types: [`RunnerBatch`] of [`RunnerEvent`]s, [`RunnerReply`], [`AgentResult`] |
+//! | [`workload`] | [`JobHandle`] (one workload, as the queue records it) and [`workload_name`] |
+//!
+//! Everything that crosses a process boundary between the dispatcher, the spawners and
+//! the runner is named here, so no two of them can disagree about a name or a shape.
+
+pub mod env;
+pub mod exit;
+pub mod intent;
+pub mod labels;
+pub mod runner;
+pub mod workload;
+
+pub use intent::Intent;
+pub use runner::{
+    AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply,
+    PROTOCOL_VERSION,
+};
+pub use workload::{workload_name, JobHandle};

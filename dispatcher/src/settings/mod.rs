@@ -1,0 +1,338 @@
+//! The settings: built-in defaults (`config/agentsmith.example.yml`, compiled in), then the
+//! user's file, then `AGENTSMITH__SECTION__KEY` environment variables; validated with errors
+//! that name the key.
+//!
+//! | module | what |
+//! |---|---|
+//! | this file | [`Settings`], [`Settings::load`], [`Problem`] and [`ConfigError`] |
+//! | `layers` | reading and merging the layers; unknown keys and wrong types, by key |
+//! | `validate` | values that parse but cannot work, by key ([`Settings::validate`]) |
+//! | [`server`] | `server`, `api`, `dashboard`, `log` |
+//! | [`agents`] | `agents` (profiles) and `projects` |
+//! | [`sources`] | `sources` (the webhook sources and the reply outbox) |
+//!
+//! The `redis` and `queue` sections are declared by the `queue` crate, `spawner` by the
+//! `spawner` crate, each beside the code that uses them, and each checks its own values.
+
+pub mod agents;
+mod layers;
+pub mod server;
+pub mod sources;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use agents::{AgentSettings, ProjectSettings, TriggerSettings};
+pub use server::{ApiSettings, DashboardSettings, LogFormat, LogSettings, ServerSettings};
+pub use sources::{
+    GithubSettings, GitlabSettings, JiraSettings, ReplySettings, SlackSettings, SourcesSettings,
+};
+
+use layers::{deserialize_all, env_layer, merge, yaml_value};
+
+/// The built-in defaults, which are also the documented example.
+pub const DEFAULTS_YAML: &str = include_str!("../../../config/agentsmith.example.yml");
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "AGENTSMITH_CONFIG";
+
+/// One thing wrong with the configuration, and the key that has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key (`queue.max_attempts`), or `(file)` for the file itself.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+/// All settings of the dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// Redis, where all state lives.
+    pub redis: queue::RedisSettings,
+    /// Limits, retries, leases and retention.
+    pub queue: queue::QueueSettings,
+    /// The backend that runs agent workloads.
+    pub spawner: spawner::SpawnerSettings,
+    /// Agent profiles by name.
+    pub agents: BTreeMap<String, AgentSettings>,
+    /// Projects by name.
+    pub projects: BTreeMap<String, ProjectSettings>,
+    /// Webhook sources (Slack, GitHub, GitLab, Jira) and the replies sent back to them.
+    pub sources: SourcesSettings,
+    /// The REST API.
+    pub api: ApiSettings,
+    /// The web dashboard served at `/`.
+    pub dashboard: DashboardSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` (if any), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let builtin = yaml_value(DEFAULTS_YAML, "(built-in defaults)")?;
+        let mut defaults = builtin.clone();
+        let mut user = Value::Object(Default::default());
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(vec![Problem {
+                    key: "(file)".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])
+            })?;
+            user = yaml_value(&text, &path.display().to_string())?;
+            if user.is_null() {
+                user = Value::Object(Default::default());
+            }
+        }
+        merge(&mut user, env_layer(env)?);
+        // A user who defines agent profiles gets exactly those, not the built-in demo one.
+        if user.get("agents").is_some() {
+            if let Some(obj) = defaults.as_object_mut() {
+                obj.remove("agents");
+            }
+        }
+        merge(&mut defaults, user);
+        let (settings, mut problems) = deserialize_all(defaults, &builtin);
+        if let Some(settings) = &settings {
+            problems.extend(settings.validate());
+        }
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+
+    /// The listen address (validated at load).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.server
+            .bind
+            .parse()
+            .expect("server.bind is validated at load")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("agentsmith-settings-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agentsmith.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let result = Settings::load_from(Some(&path), &env);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn built_in_defaults_load_and_validate() {
+        let settings = Settings::load_from(None, &[]).unwrap();
+        assert_eq!(settings.queue.max_attempts, 3);
+        assert_eq!(settings.queue.retention_secs, 7 * 24 * 3600);
+        assert!(settings.agents.contains_key("echo"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_every_key() {
+        let err = load_yaml(
+            "queue:\n  max_attemps: 4\nserver:\n  bnd: x\nnonsense: 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"queue.max_attemps"), "{keys:?}");
+        assert!(keys.contains(&"server.bnd"), "{keys:?}");
+        assert!(keys.contains(&"nonsense"), "{keys:?}");
+        assert!(err.to_string().contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_name_their_keys() {
+        let err = load_yaml("queue:\n  max_attempts: many\n  lease_secs: 0\n", &[]).unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "queue.max_attempts"), "{err}");
+        let err = load_yaml(
+            "queue:\n  lease_secs: 0\nprojects:\n  p:\n    agent: nope\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "queue.lease_secs"), "{err}");
+        assert!(err.0.iter().any(|p| p.key == "projects.p.agent"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let settings = load_yaml(
+            "queue:\n  max_concurrent_jobs: 3\n",
+            &[
+                ("AGENTSMITH__QUEUE__MAX_CONCURRENT_JOBS", "7"),
+                ("AGENTSMITH__REDIS__PREFIX", "x:"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.queue.max_concurrent_jobs, 7);
+        assert_eq!(settings.redis.prefix, "x:");
+    }
+
+    #[test]
+    fn user_agents_replace_the_built_in_ones_and_keep_case() {
+        let settings = load_yaml(
+            "agents:\n  mine:\n    command: [\"true\"]\n    env:\n      MY_VAR: One\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!settings.agents.contains_key("echo"));
+        assert_eq!(settings.agents["mine"].env["MY_VAR"], "One");
+    }
+
+    #[test]
+    fn open_api_is_refused_on_a_public_address() {
+        let err = load_yaml("server:\n  bind: \"0.0.0.0:8080\"\n", &[]).unwrap_err();
+        assert!(err.0.iter().any(|p| p.key == "api.tokens"), "{err}");
+        load_yaml(
+            "server:\n  bind: \"0.0.0.0:8080\"\napi:\n  tokens: [\"0123456789abcdef\"]\n",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let settings = load_yaml(
+            "server:\n  runner_secret: \"super-secret-value-1\"\napi:\n  tokens: [\"super-secret-token-2\"]\nredis:\n  url: \"redis://:pw-secret-3@127.0.0.1:6379\"\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{settings:?}");
+        for secret in [
+            "super-secret-value-1",
+            "super-secret-token-2",
+            "pw-secret-3",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn an_enabled_source_without_its_secret_is_refused_by_name() {
+        let err = load_yaml(
+            "sources:\n  slack:\n    enabled: true\n  github:\n    enabled: true\n    webhook_secret: \"  \"\n  jira:\n    enabled: true\n    webhook_secret: s3cret\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"sources.slack.signing_secret"), "{err}");
+        assert!(keys.contains(&"sources.github.webhook_secret"), "{err}");
+        assert!(keys.contains(&"sources.jira.base_url"), "{err}");
+        assert!(
+            !keys.iter().any(|k| k.starts_with("sources.gitlab")),
+            "{err}"
+        );
+        // The secret may come from the environment, as the chart gives it.
+        let settings = load_yaml(
+            "sources:\n  slack:\n    enabled: true\n",
+            &[(
+                "AGENTSMITH__SOURCES__SLACK__SIGNING_SECRET",
+                "env-signing-secret-1",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.sources.slack.signing_secret.expose_secret(),
+            "env-signing-secret-1"
+        );
+        assert!(!format!("{settings:?}").contains("env-signing-secret-1"));
+    }
+
+    #[test]
+    fn a_ticket_source_listed_by_two_projects_is_refused() {
+        let err = load_yaml(
+            "projects:\n  a:\n    agent: echo\n    jira_projects: [PAY]\n  b:\n    agent: echo\n    jira_projects: [pay]\nsources:\n  slack:\n    default_project: nope\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.key == "projects.b.jira_projects"
+                && p.message.contains("also listed by project \"a\"")),
+            "{err}"
+        );
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == "sources.slack.default_project"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_settings_are_checked_and_named() {
+        let yaml = r#"
+spawner:
+  type: docker
+  docker:
+    user: "0:0"
+    memory: "2 GB"
+    pull_policy: Never
+    labels:
+      agentsmith.io/job-id: "x"
+agents:
+  noimage:
+    command: ["true"]
+    cpus: "many"
+"#;
+        let problems = load_yaml(yaml, &[]).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "spawner.docker.user",
+            "spawner.docker.memory",
+            "spawner.docker.labels.agentsmith.io/job-id",
+            "agents.noimage.image",
+            "agents.noimage.cpus",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let wrong_policy = "spawner:\n  docker:\n    pull_policy: Sometimes\n";
+        let problems = load_yaml(wrong_policy, &[]).unwrap_err().0;
+        assert_eq!(
+            problems[0].key, "spawner.docker.pull_policy",
+            "{problems:?}"
+        );
+    }
+}

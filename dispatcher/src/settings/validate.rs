@@ -1,0 +1,289 @@
+//! The semantic checks: values that parse but cannot work, each reported with its key. The
+//! sections the queue and the spawner own are checked by those crates; what spans sections
+//! (a project's agent, a profile's image for a container backend) is checked here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use secrecy::ExposeSecret;
+use spawner::SpawnerKind;
+
+use super::{Problem, Settings};
+
+/// Collects problems as they are found.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The (key, message) pairs of a section under `section`.
+    fn section(&mut self, section: &str, found: Vec<(String, String)>) {
+        for (key, message) in found {
+            self.add(&format!("{section}.{key}"), message);
+        }
+    }
+}
+
+impl Settings {
+    /// Every semantic problem (values that parse but cannot work).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
+        self.check_server(&mut problems);
+        problems.section("redis", self.redis.problems());
+        problems.section("queue", self.queue.problems());
+        problems.section("spawner", self.spawner.problems());
+        self.check_agents(&mut problems);
+        self.check_sources(&mut problems);
+        self.check_projects(&mut problems);
+        problems.0
+    }
+
+    fn check_server(&self, problems: &mut Problems) {
+        match self.server.bind.parse::<SocketAddr>() {
+            Err(e) => problems.add("server.bind", format!("not an address:port ({e})")),
+            Ok(addr) if self.api.tokens.is_empty() && !addr.ip().is_loopback() => problems.add(
+                "api.tokens",
+                format!("no API tokens configured, which is only allowed on a loopback bind address (server.bind is {addr})"),
+            ),
+            Ok(_) => {}
+        }
+        if self.api.tokens.iter().any(|t| t.expose_secret().len() < 16) {
+            problems.add("api.tokens", "every token must be at least 16 characters");
+        }
+        let secret = self.server.runner_secret.expose_secret();
+        if !secret.is_empty() && secret.len() < 16 {
+            problems.add(
+                "server.runner_secret",
+                "must be at least 16 characters (or empty to generate one)",
+            );
+        }
+        let public_url = &self.server.public_url;
+        if !(public_url.is_empty() || is_http_url(public_url)) {
+            problems.add("server.public_url", "must start with http:// or https://");
+        }
+        let installation = &self.server.installation;
+        if installation.is_empty()
+            || installation.len() > 63
+            || !installation
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problems.add(
+                "server.installation",
+                "must be 1-63 lowercase letters, digits or '-'",
+            );
+        }
+        if self.server.body_limit_bytes < 1024 {
+            problems.add("server.body_limit_bytes", "must be at least 1024");
+        }
+    }
+
+    fn check_agents(&self, problems: &mut Problems) {
+        if self.agents.is_empty() {
+            problems.add("agents", "at least one agent profile is needed");
+        }
+        for (name, agent) in &self.agents {
+            let key = |field: &str| format!("agents.{name}.{field}");
+            if !valid_name(name) {
+                problems.add(
+                    &format!("agents.{name}"),
+                    "names are letters, digits, '-' and '_'",
+                );
+            }
+            if agent.command.first().is_none_or(String::is_empty) {
+                problems.add(&key("command"), "must name a program");
+            }
+            if agent.timeout_secs == 0 {
+                problems.add(&key("timeout_secs"), "must be greater than 0");
+            }
+            if self.spawner.kind != SpawnerKind::Process && agent.image.is_empty() {
+                problems.add(
+                    &key("image"),
+                    "container spawners (docker, kubernetes) need an image for every agent profile",
+                );
+            }
+            if self.spawner.kind == SpawnerKind::Kubernetes
+                && !agent.secret_env.is_empty()
+                && self.spawner.kubernetes.secret_name.is_empty()
+            {
+                problems.add(
+                    &key("secret_env"),
+                    "the kubernetes spawner reads secrets from spawner.kubernetes.secret_name, which is not set",
+                );
+            }
+            for (var, secret) in &agent.secret_env {
+                if !spawner::valid_env_name(var) {
+                    problems.add(
+                        &format!("{}.{var}", key("secret_env")),
+                        "invalid name (AGENTSMITH_* is reserved)",
+                    );
+                }
+                if !spawner::secrets::valid_key(secret) {
+                    problems.add(
+                        &format!("{}.{var}", key("secret_env")),
+                        format!("{secret:?} is not a secret key (letters, digits, '_', '-', '.')"),
+                    );
+                }
+            }
+            for var in agent.env.keys().filter(|v| !spawner::valid_env_name(v)) {
+                problems.add(
+                    &format!("{}.{var}", key("env")),
+                    "invalid name (AGENTSMITH_* is reserved)",
+                );
+            }
+        }
+    }
+
+    fn check_sources(&self, problems: &mut Problems) {
+        let sources = &self.sources;
+        let secrets = [
+            (
+                "slack",
+                sources.slack.enabled,
+                "signing_secret",
+                &sources.slack.signing_secret,
+            ),
+            (
+                "github",
+                sources.github.enabled,
+                "webhook_secret",
+                &sources.github.webhook_secret,
+            ),
+            (
+                "gitlab",
+                sources.gitlab.enabled,
+                "webhook_token",
+                &sources.gitlab.webhook_token,
+            ),
+            (
+                "jira",
+                sources.jira.enabled,
+                "webhook_secret",
+                &sources.jira.webhook_secret,
+            ),
+        ];
+        for (source, enabled, key, secret) in secrets {
+            if enabled && secret.expose_secret().trim().is_empty() {
+                problems.add(
+                    &format!("sources.{source}.{key}"),
+                    format!("must not be empty while sources.{source}.enabled is true (an unverified source would be open to anyone)"),
+                );
+            }
+        }
+        let urls = [
+            (
+                "sources.slack.api_base_url",
+                &sources.slack.api_base_url,
+                true,
+            ),
+            (
+                "sources.github.api_base_url",
+                &sources.github.api_base_url,
+                true,
+            ),
+            (
+                "sources.gitlab.api_base_url",
+                &sources.gitlab.api_base_url,
+                true,
+            ),
+            (
+                "sources.jira.base_url",
+                &sources.jira.base_url,
+                sources.jira.enabled,
+            ),
+        ];
+        for (key, url, required) in urls {
+            if !((url.is_empty() && !required) || is_http_url(url)) {
+                problems.add(key, "must be an http:// or https:// URL");
+            }
+        }
+        for (key, command) in [
+            ("sources.command", &sources.command),
+            ("sources.slack.command", &sources.slack.command),
+        ] {
+            if !command.starts_with('/')
+                || command.len() < 2
+                || command.chars().any(char::is_whitespace)
+            {
+                problems.add(key, "must be a word starting with '/' (like /agent)");
+            }
+        }
+        if sources.dedup_ttl_secs < 60 {
+            problems.add("sources.dedup_ttl_secs", "must be at least 60");
+        }
+        if sources.replies.max_attempts == 0 {
+            problems.add("sources.replies.max_attempts", "must be at least 1");
+        }
+        if sources.replies.backoff_base_ms == 0 || sources.replies.timeout_secs == 0 {
+            problems.add(
+                "sources.replies",
+                "backoff_base_ms and timeout_secs must be at least 1",
+            );
+        }
+        let default_project = &sources.slack.default_project;
+        if !default_project.is_empty() && !self.projects.contains_key(default_project) {
+            problems.add(
+                "sources.slack.default_project",
+                format!("no project named {default_project:?}"),
+            );
+        }
+    }
+
+    fn check_projects(&self, problems: &mut Problems) {
+        // Each ticket source maps to at most one project, or a ticket could start a job in two.
+        let mut owners: BTreeMap<(&str, String), &str> = BTreeMap::new();
+        for (name, project) in &self.projects {
+            if !valid_name(name) {
+                problems.add(
+                    &format!("projects.{name}"),
+                    "names are letters, digits, '-' and '_'",
+                );
+            }
+            if !self.agents.contains_key(&project.agent) {
+                problems.add(
+                    &format!("projects.{name}.agent"),
+                    format!("no agent profile named {:?}", project.agent),
+                );
+            }
+            let lists = [
+                ("jira_projects", &project.jira_projects),
+                ("github_repos", &project.github_repos),
+                ("gitlab_projects", &project.gitlab_projects),
+                ("slack_channels", &project.slack_channels),
+            ];
+            for (list, values) in lists {
+                for value in values {
+                    let key = format!("projects.{name}.{list}");
+                    if value.trim().is_empty() {
+                        problems.add(&key, "empty entry");
+                    } else if let Some(other) =
+                        owners.insert((list, value.to_ascii_lowercase()), name)
+                    {
+                        problems.add(
+                            &key,
+                            format!("{value:?} is also listed by project {other:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

@@ -1,0 +1,133 @@
+//! Every field name agentsmith writes into a Redis hash or stream entry, named in this one
+//! place: the job record's fields ([`job`]), the reply outbox's ([`outbox`]), those of the
+//! event and ready streams ([`stream`]) and the counters' ([`stats`]).
+//!
+//! The Lua scripts get the same names as generated constants (`F_STATE`, `O_KIND`, ...;
+//! see `scripts.rs`), so a field is spelled once.
+
+/// Declares a group of names: a constant each, and the table the Lua prelude is generated
+/// from, with each Lua name made of `$lua` and the constant's name.
+macro_rules! names {
+    ($lua:literal; $($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        $( $(#[$doc])* pub const $name: &str = $value; )*
+
+        /// (Lua name, field), for the generated prelude of the scripts.
+        pub const LUA: &[(&str, &str)] = &[$((concat!($lua, stringify!($name)), $value),)*];
+    };
+}
+
+/// Fields of the job record (`job:{id}`).
+pub mod job {
+    names! { "F_";
+        /// The job's state (`queued`, `running`, ...).
+        STATE = "state",
+        /// The current attempt, from 1.
+        ATTEMPT = "attempt",
+        /// Attempts allowed for infrastructure failures.
+        MAX_ATTEMPTS = "max_attempts",
+        /// The agent profile.
+        AGENT = "agent",
+        /// The task text.
+        TASK = "task",
+        /// The project.
+        PROJECT = "project",
+        /// The ticket.
+        TICKET = "ticket",
+        /// The repository.
+        REPO = "repo",
+        /// The concurrency key.
+        CONCURRENCY_KEY = "concurrency_key",
+        /// Admitted jobs allowed per concurrency key.
+        KEY_LIMIT = "key_limit",
+        /// The idempotency key.
+        IDEMPOTENCY_KEY = "idempotency_key",
+        /// The agent's time limit (seconds).
+        TIMEOUT_SECS = "timeout_secs",
+        /// `1` when an agent failure is retried like an infrastructure one.
+        RETRY_ON_FAILURE = "retry_on_failure",
+        /// Submission order.
+        SEQ = "seq",
+        /// Created (ms).
+        CREATED_AT = "created_at",
+        /// Last changed (ms).
+        UPDATED_AT = "updated_at",
+        /// Admitted (ms).
+        ADMITTED_AT = "admitted_at",
+        /// The workload was recorded (ms).
+        SPAWNED_AT = "spawned_at",
+        /// The runner reported the agent started (ms).
+        STARTED_AT = "started_at",
+        /// Ended (ms).
+        FINISHED_AT = "finished_at",
+        /// The agent's exit code.
+        EXIT_CODE = "exit_code",
+        /// Why it failed, was retried or cancelled.
+        REASON = "reason",
+        /// The result event (JSON).
+        RESULT = "result",
+        /// The workload's handle (JSON).
+        HANDLE = "handle",
+        /// The workload's name and backend id: which spawn the attempt kept.
+        HANDLE_IDENTITY = "handle_identity",
+        /// The next runner sequence number expected.
+        RUNNER_SEQ = "runner_seq",
+        /// The ticket's title.
+        TITLE = "title",
+        /// The ticket's description.
+        DESCRIPTION = "description",
+        /// Who asked.
+        REQUESTER = "requester",
+        /// A link back to the request.
+        URL = "url",
+        /// Where replies go (JSON).
+        ORIGIN = "origin",
+        /// Slack's `response_url` of the command.
+        RESPONSE_URL = "response_url",
+        /// Posts made through the `response_url` so far.
+        RESPONSE_POSTS = "response_posts",
+    }
+}
+
+/// Fields of a reply in the outbox (`notify`).
+pub mod outbox {
+    names! { "O_";
+        /// What the reply is: `state`, `running`, `text`, `unreadable`.
+        KIND = "kind",
+        /// The job it is about.
+        JOB = "job",
+        /// The state it tells of.
+        STATE = "state",
+        /// The attempt.
+        ATTEMPT = "attempt",
+        /// Where it goes (JSON), when the job does not say.
+        ORIGIN = "origin",
+        /// Its text (plain replies).
+        TEXT = "text",
+        /// Slack's `response_url` to answer through.
+        RESPONSE_URL = "response_url",
+        /// Why an entry could not be read.
+        WHY = "why",
+        /// Deliveries tried before.
+        TRIES = "tries",
+    }
+}
+
+/// Fields of stream entries.
+pub mod stream {
+    names! { "S_";
+        /// The event (JSON) of an entry of `job:{id}:events` and `feed`.
+        EVENT = "e",
+        /// The job id of an entry of the ready queue.
+        JOB = "job",
+    }
+}
+
+/// Prefixes of the counters in `stats`.
+pub mod stats {
+    names! { "C_";
+        /// `entered:<state>`: jobs that ever entered the state.
+        ENTERED = "entered:",
+        /// `current:<state>`: jobs in the (non-terminal) state now.
+        CURRENT = "current:",
+    }
+}

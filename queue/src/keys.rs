@@ -1,0 +1,253 @@
+//! Every Redis key agentsmith uses, named in this one place.
+//!
+//! The Lua scripts get the same names from here: the fixed keys arrive as `KEYS[1..]` in
+//! [`FIXED`] order, and the key builders of the families ([`FAMILIES`]) are generated into
+//! the scripts' prelude (see `scripts.rs`), so Rust and Lua cannot disagree about a name.
+//!
+//! All keys of an installation start with its prefix. On Redis Cluster, give the prefix a
+//! hash tag (`{agentsmith}:`): every key then hashes to one slot, which the scripts need,
+//! since they reach other jobs' keys through the data (admitting waiting jobs, say).
+
+/// The consumer group of dispatchers on the ready queue.
+pub const GROUP: &str = "dispatchers";
+
+/// The consumer group of notifiers on the reply outbox.
+pub const NOTIFY_GROUP: &str = "notifiers";
+
+/// The installation's fixed keys, as (Lua name, key after the prefix), in the order every
+/// script receives them as `KEYS[1..]`.
+pub const FIXED: [(&str, &str); 10] = [
+    ("K_QUEUE", QUEUE),
+    ("K_DELAYED", DELAYED),
+    ("K_RUNNING", RUNNING),
+    ("K_WAITING", WAITING),
+    ("K_JOBS", JOBS),
+    ("K_STATS", STATS),
+    ("K_SEQ", SEQ),
+    ("K_FEED", FEED),
+    ("K_NOTIFY", NOTIFY),
+    ("K_NOTIFY_DELAYED", NOTIFY_DELAYED),
+];
+
+const QUEUE: &str = "queue";
+const DELAYED: &str = "delayed";
+const RUNNING: &str = "running";
+const WAITING: &str = "waiting";
+const JOBS: &str = "jobs";
+const STATS: &str = "stats";
+const SEQ: &str = "seq";
+const FEED: &str = "feed";
+const NOTIFY: &str = "notify";
+const NOTIFY_DELAYED: &str = "notify:delayed";
+
+/// A family of keys named after one part (a job id, a concurrency key): the prefix, then
+/// `head`, the part, `tail`.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The name of the generated Lua builder (`job_key(id)`).
+    pub lua: &'static str,
+    /// What comes before the part.
+    pub head: &'static str,
+    /// What comes after it.
+    pub tail: &'static str,
+}
+
+/// `job:{id}`: hash, the job record (its fields are in [`crate::fields`]).
+pub const JOB: Family = Family {
+    lua: "job_key",
+    head: "job:",
+    tail: "",
+};
+/// `job:{id}:events`: stream, the job's capped event history.
+pub const EVENTS: Family = Family {
+    lua: "events_key",
+    head: "job:",
+    tail: ":events",
+};
+/// `concurrency:{key}`: set, admitted jobs holding a concurrency key.
+pub const CONCURRENCY: Family = Family {
+    lua: "concurrency_key",
+    head: "concurrency:",
+    tail: "",
+};
+/// `concurrency:{key}:queue`: zset scored by submission order, queued jobs of a key; only
+/// its head may be admitted, so one key's jobs start in order.
+pub const CONCURRENCY_QUEUE: Family = Family {
+    lua: "key_queue",
+    head: "concurrency:",
+    tail: ":queue",
+};
+/// `idem:{key}`: string with a ttl, the job an idempotency key names.
+pub const IDEMPOTENCY: Family = Family {
+    lua: "idem_key",
+    head: "idem:",
+    tail: "",
+};
+/// `dedup:{source}:{delivery}`: string with a ttl, the job a webhook delivery made or was
+/// answered with.
+pub const DEDUP: Family = Family {
+    lua: "dedup_key",
+    head: "dedup:",
+    tail: "",
+};
+/// `active:{ticket}`: string, the ticket's latest job (one unfinished job per ticket).
+pub const ACTIVE: Family = Family {
+    lua: "active_key",
+    head: "active:",
+    tail: "",
+};
+
+/// Every family, for the generated Lua prelude.
+pub const FAMILIES: [Family; 7] = [
+    JOB,
+    EVENTS,
+    CONCURRENCY,
+    CONCURRENCY_QUEUE,
+    IDEMPOTENCY,
+    DEDUP,
+    ACTIVE,
+];
+
+/// The keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (for example `agentsmith:`).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix itself (passed to every script).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn fixed(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The key of `part` in `family`.
+    pub fn of(&self, family: Family, part: &str) -> String {
+        format!("{}{}{part}{}", self.prefix, family.head, family.tail)
+    }
+
+    /// The fixed keys in [`FIXED`] order: the first `KEYS` of every script.
+    pub fn fixed_keys(&self) -> Vec<String> {
+        FIXED.iter().map(|(_, name)| self.fixed(name)).collect()
+    }
+
+    /// `job:{id}`: hash, the job record.
+    pub fn job(&self, id: &str) -> String {
+        self.of(JOB, id)
+    }
+
+    /// `job:{id}:events`: stream, the job's capped event history.
+    pub fn events(&self, id: &str) -> String {
+        self.of(EVENTS, id)
+    }
+
+    /// `concurrency:{key}`: set, admitted jobs holding a concurrency key.
+    pub fn concurrency(&self, key: &str) -> String {
+        self.of(CONCURRENCY, key)
+    }
+
+    /// `concurrency:{key}:queue`: zset, queued jobs of a key in submission order.
+    pub fn concurrency_queue(&self, key: &str) -> String {
+        self.of(CONCURRENCY_QUEUE, key)
+    }
+
+    /// `idem:{key}`: string with a ttl, the job an idempotency key names.
+    pub fn idempotency(&self, key: &str) -> String {
+        self.of(IDEMPOTENCY, key)
+    }
+
+    /// `dedup:{source}:{delivery}`: string with a ttl, a webhook delivery already accepted.
+    pub fn dedup(&self, delivery: &str) -> String {
+        self.of(DEDUP, delivery)
+    }
+
+    /// `active:{ticket}`: string, the ticket's latest job.
+    pub fn active(&self, ticket: &str) -> String {
+        self.of(ACTIVE, ticket)
+    }
+
+    /// `queue`: stream with the consumer group [`GROUP`], ready jobs.
+    pub fn queue(&self) -> String {
+        self.fixed(QUEUE)
+    }
+
+    /// `delayed`: zset scored by due time (ms), retries waiting out their backoff.
+    pub fn delayed(&self) -> String {
+        self.fixed(DELAYED)
+    }
+
+    /// `running`: zset scored by lease deadline (ms), admitted jobs.
+    pub fn running(&self) -> String {
+        self.fixed(RUNNING)
+    }
+
+    /// `waiting`: zset scored by submission order, queued jobs waiting for a slot.
+    pub fn waiting(&self) -> String {
+        self.fixed(WAITING)
+    }
+
+    /// `jobs`: zset scored by creation time (ms), the index for listing.
+    pub fn jobs(&self) -> String {
+        self.fixed(JOBS)
+    }
+
+    /// `feed`: stream, capped, every state change of every job (the dashboard's live view).
+    pub fn feed(&self) -> String {
+        self.fixed(FEED)
+    }
+
+    /// `stats`: hash of counters (`entered:<state>`, `current:<state>`).
+    pub fn stats(&self) -> String {
+        self.fixed(STATS)
+    }
+
+    /// `seq`: counter giving each job its submission order.
+    pub fn seq(&self) -> String {
+        self.fixed(SEQ)
+    }
+
+    /// `notify`: stream with the consumer group [`NOTIFY_GROUP`], the outbox of replies.
+    pub fn notify(&self) -> String {
+        self.fixed(NOTIFY)
+    }
+
+    /// `notify:delayed`: zset scored by due time (ms), replies waiting to be tried again.
+    pub fn notify_delayed(&self) -> String {
+        self.fixed(NOTIFY_DELAYED)
+    }
+
+    /// `runner_secret`: string, the generated key of runner tokens when none is configured.
+    pub fn runner_secret(&self) -> String {
+        self.fixed("runner_secret")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_prefix_then_their_name() {
+        let keys = Keys::new("P:");
+        assert_eq!(keys.job("x"), "P:job:x");
+        assert_eq!(keys.events("x"), "P:job:x:events");
+        assert_eq!(keys.concurrency("k"), "P:concurrency:k");
+        assert_eq!(keys.concurrency_queue("k"), "P:concurrency:k:queue");
+        assert_eq!(keys.idempotency("k"), "P:idem:k");
+        assert_eq!(keys.dedup("slack:1"), "P:dedup:slack:1");
+        assert_eq!(keys.active("PAY-1"), "P:active:PAY-1");
+        assert_eq!(keys.notify_delayed(), "P:notify:delayed");
+        assert_eq!(keys.fixed_keys()[0], keys.queue());
+        assert_eq!(keys.fixed_keys()[9], keys.notify_delayed());
+    }
+}

@@ -1,0 +1,289 @@
+//! The durable queue of agentsmith: job records, the ready stream, admission, leases,
+//! retries, the reply outbox and event streams, all in Redis.
+//!
+//! Every state change is one Lua script, so a transition, its counters, its event and its
+//! reply are written together or not at all. Nothing here is kept in memory between calls:
+//! any number of dispatchers can share one Redis.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`keys`] | every Redis key, in one place ([`Keys`]) |
+//! | [`fields`] | every field name of a record, an outbox entry, a stream entry |
+//! | `scripts` (and `scripts/*.lua`) | the Lua transitions, with a prelude generated from `keys` and `fields` |
+//! | [`job`] | the job as stored and shown: [`Job`], [`JobState`], [`Origin`], [`JobEvent`], [`NewJob`] |
+//! | `jobs` | submit, read, list, cancel and retry jobs |
+//! | `claims` | claim ready entries, admit them, record spawns and failed attempts |
+//! | `leases` | expired leases, extensions, due retries, the index sweep |
+//! | `runner` | what a runner's batch of events does to its job |
+//! | `outbox` | replies waiting to be sent, retried until delivered |
+//! | `streams` | a job's events and the dispatcher-wide feed, read and followed |
+//! | `stats` | counters for metrics |
+//! | [`settings`] | the `redis:` and `queue:` sections of the configuration |
+//! | [`error`] | [`QueueError`] |
+
+mod claims;
+pub mod error;
+pub mod fields;
+pub mod job;
+mod jobs;
+pub mod keys;
+mod leases;
+mod outbox;
+mod runner;
+mod scripts;
+pub mod settings;
+mod stats;
+mod streams;
+mod values;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+use secrecy::ExposeSecret;
+use tokio::sync::OnceCell;
+
+pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord};
+pub use error::{QueueError, Result};
+pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin};
+pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};
+pub use keys::Keys;
+pub use outbox::{Reply, ReplyBody};
+pub use runner::BatchOutcome;
+pub use settings::{QueueSettings, RedisSettings};
+pub use stats::Stats;
+
+use scripts::Scripts;
+
+/// The queue: a Redis connection, the keys and the scripts.
+///
+/// Every command that does not block shares one multiplexed connection
+/// (`ConnectionManager`: pipelined by the driver, reconnecting by itself); blocking reads
+/// get connections of their own ([`Queue::dedicated_connection`]). A pool would cost a
+/// health-check round trip per checkout, which doubled the round trips per job.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<OnceCell<ConnectionManager>>,
+    client: redis::Client,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    limits: QueueSettings,
+    timeout: Duration,
+    dedup_ttl: Duration,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Queue {
+    /// Creates the queue; no connection is made until the first command.
+    pub fn new(redis: &RedisSettings, limits: &QueueSettings) -> Result<Self> {
+        let client = redis::Client::open(redis.url.expose_secret()).map_err(QueueError::Url)?;
+        Ok(Self {
+            shared: Arc::default(),
+            client,
+            keys: Keys::new(&redis.prefix),
+            scripts: Arc::new(Scripts::load()),
+            limits: limits.clone(),
+            timeout: Duration::from_secs(redis.timeout_secs),
+            dedup_ttl: Duration::from_secs(86_400),
+        })
+    }
+
+    /// How long webhook delivery ids are remembered (`sources.dedup_ttl_secs`).
+    pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
+    }
+
+    /// The keys this queue uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The queue settings.
+    pub fn limits(&self) -> &QueueSettings {
+        &self.limits
+    }
+
+    /// Runs `work`, failing with [`QueueError::Timeout`] if Redis takes too long.
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| QueueError::Timeout(self.timeout))?
+    }
+
+    /// The shared connection, made on first use (and again after a failed first attempt).
+    async fn conn(&self) -> Result<ConnectionManager> {
+        let manager = self
+            .shared
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    /// Runs `script` with the fixed keys followed by `keys`, and the common arguments
+    /// followed by `args` (see `scripts.rs`).
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut invocation = script.prepare_invoke();
+            for key in self.keys.fixed_keys().iter().chain(keys) {
+                invocation.key(key);
+            }
+            invocation
+                .arg(self.keys.prefix())
+                .arg(now_ms())
+                .arg(self.limits.events_max_len)
+                .arg(self.limits.retention_secs * 1000)
+                .arg(self.limits.max_concurrent_jobs)
+                .arg(self.limits.start_timeout_secs * 1000);
+            for arg in args {
+                invocation.arg(arg);
+            }
+            Ok(invocation.invoke_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// The record and event keys of a job: what scripts about one job declare after the
+    /// fixed keys.
+    fn job_keys(&self, id: &str) -> [String; 2] {
+        [self.keys.job(id), self.keys.events(id)]
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates the consumer group `group` of `stream` (and the stream) unless it exists.
+    async fn ensure_group_of(&self, stream: &str, group: &str) -> Result<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match created {
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                other => other.map(|_| ()).map_err(QueueError::from),
+            }
+        })
+        .await
+    }
+
+    /// Creates the ready stream and its consumer group if they do not exist.
+    pub async fn ensure_group(&self) -> Result<()> {
+        self.ensure_group_of(&self.keys.queue(), keys::GROUP).await
+    }
+
+    /// A connection for blocking reads (claims, following events).
+    pub async fn dedicated_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        self.bounded(async {
+            Ok(self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?)
+        })
+        .await
+    }
+
+    /// The key of runner tokens: `configured` if set, else one generated once and kept in
+    /// Redis so every replica uses the same.
+    pub async fn runner_secret(&self, configured: &str) -> Result<String> {
+        if !configured.is_empty() {
+            return Ok(configured.to_string());
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let candidate = hex::encode(rand::random::<[u8; 32]>());
+            let key = self.keys.runner_secret();
+            let _: Value = redis::cmd("SET")
+                .arg(&key)
+                .arg(&candidate)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            Ok(conn.get(&key).await?)
+        })
+        .await
+    }
+
+    /// The retry delay after `attempt` failed: base * 2^(attempt-1), capped, +-20% jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.limits.backoff_base_secs as f64;
+        let cap = self.limits.backoff_max_secs as f64;
+        let raw = (base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)).min(cap);
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        Duration::from_secs_f64(raw * jitter)
+    }
+}
+
+/// A new job id: 12 characters of lowercase base32 (60 random bits), usable in workload
+/// names, URLs and chat messages.
+pub fn new_job_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut bits: u64 = rand::random();
+    (0..12)
+        .map(|_| {
+            let c = ALPHABET[(bits & 31) as usize] as char;
+            bits >>= 5;
+            c
+        })
+        .collect()
+}
+
+/// Whether `id` could be a job id (guards keys against arbitrary input).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_valid_and_distinct() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert!(valid_id(&a) && valid_id(&b));
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, b);
+        assert!(!valid_id("../x") && !valid_id("A") && !valid_id(""));
+    }
+}

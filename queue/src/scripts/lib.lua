@@ -1,0 +1,151 @@
+-- Shared logic of every agentsmith script, run after the generated prelude (scripts.rs),
+-- which names the common arguments (prefix, now, events_max, retention_ms, max_running,
+-- start_lease_ms), the fixed keys K_* (KEYS[1..10]), the key builders (job_key, events_key,
+-- concurrency_key, key_queue, idem_key, dedup_key, active_key), the consumer groups and every
+-- field name (F_* of a job record, O_* of an outbox entry, S_* of a stream entry, C_* of the
+-- counters). A script's own keys follow as KEYS[11..] and its arguments as ARGV[7..].
+local FEED_MAX = 10000
+
+local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+-- The states a job's requester hears about (queued only when it is new or asked again,
+-- not when an infrastructure retry puts it back).
+local REPLY_STATES = { queued = true, running = true, succeeded = true, failed = true, cancelled = true, timed_out = true }
+
+-- Appends an event (a table, or an already encoded JSON string) to the job's stream.
+local function emit(id, event)
+  local encoded = event
+  if type(event) == 'table' then
+    event.at = now
+    encoded = cjson.encode(event)
+  end
+  redis.call('XADD', events_key(id), 'MAXLEN', '~', events_max, '*', S_EVENT, encoded)
+end
+
+-- Moves a job between states: the record, the counters and a state event.
+local function transition(id, from, to, attempt, reason)
+  redis.call('HSET', job_key(id), F_STATE, to, F_UPDATED_AT, now)
+  redis.call('HINCRBY', K_STATS, C_ENTERED .. to, 1)
+  if from and not TERMINAL[from] then redis.call('HINCRBY', K_STATS, C_CURRENT .. from, -1) end
+  if not TERMINAL[to] then redis.call('HINCRBY', K_STATS, C_CURRENT .. to, 1) end
+  local event = { type = 'state', state = to, attempt = tonumber(attempt) }
+  if reason and reason ~= '' then event.reason = reason end
+  emit(id, event)
+  event.job_id = id
+  redis.call('XADD', K_FEED, 'MAXLEN', '~', FEED_MAX, '*', S_EVENT, cjson.encode(event))
+  -- A job that came from a webhook gets a reply in the outbox, in the same transaction as
+  -- the change it tells of, so no reply is lost and none is sent for a change not made.
+  if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from]) then
+    local f = redis.call('HMGET', job_key(id), F_ORIGIN, F_RESPONSE_URL)
+    local origin = f[1]
+    -- A slash command's "queued" was said in the command's own response.
+    local answered = to == 'queued' and f[2] and f[2] ~= ''
+    if origin and origin ~= '' and not answered then
+      redis.call('XADD', K_NOTIFY, '*', O_KIND, 'state', O_JOB, id, O_STATE, to, O_ATTEMPT, attempt, O_TRIES, 0)
+    end
+  end
+end
+
+-- Whether a job may take a slot now: a global slot is free and, for a job with a
+-- concurrency key, a slot of its key is free and no earlier job of that key is queued
+-- (the key's queue, scored by submission order, keeps jobs of one key in order even
+-- when several dispatchers claim them).
+local function fits(id, ckey, limit)
+  if max_running - redis.call('ZCARD', K_RUNNING) <= 0 then return false end
+  if ckey and ckey ~= '' then
+    if redis.call('SCARD', concurrency_key(ckey)) >= tonumber(limit or 1) then return false end
+    local head = redis.call('ZRANGE', key_queue(ckey), 0, 0)[1]
+    if head and head ~= id then return false end
+  end
+  return true
+end
+
+-- Puts a queued job with a concurrency key in its key's queue (by submission order).
+local function enqueue_key(id, ckey, seq)
+  if ckey and ckey ~= '' then redis.call('ZADD', key_queue(ckey), tonumber(seq), id) end
+end
+
+-- Puts a queued job on the ready stream, in its key's queue first.
+local function make_ready(id)
+  local k = redis.call('HMGET', job_key(id), F_CONCURRENCY_KEY, F_SEQ)
+  enqueue_key(id, k[1], k[2])
+  redis.call('XADD', K_QUEUE, '*', S_JOB, id)
+end
+
+-- Admits a queued job: it takes a slot and becomes starting.
+local function admit(id, attempt, ckey)
+  redis.call('ZADD', K_RUNNING, now + start_lease_ms, id)
+  if ckey and ckey ~= '' then
+    redis.call('SADD', concurrency_key(ckey), id)
+    redis.call('ZREM', key_queue(ckey), id)
+  end
+  redis.call('HSET', job_key(id), F_HANDLE, '', F_HANDLE_IDENTITY, '', F_ADMITTED_AT, now)
+  transition(id, 'queued', 'starting', attempt)
+end
+
+local function release(id)
+  redis.call('ZREM', K_RUNNING, id)
+  local ckey = redis.call('HGET', job_key(id), F_CONCURRENCY_KEY)
+  if ckey and ckey ~= '' then
+    redis.call('SREM', concurrency_key(ckey), id)
+    redis.call('ZREM', key_queue(ckey), id)
+  end
+end
+
+-- Admits waiting jobs, oldest first, while slots are free; each admitted job gets a queue
+-- entry so a scheduler spawns it.
+local function pump()
+  local free = max_running - redis.call('ZCARD', K_RUNNING)
+  if free <= 0 then return end
+  local waiters = redis.call('ZRANGE', K_WAITING, 0, 199)
+  for _, id in ipairs(waiters) do
+    if free <= 0 then break end
+    local f = redis.call('HMGET', job_key(id), F_STATE, F_ATTEMPT, F_CONCURRENCY_KEY, F_KEY_LIMIT)
+    if f[1] ~= 'queued' then
+      redis.call('ZREM', K_WAITING, id)
+    elseif fits(id, f[3], f[4]) then
+      redis.call('ZREM', K_WAITING, id)
+      admit(id, f[2], f[3])
+      redis.call('XADD', K_QUEUE, '*', S_JOB, id)
+      free = free - 1
+    end
+  end
+end
+
+-- Ends a job for good: frees its slot, schedules its expiry, admits waiters.
+local function finish(id, from, to, attempt, reason)
+  release(id)
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('ZREM', K_WAITING, id)
+  redis.call('HSET', job_key(id), F_FINISHED_AT, now, F_REASON, reason or '')
+  transition(id, from, to, attempt, reason)
+  redis.call('PEXPIRE', job_key(id), retention_ms)
+  redis.call('PEXPIRE', events_key(id), retention_ms)
+  pump()
+end
+
+-- An attempt failed for a reason outside the agent: retry after delay_ms while attempts
+-- remain, else fail the job with the reason.
+local function fail_attempt(id, from, attempt, reason, retryable, delay_ms)
+  local max_attempts = tonumber(redis.call('HGET', job_key(id), F_MAX_ATTEMPTS))
+  attempt = tonumber(attempt)
+  if retryable and attempt < max_attempts then
+    release(id)
+    redis.call('HSET', job_key(id), F_ATTEMPT, attempt + 1, F_HANDLE, '', F_HANDLE_IDENTITY, '',
+      F_REASON, reason, F_RUNNER_SEQ, 0)
+    redis.call('ZADD', K_DELAYED, now + delay_ms, id)
+    transition(id, from, 'retrying', attempt, reason)
+    pump()
+    return 'retrying'
+  end
+  local why = reason
+  if retryable then why = reason .. ' (gave up after ' .. attempt .. ' attempts)' end
+  finish(id, from, 'failed', attempt, why)
+  return 'failed'
+end
+
+local function ack(entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', K_QUEUE, GROUP, entry)
+    redis.call('XDEL', K_QUEUE, entry)
+  end
+end

@@ -1,0 +1,243 @@
+//! The `batch/v1` Job one attempt runs as ([`job_manifest`]): the runner's environment, the
+//! profile's limits, a locked-down pod, labels that find it again.
+
+use std::collections::BTreeMap;
+
+use contract::{env, labels};
+use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{KubernetesSettings, BACKEND, CONTAINER, DEADLINE_MARGIN_SECS, RUNNER_MARGIN_SECS};
+use crate::quantity::binary_size;
+use crate::{Error, JobSpec, Result};
+
+/// The label selector of an installation's workloads.
+pub(super) fn selector(installation: &str) -> String {
+    format!(
+        "{}=agentsmith,{}={installation}",
+        labels::MANAGED_BY,
+        labels::INSTALLATION
+    )
+}
+
+/// The Job one attempt runs as, in `namespace`, labelled for `installation`.
+pub fn job_manifest(
+    settings: &KubernetesSettings,
+    installation: &str,
+    namespace: &str,
+    job: &JobSpec,
+) -> Result<Job> {
+    let image = job
+        .profile
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| Error::Rejected {
+            backend: BACKEND,
+            message: format!(
+                "agent profile {:?} has no image; the kubernetes backend needs one",
+                job.profile.name
+            ),
+        })?;
+    let mut all_labels = settings.labels.clone();
+    all_labels.extend(job.labels(installation));
+    let annotations = Some(settings.annotations.clone()).filter(|a| !a.is_empty());
+    let container = container(settings, job, image, env_vars(settings, job)?);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job.workload_name()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(all_labels.clone()),
+            annotations: annotations.clone(),
+            ..Default::default()
+        },
+        spec: Some(K8sJobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(
+                (job.profile.timeout_secs + job.grace_secs + DEADLINE_MARGIN_SECS) as i64,
+            ),
+            ttl_seconds_after_finished: Some(
+                i32::try_from(settings.ttl_seconds_after_finished).unwrap_or(i32::MAX),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(all_labels),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(settings, job, container)),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn env_var(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+/// The agent container's environment: the settings' `env` (the profile's wins), the
+/// profile's secrets as `secretKeyRef`s, then the runner's job variables.
+fn env_vars(settings: &KubernetesSettings, job: &JobSpec) -> Result<Vec<EnvVar>> {
+    let mut vars: Vec<EnvVar> = settings
+        .env
+        .iter()
+        .filter(|(k, _)| !job.profile.env.contains_key(*k))
+        .chain(job.profile.env.iter())
+        .map(|(k, v)| env_var(k, v.clone()))
+        .collect();
+    if !job.profile.secret_env.is_empty() {
+        if settings.secret_name.is_empty() {
+            return Err(Error::Rejected {
+                backend: BACKEND,
+                message: format!(
+                    "agent profile {:?} has secret_env but spawner.kubernetes.secret_name is not set",
+                    job.profile.name
+                ),
+            });
+        }
+        for (var, key) in &job.profile.secret_env {
+            vars.push(EnvVar {
+                name: var.clone(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: settings.secret_name.clone(),
+                        key: key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+            });
+        }
+    }
+    vars.extend(job.runner_env().into_iter().map(|(k, v)| env_var(k, v)));
+    vars.push(env_var(env::WORKDIR, settings.work_dir.clone()));
+    Ok(vars)
+}
+
+/// Limits and requests: memory is requested as it is limited; the CPU request is the
+/// settings' `cpu_request`, never above the limit.
+fn resources(settings: &KubernetesSettings, job: &JobSpec) -> ResourceRequirements {
+    let resources = job.profile.resources.or(settings.default_resources());
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    if let Some(memory) = resources.memory_bytes {
+        limits.insert("memory".to_string(), Quantity(binary_size(memory)));
+        requests.insert("memory".to_string(), Quantity(binary_size(memory)));
+    }
+    let millis = |m: u64| Quantity(format!("{m}m"));
+    if let Some(cpu) = resources.cpu_millis {
+        limits.insert("cpu".to_string(), millis(cpu));
+    }
+    if let Some(request) = settings.cpu_request {
+        let cpu = resources
+            .cpu_millis
+            .map_or(request.0, |limit| request.0.min(limit));
+        requests.insert("cpu".to_string(), millis(cpu));
+    }
+    ResourceRequirements {
+        limits: Some(limits).filter(|l| !l.is_empty()),
+        requests: Some(requests).filter(|r| !r.is_empty()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// The agent container: non-root, no privilege escalation, every capability dropped,
+/// the runtime's seccomp profile, a read-only root unless the profile asks otherwise.
+fn container(
+    settings: &KubernetesSettings,
+    job: &JobSpec,
+    image: String,
+    env: Vec<EnvVar>,
+) -> Container {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    };
+    Container {
+        name: CONTAINER.into(),
+        image: Some(image),
+        image_pull_policy: Some(settings.image_pull_policy.as_str().into()),
+        env: Some(env),
+        working_dir: Some(settings.work_dir.clone()),
+        resources: Some(resources(settings, job)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            read_only_root_filesystem: Some(!job.profile.writable_root),
+            run_as_non_root: Some(true),
+            run_as_user: Some(settings.run_as_user),
+            run_as_group: Some(settings.run_as_group),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("work", &settings.work_dir),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The pod: never restarted (the dispatcher owns retries), no service account token unless
+/// the profile asks, no service links, the grace period plus the runner's margin to stop.
+fn pod_spec(settings: &KubernetesSettings, job: &JobSpec, container: Container) -> PodSpec {
+    let empty_dir = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![container],
+        volumes: Some(vec![empty_dir("work"), empty_dir("tmp")]),
+        service_account_name: settings.service_account(),
+        automount_service_account_token: Some(job.profile.service_account_token),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some((job.grace_secs + RUNNER_MARGIN_SECS) as i64),
+        image_pull_secrets: Some(
+            settings
+                .image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect::<Vec<_>>(),
+        )
+        .filter(|s| !s.is_empty()),
+        node_selector: Some(settings.node_selector.clone()).filter(|n| !n.is_empty()),
+        tolerations: Some(settings.tolerations.clone()).filter(|t| !t.is_empty()),
+        affinity: settings.affinity.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(settings.run_as_user),
+            run_as_group: Some(settings.run_as_group),
+            fs_group: Some(settings.run_as_group),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

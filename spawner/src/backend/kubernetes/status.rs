@@ -1,0 +1,168 @@
+//! What a Job and its newest pod say about a workload: running, pending (and whether
+//! waiting longer can help), or ended, and why.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::CONTAINER;
+use crate::WorkloadStatus;
+
+/// Waiting reasons of a container that will not resolve by waiting longer.
+const HOPELESS_WAITING: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "CreateContainerError",
+];
+
+/// The status of an attempt's Job and its newest pod; a pod that has not started within
+/// `pending_timeout` seconds fails the attempt.
+pub(super) fn workload_status(
+    job: &Job,
+    pod: Option<&Pod>,
+    pending_timeout: u64,
+) -> WorkloadStatus {
+    if let Some((kind, reason, message)) = job_condition(job) {
+        if kind == "Complete" {
+            return WorkloadStatus::Exited { code: 0 };
+        }
+        if reason.as_deref() == Some("DeadlineExceeded") {
+            return WorkloadStatus::Failed {
+                reason: format!(
+                    "deadline exceeded: the Job ran past its activeDeadlineSeconds{}",
+                    message.map(|m| format!(" ({m})")).unwrap_or_default()
+                ),
+                retryable: false,
+            };
+        }
+        if let Some(status) = pod.and_then(terminated_status) {
+            return status;
+        }
+        return WorkloadStatus::Failed {
+            reason: format!(
+                "Job failed: {}",
+                reason.unwrap_or_else(|| "no reason given".into())
+            ),
+            retryable: true,
+        };
+    }
+    if let Some(status) = pod.and_then(terminated_status) {
+        return status;
+    }
+    let running = pod
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.phase.as_deref())
+        == Some("Running");
+    if running {
+        return WorkloadStatus::Running;
+    }
+    pending_status(job, pod, pending_timeout)
+}
+
+fn overdue(since: Option<&Time>, pending_timeout: u64) -> bool {
+    since.is_some_and(|t| {
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+        age.as_secs() >= pending_timeout as i64
+    })
+}
+
+/// Why a pod that has not started is waiting, and whether that is hopeless.
+fn pending_status(job: &Job, pod: Option<&Pod>, pending_timeout: u64) -> WorkloadStatus {
+    let created = job.metadata.creation_timestamp.as_ref();
+    let Some(pod) = pod else {
+        return if overdue(created, pending_timeout) {
+            WorkloadStatus::Failed {
+                reason: format!("no pod was created within {}s", pending_timeout),
+                retryable: true,
+            }
+        } else {
+            WorkloadStatus::Pending {
+                reason: Some("waiting for a pod".into()),
+            }
+        };
+    };
+    let status = pod.status.as_ref();
+    if let Some(waiting) = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find_map(|c| c.state.as_ref()?.waiting.clone()))
+    {
+        let reason = waiting.reason.unwrap_or_default();
+        let message = waiting.message.unwrap_or_default();
+        if HOPELESS_WAITING.contains(&reason.as_str()) {
+            return WorkloadStatus::Failed {
+                reason: format!("{reason}: {message}")
+                    .trim_end_matches(": ")
+                    .to_string(),
+                retryable: false,
+            };
+        }
+    }
+    let unschedulable = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+        .map(|c| format!("unschedulable: {}", c.message.clone().unwrap_or_default()));
+    let reason = unschedulable.unwrap_or_else(|| "pod pending".into());
+    if overdue(
+        pod.metadata.creation_timestamp.as_ref().or(created),
+        pending_timeout,
+    ) {
+        WorkloadStatus::Failed {
+            reason: format!("{reason} (did not start within {}s)", pending_timeout),
+            retryable: false,
+        }
+    } else {
+        WorkloadStatus::Pending {
+            reason: Some(reason),
+        }
+    }
+}
+
+/// How a finished agent container ended.
+fn terminated_status(pod: &Pod) -> Option<WorkloadStatus> {
+    let status = pod.status.as_ref()?;
+    if status.reason.as_deref() == Some("Evicted") {
+        return Some(WorkloadStatus::Failed {
+            reason: format!("evicted: {}", status.message.clone().unwrap_or_default()),
+            retryable: true,
+        });
+    }
+    let terminated = status
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .clone()?;
+    Some(match terminated.reason.as_deref() {
+        Some("OOMKilled") => WorkloadStatus::Failed {
+            reason: "OOM-killed: the pod went over its memory limit".into(),
+            retryable: false,
+        },
+        _ => match terminated.exit_code {
+            code @ 129..=159 => WorkloadStatus::Killed { signal: code - 128 },
+            code => WorkloadStatus::Exited { code },
+        },
+    })
+}
+
+/// The Job's final condition, if it has one: (type, reason, message).
+fn job_condition(job: &Job) -> Option<(String, Option<String>, Option<String>)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone(), c.message.clone()))
+}

@@ -1,0 +1,229 @@
+//! Request shapes and error handling against a mock API server, for what a real
+//! cluster cannot be made to do on demand (429 and 5xx answers).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+
+use super::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use contract::Intent;
+
+use crate::quantity::{Cpus, Memory};
+use crate::secrets::SecretSource;
+use crate::settings::PullPolicy;
+use crate::AgentProfile;
+
+fn settings() -> KubernetesSettings {
+    KubernetesSettings {
+        kubeconfig: PathBuf::new(),
+        context: String::new(),
+        namespace: "agents".into(),
+        service_account: "agent-runner".into(),
+        ttl_seconds_after_finished: 300,
+        image_pull_policy: PullPolicy::IfNotPresent,
+        image_pull_secrets: vec![],
+        secret_name: "agent-secrets".into(),
+        memory: Some(Memory(1 << 30)),
+        cpus: Some(Cpus(2000)),
+        cpu_request: Some(Cpus(100)),
+        node_selector: BTreeMap::new(),
+        tolerations: vec![],
+        affinity: None,
+        run_as_user: 10001,
+        run_as_group: 10001,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        env: BTreeMap::new(),
+        pending_timeout_secs: 600,
+        work_dir: "/work".into(),
+        api_qps: 1000,
+    }
+}
+
+fn installation() -> Installation {
+    Installation {
+        name: "test".into(),
+        secrets: SecretSource::default(),
+        grace: Duration::from_secs(10),
+    }
+}
+
+fn backend(client: Client) -> KubernetesSpawner {
+    KubernetesSpawner::with_client(settings(), &installation(), client, "agents")
+}
+
+fn spec() -> JobSpec {
+    JobSpec {
+        job_id: "abc123".into(),
+        attempt: 2,
+        intent: Intent {
+            task: "fix PROJ-1".into(),
+            ..Intent::default()
+        },
+        profile: AgentProfile {
+            name: "claude".into(),
+            image: Some("agent:1".into()),
+            command: vec!["sh".into(), "-c".into(), "true".into()],
+            secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "github_token".into())]),
+            timeout_secs: 600,
+            ..AgentProfile::default()
+        },
+        callback_url: "http://dispatcher/internal/jobs/abc123/events".into(),
+        token: "tok".into(),
+        heartbeat_secs: 5,
+        grace_secs: 10,
+    }
+}
+
+fn status(code: u16, reason: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "message": format!("mock says {reason}"), "reason": reason, "code": code
+    });
+    Response::builder()
+        .status(code)
+        .body(Body::from(body.to_string().into_bytes()))
+        .unwrap()
+}
+
+/// The answer of the mock API server to a Job create with this status code.
+fn create_answer(code: u16) -> Response<Body> {
+    match code {
+        201 => created(),
+        409 => status(409, "AlreadyExists"),
+        422 => status(422, "Invalid"),
+        429 => status(429, "TooManyRequests"),
+        503 => status(503, "ServiceUnavailable"),
+        other => status(other, "InternalError"),
+    }
+}
+
+type Bodies = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A mock API server: list and watch requests get empty answers; each Job create gets
+/// the answer for the next of `creates` (the last one repeats).
+fn mock(creates: Vec<u16>) -> (Client, Arc<AtomicUsize>, Bodies) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let posts = Arc::new(AtomicUsize::new(0));
+    let bodies = Bodies::default();
+    let (counter, seen) = (Arc::clone(&posts), Arc::clone(&bodies));
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let path = request.uri().path().to_string();
+            let response = if request.method() == http::Method::POST {
+                assert_eq!(path, "/apis/batch/v1/namespaces/agents/jobs");
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&bytes).unwrap());
+                create_answer(creates[n.min(creates.len() - 1)])
+            } else if request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("watch=true"))
+            {
+                Response::builder().status(200).body(Body::empty()).unwrap()
+            } else if path.ends_with("/jobs/agentsmith-abc123-2") {
+                let job = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": "agentsmith-abc123-2", "namespace": "agents", "uid": "uid-existing"}});
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(job.to_string().into_bytes()))
+                    .unwrap()
+            } else {
+                let kind = if path.contains("/pods") {
+                    "PodList"
+                } else {
+                    "JobList"
+                };
+                let list = serde_json::json!({"apiVersion": "v1", "kind": kind,
+                    "metadata": {"resourceVersion": "1"}, "items": []});
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(list.to_string().into_bytes()))
+                    .unwrap()
+            };
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "agents"), posts, bodies)
+}
+
+fn created() -> Response<Body> {
+    let job = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "agentsmith-abc123-2", "namespace": "agents", "uid": "uid-new"}});
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .body(Body::from(job.to_string().into_bytes()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn throttled_and_failing_creates_are_retried_and_the_request_has_its_shape() {
+    let (client, posts, bodies) = mock(vec![429, 500, 503, 201]);
+    let spawner = backend(client);
+    let handle = spawner.spawn(&spec()).await.unwrap();
+    assert_eq!(handle.name, "agentsmith-abc123-2");
+    assert_eq!(handle.id.as_deref(), Some("uid-new"));
+    assert_eq!(posts.load(Ordering::SeqCst), 4);
+    let body = bodies.lock().unwrap()[0].clone();
+    assert_eq!(body["spec"]["backoffLimit"], 0);
+    assert_eq!(body["spec"]["ttlSecondsAfterFinished"], 300);
+    assert_eq!(body["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    assert_eq!(
+        body["spec"]["template"]["spec"]["serviceAccountName"],
+        "agent-runner"
+    );
+    assert_eq!(
+        body["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let container = &body["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+    let secret = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "GITHUB_TOKEN")
+        .unwrap();
+    assert_eq!(secret["valueFrom"]["secretKeyRef"]["name"], "agent-secrets");
+    assert_eq!(secret["valueFrom"]["secretKeyRef"]["key"], "github_token");
+    assert!(secret.get("value").is_none());
+}
+
+#[tokio::test]
+async fn an_api_server_that_keeps_failing_is_unavailable_and_retryable() {
+    let (client, posts, _) = mock(vec![503]);
+    let spawner = backend(client);
+    let err = spawner.spawn(&spec()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(posts.load(Ordering::SeqCst), API_ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn an_existing_job_is_adopted_and_an_invalid_one_rejected() {
+    let (client, posts, _) = mock(vec![409]);
+    let spawner = backend(client);
+    let handle = spawner.spawn(&spec()).await.unwrap();
+    assert_eq!(handle.id.as_deref(), Some("uid-existing"));
+    assert_eq!(posts.load(Ordering::SeqCst), 1, "a conflict is not retried");
+
+    let (client, _, _) = mock(vec![422]);
+    let spawner = backend(client);
+    let err = spawner.spawn(&spec()).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("mock says Invalid"), "{err}");
+}
+
+#[test]
+fn secret_env_without_a_secret_name_is_rejected() {
+    let mut s = settings();
+    s.secret_name = String::new();
+    let err = job_manifest(&s, "test", "agents", &spec()).unwrap_err();
+    assert!(err.to_string().contains("secret_name"), "{err}");
+}

@@ -1,0 +1,25 @@
+//! What agentsmith's tests share, written once: nothing here is part of a release.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`redis`] | the tests' Redis ([`redis::test_url`], failing loudly with the command that starts it) and private servers a test may stop ([`redis::RedisServer`]) |
+//! | [`net`] | free ports |
+//! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
+//! | [`temp`] | unique names and temporary directories |
+//! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
+//! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
+//! | [`stand_in`] | a stand-in for the dispatcher's runner callback, recording what a runner posts |
+
+// Test tooling: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+pub mod fake_api;
+pub mod net;
+pub mod redis;
+pub mod sign;
+pub mod stand_in;
+pub mod temp;
+pub mod wait;
+
+pub use net::free_port;
+pub use wait::wait_until;

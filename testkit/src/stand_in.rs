@@ -1,0 +1,217 @@
+//! A stand-in for the dispatcher's runner callback (`/internal/jobs/{id}/events`): it
+//! records every batch a runner posts and answers as scripted, so the runner's tests and the
+//! spawner's conformance suite can watch what a real `agent-runner` reports.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use contract::{AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply};
+
+/// How the stand-in dispatcher answers a post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 `{"stop": false}`.
+    Ok,
+    /// 200 `{"stop": true}`.
+    Stop,
+    /// This status, with a short text body.
+    Status(u16),
+}
+
+/// The answers to give, in order, then `then` for every later post.
+#[derive(Debug, Clone)]
+pub struct Script {
+    first: VecDeque<Answer>,
+    then: Answer,
+}
+
+impl Script {
+    /// `answer` to every post.
+    pub fn always(answer: Answer) -> Self {
+        Self {
+            first: VecDeque::new(),
+            then: answer,
+        }
+    }
+
+    /// Before that, `answer` to the next `n` posts.
+    pub fn first(mut self, n: usize, answer: Answer) -> Self {
+        for _ in 0..n {
+            self.first.push_back(answer);
+        }
+        self
+    }
+
+    fn next(&mut self) -> Answer {
+        self.first.pop_front().unwrap_or(self.then)
+    }
+}
+
+/// One post the stand-in dispatcher received. Every post is recorded, whatever it was
+/// answered: a batch answered 500 may have been stored before the answer was lost.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The body as sent.
+    pub body: String,
+    /// The body as a batch.
+    pub batch: RunnerBatch,
+    /// What it was answered.
+    pub answer: Answer,
+}
+
+#[derive(Debug)]
+struct Recorder {
+    posts: Vec<Post>,
+    script: Script,
+}
+
+/// A dispatcher's `/internal/jobs/{id}/events` endpoint, recording the posts it gets.
+pub struct Dispatcher {
+    addr: SocketAddr,
+    state: Arc<Mutex<Recorder>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn record(
+    State(state): State<Arc<Mutex<Recorder>>>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let batch: RunnerBatch = match serde_json::from_str(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("not a batch: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let mut state = state.lock().unwrap();
+    let answer = state.script.next();
+    state.posts.push(Post {
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+        batch,
+        answer,
+    });
+    match answer {
+        Answer::Ok => Json(RunnerReply { stop: false }).into_response(),
+        Answer::Stop => Json(RunnerReply { stop: true }).into_response(),
+        Answer::Status(code) => (
+            StatusCode::from_u16(code).unwrap(),
+            format!("scripted {code}"),
+        )
+            .into_response(),
+    }
+}
+
+impl Dispatcher {
+    /// Starts a stand-in dispatcher on a free port of 127.0.0.1.
+    pub async fn start(script: Script) -> Self {
+        Self::start_on("127.0.0.1", script).await
+    }
+
+    /// Starts a stand-in dispatcher on a free port of `host` (an address containers or pods
+    /// reach, for runners that run there).
+    pub async fn start_on(host: &str, script: Script) -> Self {
+        let state = Arc::new(Mutex::new(Recorder {
+            posts: Vec::new(),
+            script,
+        }));
+        let app = Router::new()
+            .route("/internal/jobs/{id}/events", post(record))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind((host, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding the stand-in dispatcher on {host}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// The callback URL for `job_id`.
+    pub fn callback_url(&self, job_id: &str) -> String {
+        format!("http://{}/internal/jobs/{job_id}/events", self.addr)
+    }
+
+    /// Every post so far.
+    pub fn posts(&self) -> Vec<Post> {
+        self.state.lock().unwrap().posts.clone()
+    }
+
+    /// The events received, deduplicated by sequence number, in order. Panics unless the
+    /// numbers run from 0 without a gap and every repeat carries the same event.
+    pub fn events(&self) -> Vec<RunnerEvent> {
+        let mut by_seq: BTreeMap<u64, RunnerEvent> = BTreeMap::new();
+        for post in self.posts() {
+            for (offset, event) in post.batch.events.iter().enumerate() {
+                let seq = post.batch.first_seq + offset as u64;
+                if let Some(earlier) = by_seq.insert(seq, event.clone()) {
+                    assert_eq!(
+                        &earlier, event,
+                        "seq {seq} was sent as two different events"
+                    );
+                }
+            }
+        }
+        for (expected, seq) in by_seq.keys().enumerate() {
+            assert_eq!(
+                *seq, expected as u64,
+                "sequence numbers have a gap: {by_seq:?}"
+            );
+        }
+        by_seq.into_values().collect()
+    }
+
+    /// The log lines of `stream` received, deduplicated.
+    pub fn lines(&self, stream: OutputStream) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                RunnerEvent::Log { stream: s, line } if s == stream => Some(line),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The final event's outcome and result, once received (it must be the last event).
+    pub fn finished(&self) -> Option<(RunOutcome, Option<AgentResult>)> {
+        let events = self.events();
+        let position = events
+            .iter()
+            .position(|e| matches!(e, RunnerEvent::Finished { .. }))?;
+        assert_eq!(
+            position,
+            events.len() - 1,
+            "Finished is not last: {events:?}"
+        );
+        match events.into_iter().last() {
+            Some(RunnerEvent::Finished { outcome, result }) => Some((outcome, result)),
+            _ => None,
+        }
+    }
+}
