@@ -1,6 +1,17 @@
 #!/usr/bin/env python3
 """Static checks of the deployment files: the Helm chart (helm/agentsmith), the Kustomize stack
-(k8s/) and the Dockerfiles. Nothing here talks to a cluster.
+(k8s/) and the Dockerfiles. Nothing here talks to a cluster. In order:
+
+ - values.yaml documents every value and the README's values table matches it;
+ - `helm lint --strict` with the test and example values; the values schema refuses bad values
+   and the templates fail with a clear message on contradictory ones;
+ - a dozen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
+   (labels, RBAC rules, security contexts, probes, Secrets, optional objects, NOTES), and its
+   agentsmith.yml passing `agentsmith config check` with the Deployment's environment;
+ - checksum annotations, webhook source secrets, the PodDisruptionBudget's API version, proxies;
+ - both Kustomize overlays (kubectl kustomize), checked the same way;
+ - every object valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict);
+ - hadolint on the Dockerfiles.
 
 Run it through scripts/chart-check, which installs the tools first and passes their locations in
 the environment:
@@ -17,22 +28,20 @@ from values.yaml (its `# --` comments), which the checks compare.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "agentsmith"
+from chartkit import CHART, ROOT, Checks, chart_yaml, copy_k8s, merge
+
 README = CHART / "README.md"
 RELEASE = "demo"
 NAMESPACE = "agentsmith"
@@ -64,41 +73,6 @@ VERSIONS = {"1.20": KUBE_120, "1.37": KUBE_137}
 
 # Kinds no schema knows (custom resources), skipped by name.
 CRD_KINDS = {"ServiceMonitor"}
-
-
-class Checks:
-    """Counts checks; remembers failures with what was expected."""
-
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failures: list[str] = []
-        self.section = ""
-        self.section_passed = 0
-
-    def start(self, section: str) -> None:
-        self.finish()
-        self.section = section
-        self.section_passed = 0
-        self.section_start = time.monotonic()
-
-    def finish(self) -> None:
-        if self.section:
-            took = time.monotonic() - self.section_start
-            print(f"==> {self.section}: {self.section_passed} checks passed ({took:.1f} s)")
-            self.section = ""
-
-    def ok(self, name: str, condition: bool, detail: Any = "") -> bool:
-        if condition:
-            self.passed += 1
-            self.section_passed += 1
-        else:
-            message = f"{self.section}: {name}" + (f": {detail}" if detail != "" else "")
-            self.failures.append(message)
-            print(f"FAIL {message}")
-        return bool(condition)
-
-    def equal(self, name: str, actual: Any, expected: Any) -> bool:
-        return self.ok(name, actual == expected, f"expected {expected!r}, got {actual!r}")
 
 
 checks = Checks()
@@ -166,17 +140,8 @@ def values_docs() -> tuple[list[dict[str, str]], list[str]]:
 
 
 def type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
+    kinds = ((bool, "bool"), (int, "int"), (str, "string"), (list, "list"), (dict, "object"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")
 
 
 def values_table() -> str:
@@ -205,11 +170,11 @@ def load_chart():
     return helm, helm.Chart.load(CHART)
 
 
-def render(chart, values: dict, capabilities: dict | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
+def render(chart, values: dict, capabilities: dict | None = None) -> dict[str, str]:
     """The chart's templates rendered offline, as {template path: text}."""
     from helm_python import _native
 
-    opts: dict[str, Any] = {"name": RELEASE, "namespace": namespace, "is_install": True}
+    opts: dict[str, Any] = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True}
     if capabilities:
         opts.update(capabilities)
     out = _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
@@ -236,20 +201,6 @@ def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
     if len(found) != 1:
         raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)}")
     return found[0]
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def example(name: str) -> dict:
-    return yaml.safe_load((CHART / name).read_text()) or {}
 
 
 WITH_TOKEN = {"secrets": {"apiTokens": [TOKEN]}}
@@ -290,9 +241,9 @@ sources:
 # name -> (values, Secrets that exist outside the chart: {name: {key: value}})
 SCENARIOS: dict[str, tuple[dict, dict]] = {
     "default": (WITH_TOKEN, {}),
-    "values.local.yaml.example": (merge(example("values.local.yaml.example"), WITH_TOKEN), {}),
+    "values.local.yaml.example": (merge(chart_yaml("values.local.yaml.example"), WITH_TOKEN), {}),
     "values.prod.yaml.example": (
-        example("values.prod.yaml.example"),
+        chart_yaml("values.prod.yaml.example"),
         {"agentsmith-secrets": {"api-tokens": f"{TOKEN},{TOKEN}-2", "runner-secret": RUNNER_SECRET}},
     ),
     "external Redis URL": (
@@ -371,7 +322,7 @@ def check_lint(helm) -> None:
 
 def check_schema(helm, chart) -> None:
     checks.start("values.schema.json")
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    defaults = chart_yaml("values.yaml")
     try:
         chart.validate_schema(defaults)
         checks.ok("values.yaml itself is valid", True)
@@ -513,10 +464,9 @@ def check_renders(helm, chart, binary: str, tmp: Path) -> dict[str, list[tuple[d
 
 def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[str, str],
                   external: dict, binary: str, tmp: Path) -> None:
-    v = merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)
+    v = merge(chart_yaml("values.yaml"), values)
     ok, equal = checks.ok, checks.equal
     agents_ns = v["agents"]["namespace"] or NAMESPACE
-    kinds = sorted(o["kind"] for o in objects)
     ok(f"{label}: every object has the standard labels", all(labels_ok(o) for o in objects),
        [o["metadata"]["name"] for o in objects if not labels_ok(o)])
     ok(f"{label}: every name fits a DNS label", all(len(o["metadata"]["name"]) <= 63 for o in objects))
@@ -769,17 +719,11 @@ def check_proxy(chart, binary: str, tmp: Path) -> None:
 
 def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
     checks.start("Kustomize overlays (kubectl kustomize)")
-    # The overlays read their gitignored secrets.env: render a copy, with each made from its
-    # example where it is missing.
-    copy_dir = tmp / "k8s"
-    shutil.copytree(ROOT / "k8s", copy_dir)
+    copy_dir = copy_k8s(tmp)
     to_validate = {}
     for overlay in ("dev", "prod"):
         directory = copy_dir / "overlays" / overlay
-        env_file = directory / "secrets.env"
         checks.ok(f"{overlay}: secrets.env.example is there", (directory / "secrets.env.example").is_file())
-        if not env_file.exists():
-            shutil.copy(directory / "secrets.env.example", env_file)
         result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
         if not checks.ok(f"{overlay}: renders", result.returncode == 0, result.stderr.strip()):
             continue
@@ -854,18 +798,15 @@ def check_validation(groups: dict[str, list[tuple[dict, set[str]]]], tmp: Path) 
     # One set of files per Kubernetes version, holding the objects made for it (a 1.20
     # render's policy/v1beta1 PodDisruptionBudget has no schema in 1.37, and the other way
     # round; scripts/kube-validate fails on a kind it has no schema for).
-    paths = []
-    passed: dict[tuple[str, str], set[str]] = {}
+    passed: dict[tuple[int, str], set[str]] = {}  # (file index, kind/name) -> versions
     errors: list[str] = []
     returncode = 0
     for version in ("1.20", "1.37"):
         version_paths = []
         for index, content in enumerate(files):
             objects = [obj for obj, versions, _ in content.values() if version in versions]
-            path = directory / f"objects-{index:02d}-{version}.yaml"
-            if index >= len(paths):
-                paths.append(directory / f"objects-{index:02d}")
             if objects:
+                path = directory / f"objects-{index:02d}-{version}.yaml"
                 path.write_text(yaml.safe_dump_all(objects))
                 version_paths.append(path)
         if not version_paths:
@@ -875,19 +816,18 @@ def check_validation(groups: dict[str, list[tuple[dict, set[str]]]], tmp: Path) 
         returncode |= result.returncode
         output = result.stdout + result.stderr
         for line in output.splitlines():
-            match = re.match(r"^INFO (\S+) passed for resource (\S+) against version (\S+)$", line)
+            match = re.match(r"^INFO \S*/objects-(\d+)-\S+ passed for resource (\S+) against version (\S+)$", line)
             if match:
-                name = Path(match.group(1)).name.rsplit("-", 1)[0]
-                passed.setdefault((name, match.group(2)), set()).add(match.group(3))
+                passed.setdefault((int(match.group(1)), match.group(2)), set()).add(match.group(3))
         errors += [line for line in output.splitlines() if not line.startswith("INFO ")]
     checks.ok("kube-validate reports no invalid object", returncode == 0 and not errors, "\n".join(errors[:20]))
-    for path, content in zip(paths, files):
+    for index, content in enumerate(files):
         for ident, (obj, versions, sources) in content.items():
-            missing = versions - passed.get((path.name, ident), set())
+            missing = versions - passed.get((index, ident), set())
             where = sources[0] + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
             checks.ok(f"{obj['kind']}/{obj['metadata']['name']} ({where}) validated for {', '.join(sorted(versions))}",
                       not missing, f"not validated for {sorted(missing)}")
-    print(f"     {len(unique)} distinct objects from {len(groups)} value sets and overlays, in {len(paths)} files")
+    print(f"     {len(unique)} distinct objects from {len(groups)} value sets and overlays, in {len(files)} files")
 
 
 def check_hadolint(hadolint: str) -> None:
@@ -912,14 +852,10 @@ def main() -> int:
     helm, chart = load_chart()
     with tempfile.TemporaryDirectory(prefix="agentsmith-chart-check.") as name:
         tmp = Path(name)
-        steps: list[Callable[[], Any]] = [
-            check_readme,
-            lambda: check_lint(helm),
-            lambda: check_schema(helm, chart),
-            lambda: check_template_failures(helm, chart),
-        ]
-        for step in steps:
-            step()
+        check_readme()
+        check_lint(helm)
+        check_schema(helm, chart)
+        check_template_failures(helm, chart)
         groups = check_renders(helm, chart, binary, tmp)
         check_checksums(chart)
         check_webhook_sources(chart)
@@ -928,15 +864,7 @@ def main() -> int:
         groups.update(check_kustomize(kubectl, binary, tmp))
         check_validation(groups, tmp)
         check_hadolint(hadolint)
-        checks.finish()
-    took = time.monotonic() - started
-    if checks.failures:
-        print(f"chart-check: {len(checks.failures)} of {checks.passed + len(checks.failures)} checks FAILED ({took:.1f} s):", file=sys.stderr)
-        for failure in checks.failures:
-            print(f"  - {failure}", file=sys.stderr)
-        return 1
-    print(f"chart-check: {checks.passed} checks passed ({took:.1f} s)")
-    return 0
+    return checks.verdict("chart-check", started)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ them in the environment:
     KUBECONFIG           the cluster (admin rights: it creates and deletes a namespace)
     AGENTSMITH_KUBECTL   a kubectl, for `kubectl apply -k` of the Kustomize dev overlay
     AGENTSMITH_BIN       the agentsmith binary, for `agentsmith jobs logs` against the release
+    AGENTSMITH_CHAOS     the chaos binary, whose `traffic` and `judge` commands load and judge
+                         the upgrades
     PYTHONPATH           with helm-python-sdk (module helm_python) on it
 
 What it does, in a namespace of its own (agentsmith-live-<random>) with the release `agentsmith`:
@@ -21,9 +23,10 @@ What it does, in a namespace of its own (agentsmith-live-<random>) with the rele
     calls back through the Service, it ends `succeeded` with its log lines; then a signed
     Slack slash command (`fix LIVE-1`; the signing secret given as a chart value turns Slack
     on) is answered "Queued as <id>" and its job runs the same way (a wrong signature: 401);
- 3. upgrades to a new dispatcher image tag while GET /ready and POST /v1/jobs go to the Service
-    every 150 ms each: no request may fail, and every acknowledged job must succeed on its
-    first attempt with exactly one Kubernetes Job;
+ 3. upgrades to a new dispatcher image tag while `chaos traffic` sends GET /ready and POST
+    /v1/jobs to the Service every 150 ms each: no request may fail; `chaos judge` then follows
+    every acknowledged job, which must succeed on its first attempt, and the Job watch here
+    must have seen exactly one Kubernetes Job for each;
  4. upgrades with a new agent profile in config.content (same traffic): the checksum rolls the
     pods to a new ReplicaSet and a job of the new profile succeeds;
  5. uninstalls: nothing labelled with the release is left in the namespace, the agent Jobs go
@@ -41,15 +44,12 @@ from __future__ import annotations
 
 import base64
 import calendar
-import copy
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -57,14 +57,18 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from time import monotonic as now
+from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "agentsmith"
+from chartkit import (CHART, ROOT, TRANSIENT, Checks, Failure, RequestError, chart_yaml, copy_k8s, log, merge,
+                      wait_until)
+
 RELEASE = "agentsmith"
 FULLNAME = "agentsmith"  # the release name already holds the chart name
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
@@ -73,7 +77,7 @@ REDIS_PODS = f"{INSTANCE},app.kubernetes.io/component=redis"
 AGENT_JOBS = "app.kubernetes.io/managed-by=agentsmith"
 AGENT_TTL = 10
 KUSTOMIZE_NAMESPACE = "agentsmith-dev"
-TRAFFIC_INTERVAL = 0.15
+TRAFFIC_INTERVAL_MS = 150
 PRESTOP_SLEEP = 5  # dispatcher.preStopSleepSeconds, the chart's default
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 # A profile only the new configuration has (step 4); `echo` is kept, as the chart's default.
@@ -97,133 +101,66 @@ NEW_CONFIG = yaml.safe_dump({
     },
 }, sort_keys=False)
 
-
-class Failure(Exception):
-    """A step cannot go on."""
+checks = Checks(verbose=True)
 
 
-def now() -> float:
-    return time.monotonic()
+# --- HTTP: the Kubernetes API and the dispatcher's --------------------------------------------
+
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
+def request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None,
+            timeout: float = 20, opener: urllib.request.OpenerDirector = DIRECT) -> Any:
+    """One request on a new connection, never through a proxy of the environment: the response,
+    whatever its status, to read (or follow line by line) and close."""
+    try:
+        return opener.open(urllib.request.Request(url, data, headers or {}, method=method), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        return e
 
 
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def wait_until(timeout: float, what: str, condition: Callable[[], Any], interval: float = 0.5) -> Any:
-    """Calls `condition` until it returns something true, and returns that; Failure at `timeout`."""
-    deadline = now() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (OSError, http.client.HTTPException, KubeError) as e:
-            last_error = e
-        if now() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise Failure(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
-        time.sleep(interval)
-
-
-class Checks:
-    """Counts checks, remembers failures, keeps the measured figures."""
-
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failures: list[str] = []
-        self.figures: list[tuple[str, str]] = []
-        self.step = ""
-
-    def start(self, step: str) -> None:
-        self.step = step
-        log(f"==> {step}")
-
-    def ok(self, name: str, condition: Any, detail: Any = "") -> bool:
-        if condition:
-            self.passed += 1
-            log(f"    ok   {name}")
-        else:
-            message = f"{self.step}: {name}" + (f": {detail}" if detail != "" else "")
-            self.failures.append(message)
-            log(f"    FAIL {name}" + (f": {detail}" if detail != "" else ""))
-        return bool(condition)
-
-    def require(self, name: str, condition: Any, detail: Any = "") -> None:
-        """A check the following ones depend on: its failure ends the run."""
-        if not self.ok(name, condition, detail):
-            raise Failure(f"{name} failed")
-
-    def equal(self, name: str, actual: Any, expected: Any) -> bool:
-        return self.ok(name, actual == expected, f"expected {expected!r}, got {actual!r}")
-
-    def figure(self, name: str, value: str) -> None:
-        self.figures.append((name, value))
-        log(f"    {name}: {value}")
-
-
-checks = Checks()
-
-
-# --- the Kubernetes API --------------------------------------------------------------------
-
-
-class KubeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
+def body_of(response: Any) -> Any:
+    """A response's body, read and closed: parsed when it is JSON, else text."""
+    with response:
+        raw = response.read()
+    if raw and response.headers.get("Content-Type", "").startswith("application/json"):
+        return json.loads(raw)
+    return raw.decode(errors="replace")
 
 
 class Kube:
-    """A small client of the Kubernetes API from a kubeconfig (token or client certificate)."""
+    """A small client of the Kubernetes API, from a kubeconfig's current context (a token or a
+    client certificate)."""
 
     def __init__(self, path: str) -> None:
         config = yaml.safe_load(Path(path).read_text())
-        context_name = config.get("current-context")
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
-        if context_name not in contexts:
+        context = contexts.get(config.get("current-context"))
+        if context is None:
             raise Failure(f"{path}: no current-context")
-        context = contexts[context_name]
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
         user = next((u["user"] for u in config.get("users") or [] if u["name"] == context.get("user")), {}) or {}
-        url = urllib.parse.urlsplit(cluster["server"])
-        self.host, self.port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-        self.https = url.scheme == "https"
-        self.prefix = url.path.rstrip("/")
-        self._files = tempfile.TemporaryDirectory(prefix="agentsmith-live-kube.")
-        self.ssl = ssl.create_default_context()
+        self.server = cluster["server"].rstrip("/")
+        ca_data = cluster.get("certificate-authority-data")
+        tls = ssl.create_default_context(cafile=cluster.get("certificate-authority"),
+                                         cadata=base64.b64decode(ca_data).decode() if ca_data else None)
         if cluster.get("insecure-skip-tls-verify"):
-            self.ssl.check_hostname = False
-            self.ssl.verify_mode = ssl.CERT_NONE
-        elif cluster.get("certificate-authority-data"):
-            self.ssl = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-        elif cluster.get("certificate-authority"):
-            self.ssl = ssl.create_default_context(cafile=cluster["certificate-authority"])
+            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
         self.headers = {"Accept": "application/json"}
-        if user.get("token"):
-            self.headers["Authorization"] = f"Bearer {user['token']}"
-        elif user.get("tokenFile"):
-            self.headers["Authorization"] = f"Bearer {Path(user['tokenFile']).read_text().strip()}"
+        token = user.get("token") or (Path(user["tokenFile"]).read_text().strip() if user.get("tokenFile") else None)
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self._files = tempfile.TemporaryDirectory(prefix="agentsmith-live-kube.")
         cert, key = user.get("client-certificate"), user.get("client-key")
         if user.get("client-certificate-data"):
             cert = self._write("client.crt", user["client-certificate-data"])
             key = self._write("client.key", user["client-key-data"])
         if cert:
-            self.ssl.load_cert_chain(cert, key)
-        if "Authorization" not in self.headers and not cert:
-            raise Failure(f"{path}: the user of context {context_name} has neither a token nor a client "
-                          "certificate (exec and auth-provider plugins are not supported here)")
+            tls.load_cert_chain(cert, key)
+        if not token and not cert:
+            raise Failure(f"{path}: the user of context {config.get('current-context')} has neither a token nor a "
+                          "client certificate (exec and auth-provider plugins are not supported here)")
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls))
 
     def _write(self, name: str, data: str) -> str:
         path = Path(self._files.name) / name
@@ -231,38 +168,20 @@ class Kube:
         path.chmod(0o600)
         return str(path)
 
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+    def open(self, method: str, path: str, query: dict | None = None, body: Any = None, timeout: float = 20) -> Any:
+        """The response to a request, whatever its status (for watches and followed logs)."""
+        url = self.server + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = dict(self.headers, **({"Content-Type": "application/json"} if body is not None else {}))
+        data = json.dumps(body).encode() if body is not None else None
+        return request(url, method, data, headers, timeout, self.opener)
 
-    def open(self, method: str, path: str, query: dict | None = None, body: Any = None,
-             timeout: float = 20) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        url = self.prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        headers = dict(self.headers)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = self.connection(timeout)
-        conn.request(method, url, body=data, headers=headers)
-        return conn, conn.getresponse()
-
-    def call(self, method: str, path: str, query: dict | None = None, body: Any = None, timeout: float = 20) -> Any:
-        conn, response = self.open(method, path, query, body, timeout)
-        try:
-            raw = response.read()
-        finally:
-            conn.close()
+    def call(self, method: str, path: str, query: dict | None = None, body: Any = None) -> Any:
+        """The answer to a request (JSON parsed); RequestError for an error status."""
+        response = self.open(method, path, query, body)
+        answer = body_of(response)
         if response.status >= 300:
-            try:
-                message = json.loads(raw).get("message", raw.decode(errors="replace"))
-            except ValueError:
-                message = raw.decode(errors="replace")
-            raise KubeError(response.status, message)
-        if response.getheader("Content-Type", "").startswith("application/json"):
-            return json.loads(raw)
-        return raw.decode(errors="replace")
+            raise RequestError(response.status, answer.get("message", answer) if isinstance(answer, dict) else answer)
+        return answer
 
     def get(self, path: str, **query: Any) -> Any:
         return self.call("GET", path, query or None)
@@ -271,7 +190,7 @@ class Kube:
         try:
             self.get(path)
             return True
-        except KubeError as e:
+        except RequestError as e:
             if e.status == 404:
                 return False
             raise
@@ -282,20 +201,22 @@ class Kube:
     def close(self) -> None:
         self._files.cleanup()
 
-    def listable_resources(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """(API path prefix, resource) of every kind that can be listed, in the preferred version of
-        its group: the namespaced ones, and the cluster-wide ones."""
-        found = []
+    def listable_resources(self) -> tuple[list[str], list[str]]:
+        """The list paths of every kind that can be listed, in the preferred version of its group:
+        the namespaced ones (with a `{namespace}` to fill in), and the cluster-wide ones."""
         groups = [("/api/v1", self.get("/api/v1"))]
         for group in self.get("/apis")["groups"]:
             version = group["preferredVersion"]["groupVersion"]
             groups.append((f"/apis/{version}", self.get(f"/apis/{version}")))
+        namespaced, cluster_wide = [], []
         for prefix, listing in groups:
             for resource in listing["resources"]:
-                if "/" in resource["name"] or "list" not in resource.get("verbs", []):
-                    continue
-                found.append((prefix, resource["name"], resource["namespaced"]))
-        return [(p, r) for p, r, namespaced in found if namespaced], [(p, r) for p, r, namespaced in found if not namespaced]
+                if "/" not in resource["name"] and "list" in resource.get("verbs", []):
+                    if resource["namespaced"]:
+                        namespaced.append(f"{prefix}/namespaces/{{namespace}}/{resource['name']}")
+                    else:
+                        cluster_wide.append(f"{prefix}/{resource['name']}")
+        return namespaced, cluster_wide
 
 
 def epoch(stamp: str) -> float:
@@ -349,16 +270,12 @@ class JobWatch(threading.Thread):
             try:
                 if not version:
                     version = self.relist()
-                conn, response = self.kube.open("GET", self.path, {
-                    "watch": "1", "labelSelector": AGENT_JOBS, "resourceVersion": version,
-                    "allowWatchBookmarks": "true", "timeoutSeconds": "5"}, timeout=20)
-                try:
+                with self.kube.open("GET", self.path, {
+                        "watch": "1", "labelSelector": AGENT_JOBS, "resourceVersion": version,
+                        "allowWatchBookmarks": "true", "timeoutSeconds": "5"}) as response:
                     if response.status != 200:
-                        raise KubeError(response.status, response.read().decode(errors="replace"))
-                    while True:
-                        line = response.readline()
-                        if not line:
-                            break
+                        raise RequestError(response.status, response.read().decode(errors="replace"))
+                    for line in response:
                         event = json.loads(line)
                         obj = event["object"]
                         if event["type"] == "ERROR":
@@ -367,10 +284,8 @@ class JobWatch(threading.Thread):
                         version = obj["metadata"].get("resourceVersion") or version
                         if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                             self.record(obj, deleted=event["type"] == "DELETED")
-                finally:
-                    conn.close()
                 failures_in_a_row = 0
-            except (OSError, http.client.HTTPException, KubeError, ValueError) as e:
+            except (*TRANSIENT, ValueError) as e:
                 failures_in_a_row += 1
                 self.errors.append(str(e))
                 version = ""
@@ -399,17 +314,6 @@ class LogFollower(threading.Thread):
         self.lines: list[str] = []
         self.stopping = threading.Event()
 
-    def seconds_between(self, first: str, last: str) -> float | None:
-        """Seconds from the first line holding `first` to the first after it holding `last`."""
-        start = next((i for i, line in enumerate(self.lines) if first in line), None)
-        if start is None:
-            return None
-        end = next((i for i, line in enumerate(self.lines[start:], start) if last in line), None)
-        if end is None:
-            return None
-
-        return epoch(self.lines[end].split(" ", 1)[0]) - epoch(self.lines[start].split(" ", 1)[0])
-
     def time_of(self, text: str) -> float | None:
         """When the first line holding `text` was logged (seconds since the epoch)."""
         line = next((line for line in self.lines if text in line), None)
@@ -421,63 +325,41 @@ class LogFollower(threading.Thread):
         for _ in range(50):
             if self.stopping.is_set():
                 return
+            query = {"follow": "true", "timestamps": "true", "container": self.container}
+            if since:
+                query["sinceTime"] = since
             try:
-                query = {"follow": "true", "timestamps": "true", "container": self.container}
-                if since:
-                    query["sinceTime"] = since
-                conn, response = self.kube.open("GET", path, query, timeout=60)
-                try:
+                with self.kube.open("GET", path, query, timeout=60) as response:
                     if response.status != 200:
                         return
-                    while True:
-                        raw = response.readline()
-                        if not raw:
-                            break
+                    for raw in response:
                         line = raw.decode(errors="replace").rstrip("\n")
-                        stamp, _, text = line.partition(" ")
+                        stamp = line.partition(" ")[0]
                         if not (stamp[:1].isdigit() and stamp.endswith("Z")):
                             continue  # the kubelet's word that the container is gone, not a log line
                         if since and stamp <= since and line in self.lines:
                             continue
                         self.lines.append(line)
                         since = stamp
-                finally:
-                    conn.close()
-            except (OSError, http.client.HTTPException):
+            except TRANSIENT:
                 pass
             time.sleep(0.5)
 
 
-# --- the dispatcher's API ------------------------------------------------------------------
-
-
 class Api:
-    """The dispatcher's HTTP API at host:port, a new connection for every request."""
+    """The dispatcher's HTTP API at `url`, a new connection for every request."""
 
-    def __init__(self, host: str, port: int, token: str) -> None:
-        self.host, self.port, self.token = host, port, token
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def call(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.token}", "Connection": "close"}
-        data = None
+    def call(self, method: str, path: str, body: Any = None, data: bytes | None = None,
+             headers: dict | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+        """(status, answer) of a request with the token (if any); `body` is sent as JSON."""
+        headers = dict(headers or {}, **({"Authorization": f"Bearer {self.token}"} if self.token else {}))
         if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        response = request(self.url + path, method, data, headers, timeout)
+        return response.status, body_of(response)
 
     def submit(self, agent: str, task: str) -> tuple[int, Any]:
         return self.call("POST", "/v1/jobs", {"agent": agent, "task": task})
@@ -485,29 +367,19 @@ class Api:
     def job(self, job_id: str) -> dict:
         status, body = self.call("GET", f"/v1/jobs/{job_id}")
         if status != 200:
-            raise Failure(f"GET /v1/jobs/{job_id}: {status} {body}")
+            raise RequestError(status, f"GET /v1/jobs/{job_id}: {body}")
         return body
 
-    def events(self, job_id: str, timeout: float = 30) -> list[tuple[str, dict]]:
+    def events(self, job_id: str) -> list[tuple[str, dict]]:
         """The job's event stream (SSE): its history, up to its end."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            conn.request("GET", f"/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {self.token}",
-                                                                        "Accept": "text/event-stream"})
-            response = conn.getresponse()
-            if response.status != 200:
-                raise Failure(f"GET /v1/jobs/{job_id}/events: {response.status} {response.read()!r}")
-            text = response.read().decode()
-        finally:
-            conn.close()
+        status, text = self.call("GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=30)
+        if status != 200:
+            raise Failure(f"GET /v1/jobs/{job_id}/events: {status} {text}")
         events = []
         for block in text.split("\n\n"):
-            name, data = "", []
-            for line in block.splitlines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
+            lines = block.splitlines()
+            name = next((line[6:].strip() for line in lines if line.startswith("event:")), "")
+            data = [line[5:].strip() for line in lines if line.startswith("data:")]
             if name and data:
                 events.append((name, json.loads("\n".join(data))))
         return events
@@ -518,75 +390,68 @@ class Api:
 
 
 class Traffic:
-    """GET /ready and POST /v1/jobs to the Service, each every TRAFFIC_INTERVAL, from two threads,
-    until stopped (or `limit` seconds, whichever is first). Every answer is kept."""
+    """`chaos traffic` (the Rust harness) against the dispatcher: GET /ready and POST /v1/jobs, each
+    every TRAFFIC_INTERVAL_MS on a new connection, from its creation until `stop`, which keeps its
+    report (requests, failures, the ids of the acknowledged jobs) for `judge` and the checks."""
 
-    def __init__(self, api: Api, label: str, limit: float = 240) -> None:
-        self.api, self.label, self.limit = api, label, limit
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.results: list[dict] = []  # {kind, t, status, error, job_id}
-        self.threads = [threading.Thread(target=self.loop, args=(kind,), daemon=True, name=f"traffic-{kind}")
-                        for kind in ("ready", "submit")]
-
-    def loop(self, kind: str) -> None:
-        started = now()
-        n = 0
-        while not self.stopping.is_set() and now() - started < self.limit:
-            n += 1
-            t = now()
-            entry: dict[str, Any] = {"kind": kind, "at": time.strftime("%H:%M:%S"), "t": t}
-            try:
-                if kind == "ready":
-                    status, body = self.api.call("GET", "/ready")
-                else:
-                    status, body = self.api.submit("echo", f"{self.label} #{n}")
-                    if status == 202 and isinstance(body, dict):
-                        entry["job_id"] = body.get("id")
-                entry["status"] = status
-                if not 200 <= status < 300:
-                    entry["error"] = f"HTTP {status}: {body}"
-            except (OSError, http.client.HTTPException) as e:
-                entry["error"] = f"{type(e).__name__}: {e}"
-            entry["took"] = now() - t
-            with self.lock:
-                self.results.append(entry)
-            self.stopping.wait(max(0.0, TRAFFIC_INTERVAL - (now() - t)))
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+    def __init__(self, chaos: str, api: Api, label: str, directory: Path) -> None:
+        """Starts the traffic and returns once it runs."""
+        self.chaos, self.api = chaos, api
+        slug = re.sub(r"[^a-z0-9]+", "-", label)
+        self.report, self.output = directory / f"{slug}.json", directory / f"{slug}.log"
+        self.result: dict = {}
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                [chaos, "traffic", "--url", api.url, "--token", api.token, "--agent", "echo", "--label", label,
+                 "--interval-ms", str(TRAFFIC_INTERVAL_MS), "--out", str(self.report)],
+                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(20, "chaos traffic to say `traffic: started`", lambda: self.process.poll() is not None
+                       or "traffic: started" in self.output.read_text(), 0.1)
+            if self.process.poll() is not None:
+                raise Failure(f"chaos traffic exited {self.process.returncode}: {self.output.read_text().strip()}")
+        except Failure:
+            self.process.kill()
+            raise
 
     def stop(self) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
+        """SIGTERM: it finishes the requests in flight and writes its report."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise Failure("chaos traffic did not stop within 30 s of SIGTERM") from None
+        if code != 0 or not self.report.exists():
+            raise Failure(f"chaos traffic exited {code} without its report: {self.output.read_text().strip()}")
+        self.result = json.loads(self.report.read_text())
 
-    def failed(self) -> list[dict]:
-        return [r for r in self.results if "error" in r]
-
-    def acknowledged(self) -> list[str]:
-        return [r["job_id"] for r in self.results if r["kind"] == "submit" and r.get("status") == 202 and r.get("job_id")]
-
-
-# --- the test ------------------------------------------------------------------------------
+    def judge(self, limit: float) -> dict:
+        """`chaos judge`: follows every acknowledged job until it ends, or `limit` seconds pass."""
+        result = subprocess.run([self.chaos, "judge", "--url", self.api.url, "--token", self.api.token,
+                                 "--report", str(self.report), "--limit-secs", f"{limit:.0f}"],
+                                capture_output=True, text=True, timeout=limit + 120)
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            raise Failure(f"chaos judge exited {result.returncode} with no verdict: {result.stdout}{result.stderr}") from None
 
 
 class LiveTest:
     """The steps, in order, and what they leave behind for the cleanup."""
 
-    def __init__(self, kubeconfig: str, kubectl: str, binary: str, kustomize: bool) -> None:
+    def __init__(self, kubeconfig: str, kubectl: str, binary: str, chaos: str, kustomize: bool) -> None:
         import helm_python as helm
 
         self.helm = helm
-        self.kubeconfig, self.kubectl, self.binary, self.kustomize = kubeconfig, kubectl, binary, kustomize
+        self.kubeconfig, self.kubectl, self.binary, self.chaos, self.kustomize = kubeconfig, kubectl, binary, chaos, kustomize
         self.kube = Kube(kubeconfig)
+        self.tmp = tempfile.TemporaryDirectory(prefix="agentsmith-live.")
         self.namespace = f"agentsmith-live-{secrets.token_hex(3)}"
         self.token = "live-" + secrets.token_urlsafe(24)
         self.runner_secret = "live-runner-" + secrets.token_urlsafe(24)
         self.slack_secret = "live-slack-" + secrets.token_urlsafe(24)
-        chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-        self.app_version = chart["appVersion"]
+        self.app_version = chart_yaml("Chart.yaml")["appVersion"]
         self.new_tag = f"{self.app_version}-live2"
         self.dispatcher_image = f"agentsmith-dispatcher:{self.app_version}"
         self.cfg = None
@@ -596,7 +461,7 @@ class LiveTest:
         self.watch: JobWatch | None = None
         self.api: Api | None = None
         self.all_job_ids: list[str] = []
-        self.values = merge(yaml.safe_load((CHART / "values.local.yaml.example").read_text()) or {}, {
+        self.values = merge(chart_yaml("values.local.yaml.example"), {
             "secrets": {"apiTokens": [self.token], "runnerSecret": self.runner_secret,
                         # Given as a value, so the chart turns the Slack routes on.
                         "slack": {"signingSecret": self.slack_secret}},
@@ -608,27 +473,32 @@ class LiveTest:
 
     # --- helpers
 
-    def ns(self, path: str = "") -> str:
-        return f"/api/v1/namespaces/{self.namespace}{path}"
+    def ns(self, path: str = "", namespace: str | None = None) -> str:
+        return f"/api/v1/namespaces/{namespace or self.namespace}{path}"
 
-    def pods(self, selector: str) -> list[dict]:
-        return self.kube.items(self.ns("/pods"), selector)
+    def pods(self, selector: str, namespace: str | None = None) -> list[dict]:
+        return self.kube.items(self.ns("/pods", namespace), selector)
 
-    def ready_pods(self, selector: str, count: int) -> list[dict] | None:
-        pods = [p for p in self.pods(selector) if not p["metadata"].get("deletionTimestamp")]
+    def ready_pods(self, selector: str, count: int, namespace: str | None = None) -> list[dict] | None:
+        """The `count` pods of `selector`, when there are that many and all are Ready."""
+        pods = [p for p in self.pods(selector, namespace) if not p["metadata"].get("deletionTimestamp")]
         return pods if len(pods) == count and all(pod_ready(p) for p in pods) else None
 
-    def endpoints_ready(self, namespace: str, service: str) -> bool:
-        endpoints = self.kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{service}")
-        return any(subset.get("addresses") for subset in endpoints.get("subsets") or [])
+    def make_namespace(self, namespace: str) -> None:
+        self.kube.call("POST", "/api/v1/namespaces", body={
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"agentsmith.io/live-test": "true"}}})
+        self.namespaces_made.append(namespace)
 
     def service_api(self, namespace: str, service: str) -> Api:
         svc = self.kube.get(f"/api/v1/namespaces/{namespace}/services/{service}")
         # A connection to a Service without endpoints hangs on this cluster (TESTENV.md); and
         # kube-proxy programs a new Service a moment after its endpoints appear in the API
         # (until then a connection is refused): wait for both.
-        wait_until(60, f"endpoints of Service {namespace}/{service}", lambda: self.endpoints_ready(namespace, service))
-        api = Api(svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["port"], self.token)
+        wait_until(60, f"endpoints of Service {namespace}/{service}", lambda: any(
+            subset.get("addresses")
+            for subset in self.kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{service}").get("subsets") or []))
+        api = Api(f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}", self.token)
         wait_until(30, f"the Service {namespace}/{service} to answer at {api.url}",
                    lambda: api.call("GET", "/health", timeout=2)[0] == 200, 0.2)
         return api
@@ -638,9 +508,6 @@ class LiveTest:
 
     def replica_sets(self) -> list[dict]:
         return self.kube.items(f"/apis/apps/v1/namespaces/{self.namespace}/replicasets", DISPATCHER_PODS)
-
-    def release_status(self) -> dict:
-        return self.cfg.status(RELEASE)
 
     def run_job(self, api: Api, agent: str, task: str, timeout: float = 180) -> tuple[dict, float, list]:
         """Submits a job, waits for its end; returns the job, submit->end seconds, its events."""
@@ -669,10 +536,7 @@ class LiveTest:
 
     def install(self) -> None:
         checks.start(f"1. helm install {RELEASE} into {self.namespace} (values.local.yaml.example + test secrets)")
-        self.kube.call("POST", "/api/v1/namespaces", body={
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": self.namespace, "labels": {"agentsmith.io/live-test": "true"}}})
-        self.namespaces_made.append(self.namespace)
+        self.make_namespace(self.namespace)
         self.cfg = self.helm.Config(kubeconfig_path=self.kubeconfig, namespace=self.namespace)
         self.watch = JobWatch(self.kube, self.namespace)
         self.watch.start()
@@ -693,7 +557,7 @@ class LiveTest:
         container = dispatchers[0]["spec"]["containers"][0]
         checks.equal("the dispatcher runs the chart's default image, never pulled",
                      (container["image"], container["imagePullPolicy"]), (self.dispatcher_image, "Never"))
-        status = self.release_status()
+        status = self.cfg.status(RELEASE)
         checks.equal("helm status: deployed", status["status"], "deployed")
         checks.equal("helm status: revision 1", status["revision"], 1)
         webhooks = f"http://{FULLNAME}.{self.namespace}.svc.cluster.local:8080/webhooks/"
@@ -721,7 +585,7 @@ class LiveTest:
         checks.require("GET /ready through the Service answers 200", status == 200, f"{status} {body}")
         status, body = api.call("GET", "/v1/jobs")
         checks.equal("GET /v1/jobs with the token answers 200", status, 200)
-        unauthorised = Api(api.host, api.port, "wrong-token-0123456789").call("GET", "/v1/jobs")[0]
+        unauthorised = Api(api.url, "wrong-token-0123456789").call("GET", "/v1/jobs")[0]
         checks.equal("GET /v1/jobs with a wrong token answers 401", unauthorised, 401)
         task = "chart-live-test: hello from the Service"
         job, took, events = self.run_job(api, "echo", task)
@@ -761,19 +625,9 @@ class LiveTest:
         def post(signature_secret: str) -> tuple[int, Any]:
             stamp = str(int(time.time()))
             digest = hmac.new(signature_secret.encode(), b"v0:" + stamp.encode() + b":" + form, hashlib.sha256)
-            conn = http.client.HTTPConnection(api.host, api.port, timeout=10)
-            try:
-                conn.request("POST", "/webhooks/slack/commands", body=form, headers={
-                    "Content-Type": "application/x-www-form-urlencoded", "Connection": "close",
-                    "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()})
-                response = conn.getresponse()
-                raw = response.read()
-            finally:
-                conn.close()
-            try:
-                return response.status, json.loads(raw)
-            except ValueError:
-                return response.status, raw.decode(errors="replace")
+            return Api(api.url, "").call("POST", "/webhooks/slack/commands", data=form, timeout=10, headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()})
 
         status, _ = post("not-the-signing-secret")
         checks.equal("a Slack command with a wrong signature is refused (401)", status, 401)
@@ -797,25 +651,25 @@ class LiveTest:
                   len(k8s_jobs) == 1 and k8s_jobs[0]["namespace"] == self.namespace, k8s_jobs)
 
     def roll(self, label: str, values: dict) -> tuple[float, float, Traffic, list[LogFollower], set[str]]:
-        """Upgrades to `values` under traffic; returns (helm upgrade s, whole roll s, traffic, the old
-        pods' logs, the ReplicaSets before)."""
+        """Upgrades to `values` under traffic; returns (helm upgrade s, whole roll s, the stopped
+        traffic, the old pods' logs, the ReplicaSets before)."""
         old_pods = [p["metadata"]["name"] for p in self.pods(DISPATCHER_PODS)]
         followers = [LogFollower(self.kube, self.namespace, name) for name in old_pods]
         for follower in followers:
             follower.start()
         sets_before = {rs["metadata"]["name"] for rs in self.replica_sets()}
-        traffic = Traffic(self.api, label)
-        traffic.start()
-        time.sleep(2)  # traffic before the roll, too
-        t, started = now(), time.time()
+        traffic = Traffic(self.chaos, self.api, label, Path(self.tmp.name))
         error = None
+        timeline: dict[str, float] = {}
         try:
-            self.cfg.upgrade(CHART, RELEASE, values, wait="watcher", timeout=240)
-        except self.helm.HelmError as e:
-            error = e
-        helm_s = roll_s = now() - t
-        timeline = {"helm returned": time.time()}
-        try:
+            time.sleep(2)  # traffic before the roll, too
+            t, started = now(), time.time()
+            try:
+                self.cfg.upgrade(CHART, RELEASE, values, wait="watcher", timeout=240)
+            except self.helm.HelmError as e:
+                error = e
+            helm_s = roll_s = now() - t
+            timeline["helm returned"] = time.time()
             if error is None:
                 for pod in self.pods(DISPATCHER_PODS):
                     meta = pod["metadata"]
@@ -834,7 +688,6 @@ class LiveTest:
                 timeline["old pods gone"] = time.time()
                 time.sleep(2)  # and traffic after it
         finally:
-            traffic.stop()
             for follower in followers:
                 follower.stopping.set()
                 follower.join(timeout=10)
@@ -842,68 +695,53 @@ class LiveTest:
                     when = follower.time_of(text)
                     if when:
                         timeline[f"old pod {follower.pod} {what}"] = when
+            traffic.stop()
         log("    timeline (API times are whole seconds): " + ", ".join(
             f"{name} {when - started:+.1f} s" for name, when in sorted(timeline.items(), key=lambda item: item[1])))
         checks.require("helm upgrade (wait: watcher) succeeds", error is None, error)
         return helm_s, roll_s, traffic, followers, sets_before
 
     def judge_traffic(self, traffic: Traffic, followers: list[LogFollower]) -> None:
-        ready = [r for r in traffic.results if r["kind"] == "ready"]
-        submits = [r for r in traffic.results if r["kind"] == "submit"]
-        failed = traffic.failed()
-        checks.figure("requests sent / failed", f"{len(traffic.results)} / {len(failed)} "
-                      f"(GET /ready {len(ready)}, POST /v1/jobs {len(submits)}; slowest "
-                      f"{max((r['took'] for r in traffic.results), default=0):.2f} s)")
+        """No request failed (`chaos traffic`'s report); the replaced pods drained."""
+        report = traffic.result
+        failed = report["failed"]
+        checks.figure("requests sent / failed", f"{report['requests']} / {len(failed)} (GET /ready {report['ready']}, "
+                      f"POST /v1/jobs {report['submits']}; slowest {report['slowest_secs']:.2f} s)")
         checks.ok("no request failed (any non-2xx or connection error counts)", not failed,
                   "\n" + "\n".join(f"      {r['at']} {r['kind']}: {r['error']}" for r in failed))
         for follower in followers:
             text = "\n".join(follower.lines)
-            drain = follower.seconds_between("shutting down", '"message":"stopped"')
-            if drain is not None:
-                checks.figure(f"drain of {follower.pod} s", f"{drain:.1f} (SIGTERM to exit, after the {PRESTOP_SLEEP} s preStop sleep)")
+            drain_start, stopped = follower.time_of("shutting down"), follower.time_of('"message":"stopped"')
+            if drain_start and stopped:
+                checks.figure(f"drain of {follower.pod} s", f"{stopped - drain_start:.1f} (SIGTERM to exit, after the {PRESTOP_SLEEP} s preStop sleep)")
             checks.ok(f"the replaced pod {follower.pod} drained and stopped cleanly",
                       "shutting down" in text and '"stopped"' in text and "did not finish" not in text,
                       "its last log lines:\n" + "\n".join(f"      {line}" for line in follower.lines[-15:]))
-        if failed:
-            self.dump_old_logs(followers)
+            if failed:
+                log(f"---- log of the replaced pod {follower.pod} (last 20 lines) ----")
+                for line in follower.lines[-20:]:
+                    log(f"    {line}")
 
-    def judge_jobs(self, job_ids: list[str]) -> None:
-        """Every acknowledged job exists, succeeds on attempt 1, with exactly one Kubernetes Job."""
-        api = self.api
+    def judge_jobs(self, traffic: Traffic) -> None:
+        """Every acknowledged job exists and succeeds on attempt 1 (`chaos judge` asks the API), with
+        exactly one Kubernetes Job (the Job watch saw them all, though their TTL deletes them)."""
+        job_ids = traffic.result["acknowledged"]
         self.all_job_ids += job_ids
-        missing, states = [], {}
         # max_concurrent_jobs (10) at a time, each a pod of ~4 s: about 0.5 s a job here.
         limit = 120 + 1.5 * len(job_ids)
-        t = now()
-        deadline = t + limit
-        pending = list(job_ids)
-        while pending and now() < deadline:
-            still = []
-            for job_id in pending:
-                status, body = api.call("GET", f"/v1/jobs/{job_id}")
-                if status == 404:
-                    missing.append(job_id)
-                elif status != 200:
-                    still.append(job_id)
-                elif body["state"] in TERMINAL:
-                    states[job_id] = body
-                else:
-                    still.append(job_id)
-            pending = still
-            if pending:
-                time.sleep(1)
-        checks.ok(f"no acknowledged job lost ({len(job_ids)} acknowledged with 202, all found)", not missing, missing)
-        checks.ok(f"every one ended within {limit:.0f} s", not pending, pending)
-        checks.figure("the traffic's jobs all ended after s", f"{now() - t:.1f} (from the end of the traffic)")
-        not_succeeded = {j: (b["state"], b.get("reason")) for j, b in states.items() if b["state"] != "succeeded"}
-        checks.ok("every one succeeded", not not_succeeded, not_succeeded)
-        retried = {j: b["attempt"] for j, b in states.items() if b["attempt"] != 1}
-        checks.ok("every one ran on attempt 1", not retried, retried)
+        verdict = traffic.judge(limit)
+        missing, unfinished = verdict["missing"], verdict["unfinished"]
+        checks.ok(f"no acknowledged job lost ({verdict['acknowledged']} acknowledged with 202, all found)", not missing, missing)
+        checks.ok(f"every one ended within {limit:.0f} s", not unfinished, unfinished)
+        checks.figure("the traffic's jobs all ended after s", f"{verdict['ended_after_secs']:.1f} (from the end of the traffic)")
+        checks.ok("every one succeeded", not verdict["not_succeeded"], verdict["not_succeeded"])
+        checks.ok("every one ran on attempt 1", not verdict["retried"], verdict["retried"])
+        ended = [j for j in job_ids if j not in missing and j not in unfinished]
         seen = wait_until(20, "the watch to have seen every job's Kubernetes Job",
-                          lambda: (lambda by: by if all(j in by for j in states) else None)(self.watch.by_job_id()), 0.5)
-        extra = {j: [k["name"] for k in seen[j]] for j in states if len(seen.get(j, [])) != 1}
+                          lambda: (lambda by: by if all(j in by for j in ended) else None)(self.watch.by_job_id()), 0.5)
+        extra = {j: [k["name"] for k in seen[j]] for j in ended if len(seen.get(j, [])) != 1}
         checks.ok("exactly one Kubernetes Job per job id (label agentsmith.io/job-id)", not extra, extra)
-        wrong = {j: seen[j][0]["attempt"] for j in states if j in seen and seen[j][0]["attempt"] != "1"}
+        wrong = {j: seen[j][0]["attempt"] for j in ended if j in seen and seen[j][0]["attempt"] != "1"}
         checks.ok("each labelled agentsmith.io/attempt=1", not wrong, wrong)
 
     def upgrade_image(self) -> None:
@@ -913,13 +751,13 @@ class LiveTest:
         self.values = merge(self.values, {"image": {"tag": self.new_tag}})
         helm_s, roll_s, traffic, followers, sets_before = self.roll("upgrade traffic", self.values)
         checks.figure("upgrade duration s", f"{roll_s:.1f} (until the old pod was gone; helm upgrade returned after {helm_s:.1f})")
-        status = self.release_status()
+        status = self.cfg.status(RELEASE)
         checks.equal("helm status: deployed, revision 2", (status["status"], status["revision"]), ("deployed", 2))
         pods = wait_until(30, "one Ready dispatcher pod", lambda: self.ready_pods(DISPATCHER_PODS, 1))
         checks.equal("the dispatcher pod runs the new tag", pods[0]["spec"]["containers"][0]["image"],
                      f"agentsmith-dispatcher:{self.new_tag}")
         self.judge_traffic(traffic, followers)
-        self.judge_jobs(traffic.acknowledged())
+        self.judge_jobs(traffic)
 
     def upgrade_config(self) -> None:
         checks.start(f"4. helm upgrade with a new agent profile ({NEW_PROFILE}) in config.content under traffic")
@@ -945,7 +783,7 @@ class LiveTest:
         config = yaml.safe_load(self.kube.get(self.ns(f"/configmaps/{FULLNAME}"))["data"]["agentsmith.yml"])
         checks.ok(f"the ConfigMap holds the profile {NEW_PROFILE}", NEW_PROFILE in config.get("agents", {}), config.get("agents"))
         self.judge_traffic(traffic, followers)
-        self.judge_jobs(traffic.acknowledged())
+        self.judge_jobs(traffic)
         # After the traffic's jobs, so it does not queue behind them.
         job, took, events = self.run_job(self.api, NEW_PROFILE, "new config")
         checks.figure(f"{NEW_PROFILE} job submit -> succeeded s", f"{took:.1f}")
@@ -973,17 +811,11 @@ class LiveTest:
 
         def leftovers() -> list[str]:
             found = []
-            for prefix, resource in namespaced:
-                path = f"{prefix}/namespaces/{self.namespace}/{resource}"
+            for path in [p.format(namespace=self.namespace) for p in namespaced] + cluster_wide:
+                where = "" if "/namespaces/" in path else " (cluster-wide)"
                 try:
-                    found += [f"{resource}/{o['metadata']['name']}" for o in self.kube.items(path, INSTANCE)]
-                except KubeError as e:
-                    if e.status not in (404, 405):
-                        raise
-            for prefix, resource in cluster_wide:
-                try:
-                    found += [f"{resource}/{o['metadata']['name']} (cluster-wide)" for o in self.kube.items(f"{prefix}/{resource}", INSTANCE)]
-                except KubeError as e:
+                    found += [f"{path.rsplit('/', 1)[1]}/{o['metadata']['name']}{where}" for o in self.kube.items(path, INSTANCE)]
+                except RequestError as e:
                     if e.status not in (404, 405):
                         raise
             return found
@@ -1044,27 +876,16 @@ class LiveTest:
         if self.kube.exists(f"/api/v1/namespaces/{KUSTOMIZE_NAMESPACE}"):
             log(f"    SKIPPED: namespace {KUSTOMIZE_NAMESPACE} exists already and is not this test's")
             return
-        with tempfile.TemporaryDirectory(prefix="agentsmith-live-k8s.") as tmp:
-            copy_dir = Path(tmp) / "k8s"
-            shutil.copytree(ROOT / "k8s", copy_dir)
-            overlay = copy_dir / "overlays" / "dev"
-            (overlay / "secrets.env").write_text(f"api-tokens={self.token}\nrunner-secret={self.runner_secret}\n")
-            self.kube.call("POST", "/api/v1/namespaces", body={
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": KUSTOMIZE_NAMESPACE, "labels": {"agentsmith.io/live-test": "true"}}})
-            self.namespaces_made.append(KUSTOMIZE_NAMESPACE)
-            t = now()
-            result = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "-k", str(overlay)],
-                                    capture_output=True, text=True, timeout=120)
-            checks.require("kubectl apply -k succeeds", result.returncode == 0, result.stdout + result.stderr)
-        base = f"/api/v1/namespaces/{KUSTOMIZE_NAMESPACE}/pods"
-
-        def ready(selector: str) -> bool:
-            pods = [p for p in self.kube.items(base, selector) if not p["metadata"].get("deletionTimestamp")]
-            return len(pods) == 1 and pod_ready(pods[0])
-
-        wait_until(120, "the dev overlay's Redis and dispatcher to be Ready",
-                   lambda: ready("app.kubernetes.io/component=redis") and ready("app.kubernetes.io/component=dispatcher"))
+        overlay = copy_k8s(Path(self.tmp.name)) / "overlays" / "dev"
+        (overlay / "secrets.env").write_text(f"api-tokens={self.token}\nrunner-secret={self.runner_secret}\n")
+        self.make_namespace(KUSTOMIZE_NAMESPACE)
+        t = now()
+        result = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "-k", str(overlay)],
+                                capture_output=True, text=True, timeout=120)
+        checks.require("kubectl apply -k succeeds", result.returncode == 0, result.stdout + result.stderr)
+        wait_until(120, "the dev overlay's Redis and dispatcher to be Ready", lambda: all(
+            self.ready_pods(f"app.kubernetes.io/component={component}", 1, KUSTOMIZE_NAMESPACE)
+            for component in ("redis", "dispatcher")))
         checks.figure("kustomize apply -> Ready s", f"{now() - t:.1f}")
         api = self.service_api(KUSTOMIZE_NAMESPACE, "agentsmith")
         status, body = api.call("GET", "/ready")
@@ -1080,19 +901,13 @@ class LiveTest:
     def delete_namespace(self, namespace: str, timeout: float = 180) -> None:
         try:
             self.kube.call("DELETE", f"/api/v1/namespaces/{namespace}")
-        except KubeError as e:
+        except RequestError as e:
             if e.status != 404:
                 raise
         wait_until(timeout, f"namespace {namespace} to be gone",
                    lambda: not self.kube.exists(f"/api/v1/namespaces/{namespace}"), 1)
         if namespace in self.namespaces_made:
             self.namespaces_made.remove(namespace)
-
-    def dump_old_logs(self, followers: list[LogFollower]) -> None:
-        for follower in followers:
-            log(f"---- log of the replaced pod {follower.pod} (last 20 lines) ----")
-            for line in follower.lines[-20:]:
-                log(f"    {line}")
 
     def diagnostics(self) -> None:
         """What the namespace looks like, for a failed run."""
@@ -1114,7 +929,7 @@ class LiveTest:
                     log(f"    ---- log of {name} (last 40 lines) ----")
                     for line in str(text).splitlines():
                         log(f"    {line}")
-            except (OSError, http.client.HTTPException, KubeError) as e:
+            except TRANSIENT as e:
                 log(f"    (could not read it: {e})")
 
     def cleanup(self) -> None:
@@ -1122,7 +937,7 @@ class LiveTest:
             self.watch.stop()
         try:
             self.kube.get("/version")
-        except (OSError, http.client.HTTPException, KubeError) as e:
+        except TRANSIENT as e:
             if self.installed or self.namespaces_made:
                 log(f"==> cleanup: the API server does not answer ({e}): release {RELEASE} and namespaces "
                     f"{', '.join(self.namespaces_made)} are left to the cluster's next start")
@@ -1137,20 +952,21 @@ class LiveTest:
             log(f"==> cleanup: deleting namespace {namespace}")
             try:
                 self.delete_namespace(namespace)
-            except (Failure, OSError, http.client.HTTPException, KubeError) as e:
+            except (Failure, *TRANSIENT) as e:
                 log(f"    {e}")
         if self.tagged:
             subprocess.run(["docker", "image", "rm", f"agentsmith-dispatcher:{self.new_tag}"], capture_output=True)
         self.kube.close()
+        self.tmp.cleanup()
 
     def run(self) -> None:
         # The cluster first: fail at once, clearly, when none answers.
         try:
             version = self.kube.get("/version")
-        except (OSError, http.client.HTTPException, KubeError) as e:
-            raise Failure(f"no Kubernetes API answers at {self.kube.host}:{self.kube.port} ({e}): start the test "
-                          "cluster with scripts/k8s-testenv/start.sh, or point KUBECONFIG at a running one")
-        log(f"==> cluster: Kubernetes {version.get('gitVersion')} at {self.kube.host}:{self.kube.port}; namespace {self.namespace}")
+        except TRANSIENT as e:
+            raise Failure(f"no Kubernetes API answers at {self.kube.server} ({e}): start the test cluster with "
+                          "scripts/k8s-testenv/start.sh, or point KUBECONFIG at a running one")
+        log(f"==> cluster: Kubernetes {version.get('gitVersion')} at {self.kube.server}; namespace {self.namespace}")
         self.build_images()
         self.install()
         self.first_job()
@@ -1165,14 +981,15 @@ def main() -> int:
     if args not in ([], ["--no-kustomize"]):
         print(__doc__, file=sys.stderr)
         return 2
+
     # SIGTERM (a CI timeout) cleans up like a failure does.
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     started = now()
-    test = LiveTest(os.environ["KUBECONFIG"], os.environ.get("AGENTSMITH_KUBECTL", "kubectl"),
-                    os.environ["AGENTSMITH_BIN"], kustomize=not args)
+    test = LiveTest(os.environ["KUBECONFIG"], os.environ.get("AGENTSMITH_KUBECTL", "kubectl"), os.environ["AGENTSMITH_BIN"],
+                    os.environ["AGENTSMITH_CHAOS"], kustomize=not args)
     stopped = None
     try:
         test.run()
@@ -1188,19 +1005,9 @@ def main() -> int:
     if stopped or checks.failures:
         test.diagnostics()
     test.cleanup()
-    took = now() - started
-    log("==> measured")
-    for name, value in checks.figures:
-        log(f"    {name:<36} {value}")
     if stopped:
         checks.failures.append(f"stopped: {stopped}")
-    if checks.failures:
-        print(f"chart-live-test: {len(checks.failures)} FAILED, {checks.passed} checks passed ({took:.0f} s):", file=sys.stderr)
-        for failure in checks.failures:
-            print(f"  - {failure}", file=sys.stderr)
-        return 1
-    log(f"chart-live-test: {checks.passed} checks passed ({took:.0f} s)")
-    return 0
+    return checks.verdict("chart-live-test", started)
 
 
 if __name__ == "__main__":

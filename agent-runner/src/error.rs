@@ -103,13 +103,6 @@ impl Error {
 
 /// An error and its sources, joined with `: ` on one line (HTTP client errors keep the
 /// useful part in their sources).
-pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    contract::ErrorChain(error).to_string()
 }

@@ -223,13 +223,77 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
     let machine_before = machine_cpu_secs();
     let started = Instant::now();
 
-    // Submit from many tasks so requests are pipelined on the pool's connections.
+    let ids = submit_all(&queue, cfg, &tally).await?;
+    let submit_wall = started.elapsed();
+
+    let limit = Duration::from_secs(120).max(Duration::from_millis(cfg.jobs as u64 * 5));
+    let finished = tokio::time::timeout(limit, async {
+        loop {
+            let notified = tally.all_done.notified();
+            if tally.reported.load(Ordering::SeqCst) >= cfg.jobs {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    let wall = started.elapsed();
+    let bench_cpu_secs = own_cpu_secs() - cpu_before;
+    let machine_after = machine_cpu_secs();
+    let after = redis.snapshot().await?;
+
+    let mut problems = Vec::new();
+    let succeeded = tally.succeeded.load(Ordering::SeqCst);
+    if finished.is_err() || succeeded < cfg.jobs {
+        problems.push(format!(
+            "only {succeeded} of {} jobs succeeded (limit {limit:?})",
+            cfg.jobs
+        ));
+    }
+    if let Ok(list) = tally.unexpected.lock() {
+        problems.extend(list.iter().cloned());
+    }
+
+    // Verify from Redis, outside the timed window.
+    problems.extend(verify(&queue, redis, &ids, cfg.jobs).await?);
+
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(15), app_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => problems.push(format!("the dispatcher stopped with an error: {e:#}")),
+        Ok(Err(e)) => problems.push(format!("the dispatcher task failed: {e}")),
+        Err(_) => problems.push("the dispatcher did not stop within 15 s".into()),
+    }
+    runners.abort();
+
+    Ok(Outcome {
+        jobs: cfg.jobs,
+        succeeded,
+        wall,
+        submit_wall,
+        problems,
+        redis: before.delta(&after),
+        probes: tally.probes.load(Ordering::SeqCst),
+        bench_cpu_secs,
+        retries: tally.retries.load(Ordering::SeqCst),
+        machine_busy_secs: machine_after.0 - machine_before.0,
+        steal_secs: machine_after.1 - machine_before.1,
+    })
+}
+
+/// Submits `cfg.jobs` jobs from `cfg.submitters` tasks, so requests are pipelined on the
+/// queue's connection; the ids, in no particular order.
+async fn submit_all(
+    queue: &Queue,
+    cfg: &Config,
+    tally: &Arc<Tally>,
+) -> anyhow::Result<Vec<String>> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut submitters = Vec::new();
     for _ in 0..cfg.submitters.max(1) {
         let queue = queue.clone();
         let next = Arc::clone(&next);
-        let tally = Arc::clone(&tally);
+        let tally = Arc::clone(tally);
         let total = cfg.jobs;
         submitters.push(tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -268,46 +332,27 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
     for submitter in submitters {
         ids.extend(submitter.await.context("a submitter panicked")??);
     }
-    let submit_wall = started.elapsed();
+    Ok(ids)
+}
 
-    let limit = Duration::from_secs(120).max(Duration::from_millis(cfg.jobs as u64 * 5));
-    let finished = tokio::time::timeout(limit, async {
-        loop {
-            let notified = tally.all_done.notified();
-            if tally.reported.load(Ordering::SeqCst) >= cfg.jobs {
-                break;
-            }
-            notified.await;
-        }
-    })
-    .await;
-    let wall = started.elapsed();
-    let bench_cpu_secs = own_cpu_secs() - cpu_before;
-    let machine_after = machine_cpu_secs();
-    let after = redis.snapshot().await?;
-
+/// What the queue's counters and the job records say is wrong after the run (nothing, when
+/// every job succeeded with a recorded spawn).
+async fn verify(
+    queue: &Queue,
+    redis: &BenchRedis,
+    ids: &[String],
+    jobs: usize,
+) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    let succeeded = tally.succeeded.load(Ordering::SeqCst);
-    if finished.is_err() || succeeded < cfg.jobs {
-        problems.push(format!(
-            "only {succeeded} of {} jobs succeeded (limit {limit:?})",
-            cfg.jobs
-        ));
-    }
-    if let Ok(list) = tally.unexpected.lock() {
-        problems.extend(list.iter().cloned());
-    }
-
-    // Verify from Redis, outside the timed window.
     let stats = queue.stats().await.context("reading the queue stats")?;
     let entered = |s: &str| stats.entered.get(s).copied().unwrap_or(0);
     let current = |s: &str| stats.current.get(s).copied().unwrap_or(0);
     for state in ["queued", "starting", "running", "succeeded"] {
-        if entered(state) != cfg.jobs as i64 {
+        if entered(state) != jobs as i64 {
             problems.push(format!(
                 "stats: entered[{state}] = {} (expected {})",
                 entered(state),
-                cfg.jobs
+                jobs
             ));
         }
     }
@@ -342,35 +387,14 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
             }
         }
     }
-    if ok != cfg.jobs {
+    if ok != jobs {
         problems.push(format!(
             "records: {ok} of {} succeeded with a recorded spawn ({not_succeeded} not succeeded, {no_handle} without a recorded spawn)",
-            cfg.jobs
+            jobs
         ));
     }
 
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(15), app_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("the dispatcher stopped with an error: {e:#}")),
-        Ok(Err(e)) => problems.push(format!("the dispatcher task failed: {e}")),
-        Err(_) => problems.push("the dispatcher did not stop within 15 s".into()),
-    }
-    runners.abort();
-
-    Ok(Outcome {
-        jobs: cfg.jobs,
-        succeeded,
-        wall,
-        submit_wall,
-        problems,
-        redis: before.delta(&after),
-        probes: tally.probes.load(Ordering::SeqCst),
-        bench_cpu_secs,
-        retries: tally.retries.load(Ordering::SeqCst),
-        machine_busy_secs: machine_after.0 - machine_before.0,
-        steal_secs: machine_after.1 - machine_before.1,
-    })
+    Ok(problems)
 }
 
 /// Errors inside tasks are rare and not fatal (they are retried); say so on stderr.

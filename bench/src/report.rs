@@ -180,202 +180,10 @@ pub fn render(
         let _ = writeln!(rows, "| {figure} | {measured} | {target} | {verdict} |");
     };
     if let Some(l) = lifecycle {
-        let complete = l.problems.is_empty();
-        row(
-            &format!("Lifecycle throughput ({} jobs, noop spawner)", l.jobs),
-            format!("{} jobs/s", thousands(l.jobs_per_sec())),
-            &format!("≥ {} jobs/s", thousands(TARGET_JOBS_PER_SEC)),
-            verdict(complete && l.jobs_per_sec() >= TARGET_JOBS_PER_SEC),
-        );
-        row(
-            "  all jobs succeeded, spawn recorded, counters agree",
-            if complete {
-                format!("{} / {}", l.succeeded, l.jobs)
-            } else {
-                format!("{} problem(s)", l.problems.len())
-            },
-            "all",
-            verdict(complete),
-        );
-        row(
-            "  submit alone (until the last submit returned)",
-            format!(
-                "{} jobs/s",
-                thousands(l.jobs as f64 / l.submit_wall.as_secs_f64().max(1e-9))
-            ),
-            "",
-            "",
-        );
-        row(
-            "  Redis CPU during the phase",
-            format!(
-                "{:.2} s ({:.0} % of one core; {:.0} µs/job)",
-                l.redis.cpu_secs,
-                100.0 * l.redis.cpu_secs / l.wall.as_secs_f64().max(1e-9),
-                l.redis_cpu_us_per_job()
-            ),
-            "",
-            "",
-        );
-        row(
-            "  bench process CPU (dispatcher + clients + runners)",
-            format!(
-                "{:.2} s ({:.0} % of one core)",
-                l.bench_cpu_secs,
-                100.0 * l.bench_cpu_secs / l.wall.as_secs_f64().max(1e-9)
-            ),
-            "",
-            "",
-        );
-        let capacity = l.wall.as_secs_f64().max(1e-9) * machine.cpus as f64;
-        let other = (l.machine_busy_secs - l.redis.cpu_secs - l.bench_cpu_secs).max(0.0);
-        row(
-            "  whole machine busy / other processes / stolen by the hypervisor",
-            format!(
-                "{:.0} % / {:.0} % / {:.0} % of {} cores",
-                100.0 * l.machine_busy_secs / capacity,
-                100.0 * other / capacity,
-                100.0 * l.steal_secs / capacity,
-                machine.cpus,
-            ),
-            "",
-            "",
-        );
-        if other / capacity > DISTURBED {
-            warnings.push(format!(
-                "other processes used {:.0} % of the machine during the lifecycle phase: its figures are disturbed",
-                100.0 * other / capacity
-            ));
-        }
-        row(
-            "  Redis commands per job (incl. those run by scripts)",
-            format!("{:.1}", l.commands_per_job()),
-            "",
-            "",
-        );
-        row(
-            "  Redis calls per job: scripts / connection checks / socket reads",
-            format!(
-                "{:.2} EVALSHA / {:.2} PING+UNWATCH / {:.2} reads",
-                l.per_job("evalsha") + l.per_job("eval"),
-                l.per_job("ping"),
-                l.reads_per_job(),
-            ),
-            "",
-            "",
-        );
+        lifecycle_rows(&mut row, &mut warnings, machine, l);
     }
     if let Some(a) = api {
-        let share = a.post.rps / a.hello.rps.max(1e-9);
-        row(
-            "POST /v1/jobs throughput",
-            format!("{} req/s", thousands(a.post.rps)),
-            "",
-            "",
-        );
-        row(
-            "axum hello-world throughput (same runtime)",
-            format!(
-                "{} req/s ({:.0} µs server CPU per request)",
-                thousands(a.hello.rps),
-                a.hello_cpu_secs * 1e6 / a.hello.requests.max(1) as f64
-            ),
-            "",
-            "",
-        );
-        row(
-            "POST / hello-world",
-            format!("{:.1} %", share * 100.0),
-            &format!("≥ {:.0} %", TARGET_POST_SHARE * 100.0),
-            verdict(share >= TARGET_POST_SHARE),
-        );
-        row(
-            "POST p99 latency",
-            format!("{} (p50 {})", ms(a.post.p99), ms(a.post.p50)),
-            &format!("< {}", ms(TARGET_POST_P99)),
-            verdict(a.post.p99 < TARGET_POST_P99),
-        );
-        row(
-            "POST non-2xx responses / socket errors",
-            format!("{} / {}", a.post.non_2xx, a.post.socket_errors),
-            "0 / 0",
-            verdict(a.post.non_2xx == 0 && a.post.socket_errors == 0),
-        );
-        row(
-            "  jobs stored during the POST run (wrk counted)",
-            format!(
-                "{} ({})",
-                thousands(a.jobs_stored as f64),
-                thousands(a.post.requests as f64)
-            ),
-            "",
-            "",
-        );
-        let secs = a.post.duration.as_secs_f64().max(1e-9);
-        let requests = a.post.requests.max(1) as f64;
-        row(
-            "  Redis CPU during the POST run",
-            format!(
-                "{:.2} s ({:.0} % of one core; per request {:.0} µs, {:.1} commands, {:.2} socket reads)",
-                a.redis.cpu_secs,
-                100.0 * a.redis.cpu_secs / secs,
-                a.redis.cpu_secs * 1e6 / requests,
-                a.redis.commands as f64 / requests,
-                a.redis.reads as f64 / requests
-            ),
-            "",
-            "",
-        );
-        row(
-            "  agentsmith serve CPU during the POST run",
-            format!(
-                "{:.2} s ({:.0} % of one core; {:.0} µs per request)",
-                a.server_cpu_secs,
-                100.0 * a.server_cpu_secs / secs,
-                a.server_cpu_secs * 1e6 / requests
-            ),
-            "",
-            "",
-        );
-        let capacity = secs * machine.cpus as f64;
-        let other =
-            (a.machine_busy_secs - a.redis.cpu_secs - a.server_cpu_secs - a.load_cpu_secs).max(0.0);
-        row(
-            "  whole machine busy / wrk / other processes during the POST run",
-            format!(
-                "{:.0} % / {:.0} % / {:.0} % of {} cores",
-                100.0 * a.machine_busy_secs / capacity,
-                100.0 * a.load_cpu_secs / capacity,
-                100.0 * other / capacity,
-                machine.cpus
-            ),
-            "",
-            "",
-        );
-        if other / capacity > DISTURBED {
-            warnings.push(format!(
-                "other processes used {:.0} % of the machine during the POST run: its figures are disturbed",
-                100.0 * other / capacity
-            ));
-        }
-        if a.hello_other_share > DISTURBED {
-            warnings.push(format!(
-                "other processes used {:.0} % of the machine during the hello-world run: its figures are disturbed",
-                100.0 * a.hello_other_share
-            ));
-        }
-        row(
-            "RSS of agentsmith serve, idle",
-            mb(a.rss_idle),
-            &format!("≤ {}", mb(TARGET_IDLE_RSS)),
-            verdict(a.rss_idle <= TARGET_IDLE_RSS),
-        );
-        row(
-            "RSS of agentsmith serve, max under POST load",
-            mb(a.rss_loaded),
-            "",
-            "",
-        );
+        api_rows(&mut row, &mut warnings, machine, a);
     }
     if let Some(s) = slack {
         slack_rows(&mut row, &mut warnings, machine, s);
@@ -385,54 +193,7 @@ pub fn render(
         let _ = writeln!(out, "\nWARNING: {w}");
     }
     if let Some(l) = lifecycle {
-        if !l.problems.is_empty() {
-            let _ = writeln!(out);
-            let _ = writeln!(out, "Lifecycle problems:");
-            for p in &l.problems {
-                let _ = writeln!(out, "- {p}");
-            }
-        }
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "Lifecycle: {} jobs in {:.2} s; {} retried calls; Redis commands per job by name \
-             (the bench's {} HSTRLEN probes and INFO calls included here, excluded above):",
-            l.jobs,
-            l.wall.as_secs_f64(),
-            l.retries,
-            l.probes
-        );
-        let mut calls: Vec<(&String, &u64)> = l.redis.calls.iter().collect();
-        calls.sort_by(|a, b| b.1.cmp(a.1));
-        let line: Vec<String> = calls
-            .iter()
-            .map(|(name, n)| format!("{name} {:.2}", **n as f64 / l.jobs.max(1) as f64))
-            .collect();
-        let _ = writeln!(out, "{}", line.join(", "));
-        let jobs = l.jobs.max(1) as f64;
-        let evalsha_us = l.redis.usec.get("evalsha").copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "Time inside EVALSHA: {:.0} µs/job; average script {:.1} µs.",
-            evalsha_us as f64 / jobs,
-            evalsha_us as f64 / l.redis.calls_of("evalsha").max(1) as f64
-        );
-        let mut usec: Vec<(&String, &u64)> = l
-            .redis
-            .usec
-            .iter()
-            .filter(|(name, us)| **us > 0 && name.as_str() != "evalsha")
-            .collect();
-        usec.sort_by(|a, b| b.1.cmp(a.1));
-        let line: Vec<String> = usec
-            .iter()
-            .map(|(name, us)| format!("{name} {:.1}", **us as f64 / jobs))
-            .collect();
-        let _ = writeln!(
-            out,
-            "Redis time per job by command, µs (commands run by scripts are also inside EVALSHA's time): {}",
-            line.join(", ")
-        );
+        lifecycle_details(&mut out, l);
     }
     if let Some(a) = api {
         let _ = writeln!(out);
@@ -440,6 +201,270 @@ pub fn render(
         let _ = writeln!(out, "wrk, hello-world:\n```\n{}```", a.hello_text);
     }
     out
+}
+
+/// The lifecycle phase's rows (and its warnings).
+fn lifecycle_rows(
+    row: &mut impl FnMut(&str, String, &str, &str),
+    warnings: &mut Vec<String>,
+    machine: &Machine,
+    l: &lifecycle::Outcome,
+) {
+    let complete = l.problems.is_empty();
+    row(
+        &format!("Lifecycle throughput ({} jobs, noop spawner)", l.jobs),
+        format!("{} jobs/s", thousands(l.jobs_per_sec())),
+        &format!("≥ {} jobs/s", thousands(TARGET_JOBS_PER_SEC)),
+        verdict(complete && l.jobs_per_sec() >= TARGET_JOBS_PER_SEC),
+    );
+    row(
+        "  all jobs succeeded, spawn recorded, counters agree",
+        if complete {
+            format!("{} / {}", l.succeeded, l.jobs)
+        } else {
+            format!("{} problem(s)", l.problems.len())
+        },
+        "all",
+        verdict(complete),
+    );
+    row(
+        "  submit alone (until the last submit returned)",
+        format!(
+            "{} jobs/s",
+            thousands(l.jobs as f64 / l.submit_wall.as_secs_f64().max(1e-9))
+        ),
+        "",
+        "",
+    );
+    row(
+        "  Redis CPU during the phase",
+        format!(
+            "{:.2} s ({:.0} % of one core; {:.0} µs/job)",
+            l.redis.cpu_secs,
+            100.0 * l.redis.cpu_secs / l.wall.as_secs_f64().max(1e-9),
+            l.redis_cpu_us_per_job()
+        ),
+        "",
+        "",
+    );
+    row(
+        "  bench process CPU (dispatcher + clients + runners)",
+        format!(
+            "{:.2} s ({:.0} % of one core)",
+            l.bench_cpu_secs,
+            100.0 * l.bench_cpu_secs / l.wall.as_secs_f64().max(1e-9)
+        ),
+        "",
+        "",
+    );
+    let capacity = l.wall.as_secs_f64().max(1e-9) * machine.cpus as f64;
+    let other = (l.machine_busy_secs - l.redis.cpu_secs - l.bench_cpu_secs).max(0.0);
+    row(
+        "  whole machine busy / other processes / stolen by the hypervisor",
+        format!(
+            "{:.0} % / {:.0} % / {:.0} % of {} cores",
+            100.0 * l.machine_busy_secs / capacity,
+            100.0 * other / capacity,
+            100.0 * l.steal_secs / capacity,
+            machine.cpus,
+        ),
+        "",
+        "",
+    );
+    if other / capacity > DISTURBED {
+        warnings.push(format!(
+            "other processes used {:.0} % of the machine during the lifecycle phase: its figures are disturbed",
+            100.0 * other / capacity
+        ));
+    }
+    row(
+        "  Redis commands per job (incl. those run by scripts)",
+        format!("{:.1}", l.commands_per_job()),
+        "",
+        "",
+    );
+    row(
+        "  Redis calls per job: scripts / connection checks / socket reads",
+        format!(
+            "{:.2} EVALSHA / {:.2} PING+UNWATCH / {:.2} reads",
+            l.per_job("evalsha") + l.per_job("eval"),
+            l.per_job("ping"),
+            l.reads_per_job(),
+        ),
+        "",
+        "",
+    );
+}
+
+/// The API phase's rows (and its warnings).
+fn api_rows(
+    row: &mut impl FnMut(&str, String, &str, &str),
+    warnings: &mut Vec<String>,
+    machine: &Machine,
+    a: &api::Outcome,
+) {
+    let share = a.post.rps / a.hello.rps.max(1e-9);
+    row(
+        "POST /v1/jobs throughput",
+        format!("{} req/s", thousands(a.post.rps)),
+        "",
+        "",
+    );
+    row(
+        "axum hello-world throughput (same runtime)",
+        format!(
+            "{} req/s ({:.0} µs server CPU per request)",
+            thousands(a.hello.rps),
+            a.hello_cpu_secs * 1e6 / a.hello.requests.max(1) as f64
+        ),
+        "",
+        "",
+    );
+    row(
+        "POST / hello-world",
+        format!("{:.1} %", share * 100.0),
+        &format!("≥ {:.0} %", TARGET_POST_SHARE * 100.0),
+        verdict(share >= TARGET_POST_SHARE),
+    );
+    row(
+        "POST p99 latency",
+        format!("{} (p50 {})", ms(a.post.p99), ms(a.post.p50)),
+        &format!("< {}", ms(TARGET_POST_P99)),
+        verdict(a.post.p99 < TARGET_POST_P99),
+    );
+    row(
+        "POST non-2xx responses / socket errors",
+        format!("{} / {}", a.post.non_2xx, a.post.socket_errors),
+        "0 / 0",
+        verdict(a.post.non_2xx == 0 && a.post.socket_errors == 0),
+    );
+    row(
+        "  jobs stored during the POST run (wrk counted)",
+        format!(
+            "{} ({})",
+            thousands(a.jobs_stored as f64),
+            thousands(a.post.requests as f64)
+        ),
+        "",
+        "",
+    );
+    let secs = a.post.duration.as_secs_f64().max(1e-9);
+    let requests = a.post.requests.max(1) as f64;
+    row(
+        "  Redis CPU during the POST run",
+        format!(
+            "{:.2} s ({:.0} % of one core; per request {:.0} µs, {:.1} commands, {:.2} socket reads)",
+            a.redis.cpu_secs,
+            100.0 * a.redis.cpu_secs / secs,
+            a.redis.cpu_secs * 1e6 / requests,
+            a.redis.commands as f64 / requests,
+            a.redis.reads as f64 / requests
+        ),
+        "",
+        "",
+    );
+    row(
+        "  agentsmith serve CPU during the POST run",
+        format!(
+            "{:.2} s ({:.0} % of one core; {:.0} µs per request)",
+            a.server_cpu_secs,
+            100.0 * a.server_cpu_secs / secs,
+            a.server_cpu_secs * 1e6 / requests
+        ),
+        "",
+        "",
+    );
+    let capacity = secs * machine.cpus as f64;
+    let other =
+        (a.machine_busy_secs - a.redis.cpu_secs - a.server_cpu_secs - a.load_cpu_secs).max(0.0);
+    row(
+        "  whole machine busy / wrk / other processes during the POST run",
+        format!(
+            "{:.0} % / {:.0} % / {:.0} % of {} cores",
+            100.0 * a.machine_busy_secs / capacity,
+            100.0 * a.load_cpu_secs / capacity,
+            100.0 * other / capacity,
+            machine.cpus
+        ),
+        "",
+        "",
+    );
+    if other / capacity > DISTURBED {
+        warnings.push(format!(
+            "other processes used {:.0} % of the machine during the POST run: its figures are disturbed",
+            100.0 * other / capacity
+        ));
+    }
+    if a.hello_other_share > DISTURBED {
+        warnings.push(format!(
+            "other processes used {:.0} % of the machine during the hello-world run: its figures are disturbed",
+            100.0 * a.hello_other_share
+        ));
+    }
+    row(
+        "RSS of agentsmith serve, idle",
+        mb(a.rss_idle),
+        &format!("≤ {}", mb(TARGET_IDLE_RSS)),
+        verdict(a.rss_idle <= TARGET_IDLE_RSS),
+    );
+    row(
+        "RSS of agentsmith serve, max under POST load",
+        mb(a.rss_loaded),
+        "",
+        "",
+    );
+}
+
+/// The lifecycle phase's problems and its Redis calls and time per job, below the table.
+fn lifecycle_details(out: &mut String, l: &lifecycle::Outcome) {
+    if !l.problems.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Lifecycle problems:");
+        for p in &l.problems {
+            let _ = writeln!(out, "- {p}");
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Lifecycle: {} jobs in {:.2} s; {} retried calls; Redis commands per job by name \
+         (the bench's {} HSTRLEN probes and INFO calls included here, excluded above):",
+        l.jobs,
+        l.wall.as_secs_f64(),
+        l.retries,
+        l.probes
+    );
+    let mut calls: Vec<(&String, &u64)> = l.redis.calls.iter().collect();
+    calls.sort_by(|a, b| b.1.cmp(a.1));
+    let line: Vec<String> = calls
+        .iter()
+        .map(|(name, n)| format!("{name} {:.2}", **n as f64 / l.jobs.max(1) as f64))
+        .collect();
+    let _ = writeln!(out, "{}", line.join(", "));
+    let jobs = l.jobs.max(1) as f64;
+    let evalsha_us = l.redis.usec.get("evalsha").copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "Time inside EVALSHA: {:.0} µs/job; average script {:.1} µs.",
+        evalsha_us as f64 / jobs,
+        evalsha_us as f64 / l.redis.calls_of("evalsha").max(1) as f64
+    );
+    let mut usec: Vec<(&String, &u64)> = l
+        .redis
+        .usec
+        .iter()
+        .filter(|(name, us)| **us > 0 && name.as_str() != "evalsha")
+        .collect();
+    usec.sort_by(|a, b| b.1.cmp(a.1));
+    let line: Vec<String> = usec
+        .iter()
+        .map(|(name, us)| format!("{name} {:.1}", **us as f64 / jobs))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Redis time per job by command, µs (commands run by scripts are also inside EVALSHA's time): {}",
+        line.join(", ")
+    );
 }
 
 /// The slack phase's rows (and its warnings).
@@ -514,6 +539,17 @@ fn slack_rows(
             hello.non_2xx, hello.errors, hello.unexpected
         ));
     }
+    slack_cost_rows(row, warnings, machine, s);
+}
+
+/// What the slack phase cost: Redis, server, load generator and the whole machine.
+fn slack_cost_rows(
+    row: &mut impl FnMut(&str, String, &str, &str),
+    warnings: &mut Vec<String>,
+    machine: &Machine,
+    s: &slack::Outcome,
+) {
+    let (slack, hello) = (&s.slack, &s.hello);
     let secs = slack.window.as_secs_f64().max(1e-9);
     let requests = slack.requests.max(1) as f64;
     row(

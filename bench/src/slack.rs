@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentsmith::app::Application;
 use agentsmith::settings::{ProjectSettings, Settings};
-use agentsmith::webhooks::signature::slack_signature;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -240,7 +239,7 @@ impl Target {
                     .duration_since(UNIX_EPOCH)
                     .context("the clock is before 1970")?
                     .as_secs() as i64;
-                let signature = slack_signature(SIGNING_SECRET, now, body.as_bytes());
+                let signature = testkit::sign::slack(SIGNING_SECRET, now, body.as_bytes());
                 Ok(Request::post("/webhooks/slack/commands")
                     .header(HOST, &host)
                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")

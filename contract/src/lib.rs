@@ -9,17 +9,20 @@
 //! | [`intent`] | [`Intent`]: what the requester wants done |
 //! | [`runner`] | the runner's wire types: [`RunnerBatch`] of [`RunnerEvent`]s, [`RunnerReply`], [`AgentResult`] |
 //! | [`workload`] | [`JobHandle`] (one workload, as the queue records it) and [`workload_name`] |
+//! | [`error_chain`] | [`ErrorChain`]: how every part writes an error and its causes in a log line |
 //!
 //! Everything that crosses a process boundary between the dispatcher, the spawners and
 //! the runner is named here, so no two of them can disagree about a name or a shape.
 
 pub mod env;
+pub mod error_chain;
 pub mod exit;
 pub mod intent;
 pub mod labels;
 pub mod runner;
 pub mod workload;
 
+pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{
     AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply,

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use spawner::JobSpawner;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::loops::Loops;
@@ -152,7 +152,10 @@ impl Application {
             info!("shutting down: draining requests and in-flight spawns");
         });
         let mut serving = tokio::spawn(async move { server.await });
+        // A loop or the server ending after shutdown began is the shutdown, not a failure:
+        // shutdown is looked at first.
         let failure = tokio::select! {
+            biased;
             _ = ctx.shutdown.cancelled() => None,
             failure = loops.first_failure() => Some(failure.to_string()),
             served = &mut serving => Some(match served {
@@ -161,9 +164,12 @@ impl Application {
                 Err(e) => format!("the HTTP server task failed: {e}"),
             }),
         };
+        let failure = failure.filter(|_| !ctx.shutdown.is_cancelled());
         if let Some(failure) = &failure {
+            // Said once, with its cause, when the dispatcher has stopped (by whoever gets
+            // the error); /ready says it from now on.
             ctx.fail(failure);
-            error!(cause = %failure, "the dispatcher can no longer do its work; shutting down");
+            warn!("the dispatcher can no longer do its work; shutting down");
             ctx.shutdown.cancel();
         }
         let grace = Duration::from_secs(ctx.settings.server.shutdown_grace_secs);

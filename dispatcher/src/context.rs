@@ -16,6 +16,9 @@ use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
 
+/// The state every HTTP handler gets.
+pub type AppState = Arc<Context>;
+
 /// The shared parts of a running dispatcher.
 pub struct Context {
     /// The settings it started with.

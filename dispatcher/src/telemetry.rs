@@ -25,22 +25,11 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// An error and every cause under it, as one line: `top: cause: deeper cause`. Log errors
+/// An error and every cause under it, as one line (`top: cause: deeper cause`): log errors
 /// through it (`error = %chain(&e)`), so the engine's or the API server's own words reach
 /// the log once, with what the dispatcher was doing.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        // Some errors repeat their cause in their own message: say each thing once.
-        if !text.ends_with(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> contract::ErrorChain<'a> {
+    contract::ErrorChain(error)
 }
 
 #[cfg(test)]
@@ -48,7 +37,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chain_names_every_cause_once() {
+    fn spawner_and_queue_errors_are_logged_with_their_causes() {
         let io = std::io::Error::other("connection refused");
         let spawner = spawner::Error::Unavailable {
             backend: "docker",
@@ -56,10 +45,10 @@ mod tests {
             source: Some(Box::new(io)),
         };
         assert_eq!(
-            chain(&spawner),
+            chain(&spawner).to_string(),
             "docker backend unavailable: creating container agentsmith-x-1: connection refused"
         );
         let queue = queue::QueueError::Timeout(std::time::Duration::from_secs(2));
-        assert_eq!(chain(&queue), "redis did not answer within 2s");
+        assert_eq!(chain(&queue).to_string(), "redis did not answer within 2s");
     }
 }

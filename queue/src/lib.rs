@@ -22,6 +22,8 @@
 //! | [`error`] | [`QueueError`] |
 
 mod claims;
+#[cfg(test)]
+mod cluster;
 pub mod error;
 pub mod fields;
 pub mod job;
@@ -100,6 +102,13 @@ impl Queue {
     /// How long webhook delivery ids are remembered (`sources.dedup_ttl_secs`).
     pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
         self.dedup_ttl = ttl;
+        self
+    }
+
+    /// The same queue with its scripts checked strictly (see `Scripts::strict`).
+    #[cfg(test)]
+    fn strict(mut self) -> Self {
+        self.scripts = Arc::new(Scripts::strict());
         self
     }
 

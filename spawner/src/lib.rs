@@ -9,12 +9,14 @@
 //! | [`quantity`] | memory and CPU quantities as Kubernetes writes them |
 //! | [`secrets`] | where the process and docker backends find secret values |
 //! | [`backend`] | `noop` (always), `process`, `docker` and `kubernetes` (each behind the feature of its name) |
-//! | `conformance`, `recording` (feature `test-util`) | the suite every backend passes, and a fake that records what it is asked |
+//! | `conformance`, `recording` (feature `test-util`) | the suite every backend passes (with a lab per backend: `spawner/tests/conformance_<backend>.rs` run it), and a fake that records what it is asked |
 //!
 //! Names and shapes shared with the queue and the runner (the [`JobHandle`] a job record
 //! keeps, labels, the runner's environment names) are in the `contract` crate.
 
 pub mod backend;
+#[cfg(feature = "test-util")]
+pub mod conformance;
 mod error;
 pub mod quantity;
 #[cfg(feature = "test-util")]
@@ -29,7 +31,8 @@ use std::time::Duration;
 
 pub use contract::JobHandle;
 pub use error::{Error, Result};
-pub use settings::{PullPolicy, SpawnerKind, SpawnerSettings};
+pub use settings::pull_policy::PullPolicy;
+pub use settings::{SpawnerKind, SpawnerSettings};
 pub use spec::{AgentProfile, JobSpec, Resources};
 pub use workload::{JobSpawner, LogLine, LogStream, WorkloadStatus};
 

@@ -39,6 +39,8 @@ struct State {
     lines: BTreeMap<String, Vec<LogLine>>,
     refuse_spawns: Option<(String, bool)>,
     unreachable: bool,
+    /// Housekeeping calls that still succeed before one panics, when set.
+    housekeeping_breaks_after: Option<u32>,
 }
 
 /// A backend that starts nothing: a spawn records the spec and a workload that runs until
@@ -93,6 +95,12 @@ impl RecordingSpawner {
     /// (the job rejected). `None` lets them succeed again.
     pub fn refuse_spawns(&self, refusal: Option<(&str, bool)>) {
         self.state().refuse_spawns = refusal.map(|(m, retryable)| (m.to_string(), retryable));
+    }
+
+    /// Makes housekeeping panic after `calls` more calls that succeed: a backend bug, which
+    /// kills the dispatcher loop that called it (for the supervision tests).
+    pub fn break_housekeeping_after(&self, calls: u32) {
+        self.state().housekeeping_breaks_after = Some(calls);
     }
 
     /// From now on the backend cannot be reached (probe, spawn, status, list fail) or can.
@@ -208,6 +216,16 @@ impl JobSpawner for RecordingSpawner {
     }
 
     async fn housekeeping(&self) -> Result<()> {
-        self.record(Call::Housekeeping)
+        self.record(Call::Housekeeping)?;
+        let mut state = self.state();
+        match state.housekeeping_breaks_after {
+            Some(0) => {
+                drop(state);
+                panic!("the recording spawner's housekeeping broke, as the test asked");
+            }
+            Some(left) => state.housekeeping_breaks_after = Some(left - 1),
+            None => {}
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -56,6 +56,8 @@ impl Script {
 /// answered: a batch answered 500 may have been stored before the answer was lost.
 #[derive(Debug, Clone)]
 pub struct Post {
+    /// The job id in the path it was posted to.
+    pub job_id: String,
     /// The `Authorization` header.
     pub authorization: Option<String>,
     /// The body as sent.
@@ -87,6 +89,7 @@ impl Drop for Dispatcher {
 
 async fn record(
     State(state): State<Arc<Mutex<Recorder>>>,
+    Path(job_id): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> axum::response::Response {
@@ -104,6 +107,7 @@ async fn record(
     let mut state = state.lock().unwrap();
     let answer = state.script.next();
     state.posts.push(Post {
+        job_id,
         authorization: headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -163,55 +167,91 @@ impl Dispatcher {
         self.state.lock().unwrap().posts.clone()
     }
 
+    /// The posts for `job_id` so far (a stand-in may serve several jobs at once).
+    pub fn posts_of(&self, job_id: &str) -> Vec<Post> {
+        self.posts()
+            .into_iter()
+            .filter(|post| post.job_id == job_id)
+            .collect()
+    }
+
     /// The events received, deduplicated by sequence number, in order. Panics unless the
     /// numbers run from 0 without a gap and every repeat carries the same event.
     pub fn events(&self) -> Vec<RunnerEvent> {
-        let mut by_seq: BTreeMap<u64, RunnerEvent> = BTreeMap::new();
-        for post in self.posts() {
-            for (offset, event) in post.batch.events.iter().enumerate() {
-                let seq = post.batch.first_seq + offset as u64;
-                if let Some(earlier) = by_seq.insert(seq, event.clone()) {
-                    assert_eq!(
-                        &earlier, event,
-                        "seq {seq} was sent as two different events"
-                    );
-                }
-            }
-        }
-        for (expected, seq) in by_seq.keys().enumerate() {
-            assert_eq!(
-                *seq, expected as u64,
-                "sequence numbers have a gap: {by_seq:?}"
-            );
-        }
-        by_seq.into_values().collect()
+        events_in(self.posts())
+    }
+
+    /// [`Dispatcher::events`] of one job: a second run of an attempt shows as a sequence
+    /// number sent as two different events.
+    pub fn events_of(&self, job_id: &str) -> Vec<RunnerEvent> {
+        events_in(self.posts_of(job_id))
     }
 
     /// The log lines of `stream` received, deduplicated.
     pub fn lines(&self, stream: OutputStream) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter_map(|event| match event {
-                RunnerEvent::Log { stream: s, line } if s == stream => Some(line),
-                _ => None,
-            })
-            .collect()
+        lines_in(self.events(), stream)
+    }
+
+    /// [`Dispatcher::lines`] of one job.
+    pub fn lines_of(&self, job_id: &str, stream: OutputStream) -> Vec<String> {
+        lines_in(self.events_of(job_id), stream)
     }
 
     /// The final event's outcome and result, once received (it must be the last event).
     pub fn finished(&self) -> Option<(RunOutcome, Option<AgentResult>)> {
-        let events = self.events();
-        let position = events
-            .iter()
-            .position(|e| matches!(e, RunnerEvent::Finished { .. }))?;
-        assert_eq!(
-            position,
-            events.len() - 1,
-            "Finished is not last: {events:?}"
-        );
-        match events.into_iter().last() {
-            Some(RunnerEvent::Finished { outcome, result }) => Some((outcome, result)),
-            _ => None,
+        finished_in(self.events())
+    }
+
+    /// [`Dispatcher::finished`] of one job.
+    pub fn finished_of(&self, job_id: &str) -> Option<(RunOutcome, Option<AgentResult>)> {
+        finished_in(self.events_of(job_id))
+    }
+}
+
+/// The events of `posts`, deduplicated by sequence number, checked for gaps and conflicts.
+fn events_in(posts: Vec<Post>) -> Vec<RunnerEvent> {
+    let mut by_seq: BTreeMap<u64, RunnerEvent> = BTreeMap::new();
+    for post in posts {
+        for (offset, event) in post.batch.events.iter().enumerate() {
+            let seq = post.batch.first_seq + offset as u64;
+            if let Some(earlier) = by_seq.insert(seq, event.clone()) {
+                assert_eq!(
+                    &earlier, event,
+                    "seq {seq} was sent as two different events"
+                );
+            }
         }
+    }
+    for (expected, seq) in by_seq.keys().enumerate() {
+        assert_eq!(
+            *seq, expected as u64,
+            "sequence numbers have a gap: {by_seq:?}"
+        );
+    }
+    by_seq.into_values().collect()
+}
+
+fn lines_in(events: Vec<RunnerEvent>, stream: OutputStream) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|event| match event {
+            RunnerEvent::Log { stream: s, line } if s == stream => Some(line),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished_in(events: Vec<RunnerEvent>) -> Option<(RunOutcome, Option<AgentResult>)> {
+    let position = events
+        .iter()
+        .position(|e| matches!(e, RunnerEvent::Finished { .. }))?;
+    assert_eq!(
+        position,
+        events.len() - 1,
+        "Finished is not last: {events:?}"
+    );
+    match events.into_iter().last() {
+        Some(RunnerEvent::Finished { outcome, result }) => Some((outcome, result)),
+        _ => None,
     }
 }

@@ -1,13 +1,12 @@
 //! The HTTP surface. Every route is in [`router`].
 
-mod auth;
-mod error;
+pub mod auth;
+pub mod error;
 mod feed;
 mod health;
 mod jobs;
 mod runner;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,13 +20,10 @@ pub use auth::ApiCaller;
 pub use error::ApiError;
 pub use jobs::SubmitRequest;
 
-use crate::context::Context;
+pub use crate::context::AppState;
 use crate::dashboard;
 use crate::metrics::HttpLabels;
 use crate::webhooks;
-
-/// The state every handler gets.
-pub type AppState = Arc<Context>;
 
 /// How long an SSE stream blocks on Redis between checks for shutdown.
 const SSE_BLOCK: Duration = Duration::from_secs(5);

@@ -7,8 +7,10 @@ mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use spawner::JobSpawner;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
@@ -135,10 +137,23 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    serve_with(settings, None)
+}
+
+/// `agentsmith serve` with loaded settings and, if given, a spawner instead of the one the
+/// settings name (the supervision test passes one whose loop dies): installs logging, runs
+/// until SIGTERM or ctrl-c, and says how it ended as the process exit code (non-zero when
+/// the dispatcher failed, a background loop having died, say).
+pub fn serve_with(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> ExitCode {
     crate::telemetry::init(settings.log.format);
     let result = runtime().block_on(async move {
         let shutdown = CancellationToken::new();
-        let app = Application::build(settings, shutdown.clone()).await?;
+        let app = match spawner {
+            Some(spawner) => {
+                Application::build_with_spawner(settings, spawner, shutdown.clone()).await?
+            }
+            None => Application::build(settings, shutdown.clone()).await?,
+        };
         tokio::spawn(signals(shutdown));
         app.run().await
     });

@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use crate::api::{ApiCaller, ApiError, AppState};
+use crate::api::auth::ApiCaller;
+use crate::api::error::ApiError;
+use crate::context::AppState;
 use queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.

@@ -65,11 +65,24 @@ pub fn valid_key(word: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._:/@#+=-".contains(c))
 }
 
-/// Parses the text after a Slack command; `Err` carries what to tell the user (the reason
-/// and the usage), never an error page.
-pub fn parse(text: &str, command: &str) -> Result<Command, String> {
+/// A command that cannot be read: what to tell the user (the reason, then the usage), never
+/// an error page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}\n{usage}")]
+pub struct CommandError {
+    /// What was wrong.
+    pub reason: String,
+    /// How the command is used.
+    pub usage: String,
+}
+
+/// Parses the text after a Slack command.
+pub fn parse(text: &str, command: &str) -> Result<Command, CommandError> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let wrong = |why: &str| format!("{why}\n{}", usage(command));
+    let wrong = |why: &str| CommandError {
+        reason: why.to_string(),
+        usage: usage(command),
+    };
     let key = |word: &str, what: &str| {
         if valid_key(word) {
             Ok(word.to_string())
@@ -188,7 +201,7 @@ mod tests {
             ("deploy prod", "I don't know `deploy`"),
             ("fix <script>", "is not a ticket"),
         ] {
-            let message = parse(text, "/bot").unwrap_err();
+            let message = parse(text, "/bot").unwrap_err().to_string();
             assert!(message.contains(why), "{text:?}: {message}");
             assert!(message.contains("`/bot fix <TICKET>"), "{message}");
         }

@@ -14,9 +14,10 @@ use tracing::instrument;
 use super::signature::verify_gitlab;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
-    text_at, IssueEvent, Parsed, Source,
+    text_at, IssueEvent, Parsed, PayloadError, Source,
 };
-use crate::api::{ApiError, AppState};
+use crate::api::error::ApiError;
+use crate::context::AppState;
 use queue::Origin;
 
 /// The titles of a label list (`[{"title": ...}]`), if it is one.
@@ -34,7 +35,7 @@ fn titles(value: Option<&Value>) -> Vec<String> {
 }
 
 /// Parses a delivery (the body's `object_kind` says what it is). Never panics.
-pub fn parse(body: &[u8]) -> Result<Parsed, String> {
+pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     let value = json_body(body)?;
     let kind = required(&value, "/object_kind")?;
     if kind != "issue" && kind != "note" {
@@ -184,6 +185,9 @@ mod tests {
             parse(br#"{"object_kind":"push"}"#),
             Ok(Parsed::Ignore(_))
         ));
-        assert!(parse(b"[]").unwrap_err().contains("not a JSON object"));
+        assert!(parse(b"[]")
+            .unwrap_err()
+            .to_string()
+            .contains("not a JSON object"));
     }
 }

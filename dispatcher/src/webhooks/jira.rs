@@ -14,9 +14,10 @@ use tracing::instrument;
 use super::signature::verify_hub;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, text_at, IssueEvent,
-    Parsed, Source,
+    Parsed, PayloadError, Source,
 };
-use crate::api::{ApiError, AppState};
+use crate::api::error::ApiError;
+use crate::context::AppState;
 use queue::Origin;
 
 /// The plain text of a description or comment body: a string (REST v2 and webhooks), or
@@ -59,7 +60,7 @@ fn words(value: Option<&Value>) -> Vec<String> {
 
 /// Parses a delivery (its `webhookEvent` says what it is). `base_url` is the site, for the
 /// link back. Never panics.
-pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, String> {
+pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, PayloadError> {
     let value = json_body(body)?;
     let event = required(&value, "/webhookEvent")?;
     if !matches!(
@@ -71,7 +72,7 @@ pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, String> {
     let key = required(&value, "/issue/key")?;
     let project = text_at(&value, "/issue/fields/project/key")
         .or_else(|| key.split_once('-').map(|(p, _)| p.to_string()))
-        .ok_or("/issue/fields/project/key: missing")?;
+        .ok_or_else(|| PayloadError::MissingText("/issue/fields/project/key".into()))?;
     let mut issue = IssueEvent {
         source: Source::Jira,
         scope: project,
@@ -132,7 +133,7 @@ pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, String> {
         }
         _ => {
             let body = plain_text(value.pointer("/comment/body"))
-                .ok_or("/comment/body: missing or empty")?;
+                .ok_or_else(|| PayloadError::MissingText("/comment/body".into()))?;
             issue.comment = Some(body);
             issue.requester = text_at(&value, "/comment/author/displayName").or(issue.requester);
         }
@@ -227,6 +228,7 @@ mod tests {
         ));
         assert!(parse(br#"{"webhookEvent":"comment_created"}"#, "")
             .unwrap_err()
+            .to_string()
             .contains("/issue/key"));
     }
 }

@@ -29,7 +29,8 @@ use axum::Json;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{ApiError, AppState};
+use crate::api::error::ApiError;
+use crate::context::AppState;
 use crate::settings::{ProjectSettings, Settings};
 use queue::{NewJob, Origin, Submission};
 
@@ -356,10 +357,10 @@ pub fn issue_request(event: IssueEvent, trigger: Trigger, delivery: Option<Strin
 /// The whole path of a ticket source after verification: parse, decide, accept, answer.
 pub async fn handle_issue_delivery(
     state: &AppState,
-    parsed: Result<Parsed, String>,
+    parsed: Result<Parsed, PayloadError>,
     delivery: Option<String>,
 ) -> Result<Response, ApiError> {
-    let event = match parsed.map_err(ApiError::bad_request)? {
+    let event = match parsed.map_err(PayloadError::bad_request)? {
         Parsed::Ping => return Ok(Json(json!({"status": "pong"})).into_response()),
         Parsed::Ignore(reason) => return Ok(ignored(&reason)),
         Parsed::Issue(event) => *event,
@@ -382,26 +383,64 @@ pub(crate) fn text_at(value: &serde_json::Value, pointer: &str) -> Option<String
         .map(str::to_string)
 }
 
-/// A required string field, or a 400 message naming it.
-pub(crate) fn required(value: &serde_json::Value, pointer: &str) -> Result<String, String> {
-    text_at(value, pointer).ok_or_else(|| format!("{pointer}: missing or not a string"))
+/// Why a verified delivery's body cannot be read: answered 400, naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The body is not JSON at all.
+    #[error("the body is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// The body is JSON but not an object.
+    #[error("the body is not a JSON object")]
+    NotObject,
+    /// A required string field is missing (a JSON pointer).
+    #[error("{0}: missing or not a string")]
+    MissingText(String),
+    /// A required number field is missing (a JSON pointer).
+    #[error("{0}: missing or not a number")]
+    MissingNumber(String),
+    /// A required form field is missing.
+    #[error("{0}: missing")]
+    MissingField(&'static str),
+    /// The form field holding a JSON payload does not hold one.
+    #[error("{field}")]
+    InField {
+        /// The form field (`payload`).
+        field: &'static str,
+        /// What is wrong with its value.
+        #[source]
+        error: Box<PayloadError>,
+    },
 }
 
-/// A required positive number field, or a 400 message naming it.
-pub(crate) fn required_number(value: &serde_json::Value, pointer: &str) -> Result<u64, String> {
+impl PayloadError {
+    /// The 400 answer: the problem and its cause, in one message.
+    pub fn bad_request(self) -> ApiError {
+        ApiError::bad_request(crate::telemetry::chain(&self).to_string())
+    }
+}
+
+/// A required string field, or the error naming it.
+pub(crate) fn required(value: &serde_json::Value, pointer: &str) -> Result<String, PayloadError> {
+    text_at(value, pointer).ok_or_else(|| PayloadError::MissingText(pointer.into()))
+}
+
+/// A required positive number field, or the error naming it.
+pub(crate) fn required_number(
+    value: &serde_json::Value,
+    pointer: &str,
+) -> Result<u64, PayloadError> {
     value
         .pointer(pointer)
         .and_then(|v| v.as_u64())
-        .ok_or_else(|| format!("{pointer}: missing or not a number"))
+        .ok_or_else(|| PayloadError::MissingNumber(pointer.into()))
 }
 
-/// Parses a JSON body, or a 400 message.
-pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+/// Parses a JSON object body.
+pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, PayloadError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(PayloadError::NotJson)?;
     if value.is_object() {
         Ok(value)
     } else {
-        Err("the body is not a JSON object".into())
+        Err(PayloadError::NotObject)
     }
 }

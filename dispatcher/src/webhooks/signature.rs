@@ -114,30 +114,10 @@ pub fn verify_gitlab(secret: &str, token: Option<&str>) -> Result<(), SignatureE
     }
 }
 
-/// The `sha256=` signature of `body` under `secret`, as GitHub and Jira send it (for tests
-/// and for the benchmark's senders).
-pub fn hub_signature(secret: &str, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(hmac_sha256(secret.as_bytes(), &[body]))
-    )
-}
-
-/// Slack's `v0=` signature of `body` at `timestamp` under `secret` (for tests and the
-/// benchmark).
-pub fn slack_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    format!(
-        "v0={}",
-        hex::encode(hmac_sha256(
-            secret.as_bytes(),
-            &[b"v0:", ts.as_bytes(), b":", body]
-        ))
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use testkit::sign::{hub as hub_signature, slack as slack_signature};
+
     use super::*;
 
     /// The worked example of Slack's "Verifying requests from Slack" page.

@@ -20,8 +20,11 @@ use tracing::{info, instrument};
 
 use super::command::{self, truncate, Command};
 use super::signature::verify_slack;
-use super::{accept, disabled, header, project_for, refused, unix_now, Request, Source};
-use crate::api::{ApiError, AppState};
+use super::{
+    accept, disabled, header, project_for, refused, unix_now, PayloadError, Request, Source,
+};
+use crate::api::error::ApiError;
+use crate::context::AppState;
 use crate::notify::message::Message;
 use crate::notify::providers::slack_payload;
 use crate::settings::Settings;
@@ -47,13 +50,13 @@ pub struct SlashCommand {
 }
 
 /// Parses a slash command's form body. Never panics.
-pub fn parse_command(body: &[u8]) -> Result<SlashCommand, String> {
+pub fn parse_command(body: &[u8]) -> Result<SlashCommand, PayloadError> {
     let form: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
-    let field = |k: &str| {
+    let field = |k: &'static str| {
         form.get(k)
             .filter(|v| !v.is_empty())
             .cloned()
-            .ok_or_else(|| format!("{k}: missing"))
+            .ok_or(PayloadError::MissingField(k))
     };
     Ok(SlashCommand {
         command: field("command")?,
@@ -95,7 +98,7 @@ pub enum SlackEvent {
 }
 
 /// Parses an Events API body. Never panics.
-pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
+pub fn parse_event(body: &[u8]) -> Result<SlackEvent, PayloadError> {
     let value = super::json_body(body)?;
     match value.get("type").and_then(Value::as_str) {
         Some("url_verification") => Ok(SlackEvent::UrlVerification(super::required(
@@ -118,7 +121,7 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, String> {
             })
         }
         Some(other) => Ok(SlackEvent::Other(format!("{other} is not handled"))),
-        None => Err("/type: missing or not a string".into()),
+        None => Err(PayloadError::MissingText("/type".into())),
     }
 }
 
@@ -151,12 +154,15 @@ pub struct ButtonClick {
 
 /// Parses an interaction's form body (`payload=<json>`); `Ok(None)` for interactions that
 /// are not button clicks. Never panics.
-pub fn parse_interaction(body: &[u8]) -> Result<Option<ButtonClick>, String> {
+pub fn parse_interaction(body: &[u8]) -> Result<Option<ButtonClick>, PayloadError> {
     let payload = form_urlencoded::parse(body)
         .find(|(k, _)| k == "payload")
         .map(|(_, v)| v.into_owned())
-        .ok_or("payload: missing")?;
-    let value = super::json_body(payload.as_bytes()).map_err(|e| format!("payload: {e}"))?;
+        .ok_or(PayloadError::MissingField("payload"))?;
+    let value = super::json_body(payload.as_bytes()).map_err(|error| PayloadError::InField {
+        field: "payload",
+        error: Box::new(error),
+    })?;
     if value.get("type").and_then(Value::as_str) != Some("block_actions") {
         return Ok(None);
     }
@@ -250,6 +256,23 @@ struct Asker<'a> {
     in_response: bool,
 }
 
+/// An ephemeral text answer.
+fn private_text(text: String) -> Message {
+    let mut message = Message::text(text);
+    message.ephemeral = true;
+    message
+}
+
+/// The configured projects' names, for answers.
+fn project_names(settings: &Settings) -> String {
+    settings
+        .projects
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs a command and says what to answer.
 async fn run_command(
     state: &AppState,
@@ -257,91 +280,102 @@ async fn run_command(
     command: Command,
 ) -> Result<Message, ApiError> {
     let settings = &state.settings;
-    let name = &settings.sources.slack.command;
-    let text = |t: String| {
-        let mut m = Message::text(t);
-        m.ephemeral = true;
-        m
-    };
-    let project_names = || {
-        settings
-            .projects
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let origin = Origin::Slack {
-        channel: asker.channel.to_string(),
-        user: asker.user_id.to_string(),
-        thread_ts: asker.thread_ts.map(str::to_string),
-    };
     let (project, task, ticket) = match command {
-        Command::Help => return Ok(text(command::usage(name))),
-        Command::Fix { ticket, project } => {
-            let project = match project {
-                Some(p) if settings.projects.contains_key(&p) => p,
-                Some(p) => {
-                    return Ok(text(format!(
-                        "There is no project `{p}`. Projects: {}.",
-                        project_names()
-                    )))
-                }
-                None => match project_of_ticket(settings, asker.channel, &ticket) {
-                    Some(p) => p,
-                    None => {
-                        return Ok(text(format!(
-                            "Which project is {ticket} in? Say `{name} fix {ticket} in <project>` (projects: {}).",
-                            project_names()
-                        )))
-                    }
-                },
-            };
-            let task = format!("fix {ticket}");
-            (project, task, Some(ticket))
+        Command::Help => {
+            return Ok(private_text(command::usage(
+                &settings.sources.slack.command,
+            )))
         }
+        Command::Fix { ticket, project } => match fix_project(settings, asker, &ticket, project) {
+            Ok(project) => (project, format!("fix {ticket}"), Some(ticket)),
+            Err(answer) => return Ok(private_text(answer)),
+        },
         Command::Run { project, task } => {
             if !settings.projects.contains_key(&project) {
-                return Ok(text(format!(
+                return Ok(private_text(format!(
                     "There is no project `{project}`. Projects: {}.",
-                    project_names()
+                    project_names(settings)
                 )));
             }
             (project, task, None)
         }
         Command::Status(Some(id)) => {
             return Ok(match state.queue.get(&id).await? {
-                Some(job) => text(job_line(&job)),
-                None => text(format!("There is no job `{id}`.")),
+                Some(job) => private_text(job_line(&job)),
+                None => private_text(format!("There is no job `{id}`.")),
             })
         }
-        Command::Status(None) | Command::List => {
-            let mine = matches!(command, Command::Status(None));
-            let page = state.queue.list(&JobFilter::default(), None, 200).await?;
-            let jobs: Vec<String> = page
-                .jobs
-                .iter()
-                .filter(|job| {
-                    !mine
-                        || matches!(&job.origin, Some(Origin::Slack { user, .. }) if user == asker.user_id)
-                })
-                .take(10)
-                .map(job_line)
-                .collect();
-            let title = if mine {
-                "Your latest jobs"
-            } else {
-                "Latest jobs"
-            };
-            return Ok(text(if jobs.is_empty() {
-                format!("{title}: none.")
-            } else {
-                format!("{title}:\n{}", jobs.join("\n"))
-            }));
+        Command::Status(None) => return list_jobs(state, asker, true).await,
+        Command::List => return list_jobs(state, asker, false).await,
+        Command::Cancel(id) => {
+            return Ok(private_text(
+                act(state, asker.user_id, "cancel", &id).await?,
+            ))
         }
-        Command::Cancel(id) => return Ok(text(act(state, asker.user_id, "cancel", &id).await?)),
-        Command::Retry(id) => return Ok(text(act(state, asker.user_id, "retry", &id).await?)),
+        Command::Retry(id) => {
+            return Ok(private_text(act(state, asker.user_id, "retry", &id).await?))
+        }
     };
+    start_job(state, asker, project, task, ticket).await
+}
+
+/// The project a `fix` runs in: the one named, else the ticket's; `Err` is the answer
+/// when there is none.
+fn fix_project(
+    settings: &Settings,
+    asker: &Asker<'_>,
+    ticket: &str,
+    named: Option<String>,
+) -> Result<String, String> {
+    match named {
+        Some(p) if settings.projects.contains_key(&p) => Ok(p),
+        Some(p) => Err(format!(
+            "There is no project `{p}`. Projects: {}.",
+            project_names(settings)
+        )),
+        None => project_of_ticket(settings, asker.channel, ticket).ok_or_else(|| {
+            let name = &settings.sources.slack.command;
+            format!(
+                "Which project is {ticket} in? Say `{name} fix {ticket} in <project>` (projects: {}).",
+                project_names(settings)
+            )
+        }),
+    }
+}
+
+/// The latest jobs (the asker's own with `mine`), ten at most.
+async fn list_jobs(state: &AppState, asker: &Asker<'_>, mine: bool) -> Result<Message, ApiError> {
+    let page = state.queue.list(&JobFilter::default(), None, 200).await?;
+    let jobs: Vec<String> = page
+        .jobs
+        .iter()
+        .filter(|job| {
+            !mine
+                || matches!(&job.origin, Some(Origin::Slack { user, .. }) if user == asker.user_id)
+        })
+        .take(10)
+        .map(job_line)
+        .collect();
+    let title = if mine {
+        "Your latest jobs"
+    } else {
+        "Latest jobs"
+    };
+    Ok(private_text(if jobs.is_empty() {
+        format!("{title}: none.")
+    } else {
+        format!("{title}:\n{}", jobs.join("\n"))
+    }))
+}
+
+/// Queues a job for a `fix` or `run` and says so.
+async fn start_job(
+    state: &AppState,
+    asker: &Asker<'_>,
+    project: String,
+    task: String,
+    ticket: Option<String>,
+) -> Result<Message, ApiError> {
     let request = Request {
         source: Source::Slack,
         delivery: asker.delivery.clone(),
@@ -352,7 +386,11 @@ async fn run_command(
         description: None,
         url: None,
         requester: Some(asker.user_name.to_string()),
-        origin,
+        origin: Origin::Slack {
+            channel: asker.channel.to_string(),
+            user: asker.user_id.to_string(),
+            thread_ts: asker.thread_ts.map(str::to_string),
+        },
         response_url: asker.response_url.map(str::to_string),
         reply_if_running: !asker.in_response,
     };
@@ -371,8 +409,10 @@ async fn run_command(
             m
         }
         Submission::Running(job) => Message::already_running(job, None),
-        Submission::Existing(job) => text(format!("Already queued as `{}`.", job.id)),
-        Submission::Duplicate { job_id, .. } => text(format!("Already queued as `{job_id}`.")),
+        Submission::Existing(job) => private_text(format!("Already queued as `{}`.", job.id)),
+        Submission::Duplicate { job_id, .. } => {
+            private_text(format!("Already queued as `{job_id}`."))
+        }
     };
     Ok(Message {
         ephemeral: true,
@@ -422,12 +462,12 @@ pub async fn commands(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &body)?;
-    let slash = parse_command(&body).map_err(ApiError::bad_request)?;
+    let slash = parse_command(&body).map_err(PayloadError::bad_request)?;
     tracing::Span::current().record("delivery_id", slash.trigger_id.as_deref().unwrap_or(""));
     let name = &state.settings.sources.slack.command;
     let command = match command::parse(&slash.text, name) {
         Ok(command) => command,
-        Err(usage) => return Ok(ephemeral(usage)),
+        Err(unusable) => return Ok(ephemeral(unusable.to_string())),
     };
     let asker = Asker {
         user_id: &slash.user_id,
@@ -451,7 +491,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &body)?;
     let (event_id, user, channel, thread_ts, text) =
-        match parse_event(&body).map_err(ApiError::bad_request)? {
+        match parse_event(&body).map_err(PayloadError::bad_request)? {
             SlackEvent::UrlVerification(challenge) => {
                 return Ok(Json(json!({"challenge": challenge})).into_response())
             }
@@ -484,7 +524,7 @@ pub async fn events(
         return Ok(Json(json!({"status": "duplicate"})).into_response());
     }
     let answer = match command {
-        Err(usage) => Message::text(usage),
+        Err(unusable) => Message::text(unusable.to_string()),
         Ok(command) => {
             let asker = Asker {
                 user_id: &user,
@@ -522,7 +562,7 @@ pub async fn interactions(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &body)?;
-    let Some(click) = parse_interaction(&body).map_err(ApiError::bad_request)? else {
+    let Some(click) = parse_interaction(&body).map_err(PayloadError::bad_request)? else {
         return Ok(super::ignored("not a Cancel or Retry button"));
     };
     tracing::Span::current().record("job_id", click.job_id.as_str());
@@ -556,7 +596,10 @@ mod tests {
             Some("https://hooks.slack.com/commands/1")
         );
         assert_eq!(c.trigger_id.as_deref(), Some("t.1"));
-        assert!(parse_command(b"text=fix").unwrap_err().contains("command"));
+        assert!(parse_command(b"text=fix")
+            .unwrap_err()
+            .to_string()
+            .contains("command"));
     }
 
     #[test]
@@ -579,8 +622,8 @@ mod tests {
         );
         let check = json!({"type": "url_verification", "challenge": "abc"});
         assert_eq!(
-            parse_event(check.to_string().as_bytes()),
-            Ok(SlackEvent::UrlVerification("abc".into()))
+            parse_event(check.to_string().as_bytes()).unwrap(),
+            SlackEvent::UrlVerification("abc".into())
         );
     }
 
@@ -600,8 +643,11 @@ mod tests {
         let other = form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", r#"{"type":"view_submission"}"#)
             .finish();
-        assert_eq!(parse_interaction(other.as_bytes()), Ok(None));
-        assert!(parse_interaction(b"x=1").unwrap_err().contains("payload"));
+        assert!(matches!(parse_interaction(other.as_bytes()), Ok(None)));
+        assert!(parse_interaction(b"x=1")
+            .unwrap_err()
+            .to_string()
+            .contains("payload"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! credential or raw webhook body, whatever passes through them (API calls, signed and
 //! wrongly signed webhooks, replies that fail).
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentsmith::token::RunnerTokens;
@@ -25,27 +26,53 @@ const BODY_MARKER: &str = "audit-raw-body-marker-6c1f";
 /// A marker in a Slack response_url, which is a credential for the conversation.
 const RESPONSE_URL_MARKER: &str = "audit-response-url-marker-e5b2";
 
-fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_dispatcher_and_runner_hold_no_secret_or_token() {
     let dir = temp_dir("audit");
     let work = dir.join("work");
     let log_path = dir.join("dispatcher.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
+    let config_path = write_config(&dir, port, &work);
+    let dispatcher = Dispatcher::start(&config_path, port, &log_path).await;
+    let id = call_the_api(&dispatcher).await;
+    send_webhooks(&dispatcher).await;
+    wait_for_the_work(&dispatcher, &id, &log_path).await;
+    dispatcher.stop();
+
+    let job_token = RunnerTokens::new(RUNNER_SECRET).issue(&id, 1);
+    let mut files = vec![log_path.clone()];
+    files_under(&work, &mut files);
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read_to_string(f).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let all: String = texts.iter().map(|(_, t)| t.as_str()).collect();
+    // The scan is not vacuous: the logs saw the job, the agent's output and the refusal.
+    assert!(all.contains(&id), "the logs mention the job");
+    assert!(
+        all.contains("the secret is set"),
+        "the runner's output was captured"
+    );
+    assert!(
+        texts.len() >= 2,
+        "dispatcher log and runner output: {files:?}"
+    );
+    assert!(
+        all.contains("webhook refused"),
+        "the refused delivery was logged"
+    );
+    assert_no_secret_in(&texts, &job_token);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes into `dir` the configuration of a dispatcher on `port` (every secret a marked
+/// value, replies pointed at a port where nothing listens); its path.
+fn write_config(dir: &Path, port: u16, work: &Path) -> PathBuf {
     let config = format!(
         r#"server:
   bind: "127.0.0.1:{port}"
@@ -94,28 +121,85 @@ agents:
     );
     let config_path = dir.join("agentsmith.yml");
     std::fs::write(&config_path, config).unwrap();
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let up = wait_until(Duration::from_secs(30), || async {
-        http.get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up, "the dispatcher did not get ready");
+    config_path
+}
 
+/// The `agentsmith serve` binary, logging at debug level; killed when dropped unless it was
+/// stopped.
+struct Dispatcher {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// Serves `config`, which binds `port`, with its log (stderr) in `log`; waits until it
+    /// is ready.
+    async fn start(config: &Path, port: u16, log: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let dispatcher = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let up = wait_until(Duration::from_secs(30), || async {
+            dispatcher
+                .http
+                .get(dispatcher.url("/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(up, "the dispatcher did not get ready");
+        dispatcher
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path` with the API token, as JSON.
+    async fn get(&self, path: &str) -> Value {
+        let request = self.http.get(self.url(path)).bearer_auth(API_TOKEN);
+        request.send().await.unwrap().json::<Value>().await.unwrap()
+    }
+
+    /// Stops it with SIGTERM, as a cluster would, and waits until it has exited.
+    fn stop(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the dispatcher did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A job refused with a wrong token and one submitted with the right one; the latter's id.
+async fn call_the_api(dispatcher: &Dispatcher) -> String {
+    let http = &dispatcher.http;
     let refused = http
-        .post(format!("{base}/v1/jobs"))
+        .post(dispatcher.url("/v1/jobs"))
         .bearer_auth(WRONG_TOKEN)
         .json(&json!({"agent": "audit", "task": "nope"}))
         .send()
@@ -123,7 +207,7 @@ agents:
         .unwrap();
     assert_eq!(refused.status(), 401);
     let created: Value = http
-        .post(format!("{base}/v1/jobs"))
+        .post(dispatcher.url("/v1/jobs"))
         .bearer_auth(API_TOKEN)
         .json(&json!({"agent": "audit", "task": "audit me"}))
         .send()
@@ -132,10 +216,14 @@ agents:
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    created["id"].as_str().unwrap().to_string()
+}
 
-    // Webhooks: a wrongly signed and a signed GitHub delivery, and a signed Slack command,
-    // all carrying markers that must not reach a log line.
+/// A wrongly signed and a signed GitHub delivery, and two signed Slack commands (one
+/// malformed), all carrying markers that must not reach a log line; signed as the senders
+/// sign, by [`testkit::sign`].
+async fn send_webhooks(dispatcher: &Dispatcher) {
+    let http = &dispatcher.http;
     let issue = json!({
         "action": "labeled",
         "issue": {"number": 5, "title": "audit", "body": BODY_MARKER},
@@ -144,21 +232,15 @@ agents:
         "sender": {"login": "auditor", "type": "User"}
     })
     .to_string();
-    for (signature, expected) in [
-        (
-            agentsmith::webhooks::signature::hub_signature("wrong-secret", issue.as_bytes()),
-            401,
-        ),
-        (
-            agentsmith::webhooks::signature::hub_signature(GITHUB_SECRET, issue.as_bytes()),
-            202,
-        ),
-    ] {
+    for (secret, expected) in [("wrong-secret", 401), (GITHUB_SECRET, 202)] {
         let answer = http
-            .post(format!("{base}/webhooks/github"))
+            .post(dispatcher.url("/webhooks/github"))
             .header("x-github-event", "issues")
             .header("x-github-delivery", format!("audit-{expected}"))
-            .header("x-hub-signature-256", signature)
+            .header(
+                "x-hub-signature-256",
+                testkit::sign::hub(secret, issue.as_bytes()),
+            )
             .body(issue.clone())
             .send()
             .await
@@ -168,108 +250,61 @@ agents:
     let form = format!(
         "command=%2Fagent&text=fix+AUD-1+{BODY_MARKER}&user_id=U1&user_name=auditor&channel_id=C1&trigger_id=t1&response_url=http%3A%2F%2F127.0.0.1%3A9%2F{RESPONSE_URL_MARKER}"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let answer = http
-        .post(format!("{base}/webhooks/slack/commands"))
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            agentsmith::webhooks::signature::slack_signature(SLACK_SECRET, now, form.as_bytes()),
-        )
-        .body(form.clone())
-        .send()
-        .await
-        .unwrap();
+    let now = testkit::sign::unix_now();
+    let command = |form: String| {
+        http.post(dispatcher.url("/webhooks/slack/commands"))
+            .header("x-slack-request-timestamp", now.to_string())
+            .header(
+                "x-slack-signature",
+                testkit::sign::slack(SLACK_SECRET, now, form.as_bytes()),
+            )
+            .body(form)
+    };
+    let answer = command(form.clone()).send().await.unwrap();
     assert_eq!(
         answer.status(),
         200,
         "the malformed Slack command gets the usage"
     );
     let form = form.replace(&format!("+{BODY_MARKER}"), "");
-    let answer = http
-        .post(format!("{base}/webhooks/slack/commands"))
-        .header("x-slack-request-timestamp", now.to_string())
-        .header(
-            "x-slack-signature",
-            agentsmith::webhooks::signature::slack_signature(SLACK_SECRET, now, form.as_bytes()),
-        )
-        .body(form)
-        .send()
-        .await
-        .unwrap();
+    let answer = command(form).send().await.unwrap();
     let text = answer.text().await.unwrap();
     assert!(text.contains("Queued as"), "{text}");
-    let get = |path: String| {
-        let request = http.get(format!("{base}{path}")).bearer_auth(API_TOKEN);
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
+}
+
+/// Waits until the API's job and the two webhook jobs have succeeded and the webhook jobs'
+/// replies have been tried (and failed: nothing listens).
+async fn wait_for_the_work(dispatcher: &Dispatcher, id: &str, log_path: &Path) {
     let ended = wait_until(Duration::from_secs(60), || async {
-        get(format!("/v1/jobs/{id}")).await["state"] == "succeeded"
+        dispatcher.get(&format!("/v1/jobs/{id}")).await["state"] == "succeeded"
     })
     .await;
     assert!(ended, "the audited job did not succeed");
-    // The webhook jobs end too, and their replies are tried (and fail: nothing listens).
     let webhook_jobs_ended = wait_until(Duration::from_secs(60), || async {
-        let page = get("/v1/jobs?project=audited".into()).await;
+        let page = dispatcher.get("/v1/jobs?project=audited").await;
         let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
         jobs.len() == 2 && jobs.iter().all(|j| j["state"] == "succeeded")
     })
     .await;
     assert!(webhook_jobs_ended, "the webhook jobs did not succeed");
     let replies_tried = wait_until(Duration::from_secs(30), || async {
-        std::fs::read_to_string(&log_path)
+        std::fs::read_to_string(log_path)
             .unwrap_or_default()
             .contains("a reply will be tried again")
     })
     .await;
     assert!(replies_tried, "the failing replies were not logged");
+}
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the dispatcher did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let job_token = RunnerTokens::new(RUNNER_SECRET).issue(&id, 1);
-    let mut files = vec![log_path.clone()];
-    files_under(&work, &mut files);
-    let texts: Vec<(String, String)> = files
-        .iter()
-        .map(|f| {
-            (
-                f.display().to_string(),
-                std::fs::read_to_string(f).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let all: String = texts.iter().map(|(_, t)| t.as_str()).collect();
-    // The scan is not vacuous: the logs saw the job, the agent's output and the refusal.
-    assert!(all.contains(&id), "the logs mention the job");
-    assert!(
-        all.contains("the secret is set"),
-        "the runner's output was captured"
-    );
-    assert!(
-        texts.len() >= 2,
-        "dispatcher log and runner output: {files:?}"
-    );
-    assert!(
-        all.contains("webhook refused"),
-        "the refused delivery was logged"
-    );
+/// Asserts that no file holds a secret, a token or a marker; the issue's description (the
+/// marked body) only in the GitHub job's intent file, where it is by design.
+fn assert_no_secret_in(texts: &[(String, String)], job_token: &str) {
     for secret in [
         API_TOKEN,
         RUNNER_SECRET,
         PROFILE_SECRET,
         WRONG_TOKEN,
-        job_token.as_str(),
+        job_token,
         GITHUB_SECRET,
         GITHUB_TOKEN,
         SLACK_SECRET,
@@ -277,7 +312,7 @@ agents:
         BODY_MARKER,
         RESPONSE_URL_MARKER,
     ] {
-        for (file, text) in &texts {
+        for (file, text) in texts {
             // The ticket's description is the agent's input: it is in the intent file by
             // design, and in no log.
             if secret == BODY_MARKER && file.ends_with("intent.json") {
@@ -292,5 +327,15 @@ agents:
             .any(|(file, text)| file.ends_with("intent.json") && text.contains(BODY_MARKER)),
         "the GitHub job's intent carries the issue's description"
     );
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }

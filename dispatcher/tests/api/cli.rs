@@ -79,11 +79,7 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
     use std::time::{Duration, Instant};
 
     let dir = temp_dir("sigterm");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
     let path = dir.join("agentsmith.yml");
     std::fs::write(
         &path,

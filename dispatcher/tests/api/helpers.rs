@@ -3,7 +3,6 @@
 //! `agent-runner`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +11,21 @@ use agentsmith::app::Application;
 use agentsmith::context::Context;
 use agentsmith::settings::{AgentSettings, Settings};
 use queue::{Job, JobState};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use spawner::JobSpawner;
 use tokio_util::sync::CancellationToken;
 
+pub use testkit::wait_until;
+
 /// The API token every test app accepts.
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// The Redis the tests use (`AGENTSMITH_TEST_REDIS_URL`, default the local one).
+/// The Redis the tests use (`AGENTSMITH_TEST_REDIS_URL`, default the local one), after
+/// checking that it answers: a test that needs Redis fails at once, naming the command that
+/// starts one, when none does.
 pub fn redis_url() -> String {
-    std::env::var("AGENTSMITH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    testkit::redis::test_url()
 }
 
 /// The `agent-runner` binary built next to the test binaries.
@@ -41,13 +44,11 @@ pub fn runner_path() -> PathBuf {
     runner
 }
 
-/// A fresh temporary directory.
+/// A fresh temporary directory, left behind for a look after a failure (see
+/// [`testkit::temp::TempDir`] for one removed when dropped).
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "agentsmith-test-{tag}-{:016x}",
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir can be created");
+    let dir = std::env::temp_dir().join(testkit::temp::unique(&format!("agentsmith-test-{tag}")));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
 }
 
@@ -127,12 +128,17 @@ pub async fn spawn_app(customize: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a dispatcher with these settings and, if given, this spawner.
 pub async fn start(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> TestApp {
     let shutdown = CancellationToken::new();
-    let url = redis_url();
+    let url = agentsmith::app::redacted_url(settings.redis.url.expose_secret());
     let app = match spawner {
         Some(spawner) => Application::build_with_spawner(settings, spawner, shutdown.clone()).await,
         None => Application::build(settings, shutdown.clone()).await,
     }
-    .unwrap_or_else(|e| panic!("the dispatcher did not start ({e:#}); is Redis running at {url}? Start it with `redis-server --daemonize yes` or run scripts/test"));
+    .unwrap_or_else(|e| {
+        panic!(
+            "the dispatcher did not start ({e:#}); is Redis running at {url}? {}",
+            testkit::redis::START
+        )
+    });
     let address = match app.local_addr() {
         Some(addr) if !addr.ip().is_unspecified() => format!("http://{addr}"),
         _ => format!("http://127.0.0.1:{}", app.port()),
@@ -249,24 +255,6 @@ impl TestApp {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
-    }
-}
-
-/// Polls `condition` every 50 ms until it holds or `limit` passes; whether it held.
-pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,12 @@
 //! Integration tests of the dispatcher against a real Redis, running real `agent-runner`
 //! processes and containers on a real Docker engine. One binary; each test gets its own
-//! key prefix.
+//! key prefix. The harness is in `helpers.rs` ([`helpers::spawn_app`]).
+//!
+//! A plain `cargo test` needs only Redis (`redis-server --daemonize yes`, or set
+//! `AGENTSMITH_TEST_REDIS_URL`) and the built binaries (`cargo build -p agentsmith -p
+//! agent-runner`). Tests that need more of the lab (Docker, a Kubernetes cluster, Chromium)
+//! are `#[ignore]`d with the command that provides it; scripts/test provides everything and
+//! runs them too (`--include-ignored`), where a missing piece fails them loudly.
 
 // Test helpers live outside #[test] functions; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -17,5 +23,6 @@ mod lifecycle;
 mod limits;
 mod manifests;
 mod outage;
+mod router;
 mod sse;
 mod webhooks;

@@ -52,6 +52,7 @@ fn manifest(settings: &Settings, agent: &str) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate: scripts/kube-validate --install (scripts/test installs it)"]
 fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
     let mut settings = Settings::load_from(None, &[]).unwrap();
     settings.spawner.kind = SpawnerKind::Kubernetes;

@@ -26,7 +26,7 @@ use contract::{env, OutputStream};
 use serde::Deserialize;
 
 use crate::secrets::SecretSource;
-use crate::settings::Problems;
+use crate::settings::problems::Problems;
 use crate::{
     Error, Installation, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus,
 };
@@ -330,5 +330,14 @@ impl JobSpawner for ProcessSpawner {
             .values()
             .map(|w| w.handle.clone())
             .collect())
+    }
+
+    async fn remove(&self, handle: &JobHandle) -> Result<()> {
+        self.cancel(handle, Duration::ZERO).await?;
+        let removed = lock(&self.workloads).remove(&handle.name);
+        if let Some(workload) = removed {
+            let _ = tokio::fs::remove_dir_all(&workload.workdir).await;
+        }
+        Ok(())
     }
 }

@@ -35,14 +35,6 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn chromedriver_path() -> PathBuf {
     std::env::var_os("PATH")
         .into_iter()
@@ -59,7 +51,7 @@ async fn start_driver() -> Driver {
         "{CHROMIUM} is not installed: {INSTALL}"
     );
     let binary = chromedriver_path();
-    let port = free_port();
+    let port = testkit::free_port();
     let child = Command::new(&binary)
         .arg(format!("--port={port}"))
         .stdin(Stdio::null())
@@ -181,6 +173,7 @@ async fn displayed(c: &Client, css: &str) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs chromium and chromedriver: apt-get install -y chromium chromium-driver (scripts/test installs them)"]
 async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_browser() {
     let driver = start_driver().await;
     let app = spawn_app(|s| {
@@ -211,8 +204,35 @@ async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_brows
     }
 }
 
+/// The jobs the scenario submits through the API.
+struct Jobs {
+    /// Failed (agent `fail`).
+    failed: String,
+    /// Succeeded (project `webshop`, ticket SHOP-42).
+    ok: String,
+    /// Cancelled while it prints its ten lines (agent `slow`).
+    slow: String,
+}
+
+/// The jobs table's row of `id`.
+fn row(id: &str) -> String {
+    format!("tr[data-job=\"{id}\"]")
+}
+
+/// What a user does and sees, in order; each step starts where the last one left off.
 async fn scenario(c: &Client, app: &TestApp) {
-    // Signing in: a wrong token is refused, the right one lets the user in.
+    sign_in(c, app).await;
+    let jobs = jobs_appear_and_change_live(c, app).await;
+    filters_keep_only_their_jobs(c, app, &jobs).await;
+    the_job_page_follows_the_log_and_cancels(c, app, &jobs.slow).await;
+    ended_jobs_show_why_and_what(c, app, &jobs).await;
+    let busy = the_jobs_page_and_the_overview(c, app, &jobs).await;
+    a_narrow_screen_stacks_the_table(c, app, &jobs, &busy).await;
+    signing_out_forgets_the_token(c).await;
+}
+
+/// Signing in: a wrong token is refused, the right one lets the user in.
+async fn sign_in(c: &Client, app: &TestApp) {
     c.goto(&format!("{}/", app.address)).await.unwrap();
     wait_for(c, "#signin:not([hidden])").await;
     let token = c.find(Locator::Css("#token")).await.unwrap();
@@ -238,27 +258,26 @@ async fn scenario(c: &Client, app: &TestApp) {
         .unwrap();
     assert_eq!(local, json!(0), "nothing is kept in localStorage");
     wait_text(c, "#live", "live").await;
+}
 
-    // Jobs submitted through the API appear without a reload, and change state live.
+/// Jobs submitted through the API appear without a reload, and change state live.
+async fn jobs_appear_and_change_live(c: &Client, app: &TestApp) -> Jobs {
     let failed = app.submit("fail", "break the build").await;
     let (status, body) = app
         .post_job(json!({"project": "webshop", "ticket": "SHOP-42", "task": "fix the flaky test"}))
         .await;
     assert_eq!(status, 202, "{body}");
     let ok = body["id"].as_str().unwrap().to_string();
-    let failed_row = format!("tr[data-job=\"{failed}\"]");
-    let ok_row = format!("tr[data-job=\"{ok}\"]");
-    wait_text(c, &failed_row, "failed").await;
-    wait_text(c, &ok_row, "succeeded").await;
+    wait_text(c, &row(&failed), "failed").await;
+    wait_text(c, &row(&ok), "succeeded").await;
     let (status, body) = app
         .post_job(json!({"agent": "slow", "project": "webshop", "ticket": "SHOP-7", "task": "print ten lines, slowly"}))
         .await;
     assert_eq!(status, 202, "{body}");
     let slow = body["id"].as_str().unwrap().to_string();
-    let slow_row = format!("tr[data-job=\"{slow}\"]");
-    let row = wait_text(c, &slow_row, "running").await;
+    let shown = wait_text(c, &row(&slow), "running").await;
     for word in ["slow", "webshop", "SHOP-7", "api", "1 / 3"] {
-        assert!(row.contains(word), "the row lacks {word:?}: {row}");
+        assert!(shown.contains(word), "the row lacks {word:?}: {shown}");
     }
     // Newest first (read in one script: rows are replaced as they change).
     let first = c
@@ -269,27 +288,31 @@ async fn scenario(c: &Client, app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(first, json!(slow));
+    Jobs { failed, ok, slow }
+}
 
-    // Filtering by state keeps only those jobs.
+/// Filtering by state keeps only those jobs; so does filtering by project.
+async fn filters_keep_only_their_jobs(c: &Client, app: &TestApp, jobs: &Jobs) {
     c.goto(&format!("{}/#/jobs?state=failed", app.address))
         .await
         .unwrap();
-    wait_text(c, &failed_row, "failed").await;
+    wait_text(c, &row(&jobs.failed), "failed").await;
     assert!(
-        c.find(Locator::Css(&ok_row)).await.is_err(),
+        c.find(Locator::Css(&row(&jobs.ok))).await.is_err(),
         "the state filter shows a succeeded job"
     );
-    // And by project.
     c.goto(&format!("{}/#/jobs?project=webshop", app.address))
         .await
         .unwrap();
-    wait_text(c, &ok_row, "webshop").await;
+    wait_text(c, &row(&jobs.ok), "webshop").await;
     assert!(
-        c.find(Locator::Css(&failed_row)).await.is_err(),
+        c.find(Locator::Css(&row(&jobs.failed))).await.is_err(),
         "the project filter shows a job of no project"
     );
+}
 
-    // The job page follows the log as the agent prints it.
+/// The job page follows the log as the agent prints it; cancelling, confirmed, stops it.
+async fn the_job_page_follows_the_log_and_cancels(c: &Client, app: &TestApp, slow: &str) {
     c.goto(&format!("{}/#/jobs/{slow}", app.address))
         .await
         .unwrap();
@@ -308,20 +331,22 @@ async fn scenario(c: &Client, app: &TestApp) {
     screenshot(c, "job.png").await;
     c.set_window_size(1360, 900).await.unwrap();
 
-    // Cancel, confirmed.
     click(c, "#cancel").await;
     let dialog = c.get_alert_text().await.unwrap();
     assert!(dialog.contains("Cancel job"), "{dialog}");
     c.accept_alert().await.unwrap();
     wait_text(c, "#job-state", "cancelled").await;
     wait_text(c, "#timeline", "cancelled").await;
-    assert_eq!(app.job(&slow).await.state, JobState::Cancelled);
+    assert_eq!(app.job(slow).await.state, JobState::Cancelled);
     let log = text(c, "#log").await.unwrap();
     assert!(!log.contains("line 10"), "the agent was not stopped: {log}");
+}
 
-    // A failed job shows why.
+/// A failed job shows why; a finished one shows its result with its links.
+async fn ended_jobs_show_why_and_what(c: &Client, app: &TestApp, jobs: &Jobs) {
+    let failed = &jobs.failed;
     let reason = app
-        .job(&failed)
+        .job(failed)
         .await
         .reason
         .expect("a failed job has a reason");
@@ -333,8 +358,7 @@ async fn scenario(c: &Client, app: &TestApp) {
     wait_text(c, "#log", "about to fail").await;
     wait_text(c, "#exit-code", "3").await;
 
-    // A finished job shows its result with its links.
-    c.goto(&format!("{}/#/jobs/{ok}", app.address))
+    c.goto(&format!("{}/#/jobs/{}", app.address, jobs.ok))
         .await
         .unwrap();
     wait_text(c, "#result", "fixed fix the flaky test").await;
@@ -346,16 +370,19 @@ async fn scenario(c: &Client, app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(href, json!("http://example.invalid/pr/1"));
+}
 
-    // The jobs page once more, for its picture: one job running beside the ended ones.
+/// The jobs page once more, for its picture (one job running beside the ended ones), and
+/// the overview; the running job's id.
+async fn the_jobs_page_and_the_overview(c: &Client, app: &TestApp, jobs: &Jobs) -> String {
     let (status, body) = app
         .post_job(json!({"agent": "slow", "project": "webshop", "ticket": "SHOP-9", "task": "update the changelog"}))
         .await;
     assert_eq!(status, 202, "{body}");
     let busy = body["id"].as_str().unwrap().to_string();
     c.goto(&format!("{}/#/jobs", app.address)).await.unwrap();
-    wait_text(c, &format!("tr[data-job=\"{busy}\"]"), "running").await;
-    wait_text(c, &slow_row, "cancelled").await;
+    wait_text(c, &row(&busy), "running").await;
+    wait_text(c, &row(&jobs.slow), "cancelled").await;
     let settled = wait_until(LIMIT, || async {
         c.execute(
             "return document.getAnimations().filter(a => a.animationName === 'flash').length",
@@ -368,7 +395,6 @@ async fn scenario(c: &Client, app: &TestApp) {
     assert!(settled, "the rows' highlight never faded");
     screenshot(c, "jobs.png").await;
 
-    // The overview.
     c.goto(&format!("{}/#/overview", app.address))
         .await
         .unwrap();
@@ -378,17 +404,22 @@ async fn scenario(c: &Client, app: &TestApp) {
     wait_text(c, "#last-hour", "4").await;
     wait_text(c, "#admitted", "1 / 10").await;
     screenshot(c, "overview.png").await;
+    busy
+}
 
-    // A narrow screen: the jobs table stacks.
+/// On a narrow screen the jobs table stacks; then the running job is cancelled.
+async fn a_narrow_screen_stacks_the_table(c: &Client, app: &TestApp, jobs: &Jobs, busy: &str) {
     c.set_window_size(420, 900).await.unwrap();
     c.goto(&format!("{}/#/jobs", app.address)).await.unwrap();
-    wait_text(c, &slow_row, "cancelled").await;
+    wait_text(c, &row(&jobs.slow), "cancelled").await;
     let head_shown = displayed(c, "table.jobs thead th").await;
     assert!(!head_shown, "the table header is shown on a narrow screen");
     screenshot(c, "jobs-narrow.png").await;
-    assert_eq!(app.act(&busy, "cancel").await.status(), 200);
+    assert_eq!(app.act(busy, "cancel").await.status(), 200);
+}
 
-    // Signing out forgets the token.
+/// Signing out forgets the token.
+async fn signing_out_forgets_the_token(c: &Client) {
     click(c, "#signout").await;
     wait_for(c, "#signin:not([hidden])").await;
     let stored = c

@@ -33,7 +33,7 @@ pub use settings::{DockerSettings, DockerTlsSettings, RegistrySettings};
 use status::status_of;
 
 use crate::secrets::SecretSource;
-use crate::settings::PullPolicy;
+use crate::settings::pull_policy::PullPolicy;
 use crate::{
     Error, Installation, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus,
 };

@@ -6,7 +6,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::quantity::{self, Cpus, Memory};
-use crate::settings::{reserved_labels, Problems, PullPolicy};
+use crate::settings::problems::{reserved_labels, Problems};
+use crate::settings::pull_policy::PullPolicy;
 use crate::Resources;
 
 /// Settings of the docker backend.

@@ -124,7 +124,7 @@ impl KubernetesSpawner {
             self.limit.acquire().await;
             match request().await {
                 Err(e) if transient(&e) && attempt < API_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "{what} failed; retrying");
+                    tracing::warn!(error = %contract::ErrorChain(&e), attempt, "{what} failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }

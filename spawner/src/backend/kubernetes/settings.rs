@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use serde::{Deserialize, Deserializer};
 
 use crate::quantity::{self, Cpus, Memory};
-use crate::settings::{env_names, reserved_labels, Problems, PullPolicy};
+use crate::settings::problems::{env_names, reserved_labels, Problems};
+use crate::settings::pull_policy::PullPolicy;
 use crate::Resources;
 
 /// Settings of the kubernetes backend.

@@ -14,7 +14,7 @@ use contract::Intent;
 
 use crate::quantity::{Cpus, Memory};
 use crate::secrets::SecretSource;
-use crate::settings::PullPolicy;
+use crate::settings::pull_policy::PullPolicy;
 use crate::AgentProfile;
 
 fn settings() -> KubernetesSettings {

@@ -1,0 +1,244 @@
+//! The queue against a real Redis in cluster mode: one node owning every slot, the scripts
+//! checked strictly (`#!lua`, so Redis refuses any key outside the slot of a script's
+//! KEYS). Through a lifecycle that runs every script, a prefix with a hash tag keeps every
+//! key in one slot, which is what Redis Cluster needs; a plain prefix does not, which is why
+//! the README asks for the tag there.
+
+use std::time::Duration;
+
+use contract::{JobHandle, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+use secrecy::SecretString;
+use testkit::redis::RedisServer;
+
+use crate::{
+    Admission, CancelOutcome, JobState, NewJob, Origin, Queue, QueueSettings, RedisSettings,
+    ReplyBody, Result, RetryOutcome, SpawnRecord,
+};
+
+/// A redis-server in cluster mode whose one node serves every slot.
+fn cluster_node() -> RedisServer {
+    let server = RedisServer::new()
+        .args(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .started();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query(&mut conn)
+        .unwrap();
+    for _ in 0..100 {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+        if info.contains("cluster_state:ok") {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the one-node cluster did not become ok");
+}
+
+fn queue(url: &str, prefix: &str) -> Queue {
+    let redis = RedisSettings {
+        url: SecretString::from(url.to_string()),
+        prefix: prefix.to_string(),
+        timeout_secs: 5,
+    };
+    let limits = QueueSettings {
+        max_concurrent_jobs: 4,
+        concurrency_key_limit: 1,
+        max_attempts: 3,
+        backoff_base_secs: 1,
+        backoff_max_secs: 1,
+        lease_secs: 30,
+        heartbeat_secs: 5,
+        start_timeout_secs: 30,
+        reclaim_idle_secs: 30,
+        retention_secs: 3600,
+        idempotency_ttl_secs: 3600,
+        events_max_len: 1000,
+        claim_batch: 10,
+        tick_ms: 100,
+    };
+    Queue::new(&redis, &limits).unwrap().strict()
+}
+
+fn new_job(ticket: &str) -> NewJob {
+    NewJob {
+        agent: "echo".into(),
+        task: format!("fix {ticket}"),
+        ticket: Some(ticket.into()),
+        concurrency_key: Some("shared-key".into()),
+        idempotency_key: Some(format!("idem-{ticket}")),
+        delivery: Some(format!("github:{ticket}")),
+        exclusive: Some(ticket.into()),
+        reply_if_running: true,
+        origin: Some(Origin::Jira {
+            issue: ticket.into(),
+        }),
+        timeout_secs: 60,
+        ..NewJob::default()
+    }
+}
+
+fn handle(job_id: &str, attempt: u32) -> JobHandle {
+    JobHandle {
+        backend: "test".into(),
+        name: contract::workload_name(job_id, attempt),
+        job_id: job_id.into(),
+        attempt,
+        id: None,
+    }
+}
+
+fn batch(attempt: u32, first_seq: u64, events: Vec<RunnerEvent>) -> RunnerBatch {
+    RunnerBatch {
+        version: PROTOCOL_VERSION,
+        attempt,
+        first_seq,
+        events,
+    }
+}
+
+/// Submits two jobs of one concurrency key, runs the first to success (which admits the
+/// second), fails the second for good, retries and cancels it, and works the outbox and the
+/// leases: every script runs at least once. The first error is returned.
+async fn lifecycle(queue: &Queue) -> Result<()> {
+    queue.ensure_group().await?;
+    queue.ensure_notify_group().await?;
+    let first = queue
+        .submit(&new_job("PAY-1"))
+        .await?
+        .job()
+        .unwrap()
+        .id
+        .clone();
+    let second = queue
+        .submit(&new_job("PAY-2"))
+        .await?
+        .job()
+        .unwrap()
+        .id
+        .clone();
+    let mut conn = queue.dedicated_connection().await?;
+    let claims = queue
+        .claim(&mut conn, "test", 10, Duration::from_millis(100))
+        .await?;
+    let admissions = queue.admit(&claims).await?;
+    assert!(matches!(admissions[0], Admission::Spawn { attempt: 1, .. }));
+    assert!(matches!(admissions[1], Admission::Wait), "{admissions:?}");
+    let record = queue
+        .record_spawn(&claims[0], 1, &handle(&first, 1))
+        .await?;
+    assert_eq!(record, SpawnRecord::Recorded);
+    assert!(
+        queue
+            .extend_lease(&first, 1, Duration::from_secs(30))
+            .await?
+    );
+    let events = vec![
+        RunnerEvent::Started,
+        RunnerEvent::Log {
+            stream: OutputStream::Stdout,
+            line: "working".into(),
+        },
+        RunnerEvent::Finished {
+            outcome: RunOutcome::Exited { code: 0 },
+            result: None,
+        },
+    ];
+    let outcome = queue
+        .apply_runner_batch(&first, &batch(1, 0, events))
+        .await?;
+    assert_eq!(outcome.state, "succeeded");
+
+    // The first job's end admitted the second (a pump): it is claimed from the ready queue.
+    let claims = queue
+        .claim(&mut conn, "test", 10, Duration::from_millis(100))
+        .await?;
+    let admissions = queue.admit(&claims).await?;
+    assert!(
+        matches!(admissions[0], Admission::Spawn { .. }),
+        "{admissions:?}"
+    );
+    queue
+        .fail_attempt(
+            &second,
+            1,
+            "spawn failed",
+            false,
+            Some(&claims[0].entry),
+            false,
+        )
+        .await?;
+    assert_eq!(queue.get(&second).await?.unwrap().state, JobState::Failed);
+    assert!(matches!(
+        queue.retry(&second).await?,
+        RetryOutcome::Queued(2)
+    ));
+    assert!(matches!(
+        queue.cancel(&second, "test").await?,
+        CancelOutcome::Cancelled(_)
+    ));
+    queue.promote_due().await?;
+    queue.sweep().await?;
+    queue.expired_leases(10).await?;
+
+    let replies = queue
+        .claim_replies(
+            &mut conn,
+            "test",
+            10,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )
+        .await?;
+    assert!(
+        !replies.is_empty(),
+        "state changes of a job with an origin are replied to"
+    );
+    queue.reply_later(&replies[0], Duration::ZERO).await?;
+    queue.promote_replies().await?;
+    for reply in &replies[1..] {
+        queue.reply_done(&reply.entry).await?;
+    }
+    queue
+        .send_reply(&ReplyBody::Text {
+            origin: Origin::Jira {
+                issue: "PAY-1".into(),
+            },
+            text: "hello".into(),
+            response_url: None,
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_a_hash_tagged_prefix_every_script_keeps_to_one_cluster_slot() {
+    let node = cluster_node();
+    let queue = queue(&node.url(), "{agentsmith}:");
+    lifecycle(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_a_plain_prefix_the_scripts_cross_cluster_slots() {
+    let node = cluster_node();
+    let queue = queue(&node.url(), "agentsmith:");
+    let error = lifecycle(&queue).await.unwrap_err();
+    let chain = format!(
+        "{error}: {}",
+        std::error::Error::source(&error)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(
+        chain.contains("CROSSSLOT") || chain.contains("same slot"),
+        "{chain}"
+    );
+}

@@ -1,0 +1,249 @@
+//! The conformance suite against the `kubernetes` backend on the test cluster (each test in
+//! a namespace of its own, deleted when it ends), then what only this backend does: the
+//! Job and pod as the API server has them, and the reasons a pod that cannot run fails
+//! with (unschedulable, a missing image, the Job's deadline).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use contract::{labels, OutputStream, RunOutcome, RunnerEvent};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use spawner::backend::kubernetes::KubernetesSpawner;
+use spawner::conformance::lab::{KubernetesLab, LAB_LABEL};
+use spawner::conformance::{self, Lab, Trial, KEEP_FINISHED};
+use spawner::{JobHandle, JobSpawner, WorkloadStatus};
+use testkit::stand_in::{Answer, Script};
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_job_runs_to_its_end_and_reports_its_output_and_result() {
+    let lab = KubernetesLab::new().await;
+    conformance::a_job_runs_to_its_end_and_reports_its_output_and_result(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_failing_agent_is_reported_with_its_exit_code_and_its_workload_ends() {
+    let lab = KubernetesLab::new().await;
+    conformance::a_failing_agent_is_reported_with_its_exit_code_and_its_workload_ends(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn an_agent_over_its_memory_limit_is_oom_killed_where_limits_are_enforced() {
+    let lab = KubernetesLab::new().await;
+    conformance::an_agent_over_its_memory_limit_is_oom_killed_where_limits_are_enforced(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn cancel_stops_a_running_agent_within_its_grace_period_and_is_idempotent() {
+    let lab = KubernetesLab::new().await;
+    conformance::cancel_stops_a_running_agent_within_its_grace_period_and_is_idempotent(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_finished_workload_is_removed_after_its_time_to_live() {
+    let lab = KubernetesLab::new().await;
+    conformance::a_finished_workload_is_removed_after_its_time_to_live(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn spawning_an_attempt_again_adopts_its_workload_which_runs_once() {
+    let lab = KubernetesLab::new().await;
+    conformance::spawning_an_attempt_again_adopts_its_workload_which_runs_once(&lab).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_workload_no_dispatcher_owns_is_listed_and_removed() {
+    let lab = KubernetesLab::new().await;
+    conformance::a_workload_no_dispatcher_owns_is_listed_and_removed(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn twenty_attempts_spawned_five_at_a_time_each_run_exactly_once() {
+    let lab = KubernetesLab::new().await;
+    conformance::twenty_attempts_spawned_five_at_a_time_each_run_exactly_once(&lab).await;
+}
+
+// What only the kubernetes backend does.
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_job_runs_as_a_locked_down_kubernetes_job_with_its_limits_and_labels() {
+    let lab = KubernetesLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let job = trial.job(
+        "echo \"working as $(id -u)\"; \
+         if touch /root-write-test 2>/dev/null; then echo root-writable; else echo root-read-only; fi",
+    );
+    let handle = trial.spawn(&job).await;
+    let (outcome, _) = trial.finished(&job.job_id).await;
+    assert_eq!(outcome, RunOutcome::Exited { code: 0 });
+    assert_eq!(
+        trial.dispatcher.lines_of(&job.job_id, OutputStream::Stdout),
+        ["working as 10001", "root-read-only"]
+    );
+
+    let client = lab.client().await;
+    let k8s_job = Api::<Job>::namespaced(client.clone(), lab.namespace())
+        .get(&handle.name)
+        .await
+        .unwrap();
+    assert_eq!(k8s_job.metadata.uid, handle.id);
+    let spec = k8s_job.spec.unwrap();
+    assert_eq!(spec.backoff_limit, Some(0), "the dispatcher owns retries");
+    assert_eq!(
+        spec.ttl_seconds_after_finished,
+        Some(KEEP_FINISHED.as_secs() as i32)
+    );
+    // The profile's time limit, the grace period and a minute's margin for the runner.
+    assert_eq!(spec.active_deadline_seconds, Some(120 + 2 + 60));
+    let job_labels = k8s_job.metadata.labels.unwrap();
+    assert_eq!(job_labels[labels::MANAGED_BY], "agentsmith");
+    assert_eq!(job_labels[labels::JOB_ID], job.job_id);
+    assert_eq!(job_labels[labels::ATTEMPT], "1");
+    assert_eq!(job_labels[labels::INSTALLATION], lab.installation());
+    assert_eq!(job_labels[LAB_LABEL], lab.namespace());
+
+    let pods = Api::<Pod>::namespaced(client, lab.namespace());
+    let selector = format!("{}={}", labels::JOB_ID, job.job_id);
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the Job's pod is kept with it");
+    assert_eq!(
+        pod.metadata.labels.unwrap()[labels::INSTALLATION],
+        lab.installation()
+    );
+    let pod_spec = pod.spec.unwrap();
+    assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod_spec.automount_service_account_token, Some(false));
+    assert_eq!(pod_spec.enable_service_links, Some(false));
+    // The grace period plus five seconds for the runner to report.
+    assert_eq!(pod_spec.termination_grace_period_seconds, Some(2 + 5));
+    let pod_security = pod_spec.security_context.unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(10001));
+    assert_eq!(pod_security.fs_group, Some(10001));
+    let container = &pod_spec.containers[0];
+    assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        security.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("RuntimeDefault")
+    );
+    let resources = container.resources.clone().unwrap();
+    let (limits, requests) = (resources.limits.unwrap(), resources.requests.unwrap());
+    // The API server writes quantities in canonical form.
+    assert_eq!(
+        (limits["memory"].0.as_str(), limits["cpu"].0.as_str()),
+        ("256Mi", "1")
+    );
+    assert_eq!(
+        (requests["memory"].0.as_str(), requests["cpu"].0.as_str()),
+        ("256Mi", "10m")
+    );
+}
+
+/// Waits until the workload has failed; its reason and whether it may be retried.
+async fn failure(
+    trial: &Trial<'_>,
+    spawner: &dyn JobSpawner,
+    handle: &JobHandle,
+) -> (String, bool) {
+    match trial
+        .status_until(spawner, handle, "failed", |s| {
+            matches!(s, WorkloadStatus::Failed { .. })
+        })
+        .await
+    {
+        WorkloadStatus::Failed { reason, retryable } => (reason, retryable),
+        other => unreachable!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn an_unschedulable_pod_fails_after_the_pending_timeout() {
+    let lab = KubernetesLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let mut settings = lab.settings(KEEP_FINISHED);
+    settings.pending_timeout_secs = 4;
+    settings.node_selector =
+        BTreeMap::from([("agentsmith-test/no-such-node".to_string(), "x".to_string())]);
+    let spawner = KubernetesSpawner::new(
+        settings,
+        &KubernetesLab::installation_of(lab.installation()),
+    );
+    let job = trial.job("echo never");
+    let handle = spawner.spawn(&job).await.unwrap();
+    let (reason, retryable) = failure(&trial, &spawner, &handle).await;
+    assert!(
+        reason.contains("unschedulable") && reason.contains("did not start within 4s"),
+        "{reason}"
+    );
+    assert!(!retryable, "{reason}");
+    assert!(trial.dispatcher.posts_of(&job.job_id).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_missing_image_with_pull_policy_never_fails_at_once_for_what_it_is() {
+    let lab = KubernetesLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let mut profile = lab.profile("true");
+    profile.image = Some("agentsmith-test-no-such-image:1".into());
+    let job = trial.job_with(profile);
+    let handle = trial.spawn(&job).await;
+    let asked = Instant::now();
+    let (reason, retryable) = failure(&trial, &*trial.spawner, &handle).await;
+    // Failed for what it is, not after the pending timeout (whose reason would say "did
+    // not start within").
+    assert!(reason.contains("ErrImageNeverPull"), "{reason}");
+    assert!(!reason.contains("did not start within"), "{reason}");
+    assert!(!retryable, "{reason}");
+    let limit = Duration::from_secs(lab.settings(KEEP_FINISHED).pending_timeout_secs);
+    assert!(
+        asked.elapsed() < limit,
+        "failed only after {:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_runner_that_cannot_report_is_ended_by_the_jobs_deadline() {
+    let lab = KubernetesLab::new().await;
+    // Every post fails, so the runner keeps trying to deliver its events (for ten minutes)
+    // after stopping its agent at the time limit: only the Job's deadline ends it.
+    let trial = Trial::with(&lab, Script::always(Answer::Status(500)), KEEP_FINISHED).await;
+    let mut profile = lab.profile("echo slow start; sleep 600");
+    profile.timeout_secs = 1;
+    let job = trial.job_with(profile);
+    let handle = trial.spawn(&job).await;
+    let (reason, retryable) = failure(&trial, &*trial.spawner, &handle).await;
+    assert!(reason.contains("deadline exceeded"), "{reason}");
+    assert!(!retryable, "{reason}");
+    let events = trial.dispatcher.events_of(&job.job_id);
+    assert_eq!(events.first(), Some(&RunnerEvent::Started), "it never ran");
+}
