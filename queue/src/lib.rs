@@ -70,6 +70,8 @@ pub struct Queue {
     shared: Arc<OnceCell<ConnectionManager>>,
     client: redis::Client,
     keys: Keys,
+    /// The fixed keys, the first `KEYS` of every script, built once.
+    fixed_keys: Arc<[String]>,
     scripts: Arc<Scripts>,
     limits: QueueSettings,
     timeout: Duration,
@@ -92,6 +94,7 @@ impl Queue {
             shared: Arc::default(),
             client,
             keys: Keys::new(&redis.prefix),
+            fixed_keys: Keys::new(&redis.prefix).fixed_keys().into(),
             scripts: Arc::new(Scripts::load()),
             limits: limits.clone(),
             timeout: Duration::from_secs(redis.timeout_secs),
@@ -155,7 +158,7 @@ impl Queue {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let mut invocation = script.prepare_invoke();
-            for key in self.keys.fixed_keys().iter().chain(keys) {
+            for key in self.fixed_keys.iter().chain(keys) {
                 invocation.key(key);
             }
             invocation

@@ -1,9 +1,10 @@
 -- Shared logic of every agentsmith script, run after the generated prelude (scripts.rs),
 -- which names the common arguments (prefix, now, events_max, retention_ms, max_running,
--- start_lease_ms), the fixed keys K_* (KEYS[1..10]), the key builders (job_key, events_key,
--- concurrency_key, key_queue, idem_key, dedup_key, active_key), the consumer groups and every
+-- start_lease_ms), the key builders (job_key, events_key, concurrency_key, key_queue,
+-- idem_key, dedup_key, active_key) and the consumer groups. The fixed keys (K_*) and every
 -- field name (F_* of a job record, O_* of an outbox entry, S_* of a stream entry, C_* of the
--- counters). A script's own keys follow as KEYS[11..] and its arguments as ARGV[7..].
+-- counters) are written by name here and replaced by the loader with KEYS[n] and the quoted
+-- field. A script's own keys follow as KEYS[11..] and its arguments as ARGV[7..].
 local FEED_MAX = 10000
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
