@@ -1,6 +1,6 @@
 //! [`RecordingSpawner`]: a fake backend that runs nothing and records every call, for tests
-//! of what the dispatcher asks of a spawner (router tests with `oneshot`, scheduler tests),
-//! with statuses and failures set by the test.
+//! of what the dispatcher asks of a spawner (router tests with `oneshot`, the supervision
+//! tests), with statuses and failures set by the test.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Error, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus};
+use crate::{Error, JobHandle, JobSpawner, JobSpec, LogStream, Result, WorkloadStatus};
 
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +35,6 @@ pub enum Call {
 struct State {
     calls: Vec<Call>,
     workloads: BTreeMap<String, (JobHandle, WorkloadStatus)>,
-    specs: Vec<JobSpec>,
-    lines: BTreeMap<String, Vec<LogLine>>,
-    refuse_spawns: Option<(String, bool)>,
     unreachable: bool,
     /// Housekeeping calls that still succeed before one panics, when set.
     housekeeping_breaks_after: Option<u32>,
@@ -65,11 +62,6 @@ impl RecordingSpawner {
         self.state().calls.clone()
     }
 
-    /// The specs of every spawn so far (repeats included), in order.
-    pub fn specs(&self) -> Vec<JobSpec> {
-        self.state().specs.clone()
-    }
-
     /// The workloads that exist now.
     pub fn workloads(&self) -> Vec<(JobHandle, WorkloadStatus)> {
         self.state().workloads.values().cloned().collect()
@@ -80,21 +72,6 @@ impl RecordingSpawner {
         if let Some(entry) = self.state().workloads.get_mut(name) {
             entry.1 = status;
         }
-    }
-
-    /// Gives a workload output for [`JobSpawner::logs`].
-    pub fn print(&self, name: &str, line: LogLine) {
-        self.state()
-            .lines
-            .entry(name.to_string())
-            .or_default()
-            .push(line);
-    }
-
-    /// From now on spawns fail with `message`: retryably (the backend unavailable) or not
-    /// (the job rejected). `None` lets them succeed again.
-    pub fn refuse_spawns(&self, refusal: Option<(&str, bool)>) {
-        self.state().refuse_spawns = refusal.map(|(m, retryable)| (m.to_string(), retryable));
     }
 
     /// Makes housekeeping panic after `calls` more calls that succeed: a backend bug, which
@@ -140,21 +117,6 @@ impl JobSpawner for RecordingSpawner {
         let name = job.workload_name();
         self.record(Call::Spawn(name.clone()))?;
         let mut state = self.state();
-        state.specs.push(job.clone());
-        if let Some((message, retryable)) = state.refuse_spawns.clone() {
-            return Err(if retryable {
-                Error::Unavailable {
-                    backend: "recording",
-                    message,
-                    source: None,
-                }
-            } else {
-                Error::Rejected {
-                    backend: "recording",
-                    message,
-                }
-            });
-        }
         let entry = state.workloads.entry(name.clone()).or_insert_with(|| {
             let handle = JobHandle {
                 backend: "recording".into(),
@@ -180,13 +142,7 @@ impl JobSpawner for RecordingSpawner {
 
     async fn logs(&self, handle: &JobHandle, _follow: bool) -> Result<LogStream> {
         self.record(Call::Logs(handle.name.clone()))?;
-        let lines = self
-            .state()
-            .lines
-            .get(&handle.name)
-            .cloned()
-            .unwrap_or_default();
-        Ok(Box::pin(futures::stream::iter(lines.into_iter().map(Ok))))
+        Ok(Box::pin(futures::stream::empty()))
     }
 
     async fn cancel(&self, handle: &JobHandle, grace: Duration) -> Result<()> {

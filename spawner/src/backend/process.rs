@@ -26,7 +26,6 @@ use contract::{env, OutputStream};
 use serde::Deserialize;
 
 use crate::secrets::SecretSource;
-use crate::settings::problems::Problems;
 use crate::{
     Error, Installation, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus,
 };
@@ -68,10 +67,6 @@ impl ProcessSettings {
         } else {
             self.work_root.clone()
         }
-    }
-
-    pub(crate) fn problems(&self, _problems: &mut Problems<'_>) {
-        // Every value parses into something usable; a missing runner is what `probe` says.
     }
 }
 

@@ -27,6 +27,7 @@ impl<'a> Problems<'a> {
     }
 
     /// The same collector one level deeper.
+    #[cfg_attr(not(any(feature = "docker", feature = "kubernetes")), allow(dead_code))]
     pub(crate) fn nested(&mut self, key: &str) -> Problems<'_> {
         let prefix = if self.prefix.is_empty() {
             key.to_string()
