@@ -53,11 +53,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The dispatcher refused the job token.
-    #[error("the dispatcher refused the job token (HTTP {status})")]
+    /// The dispatcher refused the job's credential or token.
+    #[error("the dispatcher refused the job's credential or token (HTTP {status})")]
     Unauthorized {
         /// The HTTP status it answered.
         status: u16,
+    },
+    /// The credential could not be exchanged for the attempt's token in time.
+    #[error("no token: exchanging the credential failed for {}s ({reason})", .waited.as_secs())]
+    NoToken {
+        /// How long the exchange was tried.
+        waited: Duration,
+        /// The last failure.
+        reason: String,
+    },
+    /// No random nonce could be read.
+    #[error("cannot read a random nonce from /dev/urandom")]
+    Nonce {
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The final event could not be delivered in time.
     #[error("the final event was not delivered within {}s", .waited.as_secs())]
@@ -85,13 +100,14 @@ impl Error {
         match self {
             Error::MissingVar { .. } | Error::InvalidVar { .. } => exit::BAD_JOB,
             Error::Unauthorized { .. } => exit::TOKEN_REFUSED,
-            Error::Undelivered { .. } => exit::UNDELIVERED,
+            Error::Undelivered { .. } | Error::NoToken { .. } => exit::UNDELIVERED,
             Error::AlreadyRan { .. } => exit::ALREADY_RAN,
             Error::Workspace { .. }
             | Error::ResultFile { .. }
             | Error::HttpClient(_)
             | Error::SignalHandler { .. }
-            | Error::SenderStopped(_) => exit::FAILED,
+            | Error::SenderStopped(_)
+            | Error::Nonce { .. } => exit::FAILED,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The variable names are the constants of [`contract::env`]. A missing or
 //! unusable variable is an [`Error::MissingVar`] or [`Error::InvalidVar`] naming it; the
-//! token's value never appears in an error or in `Debug` output.
+//! credential's value never appears in an error or in `Debug` output.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -19,7 +19,8 @@ use crate::workspace::Workspace;
 /// anything larger is a mistake, and would overflow a deadline.
 const MAX_SECS: u64 = 365 * 24 * 60 * 60;
 
-/// The per-job token that authenticates the runner's events. Its `Debug` never shows it.
+/// A secret for the dispatcher's runner routes: the attempt's one-time credential, or the
+/// token it is exchanged for. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
 
@@ -57,8 +58,9 @@ pub struct Job {
     pub command: Vec<String>,
     /// Where events are posted.
     pub callback_url: Url,
-    /// The credential for those posts.
-    pub token: Token,
+    /// The attempt's one-time credential, exchanged for the token of those posts
+    /// ([`crate::credential`]).
+    pub credential: Token,
     /// The agent's time limit.
     pub timeout: Duration,
     /// Time between heartbeats.
@@ -111,7 +113,7 @@ impl Job {
                 ),
             ));
         }
-        let token = Token::new(vars.required(env::JOB_TOKEN)?);
+        let credential = Token::new(vars.required(env::JOB_CREDENTIAL)?);
 
         let timeout = vars.seconds(env::TIMEOUT_SECS)?;
         if timeout.is_zero() {
@@ -137,7 +139,7 @@ impl Job {
             intent_json,
             command,
             callback_url,
-            token,
+            credential,
             timeout,
             heartbeat,
             grace,
@@ -146,12 +148,12 @@ impl Job {
     }
 
     /// The environment changes for the agent: `Some(value)` sets a variable, `None`
-    /// removes one it would otherwise inherit from the runner. The token and the callback
+    /// removes one it would otherwise inherit from the runner. The credential and the callback
     /// URL are always removed: the agent never speaks for the job.
     pub fn agent_env(&self, workspace: &Workspace) -> Vec<(&'static str, Option<String>)> {
         let path = |p: PathBuf| Some(p.to_string_lossy().into_owned());
         vec![
-            (env::JOB_TOKEN, None),
+            (env::JOB_CREDENTIAL, None),
             (env::CALLBACK_URL, None),
             (env::JOB_ID, Some(self.job_id.clone())),
             (env::ATTEMPT, Some(self.attempt.to_string())),
@@ -240,7 +242,7 @@ mod tests {
                 env::CALLBACK_URL,
                 "http://127.0.0.1:9/internal/jobs/job1/events".to_string(),
             ),
-            (env::JOB_TOKEN, "sekrit-token".to_string()),
+            (env::JOB_CREDENTIAL, "sekrit-token".to_string()),
             (env::TIMEOUT_SECS, "60".to_string()),
             (env::HEARTBEAT_SECS, "5".to_string()),
             (env::GRACE_SECS, "0".to_string()),
@@ -261,7 +263,7 @@ mod tests {
         assert_eq!(job.intent.ticket.as_deref(), Some("PROJ-1"));
         assert_eq!(job.intent_json["later"], serde_json::json!(true));
         assert_eq!(job.command, ["sh", "-c", "true"]);
-        assert_eq!(job.token.expose(), "sekrit-token");
+        assert_eq!(job.credential.expose(), "sekrit-token");
         assert_eq!(job.timeout, Duration::from_secs(60));
         assert_eq!(job.grace, Duration::ZERO);
         assert_eq!(job.workdir, PathBuf::from("/tmp/agentsmith-job1"));
@@ -275,7 +277,7 @@ mod tests {
             env::INTENT,
             env::COMMAND,
             env::CALLBACK_URL,
-            env::JOB_TOKEN,
+            env::JOB_CREDENTIAL,
             env::TIMEOUT_SECS,
             env::HEARTBEAT_SECS,
             env::GRACE_SECS,
@@ -346,7 +348,7 @@ mod tests {
         let job = parse(&complete_env()).unwrap();
         let workspace = Workspace::new(job.workdir.clone());
         let vars: HashMap<_, _> = job.agent_env(&workspace).into_iter().collect();
-        assert_eq!(vars[env::JOB_TOKEN], None);
+        assert_eq!(vars[env::JOB_CREDENTIAL], None);
         assert_eq!(vars[env::CALLBACK_URL], None);
         assert_eq!(vars[env::TASK].as_deref(), Some("fix PROJ-1"));
         assert_eq!(vars[env::TICKET].as_deref(), Some("PROJ-1"));

@@ -10,8 +10,11 @@
 //! | module | what |
 //! |---|---|
 //! | [`job`] | the job read from the environment ([`Job::from_env`]); the agent's environment |
-//! | [`workspace`] | the work directory: intent file, result file, the agent's pgid file |
-//! | [`agent`] | the agent's process group: start, SIGTERM, grace, SIGKILL |
+//! | [`credential`] | the one-time credential exchanged for the attempt's token; the runner sealed |
+//! | [`workspace`] | the work directory: intent file, result file, handing it to the agent's user |
+//! | [`agent`] | the agent's process group: start (as whom), SIGTERM, grace, SIGKILL, what it left behind |
+//! | [`reaper`] | the runner as subreaper: processes that left the agent's group end with it |
+//! | [`pgid_pipe`] | the pipe on which the process backend learns the agent's process group |
 //! | [`output`] | the agent's output lines: bounded reading, echo on stdout, queueing |
 //! | [`outbox`] | queued events: sequence numbers, batching, the cap on buffered lines |
 //! | [`sender`] | delivery: retries with backoff, and what each dispatcher answer means |
@@ -19,11 +22,14 @@
 //! | [`error`] | the crate's [`Error`] and the exit code of each failure |
 
 pub mod agent;
+pub mod credential;
 pub mod error;
 pub mod job;
 pub mod oom;
 pub mod outbox;
 pub mod output;
+pub mod pgid_pipe;
+pub mod reaper;
 pub mod sender;
 pub mod supervisor;
 pub mod workspace;

@@ -3,8 +3,8 @@
 //!
 //! Exit codes: 0 once the final event is delivered (whatever the agent's own exit code,
 //! which the event carries), 2 for a missing or invalid environment variable, 3 when the
-//! dispatcher refuses the job token, 4 when the final event could not be delivered, 1 for
-//! any other failure of the runner.
+//! dispatcher refuses the job's credential or token, 4 when the final event could not be
+//! delivered (or the credential not exchanged), 1 for any other failure of the runner.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // Before anything else: no other process of this user may read this one's memory.
+    agent_runner::credential::seal();
     install_tracing();
     let job = match Job::from_env() {
         Ok(job) => job,

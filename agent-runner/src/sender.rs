@@ -107,24 +107,20 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// A sender for `job`'s callback, taking batches from `outbox` and telling the
+    /// A sender for `job`'s callback with the attempt's `token`, taking batches from `outbox` and telling the
     /// runner what the dispatcher wants through `directives`.
     pub fn new(
         job: &Job,
+        token: Token,
         outbox: Arc<Outbox>,
         directives: mpsc::UnboundedSender<Directive>,
         settings: SenderSettings,
     ) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("agent-runner/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(Error::HttpClient)?;
+        let client = http_client(&settings)?;
         Ok(Self {
             client,
             url: job.callback_url.clone(),
-            token: job.token.clone(),
+            token,
             outbox,
             directives,
             settings,
@@ -234,6 +230,16 @@ impl Sender {
             Err(e) => Answer::Failed(format!("reading the reply: {}", describe(&e))),
         }
     }
+}
+
+/// The runner's HTTP client: each request bounded by the settings' timeout.
+pub fn http_client(settings: &SenderSettings) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("agent-runner/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(Error::HttpClient)
 }
 
 /// Exponential backoff: `min`, doubling after each failure, never above `max`.

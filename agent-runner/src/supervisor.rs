@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use crate::agent::{self, Agent};
+use crate::agent::{self, Agent, Launch};
+use crate::credential::{self, Exchanged};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::oom;
@@ -58,6 +59,8 @@ enum Halt {
 /// code; an error only for a failure of the runner itself.
 #[tracing::instrument(name = "runner", skip_all, fields(job_id = %job.job_id, attempt = job.attempt))]
 pub async fn run(job: Job, settings: Settings) -> Result<()> {
+    // First, before any child process exists: the process backend's pipe.
+    let launch = Launch::from_env()?;
     let workspace = Workspace::new(job.workdir.clone());
     // Before anything is sent: a second run of an attempt must not speak for it.
     if let Ok(false) = workspace.mark_run(job.attempt).await {
@@ -70,10 +73,21 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         });
     }
     let mut signals = Signals::install()?;
+    let token = match credential::exchange(&job, &settings.sender).await? {
+        Exchanged::Token(token) => token,
+        Exchanged::Gone { status } => {
+            tracing::info!(
+                status,
+                "the dispatcher no longer wants this attempt; not starting the agent"
+            );
+            return Ok(());
+        }
+    };
     let outbox = Arc::new(Outbox::new(job.attempt, settings.limits.clone()));
     let (directive_tx, mut directives) = mpsc::unbounded_channel();
     let sender = Sender::new(
         &job,
+        token,
         Arc::clone(&outbox),
         directive_tx,
         settings.sender.clone(),
@@ -89,8 +103,9 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     }
 
     let oom_kills_before = oom::oom_kills();
+    let agent_environment = job.agent_env(&workspace);
     let (mut agent, pipes) =
-        match Agent::start(&job.command, workspace.dir(), &job.agent_env(&workspace)) {
+        match Agent::start(&job.command, workspace.dir(), &agent_environment, launch) {
             Ok(started) => started,
             Err(e) => {
                 let program = job.command.first().map_or("", String::as_str);
@@ -100,10 +115,6 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
                 return delivered(sender).await;
             }
         };
-    if let Err(e) = workspace.record_pgid(agent.pgid()).await {
-        // Only the process backend needs the file, and only if the runner dies.
-        tracing::warn!(error = %e.chain(), "cannot record the agent's process group");
-    }
     tracing::info!(pgid = agent.pgid(), command = ?job.command, "agent started");
     outbox.push(RunnerEvent::Started);
     let echo = Echo::default();
@@ -127,7 +138,6 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;
 
     drain(&mut pumps, &outbox, settings.output_drain).await;
-    workspace.forget_pgid().await;
     let outcome = match (ending.stopped_as, ending.status) {
         (Some(outcome), _) => outcome,
         (None, Ok(status)) => match agent::outcome_of(status) {

@@ -1,11 +1,11 @@
 //! The agent's work directory and the files the runner keeps in it: the intent file and
-//! the result file (under `.agentsmith/`), and the agent's process-group file that lets
-//! the process backend stop the agent if the runner dies first.
+//! the result file (under `.agentsmith/`). Nothing the runner or a spawner acts on is kept
+//! here: the agent can write all of it.
 
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
-use contract::{env, AgentResult};
+use contract::AgentResult;
 
 use crate::error::{Error, Result};
 
@@ -41,11 +41,6 @@ impl Workspace {
     /// Where the agent may leave its result.
     pub fn result_file(&self) -> PathBuf {
         self.dir.join(RUNNER_DIR).join("result.json")
-    }
-
-    /// Where the agent's process group id is recorded.
-    pub fn pgid_file(&self) -> PathBuf {
-        self.dir.join(env::AGENT_PGID_FILE)
     }
 
     /// Marks `attempt` as run in this work directory; `false` if it already was. A
@@ -99,40 +94,37 @@ impl Workspace {
         }
     }
 
-    /// Records the agent's process group id.
-    pub async fn record_pgid(&self, pgid: i32) -> Result<()> {
-        let path = self.pgid_file();
-        tokio::fs::write(&path, pgid.to_string())
-            .await
-            .map_err(|source| Error::Workspace { path, source })
-    }
-
-    /// Removes the process-group file once the group is gone, so a stale number is never
-    /// signalled after the system has reused it.
-    pub async fn forget_pgid(&self) {
-        let path = self.pgid_file();
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove the agent's pgid file")
-            }
-        }
-    }
-
     /// The agent's result: `Ok(None)` when it left no result file (or an empty one), an
     /// [`Error::ResultFile`] when the file is unreadable, too large or not a result.
+    ///
+    /// The agent may have put anything at that path, and the runner may be root: only a
+    /// regular file reached through no symbolic link is read (never a pipe that would block
+    /// the runner, never another user's file). The agent has ended when it is read, so
+    /// the path cannot change between the check and the read.
     pub async fn read_result(&self) -> Result<Option<AgentResult>> {
         let path = self.result_file();
         let unusable = |reason: String| Error::ResultFile {
             path: path.clone(),
             reason,
         };
-        let size = match tokio::fs::metadata(&path).await {
-            Ok(meta) => meta.len(),
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) => meta,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unusable(e.to_string())),
         };
+        if !meta.is_file() {
+            return Err(unusable("it is not a regular file".into()));
+        }
+        let real = tokio::fs::canonicalize(&path).await;
+        let expected = tokio::fs::canonicalize(&self.dir)
+            .await
+            .map(|dir| dir.join(RUNNER_DIR).join("result.json"));
+        match (real, expected) {
+            (Ok(real), Ok(expected)) if real == expected => {}
+            (Err(e), _) | (_, Err(e)) => return Err(unusable(e.to_string())),
+            _ => return Err(unusable("it is reached through a symbolic link".into())),
+        }
+        let size = meta.len();
         if size > MAX_RESULT_BYTES {
             return Err(unusable(format!(
                 "it holds {size} bytes, more than the {MAX_RESULT_BYTES} allowed"
@@ -150,8 +142,33 @@ impl Workspace {
     }
 }
 
+/// Hands `dir` and everything in it over to `uid:gid`, so an agent running as that user
+/// can work there. Symbolic links are changed themselves, never followed.
+pub fn hand_over(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let chown = |path: &Path| {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("handing {} over to {uid}:{gid}: {e}", path.display()),
+            )
+        })
+    };
+    chown(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            hand_over(&entry.path(), uid, gid)?;
+        } else {
+            chown(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     struct TempDir(PathBuf);
@@ -219,13 +236,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_pgid_file_is_recorded_and_forgotten() {
-        let tmp = TempDir::new("pgid");
+    async fn a_handed_over_directory_belongs_to_the_user_all_the_way_down() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = TempDir::new("hand-over");
         let ws = Workspace::new(tmp.0.clone());
-        ws.record_pgid(4242).await.unwrap();
-        assert_eq!(std::fs::read_to_string(ws.pgid_file()).unwrap(), "4242");
-        ws.forget_pgid().await;
-        assert!(!ws.pgid_file().exists());
-        ws.forget_pgid().await;
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+        let outside = TempDir::new("hand-over-outside");
+        let target = outside.0.join("target");
+        std::fs::write(&target, "not the agent's").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.0.join("link")).unwrap();
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        // Handing over to oneself is allowed to anyone; another user needs root.
+        let (to_uid, to_gid) = if uid == 0 { (65534, 65533) } else { (uid, gid) };
+        if uid != 0 {
+            // Nothing to tell apart: the link test below needs another owner.
+            return;
+        }
+
+        hand_over(&tmp.0, to_uid, to_gid).unwrap();
+
+        for path in [tmp.0.clone(), tmp.0.join(RUNNER_DIR), ws.intent_file()] {
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (to_uid, to_gid),
+                "{}",
+                path.display()
+            );
+        }
+        let link = std::fs::symlink_metadata(tmp.0.join("link")).unwrap();
+        assert_eq!((link.uid(), link.gid()), (to_uid, to_gid));
+        let target = std::fs::metadata(&target).unwrap();
+        assert_eq!(target.uid(), uid, "the link was followed");
+    }
+
+    #[tokio::test]
+    async fn a_result_file_that_is_a_link_or_a_pipe_is_not_read() {
+        let tmp = TempDir::new("result-link");
+        let ws = Workspace::new(tmp.0.clone());
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+        let outside = TempDir::new("result-outside");
+        let secret = outside.0.join("secret.json");
+        std::fs::write(&secret, r#"{"summary":"someone else's"}"#).unwrap();
+
+        std::os::unix::fs::symlink(&secret, ws.result_file()).unwrap();
+        let err = ws.read_result().await.unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+
+        // A link further up the path: the runner's directory itself.
+        std::fs::remove_dir_all(tmp.0.join(RUNNER_DIR)).unwrap();
+        std::fs::rename(&secret, outside.0.join("result.json")).unwrap();
+        std::os::unix::fs::symlink(&outside.0, tmp.0.join(RUNNER_DIR)).unwrap();
+        let err = ws.read_result().await.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+
+        std::fs::remove_file(tmp.0.join(RUNNER_DIR)).unwrap();
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+        nix::unistd::mkfifo(&ws.result_file(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), ws.read_result())
+            .await
+            .expect("a pipe must not block the runner")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }

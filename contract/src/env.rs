@@ -11,8 +11,10 @@ pub const INTENT: &str = "AGENTSMITH_INTENT";
 pub const COMMAND: &str = "AGENTSMITH_COMMAND";
 /// Where the runner posts its events (`.../internal/jobs/{id}/events`).
 pub const CALLBACK_URL: &str = "AGENTSMITH_CALLBACK_URL";
-/// The per-job token that authenticates the runner's events.
-pub const JOB_TOKEN: &str = "AGENTSMITH_JOB_TOKEN";
+/// The attempt's one-time credential: the runner exchanges it for the attempt's token
+/// (`POST .../internal/jobs/{id}/token`) before the agent starts. Spent, it is worth
+/// nothing, so it does not matter that the agent can read it too.
+pub const JOB_CREDENTIAL: &str = "AGENTSMITH_JOB_CREDENTIAL";
 /// The agent's time limit in seconds.
 pub const TIMEOUT_SECS: &str = "AGENTSMITH_TIMEOUT_SECS";
 /// Seconds between heartbeats.
@@ -22,9 +24,17 @@ pub const GRACE_SECS: &str = "AGENTSMITH_GRACE_SECS";
 /// The directory the agent runs in (the runner's current directory when unset).
 pub const WORKDIR: &str = "AGENTSMITH_WORKDIR";
 
-/// File in the work directory where the runner records the agent's process group, so
-/// the process backend can stop the agent even when the runner died without doing so.
-pub const AGENT_PGID_FILE: &str = ".agent-pgid";
+/// Set by the process backend to `0`: the runner's standard input is then a pipe back to
+/// the backend, on which the runner writes the agent's process-group id as one decimal
+/// line as soon as the agent has started, and a line `0` once that group is gone. The
+/// backend keeps the number in memory and kills the group if the runner dies first. The
+/// runner moves the pipe off its standard input before anything else and keeps it from
+/// the agent: nothing the agent can write is trusted.
+pub const PGID_FD: &str = "AGENTSMITH_PGID_FD";
+/// Numeric `uid:gid` the agent runs as, when the runner runs as root (the process
+/// backend's `agent_user`): the runner hands the work directory over to that user and
+/// starts the agent as it, without supplementary groups. Unset: the runner's own user.
+pub const AGENT_USER: &str = "AGENTSMITH_AGENT_USER";
 
 /// Set for the agent: the task text.
 pub const TASK: &str = "AGENTSMITH_TASK";

@@ -14,6 +14,7 @@
 //! Everything that crosses a process boundary between the dispatcher, the spawners and
 //! the runner is named here, so no two of them can disagree about a name or a shape.
 
+pub mod agent_user;
 pub mod env;
 pub mod error_chain;
 pub mod exit;
@@ -22,10 +23,11 @@ pub mod labels;
 pub mod runner;
 pub mod workload;
 
+pub use agent_user::AgentUser;
 pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{
-    AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply,
-    PROTOCOL_VERSION,
+    AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
+    TokenRequest, PROTOCOL_VERSION,
 };
 pub use workload::{workload_name, JobHandle};

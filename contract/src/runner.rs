@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of the runner wire protocol; sent in every [`RunnerBatch`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +111,35 @@ pub struct RunnerBatch {
     pub first_seq: u64,
     /// The events, in order.
     pub events: Vec<RunnerEvent>,
+}
+
+/// What the runner posts to `/internal/jobs/{id}/token`, authenticated with the attempt's
+/// one-time credential ([`crate::env::JOB_CREDENTIAL`]), to get the attempt's token.
+///
+/// The first exchange spends the credential; the dispatcher answers it again only to the
+/// same `nonce` (a retry after a lost answer), and refuses every other with 401. The
+/// nonce lives only in the runner's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The attempt the credential belongs to.
+    pub attempt: u32,
+    /// A random value the runner chose (16 to 128 characters).
+    pub nonce: String,
+}
+
+/// The dispatcher's answer to a [`TokenRequest`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenGrant {
+    /// The attempt's token, for the `Authorization` header of every [`RunnerBatch`].
+    pub token: String,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenGrant([redacted])")
+    }
 }
 
 /// The dispatcher's answer to a [`RunnerBatch`].

@@ -207,7 +207,12 @@ async fn wait_for_redis(
     loop {
         match queue.ping().await {
             Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+            // Wrong credentials or certificates do not get better by waiting.
+            Err(e)
+                if !e.is_misconfiguration()
+                    && tokio::time::Instant::now() < deadline
+                    && !shutdown.is_cancelled() =>
+            {
                 warn!(error = %chain(&e), redis = %redis_at, "waiting for redis");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -128,18 +128,19 @@ impl Context {
             job,
             attempt,
             &self.callback_base,
-            self.tokens.issue(&job.id, attempt),
+            self.tokens.credential(&job.id, attempt),
         )
     }
 }
 
-/// The spec of one attempt of `job` under `settings`, with its callback base and token.
+/// The spec of one attempt of `job` under `settings`, with its callback base and one-time
+/// credential.
 pub fn job_spec(
     settings: &Settings,
     job: &Job,
     attempt: u32,
     callback_base: &str,
-    token: String,
+    credential: String,
 ) -> Result<JobSpec, String> {
     let agent = settings
         .agents
@@ -171,7 +172,7 @@ pub fn job_spec(
             service_account_token: agent.service_account_token,
         },
         callback_url: format!("{callback_base}/internal/jobs/{}/events", job.id),
-        token,
+        credential,
         heartbeat_secs: settings.queue.heartbeat_secs,
         grace_secs: settings.spawner.grace_secs,
     })

@@ -48,6 +48,7 @@ fn queue(url: &str, prefix: &str) -> Queue {
         url: SecretString::from(url.to_string()),
         prefix: prefix.to_string(),
         timeout_secs: 5,
+        tls: Default::default(),
     };
     let limits = QueueSettings {
         max_concurrent_jobs: 4,
@@ -62,6 +63,7 @@ fn queue(url: &str, prefix: &str) -> Queue {
         retention_secs: 3600,
         idempotency_ttl_secs: 3600,
         events_max_len: 1000,
+        output_bytes_per_attempt: 1 << 20,
         claim_batch: 10,
         tick_ms: 100,
     };

@@ -1,5 +1,6 @@
 //! The queue error type.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What went wrong talking to Redis.
@@ -7,7 +8,48 @@ use std::time::Duration;
 pub enum QueueError {
     /// Redis refused or failed a command, or the connection broke (the cause says which).
     #[error("redis command failed")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[source] redis::RedisError),
+    /// Redis refused the user name or password of `redis.url` (WRONGPASS, a failed AUTH).
+    #[error(
+        "Redis refused the credentials in redis.url (a wrong user name or password, \
+         or a disabled user)"
+    )]
+    Credentials(#[source] redis::RedisError),
+    /// Redis requires a password and `redis.url` has none (NOAUTH).
+    #[error(
+        "Redis requires a password: put it in redis.url (redis://:PASSWORD@HOST:PORT, \
+         or redis://USER:PASSWORD@HOST:PORT for an ACL user)"
+    )]
+    PasswordRequired(#[source] redis::RedisError),
+    /// The server's TLS certificate was not accepted: not signed by a trusted CA, or not
+    /// for the host in the URL.
+    #[error(
+        "the Redis server's TLS certificate was not accepted: redis.tls.ca_file must name the \
+         CA that signed it (empty: the system's roots), and the host in redis.url must be one \
+         the certificate names"
+    )]
+    ServerCertificate(#[source] redis::RedisError),
+    /// The server refused the TLS handshake over the client's certificate (none, or one it
+    /// does not trust).
+    #[error(
+        "Redis refused the TLS handshake over the client certificate: a server that checks \
+         clients needs redis.tls.cert_file and redis.tls.key_file, signed by a CA it trusts"
+    )]
+    ClientCertificate(#[source] redis::RedisError),
+    /// A file named in `redis.tls` cannot be read.
+    #[error("cannot read redis.tls.{key} ({})", path.display())]
+    TlsFile {
+        /// The key within `redis.tls`.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The files named in `redis.tls` are not usable certificates or keys.
+    #[error("the certificates or key in redis.tls cannot be used")]
+    TlsCertificates(#[source] redis::RedisError),
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -19,12 +61,90 @@ pub enum QueueError {
     Corrupt(String),
 }
 
+impl From<redis::RedisError> for QueueError {
+    /// Sorts out the failures an operator fixes in the settings (credentials,
+    /// certificates), so they are reported as such instead of as a failed command.
+    fn from(e: redis::RedisError) -> Self {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
+            QueueError::Credentials(e)
+        } else if e.code() == Some("NOAUTH") {
+            QueueError::PasswordRequired(e)
+        } else {
+            match certificate_failure(&e) {
+                Some(Side::Server) => QueueError::ServerCertificate(e),
+                Some(Side::Client) => QueueError::ClientCertificate(e),
+                None => QueueError::Redis(e),
+            }
+        }
+    }
+}
+
+/// Whose certificate a TLS handshake failed over.
+enum Side {
+    Server,
+    Client,
+}
+
+/// Whose certificate the TLS handshake of `e` failed over, if it is one that did.
+fn certificate_failure(e: &redis::RedisError) -> Option<Side> {
+    use rustls::AlertDescription as Alert;
+    // tokio-rustls reports a rustls::Error inside an io::Error, which redis keeps in an Arc
+    // (the io::Error's `source()` skips the error it wraps, so the chain cannot be walked).
+    let io = std::error::Error::source(e).and_then(|source| {
+        source
+            .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+            .and_then(|arc| arc.downcast_ref::<std::io::Error>())
+            .or_else(|| source.downcast_ref::<std::io::Error>())
+    });
+    let tls = io
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())?;
+    match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            Some(Side::Server)
+        }
+        // The alerts a server sends about the client's certificate (TLS 1.2 servers say
+        // handshake_failure when none came).
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::HandshakeFailure,
+        ) => Some(Side::Client),
+        _ => None,
+    }
+}
+
 impl QueueError {
+    /// Whether the settings are wrong (credentials, certificates) rather than Redis being
+    /// away: waiting does not help; an operator has to change `redis.*` or the server.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Credentials(_)
+                | QueueError::PasswordRequired(_)
+                | QueueError::ServerCertificate(_)
+                | QueueError::ClientCertificate(_)
+                | QueueError::TlsFile { .. }
+                | QueueError::TlsCertificates(_)
+                | QueueError::Url(_)
+        )
+    }
+
     /// Whether Redis is unreachable or slow (as opposed to a bug or bad data): callers
-    /// answer 503 so senders retry.
+    /// answer 503 so senders retry. A Redis that refuses the dispatcher's credentials or
+    /// certificates counts: to a sender it is as away as a stopped one.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            QueueError::Timeout(_) => true,
+            QueueError::Timeout(_)
+            | QueueError::Credentials(_)
+            | QueueError::PasswordRequired(_)
+            | QueueError::ServerCertificate(_)
+            | QueueError::ClientCertificate(_) => true,
             QueueError::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_refusal()

@@ -85,6 +85,11 @@ pub mod job {
         RESPONSE_URL = "response_url",
         /// Posts made through the `response_url` so far.
         RESPONSE_POSTS = "response_posts",
+        /// `<attempt>:<nonce digest>`: the attempt whose one-time credential was spent,
+        /// and the runner nonce it was spent with.
+        CREDENTIAL = "credential",
+        /// Bytes of output the current attempt has recorded.
+        OUTPUT_BYTES = "output_bytes",
     }
 }
 

@@ -19,11 +19,13 @@
 //! | `streams` | a job's events and the dispatcher-wide feed, read and followed |
 //! | `stats` | counters for metrics |
 //! | [`settings`] | the `redis:` and `queue:` sections of the configuration |
+//! | `connection` | the Redis client those settings describe: URL, credentials, TLS |
 //! | [`error`] | [`QueueError`] |
 
 mod claims;
 #[cfg(test)]
 mod cluster;
+mod connection;
 pub mod error;
 pub mod fields;
 pub mod job;
@@ -44,7 +46,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
-use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord};
@@ -53,8 +54,10 @@ pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin};
 pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};
 pub use keys::Keys;
 pub use outbox::{Reply, ReplyBody};
-pub use runner::BatchOutcome;
-pub use settings::{QueueSettings, RedisSettings};
+pub use runner::{
+    BatchOutcome, Exchange, MAX_LINKS, MAX_RECORDED_LINE_BYTES, MAX_SUMMARY_BYTES, MAX_URL_BYTES,
+};
+pub use settings::{QueueSettings, RedisSettings, RedisTlsSettings};
 pub use stats::Stats;
 
 use scripts::Scripts;
@@ -87,9 +90,10 @@ pub fn now_ms() -> i64 {
 }
 
 impl Queue {
-    /// Creates the queue; no connection is made until the first command.
+    /// Creates the queue; no connection is made until the first command. Fails on a URL
+    /// that does not parse and on `redis.tls` files that cannot be read or used.
     pub fn new(redis: &RedisSettings, limits: &QueueSettings) -> Result<Self> {
-        let client = redis::Client::open(redis.url.expose_secret()).map_err(QueueError::Url)?;
+        let client = connection::client(redis)?;
         Ok(Self {
             shared: Arc::default(),
             client,

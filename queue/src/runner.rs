@@ -1,17 +1,36 @@
 //! What a runner's batch of events does to its job: log lines appended, the state moved on
 //! `started` and `finished`, the lease renewed; idempotent per sequence number.
+//!
+//! A runner is on the agent's side of the wall, so what it sends is bounded here, where it
+//! is stored: each line is cut at [`MAX_RECORDED_LINE_BYTES`], a result at
+//! [`MAX_SUMMARY_BYTES`], [`MAX_LINKS`] links of [`MAX_URL_BYTES`] each, and an attempt
+//! records at most `queue.output_bytes_per_attempt` of output (then one event says the
+//! rest was dropped). A batch may not leave a gap in the sequence numbers.
 
-use contract::{OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
+use contract::{AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
 
 use crate::{now_ms, JobEvent, Queue, Result};
+
+/// The longest log line recorded, in bytes (the runner cuts at 16 KiB and notes the cut;
+/// this bounds what any sender can store).
+pub const MAX_RECORDED_LINE_BYTES: usize = 32 * 1024;
+/// The longest result summary recorded, in bytes.
+pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+/// The most links a result keeps.
+pub const MAX_LINKS: usize = 20;
+/// The longest link URL or title recorded, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
 
 /// What applying a runner batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// The job's state afterwards.
+    /// The job's state afterwards (empty when the batch was refused for a gap).
     pub state: String,
     /// Whether the runner should stop its agent (the attempt is no longer wanted).
     pub stop: bool,
+    /// Set when the batch was refused because it starts past the next sequence number
+    /// expected, which it holds.
+    pub gap: Option<u64>,
 }
 
 impl Queue {
@@ -28,6 +47,16 @@ impl Queue {
             batch.first_seq.to_string(),
             (self.limits.lease_secs * 1000).to_string(),
             self.backoff(batch.attempt).as_millis().to_string(),
+            self.limits.output_bytes_per_attempt.to_string(),
+            to_json(&JobEvent::Log {
+                attempt: batch.attempt,
+                stream: OutputStream::Stderr,
+                line: format!(
+                    "[agentsmith] output truncated: this attempt printed more than {} bytes; later lines are dropped",
+                    self.limits.output_bytes_per_attempt
+                ),
+                at: now,
+            }),
         ];
         for event in &batch.events {
             let (kind, payload, code, verdict) = encode_runner_event(batch.attempt, event, now);
@@ -36,10 +65,91 @@ impl Queue {
         let (verdict, state): (String, String) = self
             .eval(&self.scripts.runner_events, &self.job_keys(job_id), &args)
             .await?;
+        if verdict == "gap" {
+            return Ok(BatchOutcome {
+                state: String::new(),
+                stop: false,
+                gap: state.parse().ok(),
+            });
+        }
         Ok(BatchOutcome {
             stop: verdict == "stop",
             state,
+            gap: None,
         })
+    }
+}
+
+/// What became of a runner's credential exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The credential is the runner's: the first exchange, or a retry with the same nonce.
+    Granted,
+    /// The credential was spent before, with another nonce.
+    Spent,
+    /// No such job, another attempt is current, or the attempt is over.
+    Gone,
+}
+
+impl Queue {
+    /// Spends the one-time credential of `attempt` of `job_id` for the runner that chose
+    /// `nonce_digest` (a digest of its nonce: the nonce itself never reaches Redis).
+    pub async fn exchange_credential(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        nonce_digest: &str,
+    ) -> Result<Exchange> {
+        let args = [attempt.to_string(), nonce_digest.to_string()];
+        let verdict: String = self
+            .eval(
+                &self.scripts.exchange_credential,
+                &self.job_keys(job_id),
+                &args,
+            )
+            .await?;
+        Ok(match verdict.as_str() {
+            "granted" => Exchange::Granted,
+            "spent" => Exchange::Spent,
+            _ => Exchange::Gone,
+        })
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, with a note of the cut.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{} [agentsmith: {} more bytes cut]",
+        &text[..end],
+        text.len() - end
+    )
+}
+
+/// A result as it is recorded: the summary cut, at most [`MAX_LINKS`] links, each URL and
+/// title cut. (Whether a link is fit for a reply is decided where replies are written.)
+fn bounded_result(result: &AgentResult) -> AgentResult {
+    AgentResult {
+        summary: result
+            .summary
+            .as_deref()
+            .map(|s| truncated(s, MAX_SUMMARY_BYTES)),
+        links: result
+            .links
+            .iter()
+            .filter(|link| link.url.len() <= MAX_URL_BYTES)
+            .take(MAX_LINKS)
+            .map(|link| Link {
+                title: link.title.as_deref().map(|t| truncated(t, MAX_URL_BYTES)),
+                url: link.url.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -61,7 +171,7 @@ fn encode_runner_event(
             let event = JobEvent::Log {
                 attempt,
                 stream: *stream,
-                line: line.clone(),
+                line: truncated(line, MAX_RECORDED_LINE_BYTES),
                 at: now,
             };
             ("log", to_json(&event), String::new(), String::new())
@@ -100,7 +210,7 @@ fn encode_runner_event(
             let event = JobEvent::Result {
                 attempt,
                 exit_code,
-                result: result.clone().unwrap_or_default(),
+                result: result.as_ref().map(bounded_result).unwrap_or_default(),
                 at: now,
             };
             (

@@ -24,7 +24,7 @@ use crate::keys::{self, FAMILIES, FIXED};
 const LIB: &str = include_str!("scripts/lib.lua");
 
 /// The script bodies, by name.
-const BODIES: [(&str, &str); 12] = [
+const BODIES: [(&str, &str); 13] = [
     ("submit", include_str!("scripts/submit.lua")),
     ("claim", include_str!("scripts/claim.lua")),
     ("record_spawn", include_str!("scripts/record_spawn.lua")),
@@ -37,6 +37,10 @@ const BODIES: [(&str, &str); 12] = [
     ("sweep", include_str!("scripts/sweep.lua")),
     ("notify_defer", include_str!("scripts/notify_defer.lua")),
     ("notify_promote", include_str!("scripts/notify_promote.lua")),
+    (
+        "exchange_credential",
+        include_str!("scripts/exchange_credential.lua"),
+    ),
 ];
 
 /// The names of the common arguments, `ARGV[1..]` of every script, in order.
@@ -63,6 +67,7 @@ pub(crate) struct Scripts {
     pub sweep: Script,
     pub notify_defer: Script,
     pub notify_promote: Script,
+    pub exchange_credential: Script,
 }
 
 /// The generated start of every script: the common arguments, the consumer groups and the
@@ -190,6 +195,7 @@ impl Scripts {
             sweep: script("sweep"),
             notify_defer: script("notify_defer"),
             notify_promote: script("notify_promote"),
+            exchange_credential: script("exchange_credential"),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The queue's sections of the configuration: `redis.*` ([`RedisSettings`]) and `queue.*`
 //! ([`QueueSettings`]), declared here and read by the dispatcher's settings.
 
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use redis::{ConnectionAddr, IntoConnectionInfo};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -8,12 +12,81 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// Connection URL (a secret: it may hold a password).
+    /// Connection URL (a secret: it may hold a password, `redis://USER:PASSWORD@HOST`).
     pub url: SecretString,
     /// Key prefix; give it a hash tag (`{agentsmith}:`) on Redis Cluster.
     pub prefix: String,
     /// Connect and reply timeout.
     pub timeout_secs: u64,
+    /// The certificates of a `rediss://` connection.
+    pub tls: RedisTlsSettings,
+}
+
+/// `redis.tls.*`: the certificates of a `rediss://` connection, as PEM files. Every one
+/// is optional: without them the server is checked against the system's roots and no
+/// client certificate is sent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSettings {
+    /// The CA (or CAs) that signed the server's certificate, instead of the system's roots.
+    pub ca_file: PathBuf,
+    /// A client certificate (chain) for servers that ask for one; needs `key_file`.
+    pub cert_file: PathBuf,
+    /// The private key of `cert_file`.
+    pub key_file: PathBuf,
+}
+
+impl RedisTlsSettings {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .iter()
+            .any(|path| !path.as_os_str().is_empty())
+    }
+
+    /// Every file that cannot work, as (key within `redis.tls`, message).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let cert = !self.cert_file.as_os_str().is_empty();
+        let key = !self.key_file.as_os_str().is_empty();
+        if cert != key {
+            let (missing, given) = if cert {
+                ("key_file", "cert_file")
+            } else {
+                ("cert_file", "key_file")
+            };
+            problems.push((
+                format!("tls.{missing}"),
+                format!("is needed with tls.{given}: a client certificate needs its key"),
+            ));
+        }
+        for (key, path) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(problem) = pem_problem(path) {
+                problems.push((format!("tls.{key}"), problem));
+            }
+        }
+        problems
+    }
+}
+
+/// What is wrong with the PEM file at `path`, if it is set and anything is.
+fn pem_problem(path: &Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    match std::fs::read(path) {
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+        // A DER file is the usual mistake: say so rather than fail at the handshake.
+        Ok(bytes) if !bytes.windows(11).any(|w| w == b"-----BEGIN ") => Some(format!(
+            "{} is not a PEM file (no -----BEGIN line)",
+            path.display()
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// `queue.*`
@@ -44,6 +117,9 @@ pub struct QueueSettings {
     pub idempotency_ttl_secs: u64,
     /// Events kept per job.
     pub events_max_len: u64,
+    /// Bytes of output one attempt may record; later lines are dropped, with one event
+    /// saying so.
+    pub output_bytes_per_attempt: u64,
     /// Ready jobs claimed per read.
     pub claim_batch: usize,
     /// Housekeeping interval in milliseconds.
@@ -67,8 +143,51 @@ impl RedisSettings {
         if self.timeout_secs == 0 {
             problems.push(("timeout_secs".into(), "must be at least 1".into()));
         }
+        if self.tls.is_set() && !url.starts_with("rediss://") {
+            problems.push((
+                "tls".into(),
+                "is only used with a rediss:// URL: make redis.url rediss://, or leave the tls files empty"
+                    .into(),
+            ));
+        }
+        problems.extend(self.tls.problems());
         problems
     }
+
+    /// What works but is risky, as (key within `redis`, message): a Redis without a
+    /// password on an address other programs (agents in containers or pods) may reach.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let Ok(info) = self.url.expose_secret().into_connection_info() else {
+            return Vec::new();
+        };
+        let host = match info.addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host,
+            _ => return Vec::new(),
+        };
+        let has_password = info
+            .redis_settings()
+            .password()
+            .is_some_and(|password| !password.is_empty());
+        if has_password || is_loopback(host) {
+            return Vec::new();
+        }
+        vec![(
+            "url".into(),
+            format!(
+                "has no password, and Redis at {host} is not on a loopback address: whatever reaches it \
+                 (agents in containers or pods included) can read and change every job. Require a password \
+                 on the server (requirepass, or an ACL user) and put it in the URL: redis://:PASSWORD@{host}:PORT \
+                 or redis://USER:PASSWORD@{host}:PORT"
+            ),
+        )]
+    }
+}
+
+/// Whether `host` names this machine only (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl QueueSettings {
@@ -90,6 +209,7 @@ impl QueueSettings {
             ("retention_secs", self.retention_secs),
             ("idempotency_ttl_secs", self.idempotency_ttl_secs),
             ("events_max_len", self.events_max_len),
+            ("output_bytes_per_attempt", self.output_bytes_per_attempt),
             ("claim_batch", self.claim_batch as u64),
             ("tick_ms", self.tick_ms),
         ] {
@@ -113,5 +233,140 @@ impl QueueSettings {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis(url: &str, tls: RedisTlsSettings) -> RedisSettings {
+        RedisSettings {
+            url: SecretString::from(url.to_string()),
+            prefix: "agentsmith:".into(),
+            timeout_secs: 5,
+            tls,
+        }
+    }
+
+    fn keys(found: &[(String, String)]) -> Vec<&str> {
+        found.iter().map(|(key, _)| key.as_str()).collect()
+    }
+
+    /// A PEM-looking file in a directory of its own, and the directory (removed by the caller).
+    fn pem_file(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("queue-settings-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_client_certificate_without_its_key_is_a_problem() {
+        let (dir, cert) = pem_file("client.pem");
+        let settings = redis(
+            "rediss://redis.internal:6380",
+            RedisTlsSettings {
+                cert_file: cert,
+                ..Default::default()
+            },
+        );
+        let problems = settings.problems();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(keys(&problems), ["tls.key_file"], "{problems:?}");
+        assert!(problems[0].1.contains("tls.cert_file"), "{problems:?}");
+    }
+
+    #[test]
+    fn unreadable_and_non_pem_tls_files_are_problems_that_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("queue-settings-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let der = dir.join("ca.der");
+        std::fs::write(&der, [0x30, 0x82, 0x01, 0x0a]).unwrap();
+        let settings = redis(
+            "rediss://redis.internal:6380",
+            RedisTlsSettings {
+                ca_file: der.clone(),
+                cert_file: dir.join("missing.pem"),
+                key_file: dir.join("missing.key"),
+            },
+        );
+        let problems = settings.problems();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(
+            keys(&problems),
+            ["tls.ca_file", "tls.cert_file", "tls.key_file"],
+            "{problems:?}"
+        );
+        assert!(problems[0].1.contains("not a PEM file"), "{problems:?}");
+        assert!(problems[1].1.contains("cannot read"), "{problems:?}");
+        assert!(problems[1].1.contains("missing.pem"), "{problems:?}");
+    }
+
+    #[test]
+    fn tls_files_with_a_plain_url_are_a_problem() {
+        let (dir, ca) = pem_file("ca.pem");
+        let settings = redis(
+            "redis://redis.internal:6379",
+            RedisTlsSettings {
+                ca_file: ca.clone(),
+                ..Default::default()
+            },
+        );
+        let plain = settings.problems();
+        let secure = redis(
+            "rediss://redis.internal:6380",
+            RedisTlsSettings {
+                ca_file: ca,
+                ..Default::default()
+            },
+        )
+        .problems();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(keys(&plain), ["tls"], "{plain:?}");
+        assert!(plain[0].1.contains("rediss://"), "{plain:?}");
+        assert!(secure.is_empty(), "{secure:?}");
+    }
+
+    #[test]
+    fn a_remote_redis_without_a_password_is_warned_about_and_a_local_one_is_not() {
+        for url in [
+            "redis://10.0.0.5:6379",
+            "redis://redis.agentsmith.svc:6379/0",
+            "rediss://user@cache.example.com:6380",
+            "redis://172.17.0.1:6379",
+        ] {
+            let warnings = redis(url, RedisTlsSettings::default()).warnings();
+            assert_eq!(keys(&warnings), ["url"], "{url}: {warnings:?}");
+            assert!(warnings[0].1.contains("containers or pods"), "{warnings:?}");
+        }
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://127.0.0.2:6379",
+            "redis://localhost:6379",
+            "redis://[::1]:6379",
+            "unix:///run/redis.sock",
+            "redis://:s3cret@10.0.0.5:6379",
+            "rediss://agentsmith:s3cret@cache.example.com:6380",
+        ] {
+            let warnings = redis(url, RedisTlsSettings::default()).warnings();
+            assert!(warnings.is_empty(), "{url}: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_bad_scheme_is_a_problem_that_does_not_repeat_the_url() {
+        let settings = redis("ftp://user:hunter2@10.0.0.5", RedisTlsSettings::default());
+        let problems = settings.problems();
+        assert_eq!(keys(&problems), ["url"], "{problems:?}");
+        assert!(
+            problems.iter().all(|(_, m)| !m.contains("hunter2")),
+            "{problems:?}"
+        );
     }
 }

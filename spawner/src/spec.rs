@@ -51,6 +51,10 @@ pub struct Resources {
     /// Largest number of processes and threads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u32>,
+    /// Disk the workload may fill, in bytes: its work directory, `/tmp` and its writable
+    /// layer (kubernetes: `ephemeral-storage` and each `emptyDir`'s `sizeLimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
 
 impl Resources {
@@ -60,6 +64,7 @@ impl Resources {
             memory_bytes: self.memory_bytes.or(defaults.memory_bytes),
             cpu_millis: self.cpu_millis.or(defaults.cpu_millis),
             pids: self.pids.or(defaults.pids),
+            disk_bytes: self.disk_bytes.or(defaults.disk_bytes),
         }
     }
 }
@@ -77,8 +82,9 @@ pub struct JobSpec {
     pub profile: AgentProfile,
     /// Where the runner posts its events.
     pub callback_url: String,
-    /// The per-job token for those events.
-    pub token: String,
+    /// The attempt's one-time credential, which the runner exchanges for the attempt's
+    /// token before the agent starts.
+    pub credential: String,
     /// Seconds between runner heartbeats.
     pub heartbeat_secs: u64,
     /// Seconds between SIGTERM and SIGKILL.
@@ -87,14 +93,14 @@ pub struct JobSpec {
 
 impl fmt::Debug for JobSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The token is a credential: never print it.
+        // Never print the credential.
         f.debug_struct("JobSpec")
             .field("job_id", &self.job_id)
             .field("attempt", &self.attempt)
             .field("intent", &self.intent)
             .field("profile", &self.profile.name)
             .field("callback_url", &self.callback_url)
-            .field("token", &"[redacted]")
+            .field("credential", &"[redacted]")
             .finish()
     }
 }
@@ -116,7 +122,7 @@ impl JobSpec {
             (env::INTENT, intent),
             (env::COMMAND, command),
             (env::CALLBACK_URL, self.callback_url.clone()),
-            (env::JOB_TOKEN, self.token.clone()),
+            (env::JOB_CREDENTIAL, self.credential.clone()),
             (env::TIMEOUT_SECS, self.profile.timeout_secs.to_string()),
             (env::HEARTBEAT_SECS, self.heartbeat_secs.to_string()),
             (env::GRACE_SECS, self.grace_secs.to_string()),
@@ -146,7 +152,7 @@ mod tests {
             intent: Intent::default(),
             profile: AgentProfile::default(),
             callback_url: "http://x".into(),
-            token: "sekrit-token".into(),
+            credential: "sekrit-token".into(),
             heartbeat_secs: 5,
             grace_secs: 5,
         };

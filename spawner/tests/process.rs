@@ -2,6 +2,11 @@
 //! `agent-runner` to do what the real one never does (exit with a code of its own, ignore
 //! SIGTERM). What every backend promises is the conformance suite's
 //! (`conformance_process.rs`, with the real runner).
+//!
+//! With the feature `test-util`, the real runner (`cargo build -p agent-runner`) against the
+//! stand-in dispatcher, for what only it does: an agent cannot make the backend signal a
+//! process group that is not its own, nor outlive its job by leaving its group, nor by
+//! killing its runner.
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,6 +48,7 @@ fn backend(dir: &std::path::Path) -> ProcessSpawner {
             runner_path: runner,
             work_root: dir.join("work"),
             keep_finished_secs: 60,
+            agent_user: None,
         },
         &installation(SecretSource::new(Some(dir.join("secrets")))),
     )
@@ -64,7 +70,7 @@ fn spec(id: &str, script: &str) -> JobSpec {
             ..AgentProfile::default()
         },
         callback_url: "http://127.0.0.1:9/none".into(),
-        token: "t".into(),
+        credential: "t".into(),
         heartbeat_secs: 1,
         grace_secs: 1,
     }
@@ -167,6 +173,7 @@ async fn probe_names_a_missing_runner() {
             runner_path: "/nonexistent/agent-runner".into(),
             work_root: std::env::temp_dir(),
             keep_finished_secs: 1,
+            agent_user: None,
         },
         &installation(SecretSource::default()),
     );
@@ -177,3 +184,282 @@ async fn probe_names_a_missing_runner() {
     );
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn the_runner_gets_a_pipe_for_the_agents_process_group_and_agent_user_is_never_inherited() {
+    let dir = temp_dir();
+    let backend = backend(&dir);
+    let mut job = spec(
+        "pipe",
+        "echo \"fd=$AGENTSMITH_PGID_FD user=${AGENTSMITH_AGENT_USER-unset} stdin=$(readlink /proc/self/fd/0 | cut -d: -f1)\"",
+    );
+    // A profile cannot make agents run as someone else behind the settings' back.
+    job.profile
+        .env
+        .insert("AGENTSMITH_AGENT_USER".into(), "0:0".into());
+    let handle = backend.spawn(&job).await.unwrap();
+    wait_over(&backend, &handle).await;
+    let lines: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(backend.logs(&handle, false).await.unwrap())
+            .await
+            .into_iter()
+            .map(|l| l.unwrap().line)
+            .collect();
+    assert_eq!(lines, ["job pipe attempt 1", "fd=0 user=unset stdin=pipe"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The real runner against the stand-in dispatcher.
+#[cfg(feature = "test-util")]
+mod real_runner {
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use spawner::backend::process::{AgentUser, ProcessSettings, ProcessSpawner};
+    use spawner::conformance::lab::ProcessLab;
+    use spawner::conformance::{Lab, Trial, GRACE, KEEP_FINISHED};
+    use spawner::secrets::SecretSource;
+    use spawner::{Installation, JobSpawner, WorkloadStatus};
+
+    /// `sleep` arguments no other process has: `1000.<digits>`, found again in
+    /// `/proc/*/cmdline`.
+    fn marker() -> String {
+        let digits: String = testkit::temp::unique("")
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        format!("1000.{digits}")
+    }
+
+    /// The live (not zombie) processes whose argv holds `marker`.
+    fn alive_with(marker: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let argv = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let has = argv.split(|b| *b == 0).any(|arg| arg == marker.as_bytes());
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            if has && !zombie {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Waits until no live process holds `marker`; panics naming those that do.
+    async fn none_alive_with(marker: &str, when: &str) {
+        let gone = testkit::wait::wait_until_sync(Duration::from_secs(10), || {
+            alive_with(marker).is_empty()
+        })
+        .await;
+        let left = alive_with(marker);
+        for pid in &left {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        assert!(
+            gone,
+            "{when}: processes with {marker} still alive: {left:?}"
+        );
+    }
+
+    /// A process in a group of its own, which no job must be able to have signalled.
+    struct Victim(std::process::Child);
+
+    impl Victim {
+        fn start() -> Self {
+            let child = std::process::Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            Self(child)
+        }
+
+        fn pgid(&self) -> u32 {
+            self.0.id()
+        }
+
+        fn is_alive(&mut self) -> bool {
+            self.0.try_wait().unwrap().is_none()
+        }
+    }
+
+    impl Drop for Victim {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The agent's part of the attack: the victim's group written to the file the
+    /// process backend once trusted and into every pipe of its runner it can open.
+    fn forge(victim: u32) -> String {
+        format!(
+            r#"echo {victim} > .agent-pgid
+for fd in /proc/$PPID/fd/*; do
+  case $(readlink "$fd") in pipe:*) (echo {victim} > "$fd") 2>/dev/null && echo "wrote to $fd";; esac
+done
+"#
+        )
+    }
+
+    #[tokio::test]
+    async fn an_agent_cannot_make_the_backend_signal_another_process_group() {
+        let lab = ProcessLab::new();
+        let trial = Trial::start(&lab).await;
+        let mut victim = Victim::start();
+        let own = marker();
+
+        // Ending by itself: the runner cleans up and the backend kills what it recorded.
+        let job = trial.job(&format!("{}echo forged", forge(victim.pgid())));
+        let handle = trial.spawn(&job).await;
+        assert_eq!(
+            trial.ended(&handle).await,
+            WorkloadStatus::Exited { code: 0 }
+        );
+        trial.printed(&job.job_id, "forged").await;
+        assert!(victim.is_alive(), "the victim's group was signalled");
+
+        // Killing its runner: the backend alone acts on the group it recorded, which is
+        // the agent's own, whatever the agent wrote.
+        let job = trial.job(&format!(
+            "{}sleep {own} & echo forged; kill -9 $PPID; wait",
+            forge(victim.pgid())
+        ));
+        let handle = trial.spawn(&job).await;
+        assert_eq!(
+            trial.ended(&handle).await,
+            WorkloadStatus::Killed { signal: 9 }
+        );
+        none_alive_with(&own, "after the agent killed its runner").await;
+        assert!(victim.is_alive(), "the victim's group was signalled");
+    }
+
+    #[tokio::test]
+    async fn processes_that_leave_the_agents_group_end_with_the_job() {
+        let lab = ProcessLab::new();
+        let trial = Trial::start(&lab).await;
+        let escape = |markers: &[String; 4]| {
+            format!(
+                "setsid sh -c 'sleep {}; true' & ( sleep {} & ) & ( setsid sleep {} & ) & setsid sh -c 'sleep {} & exit 0' &",
+                markers[0], markers[1], markers[2], markers[3]
+            )
+        };
+
+        // The agent exits by itself, leaving its escapees running.
+        let markers = [marker(), marker(), marker(), marker()];
+        let job = trial.job(&format!("{} sleep 1; echo left", escape(&markers)));
+        let handle = trial.spawn(&job).await;
+        trial.printed(&job.job_id, "left").await;
+        assert_eq!(
+            trial.ended(&handle).await,
+            WorkloadStatus::Exited { code: 0 }
+        );
+        for marker in &markers {
+            none_alive_with(marker, "after the agent exited").await;
+        }
+
+        // The job is stopped through the backend while the agent runs.
+        let markers = [marker(), marker(), marker(), marker()];
+        let own = marker();
+        let job = trial.job(&format!(
+            "{} sleep 1; echo escaped; exec sleep {own}",
+            escape(&markers)
+        ));
+        let handle = trial.spawn(&job).await;
+        trial.printed(&job.job_id, "escaped").await;
+        trial.spawner.cancel(&handle, GRACE).await.unwrap();
+        assert!(trial.ended(&handle).await.is_over());
+        for marker in markers.iter().chain([&own]) {
+            none_alive_with(marker, "after the job was stopped").await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runner_killed_mid_run_takes_the_agents_group_along() {
+        let lab = ProcessLab::new();
+        let trial = Trial::start(&lab).await;
+        let (agent, child) = (marker(), marker());
+        let job = trial.job(&format!("sleep {child} & echo started; exec sleep {agent}"));
+        let handle = trial.spawn(&job).await;
+        trial.printed(&job.job_id, "started").await;
+        assert_eq!(alive_with(&agent).len(), 1, "the agent is not running");
+
+        let runner: i32 = handle.id.as_deref().unwrap().parse().unwrap();
+        kill(Pid::from_raw(runner), Signal::SIGKILL).unwrap();
+
+        assert_eq!(
+            trial.ended(&handle).await,
+            WorkloadStatus::Killed { signal: 9 }
+        );
+        none_alive_with(&agent, "after the runner was killed").await;
+        none_alive_with(&child, "after the runner was killed").await;
+    }
+
+    #[tokio::test]
+    async fn agents_run_as_the_agent_user_who_cannot_reach_the_runner() {
+        let lab = ProcessLab::new();
+        let trial = Trial::start(&lab).await;
+        let nobody = AgentUser {
+            uid: 65534,
+            gid: 65534,
+        };
+        let settings = ProcessSettings {
+            agent_user: Some(nobody),
+            ..lab.settings(KEEP_FINISHED)
+        };
+        let installation = Installation {
+            name: lab.installation().to_string(),
+            secrets: SecretSource::default(),
+            grace: GRACE,
+        };
+        let spawner = ProcessSpawner::new(&settings, &installation);
+        if !nix::unistd::geteuid().is_root() {
+            let err = spawner.probe().await.unwrap_err();
+            assert!(err.to_string().contains("root"), "{err}");
+            return;
+        }
+        spawner.probe().await.unwrap();
+        let mut victim = Victim::start();
+
+        let job = trial.job(&format!(
+            "echo \"uid=$(id -u) gid=$(id -g) groups=$(id -G)\"; touch mine && echo wrote; {}cat /proc/$PPID/environ > /dev/null 2>&1 || echo no-environ; echo done",
+            forge(victim.pgid())
+        ));
+        let handle = spawner.spawn(&job).await.unwrap();
+        for line in [
+            "uid=65534 gid=65534 groups=65534",
+            "wrote",
+            "no-environ",
+            "done",
+        ] {
+            trial.printed(&job.job_id, line).await;
+        }
+        assert!(
+            trial
+                .status_until(&spawner, &handle, "over", WorkloadStatus::is_over)
+                .await
+                == WorkloadStatus::Exited { code: 0 }
+        );
+        let lines = trial
+            .dispatcher
+            .lines_of(&job.job_id, contract::OutputStream::Stdout);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("wrote to")),
+            "the agent reached its runner's pipes: {lines:?}"
+        );
+        assert!(victim.is_alive());
+    }
+}
+
+#[cfg(not(feature = "test-util"))]
+#[test]
+#[ignore = "needs --features test-util: the real agent-runner against the stand-in dispatcher"]
+fn the_real_runner_tests_need_the_test_util_feature() {}

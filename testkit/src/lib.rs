@@ -9,6 +9,7 @@
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
 //! | [`stand_in`] | a stand-in for the dispatcher's runner callback, recording what a runner posts |
+//! | [`tls`] | a certificate authority made in the test, and the server and client certificates it signs |
 
 // Test tooling: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -19,6 +20,7 @@ pub mod redis;
 pub mod sign;
 pub mod stand_in;
 pub mod temp;
+pub mod tls;
 pub mod wait;
 
 pub use net::free_port;

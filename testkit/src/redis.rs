@@ -2,13 +2,15 @@
 //!
 //! The shared server is `AGENTSMITH_TEST_REDIS_URL` (scripts/test starts one on a free port),
 //! else the local default. Tests isolate themselves in it with a random key prefix. A test
-//! that stops Redis (an outage) starts a [`RedisServer`] of its own instead.
+//! that stops Redis (an outage), or needs one set up otherwise (a password, TLS: see
+//! [`RedisServer::tls`]), starts a [`RedisServer`] of its own instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::temp::TempDir;
+use crate::tls::TestCa;
 
 /// The environment variable naming the tests' Redis.
 pub const URL_ENV: &str = "AGENTSMITH_TEST_REDIS_URL";
@@ -43,6 +45,17 @@ fn default_args() -> Vec<String> {
         .collect()
 }
 
+/// Whether a TLS server asks clients for certificates (`--tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Never asks (`no`).
+    NotAsked,
+    /// Asks, and checks the ones it gets against the CA (`optional`).
+    Optional,
+    /// Refuses clients without one signed by the CA (`yes`).
+    Required,
+}
+
 /// A redis-server of a test's own, on a port of its own, stopped when dropped.
 pub struct RedisServer {
     port: u16,
@@ -51,11 +64,12 @@ pub struct RedisServer {
     args: Vec<String>,
     log: Option<PathBuf>,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl RedisServer {
     /// A server on a free port keeping its files in a fresh directory, without
-    /// persistence unless [`RedisServer::arg`] asks for it; not started yet.
+    /// persistence unless [`RedisServer::args`] asks for it; not started yet.
     pub fn new() -> Self {
         let temp = TempDir::new("agentsmith-redis");
         Self {
@@ -65,6 +79,7 @@ impl RedisServer {
             args: default_args(),
             log: None,
             child: None,
+            tls: false,
         }
     }
 
@@ -77,12 +92,46 @@ impl RedisServer {
             args: default_args(),
             log: None,
             child: None,
+            tls: false,
         }
     }
 
     /// Adds command-line arguments (`["--appendonly", "yes"]`); later ones win.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Speaks only TLS on its port, with a certificate from `ca` for 127.0.0.1, ::1 and
+    /// localhost (written into its directory), checking client certificates against `ca`
+    /// as `clients` says; [`RedisServer::url`] is then `rediss://`.
+    pub fn tls(mut self, ca: &TestCa, clients: ClientCerts) -> Self {
+        let server = ca.server_cert().write(&self.dir, "server");
+        let ca_file = self.dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.ca_pem())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", ca_file.display()));
+        let auth = match clients {
+            ClientCerts::NotAsked => "no",
+            ClientCerts::Optional => "optional",
+            ClientCerts::Required => "yes",
+        };
+        let path = |p: &Path| p.display().to_string();
+        let port = self.port.to_string();
+        self = self.args(&[
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            &path(&server.cert),
+            "--tls-key-file",
+            &path(&server.key),
+            "--tls-ca-cert-file",
+            &path(&ca_file),
+            "--tls-auth-clients",
+            auth,
+        ]);
+        self.tls = true;
         self
     }
 
@@ -151,9 +200,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://` when it speaks TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Its process id, while it runs.

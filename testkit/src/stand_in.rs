@@ -1,6 +1,8 @@
 //! A stand-in for the dispatcher's runner callback (`/internal/jobs/{id}/events`): it
 //! records every batch a runner posts and answers as scripted, so the runner's tests and the
-//! spawner's conformance suite can watch what a real `agent-runner` reports.
+//! spawner's conformance suite can watch what a real `agent-runner` reports. Its
+//! `/internal/jobs/{id}/token` exchanges a credential once, like the dispatcher's, for
+//! [`token_for`] the credential.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -10,7 +12,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use contract::{AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply};
+use contract::{
+    AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
+    TokenRequest,
+};
 
 /// How the stand-in dispatcher answers a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +77,43 @@ pub struct Post {
 struct Recorder {
     posts: Vec<Post>,
     script: Script,
+    /// The nonce each credential was first exchanged with.
+    spent: BTreeMap<String, String>,
+    /// Exchanges refused (a spent credential with another nonce).
+    refused: usize,
+}
+
+/// The token the stand-in grants for `credential`.
+pub fn token_for(credential: &str) -> String {
+    format!("token-of-{credential}")
+}
+
+async fn exchange(
+    State(state): State<Arc<Mutex<Recorder>>>,
+    headers: HeaderMap,
+    Json(request): Json<TokenRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(credential) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return (StatusCode::UNAUTHORIZED, "no credential").into_response();
+    };
+    let mut state = state.lock().unwrap();
+    let first = state
+        .spent
+        .entry(credential.to_string())
+        .or_insert_with(|| request.nonce.clone());
+    if *first != request.nonce {
+        state.refused += 1;
+        return (StatusCode::UNAUTHORIZED, "credential already spent").into_response();
+    }
+    Json(TokenGrant {
+        token: token_for(credential),
+    })
+    .into_response()
 }
 
 /// A dispatcher's `/internal/jobs/{id}/events` endpoint, recording the posts it gets.
@@ -139,9 +181,12 @@ impl Dispatcher {
         let state = Arc::new(Mutex::new(Recorder {
             posts: Vec::new(),
             script,
+            spent: BTreeMap::new(),
+            refused: 0,
         }));
         let app = Router::new()
             .route("/internal/jobs/{id}/events", post(record))
+            .route("/internal/jobs/{id}/token", post(exchange))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind((host, 0))
             .await
@@ -160,6 +205,11 @@ impl Dispatcher {
     /// The callback URL for `job_id`.
     pub fn callback_url(&self, job_id: &str) -> String {
         format!("http://{}/internal/jobs/{job_id}/events", self.addr)
+    }
+
+    /// Credential exchanges refused because the credential was spent.
+    pub fn refused_exchanges(&self) -> usize {
+        self.state.lock().unwrap().refused
     }
 
     /// Every post so far.

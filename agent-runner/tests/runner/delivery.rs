@@ -174,7 +174,8 @@ async fn the_sender_gives_up_on_the_final_event_after_its_delivery_limit() {
         final_delivery: Duration::from_secs(1),
         ..SenderSettings::default()
     };
-    let sender = Sender::new(&job, Arc::clone(&outbox), directives, settings).unwrap();
+    let token = agent_runner::job::Token::new("a-token");
+    let sender = Sender::new(&job, token, Arc::clone(&outbox), directives, settings).unwrap();
     outbox.finish(RunOutcome::Exited { code: 0 }, None);
 
     let started = Instant::now();

@@ -2,9 +2,12 @@
 //! scripted, a runner launcher, per-test directories, and `wait_until`.
 
 use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::env;
@@ -51,6 +54,9 @@ impl TempDir {
 /// How to run the runner: the job's environment, ready to be adjusted.
 pub struct Launch {
     pub job_id: String,
+    /// The one-time credential the runner is given.
+    pub credential: String,
+    /// The token the stand-in grants for it.
     pub token: String,
     vars: BTreeMap<String, String>,
     dir: TempDir,
@@ -60,7 +66,8 @@ pub struct Launch {
 /// heartbeats every 30 s, a grace period of 2 s, unless changed.
 pub fn launch(dispatcher: &Dispatcher, command: &[&str]) -> Launch {
     let job_id = unique("job").replace('-', "");
-    let token = unique("secret-token");
+    let credential = unique("secret-credential");
+    let token = testkit::stand_in::token_for(&credential);
     let dir = TempDir::new();
     let workdir = dir.path().join("work");
     std::fs::create_dir_all(&workdir).unwrap();
@@ -79,7 +86,7 @@ pub fn launch(dispatcher: &Dispatcher, command: &[&str]) -> Launch {
             env::CALLBACK_URL.to_string(),
             dispatcher.callback_url(&job_id),
         ),
-        (env::JOB_TOKEN.to_string(), token.clone()),
+        (env::JOB_CREDENTIAL.to_string(), credential.clone()),
         (env::TIMEOUT_SECS.to_string(), "60".to_string()),
         (env::HEARTBEAT_SECS.to_string(), "30".to_string()),
         (env::GRACE_SECS.to_string(), "2".to_string()),
@@ -90,6 +97,7 @@ pub fn launch(dispatcher: &Dispatcher, command: &[&str]) -> Launch {
     ]);
     Launch {
         job_id,
+        credential,
         token,
         vars,
         dir,
@@ -114,16 +122,35 @@ impl Launch {
         agent_runner::Job::from_lookup(|name| self.vars.get(name).map(Into::into)).unwrap()
     }
 
-    /// Starts the runner, its stdout and stderr going to files.
+    /// Starts the runner, its stdout and stderr going to files and, like the process
+    /// backend does, a pipe for the agent's process group as its stdin.
     pub fn start(self) -> Runner {
         let stdout = self.dir.path().join("runner.stdout");
         let stderr = self.dir.path().join("runner.stderr");
+        let (reader, writer) = std::io::pipe().unwrap();
+        let pgid_pipe =
+            std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap()))
+                .metadata()
+                .unwrap()
+                .ino();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&reports);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                record
+                    .lock()
+                    .unwrap()
+                    .push(line.trim().parse::<i32>().unwrap());
+            }
+        });
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runner"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            .env(env::PGID_FD, "0")
             .envs(&self.vars)
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(writer))
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .kill_on_drop(true)
@@ -133,6 +160,8 @@ impl Launch {
             child,
             stdout,
             stderr,
+            reports,
+            pgid_pipe,
             launch: self,
         }
     }
@@ -143,6 +172,10 @@ pub struct Runner {
     child: tokio::process::Child,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// What the runner reported on its pipe, in order.
+    reports: Arc<Mutex<Vec<i32>>>,
+    /// The inode of that pipe.
+    pgid_pipe: u64,
     launch: Launch,
 }
 
@@ -157,14 +190,35 @@ impl Runner {
         kill(self.pid(), signal).unwrap();
     }
 
+    /// The process groups the runner reported on its pipe so far (`0`: gone).
+    pub fn reports(&self) -> Vec<i32> {
+        self.reports.lock().unwrap().clone()
+    }
+
+    /// The reports once there are at least `n` (or all there are after a while).
+    pub async fn reports_when(&self, n: usize) -> Vec<i32> {
+        wait_until(Duration::from_secs(10), || self.reports().len() >= n).await;
+        self.reports()
+    }
+
+    /// The inode of the runner's pipe (as `/proc/<pid>/fd/<n>` links name it: `pipe:[ino]`).
+    pub fn pgid_pipe(&self) -> u64 {
+        self.pgid_pipe
+    }
+
     /// The job's id.
     pub fn job_id(&self) -> &str {
         &self.launch.job_id
     }
 
-    /// The job's token.
+    /// The attempt's token (granted for its credential).
     pub fn token(&self) -> &str {
         &self.launch.token
+    }
+
+    /// The attempt's one-time credential.
+    pub fn credential(&self) -> &str {
+        &self.launch.credential
     }
 
     /// The agent's work directory.
@@ -237,11 +291,8 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         // Like the process backend: whatever the runner left behind goes with it.
-        let pgid_file = self.workdir().join(env::AGENT_PGID_FILE);
-        if let Ok(text) = std::fs::read_to_string(pgid_file) {
-            if let Ok(pgid) = text.trim().parse::<i32>() {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            }
+        if let Some(&pgid) = self.reports().last().filter(|&&pgid| pgid != 0) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
     }
 }

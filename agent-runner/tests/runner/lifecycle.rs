@@ -42,9 +42,10 @@ async fn runner_streams_lines_and_reports_exit_code_and_result() {
         assert_eq!(post.batch.version, contract::PROTOCOL_VERSION);
         assert_eq!(post.batch.attempt, 1);
     }
+    let reports = runner.reports_when(2).await;
     assert!(
-        !runner.workdir().join(env::AGENT_PGID_FILE).exists(),
-        "the pgid file outlived the agent"
+        matches!(reports[..], [pgid, 0] if pgid > 1),
+        "the runner reports the agent's group, then that it is gone: {reports:?}"
     );
 }
 
@@ -104,9 +105,14 @@ async fn agent_environment_holds_intent_but_not_the_token() {
     );
 
     let token = runner.token().to_string();
+    let credential = runner.credential().to_string();
     for line in &lines {
         assert!(!line.contains(&token), "the agent saw the token: {line}");
-        assert!(!line.starts_with(env::JOB_TOKEN), "{line}");
+        assert!(
+            !line.contains(&credential),
+            "the agent saw the credential: {line}"
+        );
+        assert!(!line.starts_with(env::JOB_CREDENTIAL), "{line}");
         assert!(!line.starts_with(env::CALLBACK_URL), "{line}");
     }
     for post in dispatcher.posts() {
@@ -198,13 +204,13 @@ async fn long_lines_are_cut_at_16_kib() {
 async fn a_missing_variable_is_named_and_the_runner_exits_2() {
     let dispatcher = Dispatcher::start(Script::always(Answer::Ok)).await;
     let mut runner = launch(&dispatcher, &["true"])
-        .without(env::JOB_TOKEN)
+        .without(env::JOB_CREDENTIAL)
         .start();
 
     runner.exits_with(2).await;
 
     assert!(
-        runner.stderr().contains(env::JOB_TOKEN),
+        runner.stderr().contains(env::JOB_CREDENTIAL),
         "{}",
         runner.stderr()
     );
@@ -240,7 +246,7 @@ async fn an_attempt_started_again_in_its_work_directory_does_not_run_the_agent_t
     let command = ["sh", "-c", "echo ran >> runs.txt"];
     let mut again = launch(&dispatcher, &command)
         .var(env::JOB_ID, runner.job_id())
-        .var(env::JOB_TOKEN, runner.token())
+        .var(env::JOB_CREDENTIAL, runner.credential())
         .var(env::WORKDIR, workdir.display())
         .start();
     again.exits_with(i32::from(exit::ALREADY_RAN)).await;

@@ -22,11 +22,10 @@ async fn runner_stops_agent_on_sigterm_and_reports_terminated() {
     .start();
     let agent = runner.pid_in("agent.pid").await;
     let child = runner.pid_in("child.pid").await;
-    let pgid_file = runner.workdir().join(env::AGENT_PGID_FILE);
     assert_eq!(
-        std::fs::read_to_string(&pgid_file).unwrap(),
-        agent.to_string(),
-        "the runner records the agent's process group"
+        runner.reports_when(1).await,
+        [agent],
+        "the runner reports the agent's process group on its pipe"
     );
 
     runner.signal(Signal::SIGTERM);
@@ -46,7 +45,11 @@ async fn runner_stops_agent_on_sigterm_and_reports_terminated() {
         dispatcher.finished().map(|(outcome, _)| outcome),
         Some(RunOutcome::Terminated)
     );
-    assert!(!pgid_file.exists());
+    assert_eq!(
+        runner.reports_when(2).await,
+        [agent, 0],
+        "the group is reported gone"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod runner;
 
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -29,18 +29,21 @@ use crate::webhooks;
 const SSE_BLOCK: Duration = Duration::from_secs(5);
 
 /// Body limit of runner batches.
-const RUNNER_BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub(crate) const RUNNER_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Every route of the dispatcher.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     // Runner batches carry up to ~1 MiB of output plus a result file: they get their own,
     // larger limit.
+    // Both layers: `RequestBodyLimitLayer` bounds what is read, `DefaultBodyLimit` is
+    // the limit axum's own extractors apply (2 MiB unless told).
+    let runner_limit = RUNNER_BODY_LIMIT.max(body_limit);
     let internal = Router::new()
         .route("/internal/jobs/{id}/events", post(runner::events))
-        .layer(RequestBodyLimitLayer::new(
-            RUNNER_BODY_LIMIT.max(body_limit),
-        ));
+        .route("/internal/jobs/{id}/token", post(runner::token))
+        .layer(DefaultBodyLimit::max(runner_limit))
+        .layer(RequestBodyLimitLayer::new(runner_limit));
     let mut public = Router::new()
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/events", get(feed::feed))

@@ -1,17 +1,87 @@
-//! `POST /internal/jobs/{id}/events`: where runners report. Authenticated with the per-job
-//! token of the attempt the batch belongs to.
+//! Where runners report: `POST /internal/jobs/{id}/token` exchanges an attempt's one-time
+//! credential for its token, and `POST /internal/jobs/{id}/events` takes the attempt's
+//! events, authenticated with that token.
+//!
+//! A runner shares its workload with an untrusted agent, so both routes bound what they
+//! take: the body ([`RUNNER_BODY_LIMIT`](super::RUNNER_BODY_LIMIT)), the events of a batch
+//! ([`MAX_BATCH_EVENTS`]), and (in the queue) each line, the result, the output of an
+//! attempt, and the sequence numbers, which may not jump.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use contract::{RunnerBatch, RunnerReply, PROTOCOL_VERSION};
+use contract::{RunnerBatch, RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
 use tracing::instrument;
 
 use super::error::ApiError;
 use super::AppState;
-use queue::{now_ms, valid_id, JobState};
+use queue::{now_ms, valid_id, Exchange, JobState};
+
+/// The most events one batch may carry (the runner sends at most 200).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// The bearer value of the `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Exchanges the attempt's one-time credential for its token: once, or again for the same
+/// nonce (a retry after a lost answer). 401 for a wrong or spent credential, 409 when the
+/// attempt is no longer wanted.
+#[instrument(skip(state, headers, body), fields(attempt))]
+pub async fn token(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let credential =
+        bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job credential"))?;
+    let request: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
+    tracing::Span::current().record("attempt", request.attempt);
+    if !(16..=128).contains(&request.nonce.len()) {
+        return Err(ApiError::bad_request(
+            "the nonce must be 16 to 128 characters",
+        ));
+    }
+    if !valid_id(&job_id)
+        || !state
+            .tokens
+            .verify_credential(&job_id, request.attempt, credential)
+    {
+        return Err(ApiError::unauthorized(
+            "job credential does not match this job and attempt",
+        ));
+    }
+    let digest = hex::encode(Sha256::digest(request.nonce.as_bytes()));
+    match state
+        .queue
+        .exchange_credential(&job_id, request.attempt, &digest)
+        .await?
+    {
+        Exchange::Granted => Ok(Json(TokenGrant {
+            token: state.tokens.issue(&job_id, request.attempt),
+        })
+        .into_response()),
+        Exchange::Spent => {
+            tracing::warn!(%job_id, attempt = request.attempt, "a spent credential was offered again");
+            Err(ApiError::unauthorized(
+                "this credential was already exchanged",
+            ))
+        }
+        Exchange::Gone => {
+            Ok((StatusCode::CONFLICT, Json(RunnerReply { stop: true })).into_response())
+        }
+    }
+}
 
 /// Applies a batch of runner events; answers `{"stop": bool}`, or 409 when the attempt is
 /// no longer wanted (the runner then stops its agent).
@@ -22,15 +92,11 @@ pub async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("missing job token"))?;
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
     let batch: RunnerBatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid runner batch: {e}")))?;
     tracing::Span::current().record("attempt", batch.attempt);
-    if !valid_id(&job_id) || !state.tokens.verify(&job_id, batch.attempt, token.trim()) {
+    if !valid_id(&job_id) || !state.tokens.verify(&job_id, batch.attempt, token) {
         return Err(ApiError::unauthorized(
             "job token does not match this job and attempt",
         ));
@@ -41,7 +107,19 @@ pub async fn events(
             batch.version
         )));
     }
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds at most {MAX_BATCH_EVENTS} events; this one has {}",
+            batch.events.len()
+        )));
+    }
     let outcome = state.queue.apply_runner_batch(&job_id, &batch).await?;
+    if let Some(expected) = outcome.gap {
+        return Err(ApiError::bad_request(format!(
+            "sequence gap: the next event expected is {expected}, this batch starts at {}",
+            batch.first_seq
+        )));
+    }
     if outcome.stop {
         let reply = RunnerReply { stop: true };
         return Ok((StatusCode::CONFLICT, Json(reply)).into_response());

@@ -75,7 +75,8 @@ pub enum SpawnerCommand {
 /// `agentsmith config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check a configuration: prints every problem with the key that has it; exits 1 if any.
+    /// Check a configuration: prints every problem with the key that has it (exits 1 if
+    /// any), and warnings about what works but is risky (exits 0).
     Check {
         /// The configuration file.
         #[arg(long, env = CONFIG_ENV)]
@@ -92,6 +93,9 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => match Settings::load(config.as_deref()) {
             Ok(settings) => {
+                for warning in settings.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 let source = config
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "built-in defaults".into());
@@ -146,6 +150,9 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
 /// the dispatcher failed, a background loop having died, say).
 pub fn serve_with(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> ExitCode {
     crate::telemetry::init(settings.log.format);
+    for warning in settings.warnings() {
+        tracing::warn!(key = %warning.key, "{warning}");
+    }
     let result = runtime().block_on(async move {
         let shutdown = CancellationToken::new();
         let app = match spawner {
@@ -160,8 +167,10 @@ pub fn serve_with(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> E
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Logged once (the subscriber writes to stderr), with every cause in the chain.
-            tracing::error!(error = format!("{e:#}"), "agentsmith stopped");
+            // Logged once (the subscriber writes to stderr), with every cause in the chain,
+            // each said once (a Redis error repeats its cause as its source).
+            let error: &(dyn std::error::Error + 'static) = e.as_ref();
+            tracing::error!(error = %chain(error), "agentsmith stopped");
             ExitCode::FAILURE
         }
     }

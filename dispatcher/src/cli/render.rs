@@ -116,13 +116,14 @@ fn render(
     } else {
         settings.server.public_url.trim_end_matches('/').to_string()
     };
-    // The real token is an HMAC under the runner secret; a placeholder stands in for it.
+    // The real credential is an HMAC under the runner secret, held in a Secret of its own;
+    // a placeholder stands in for it.
     let spec = job_spec(
         &settings,
         &job,
         job.attempt,
         &callback_base,
-        "<runner token>".into(),
+        "<one-time credential>".into(),
     )?;
     let k8s = &settings.spawner.kubernetes;
     let namespace = namespace

@@ -1,7 +1,14 @@
 //! What a reply says, independent of where it goes: a headline, details, links, quoted log
 //! lines, and which buttons fit. Each provider renders it in its own markup.
+//!
+//! Every text of a [`Message`] is plain text, whoever wrote it: the agent's summary, links
+//! and output, the requester's task, a failure reason. The renderers ([`Message::mrkdwn`],
+//! [`Message::markdown`], [`Message::jira_wiki`]) put each through [`neutralise`] and add
+//! the only markup of a reply themselves.
 
 use queue::{Job, JobState};
+
+use super::neutralise::{self, Link};
 
 /// One reply, before it is rendered for a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +20,10 @@ pub struct Message {
     /// More text (the agent's summary, the failure reason).
     pub detail: Option<String>,
     /// Links: the agent's (a pull request) and the job's page.
-    pub links: Vec<(String, String)>,
+    pub links: Vec<Link>,
+    /// How many of the agent's links the reply leaves out (not absolute http(s) URLs, or
+    /// past [`neutralise::LINKS_MAX`]); the reply says so.
+    pub links_left_out: usize,
     /// The last output lines, quoted (failures).
     pub log_lines: Vec<String>,
     /// Whether a Cancel button fits (the job has not ended).
@@ -32,6 +42,7 @@ impl Message {
             headline: text.into(),
             detail: None,
             links: Vec::new(),
+            links_left_out: 0,
             log_lines: Vec::new(),
             can_cancel: false,
             can_retry: false,
@@ -73,28 +84,23 @@ impl Message {
             JobState::Cancelled => (format!("Cancelled {id}: {what}"), reason),
             other => (format!("{id} is {other}: {what}"), reason),
         };
-        let mut links: Vec<(String, String)> = job
-            .result
-            .iter()
-            .flat_map(|r| r.links.iter())
-            .filter(|l| l.url.starts_with("http://") || l.url.starts_with("https://"))
-            .map(|l| {
-                (
-                    l.title.clone().unwrap_or_else(|| l.url.clone()),
-                    l.url.clone(),
-                )
-            })
-            .collect();
-        if let Some(url) = job_url {
-            links.push((format!("job {id}"), url));
-        }
+        let agent_links = job.result.as_ref().map_or(&[][..], |r| &r.links[..]);
+        let (mut links, links_left_out) = neutralise::agent_links(agent_links);
+        links.extend(job_url.and_then(|url| Link::new(Some(&format!("job {id}")), &url)));
         let failed = matches!(state, JobState::Failed | JobState::TimedOut);
         Self {
             job_id: Some(id.clone()),
             headline,
-            detail,
+            detail: detail
+                .filter(|d| !d.is_empty())
+                .map(|d| neutralise::summary(&d)),
             links,
-            log_lines: if failed { log_lines } else { Vec::new() },
+            links_left_out,
+            log_lines: if failed {
+                log_lines.iter().map(|l| neutralise::log_line(l)).collect()
+            } else {
+                Vec::new()
+            },
             can_cancel: !state.is_terminal(),
             can_retry: state.is_terminal() && state != JobState::Succeeded,
             ephemeral: false,
@@ -109,8 +115,10 @@ impl Message {
             headline: format!("{ticket} is already running as {} ({})", job.id, job.state),
             detail: None,
             links: job_url
-                .map(|u| vec![(format!("job {}", job.id), u)])
-                .unwrap_or_default(),
+                .and_then(|u| Link::new(Some(&format!("job {}", job.id)), &u))
+                .into_iter()
+                .collect(),
+            links_left_out: 0,
             log_lines: Vec::new(),
             can_cancel: !job.state.is_terminal(),
             can_retry: false,
@@ -118,19 +126,36 @@ impl Message {
         }
     }
 
+    /// What the reply says of the links it leaves out, if it leaves any out.
+    fn left_out_note(&self) -> Option<String> {
+        let left_out = match self.links_left_out {
+            0 => return None,
+            1 => "1 of the agent's links was left out".to_string(),
+            n => format!("{n} of the agent's links were left out"),
+        };
+        Some(format!(
+            "{left_out}: a reply shows at most {} links, each an absolute http or https URL.",
+            neutralise::LINKS_MAX
+        ))
+    }
+
     /// Markdown (GitHub, GitLab).
     pub fn markdown(&self) -> String {
-        let mut out = format!("**agentsmith**: {}", self.headline);
+        let text = neutralise::markdown_text;
+        let mut out = format!("**agentsmith**: {}", text(&self.headline));
         if let Some(detail) = &self.detail {
-            out.push_str(&format!("\n\n{detail}"));
+            out.push_str(&format!("\n\n{}", text(detail)));
         }
-        for (title, url) in &self.links {
-            out.push_str(&format!("\n- [{}]({url})", title.replace(['[', ']'], "")));
+        for link in &self.links {
+            out.push_str(&format!("\n- {}", neutralise::markdown_link(link)));
+        }
+        if let Some(note) = self.left_out_note() {
+            out.push_str(&format!("\n\n_{}_", text(&note)));
         }
         if !self.log_lines.is_empty() {
             out.push_str(&format!(
-                "\n\nLast output:\n```\n{}\n```",
-                self.log_lines.join("\n").replace("```", "'''")
+                "\n\nLast output:\n{}",
+                neutralise::markdown_code(&self.log_lines)
             ));
         }
         out
@@ -138,46 +163,38 @@ impl Message {
 
     /// Slack's mrkdwn.
     pub fn mrkdwn(&self) -> String {
-        let escape = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
-        let mut out = escape(&self.headline);
+        let text = neutralise::slack_text;
+        let mut out = text(&self.headline);
         if let Some(detail) = &self.detail {
-            out.push_str(&format!("\n{}", escape(detail)));
+            out.push_str(&format!("\n{}", text(detail)));
         }
-        for (title, url) in &self.links {
-            out.push_str(&format!("\n• <{url}|{}>", escape(title).replace('|', "/")));
+        for link in &self.links {
+            out.push_str(&format!("\n• {}", neutralise::slack_link(link)));
+        }
+        if let Some(note) = self.left_out_note() {
+            out.push_str(&format!("\n_{}_", text(&note)));
         }
         if !self.log_lines.is_empty() {
-            out.push_str(&format!(
-                "\n```{}```",
-                escape(&self.log_lines.join("\n")).replace("```", "'''")
-            ));
+            out.push_str(&format!("\n{}", neutralise::slack_code(&self.log_lines)));
         }
         out
     }
 
     /// Jira wiki markup (the REST v2 comment body).
     pub fn jira_wiki(&self) -> String {
-        let mut out = format!("*agentsmith*: {}", self.headline);
+        let text = neutralise::jira_text;
+        let mut out = format!("*agentsmith*: {}", text(&self.headline));
         if let Some(detail) = &self.detail {
-            out.push_str(&format!("\n\n{detail}"));
+            out.push_str(&format!("\n\n{}", text(detail)));
         }
-        for (title, url) in &self.links {
-            out.push_str(&format!(
-                "\n* [{}|{url}]",
-                title.replace(['[', ']', '|'], "")
-            ));
+        for link in &self.links {
+            out.push_str(&format!("\n* {}", neutralise::jira_link(link)));
+        }
+        if let Some(note) = self.left_out_note() {
+            out.push_str(&format!("\n\n_{}_", text(&note)));
         }
         if !self.log_lines.is_empty() {
-            out.push_str(&format!(
-                "\n\n{{noformat}}\n{}\n{{noformat}}",
-                self.log_lines
-                    .join("\n")
-                    .replace("{noformat}", "{ noformat}")
-            ));
+            out.push_str(&format!("\n\n{}", neutralise::jira_code(&self.log_lines)));
         }
         out
     }
@@ -186,7 +203,8 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::{AgentResult, Link};
+    use crate::notify::neutralise::tests::{live_at, slash_line, unescaped, HOSTILE};
+    use contract::AgentResult;
 
     fn job(state: JobState) -> Job {
         let mut fields = std::collections::HashMap::new();
@@ -209,11 +227,11 @@ mod tests {
         done.result = Some(AgentResult {
             summary: Some("Opened a PR".into()),
             links: vec![
-                Link {
+                contract::Link {
                     title: Some("PR #9".into()),
                     url: "https://github.com/acme/shop/pull/9".into(),
                 },
-                Link {
+                contract::Link {
                     title: None,
                     url: "javascript:alert(1)".into(),
                 },
@@ -229,6 +247,7 @@ mod tests {
         assert_eq!(m.headline, "Finished abc123: fix PAY-12");
         assert_eq!(m.detail.as_deref(), Some("Opened a PR"));
         assert_eq!(m.links.len(), 2, "{:?}", m.links);
+        assert_eq!(m.links_left_out, 1);
         assert!(m.log_lines.is_empty());
         assert!(!m.can_cancel && !m.can_retry);
         let md = m.markdown();
@@ -247,6 +266,106 @@ mod tests {
             wiki.contains("[PR #9|https://github.com/acme/shop/pull/9]"),
             "{wiki}"
         );
+        let note = "1 of the agent's links was left out: a reply shows at most 10 links, \
+                    each an absolute http or https URL.";
+        assert!(slack.contains(&format!("\n_{note}_")), "{slack}");
+        assert!(wiki.contains(&format!("\n\n_{note}_")), "{wiki}");
+        assert!(md.contains(&format!("\n\n_{note}_")), "{md}");
+    }
+
+    /// A finished job whose requester and agent wrote `hostile` everywhere they can.
+    fn hostile_job(hostile: &str) -> Job {
+        let mut done = job(JobState::Succeeded);
+        done.task = format!("run {hostile}");
+        done.ticket = None;
+        done.result = Some(AgentResult {
+            summary: Some(hostile.into()),
+            links: vec![
+                contract::Link {
+                    title: Some(hostile.into()),
+                    url: "https://ok.example/pr/1".into(),
+                },
+                contract::Link {
+                    title: None,
+                    url: format!("https://ok.example/{hostile}"),
+                },
+                contract::Link {
+                    title: Some(hostile.into()),
+                    url: hostile.into(),
+                },
+            ],
+        });
+        done
+    }
+
+    #[test]
+    fn hostile_task_summary_and_links_come_out_inert_in_every_provider() {
+        for &h in HOSTILE {
+            let m = Message::for_state(&hostile_job(h), JobState::Succeeded, 1, None, vec![]);
+            let links = m.links.len();
+            let slack = m.mrkdwn();
+            assert_eq!(slack.matches('<').count(), links, "{h:?} -> {slack}");
+            assert_eq!(slack.matches("\n• <https://ok.example/").count(), links);
+            let md = m.markdown();
+            assert_eq!(unescaped(&md, '['), links, "{h:?} -> {md}");
+            assert_eq!(
+                unescaped(&md, '<') + unescaped(&md, '`'),
+                0,
+                "{h:?} -> {md}"
+            );
+            assert!(!slash_line(&md), "{h:?} -> {md}");
+            let text: String = md
+                .lines()
+                .map(|l| l.split("](https://ok.example/").next().unwrap_or(l))
+                .collect();
+            assert!(!live_at(&text), "{h:?} -> {md}");
+            let wiki = m.jira_wiki();
+            assert_eq!(unescaped(&wiki, '['), links, "{h:?} -> {wiki}");
+            assert_eq!(unescaped(&wiki, '{') + unescaped(&wiki, '!'), 0, "{wiki}");
+            assert!(!wiki.contains("[~"), "{h:?} -> {wiki}");
+        }
+    }
+
+    #[test]
+    fn every_reply_opens_with_agentsmith_own_words_so_it_never_reads_as_a_command() {
+        let m = Message::for_state(
+            &hostile_job("/agent fix PAY-1"),
+            JobState::Succeeded,
+            1,
+            None,
+            vec![],
+        );
+        assert!(m
+            .markdown()
+            .starts_with("**agentsmith**: Finished abc123: run /agent"));
+        assert!(m
+            .jira_wiki()
+            .starts_with("*agentsmith*: Finished abc123: run /agent"));
+    }
+
+    #[test]
+    fn caps_hold_on_the_summary_the_links_and_the_output() {
+        let mut done = job(JobState::Failed);
+        done.reason = Some("r".repeat(5_000));
+        done.result = Some(AgentResult {
+            summary: None,
+            links: (0..30)
+                .map(|n| contract::Link {
+                    title: Some("t".repeat(1_000)),
+                    url: format!("https://ok.example/{n}"),
+                })
+                .collect(),
+        });
+        let m = Message::for_state(&done, JobState::Failed, 1, None, vec!["x".repeat(9_000)]);
+        let detail = m.detail.clone().unwrap_or_default();
+        assert_eq!(detail.chars().count(), neutralise::SUMMARY_MAX + 1);
+        assert_eq!(m.links.len(), neutralise::LINKS_MAX);
+        assert_eq!(m.links_left_out, 20);
+        assert!(m
+            .links
+            .iter()
+            .all(|l| l.title().chars().count() <= neutralise::TITLE_MAX + 1));
+        assert_eq!(m.log_lines[0].chars().count(), neutralise::LOG_LINE_MAX + 1);
     }
 
     #[test]

@@ -8,8 +8,13 @@
 //! backoff and is tried again, up to `sources.replies.max_attempts`; one a dispatcher took
 //! and never finished (it died) is taken over after [`STALE`]. So a Slack or Jira outage
 //! delays replies and loses none.
+//!
+//! The agent's summary, links and output and the requester's task are untrusted text: a
+//! reply carries them only through [`neutralise`], which escapes them for each provider's
+//! markup, drops links that are not absolute http(s) URLs and caps lengths.
 
 pub mod message;
+pub mod neutralise;
 pub mod providers;
 
 use std::sync::Arc;

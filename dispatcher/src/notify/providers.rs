@@ -93,7 +93,9 @@ pub fn slack_payload(message: &Message) -> Value {
             blocks.push(json!({"type": "actions", "elements": buttons}));
         }
     }
-    json!({"text": super::short(&message.headline, 300), "blocks": blocks})
+    // The fallback text (notifications, old clients) is mrkdwn too, so it is escaped as well.
+    let fallback = super::neutralise::slack_text(&super::short(&message.headline, 300));
+    json!({"text": fallback, "blocks": blocks})
 }
 
 /// Posts through a slash command's or button's `response_url`.

@@ -36,6 +36,13 @@ pub struct AgentSettings {
     /// Process limit (container backends); 0: the backend's default.
     #[serde(default)]
     pub pids_limit: u32,
+    /// Disk the agent may fill (container backends: its work directory, /tmp and its
+    /// writable layer); empty: no bound.
+    #[serde(
+        default = "default_agent_disk",
+        deserialize_with = "quantity::optional"
+    )]
+    pub disk: Option<Memory>,
     /// Let the agent write outside its work directory and /tmp (container backends).
     #[serde(default)]
     pub writable_root: bool,
@@ -51,12 +58,19 @@ impl AgentSettings {
             memory_bytes: self.memory.map(|m| m.0),
             cpu_millis: self.cpus.map(|c| c.0),
             pids: Some(self.pids_limit).filter(|p| *p > 0),
+            disk_bytes: self.disk.map(|d| d.0),
         }
     }
 }
 
 fn default_agent_timeout() -> u64 {
     1800
+}
+
+/// 10 GiB: room for a large checkout and its build, and a bound on what a runaway agent
+/// can write to the node.
+fn default_agent_disk() -> Option<Memory> {
+    Some(Memory(10 << 30))
 }
 
 /// `projects.<name>.*`

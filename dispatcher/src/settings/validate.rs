@@ -44,6 +44,14 @@ impl Settings {
         problems.0
     }
 
+    /// What works but is risky (a Redis without a password that agents may reach): printed
+    /// by `config check` and logged when `serve` starts, never refused.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Problems::default();
+        warnings.section("redis", self.redis.warnings());
+        warnings.0
+    }
+
     fn check_server(&self, problems: &mut Problems) {
         match self.server.bind.parse::<SocketAddr>() {
             Err(e) => problems.add("server.bind", format!("not an address:port ({e})")),

@@ -64,6 +64,7 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         memory: None,
         cpus: None,
         pids_limit: 0,
+        disk: None,
         writable_root: false,
         service_account_token: false,
     }

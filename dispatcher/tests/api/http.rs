@@ -194,9 +194,10 @@ async fn runner_token_of_one_job_is_refused_for_another() {
         .unwrap();
     assert_eq!(forged.status(), 401);
     assert!(!app.log_lines(&b).await.contains(&"forged".to_string()));
-    // The same batch with B's own token is accepted.
+    // Even with B's own token, a batch that jumps past B's sequence is refused: a second
+    // writer cannot make the runner's later events look like repeats.
     let token_b = app.ctx.tokens.issue(&b, 1);
-    let genuine = app
+    let jumped = app
         .http
         .post(format!("{}/internal/jobs/{b}/events", app.address))
         .bearer_auth(&token_b)
@@ -204,8 +205,10 @@ async fn runner_token_of_one_job_is_refused_for_another() {
         .send()
         .await
         .unwrap();
-    assert_eq!(genuine.status(), 200);
-    assert!(app.log_lines(&b).await.contains(&"forged".to_string()));
+    assert_eq!(jumped.status(), 400);
+    let body = jumped.text().await.unwrap();
+    assert!(body.contains("sequence gap"), "{body}");
+    assert!(!app.log_lines(&b).await.contains(&"forged".to_string()));
     app.stop().await;
 }
 

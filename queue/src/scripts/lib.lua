@@ -132,7 +132,7 @@ local function fail_attempt(id, from, attempt, reason, retryable, delay_ms)
   if retryable and attempt < max_attempts then
     release(id)
     redis.call('HSET', job_key(id), F_ATTEMPT, attempt + 1, F_HANDLE, '', F_HANDLE_IDENTITY, '',
-      F_REASON, reason, F_RUNNER_SEQ, 0)
+      F_REASON, reason, F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0)
     redis.call('ZADD', K_DELAYED, now + delay_ms, id)
     transition(id, from, 'retrying', attempt, reason)
     pump()

@@ -119,7 +119,7 @@ impl<'l> Trial<'l> {
                 ..Intent::default()
             },
             profile,
-            token: unique("token"),
+            credential: unique("credential"),
             heartbeat_secs: 5,
             grace_secs: GRACE.as_secs(),
         }
@@ -302,7 +302,7 @@ impl<'l> Trial<'l> {
             job.job_id
         );
         assert_eq!(events.first(), Some(&RunnerEvent::Started), "{events:?}");
-        let bearer = format!("Bearer {}", job.token);
+        let bearer = format!("Bearer {}", testkit::stand_in::token_for(&job.credential));
         for post in self.dispatcher.posts_of(&job.job_id) {
             assert_eq!(post.authorization.as_deref(), Some(bearer.as_str()));
             assert_eq!(post.batch.attempt, job.attempt);

@@ -15,6 +15,7 @@
 mod deliveries;
 mod github;
 mod gitlab;
+mod hostile;
 mod jira;
 mod slack;
 

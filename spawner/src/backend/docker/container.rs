@@ -7,7 +7,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::Docker;
 use contract::env;
 
-use super::{DockerSpawner, BACKEND, RUNNER_MARGIN};
+use super::{DockerSettings, DockerSpawner, WorkMedium, BACKEND, RUNNER_MARGIN};
 use crate::{JobSpec, Result};
 
 impl DockerSpawner {
@@ -57,15 +57,8 @@ impl DockerSpawner {
             security_opt: Some(vec!["no-new-privileges".into()]),
             privileged: Some(false),
             readonly_rootfs: Some(!job.profile.writable_root),
-            mounts: Some(vec![Mount {
-                target: Some(settings.work_dir.clone()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                "rw,nosuid,nodev,size=268435456".to_string(),
-            )])),
+            mounts: Some(work_volume(settings.work_medium, &settings.work_dir)),
+            tmpfs: Some(tmpfs(settings, resources.disk_bytes)),
             network_mode: network,
             extra_hosts: Some(settings.extra_hosts.clone())
                 .filter(|h| !h.is_empty() && !host_network),
@@ -83,4 +76,40 @@ impl DockerSpawner {
             ..Default::default()
         })
     }
+}
+
+/// The work directory as a volume, when it is one (an anonymous volume takes the image's
+/// ownership of the directory, and goes with the container).
+fn work_volume(medium: WorkMedium, target: &str) -> Vec<Mount> {
+    match medium {
+        WorkMedium::Volume => vec![Mount {
+            target: Some(target.to_string()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }],
+        WorkMedium::Tmpfs => Vec::new(),
+    }
+}
+
+/// The tmpfs mounts: `/tmp` (256 MiB), and the work directory when it is one, of `disk`
+/// bytes and owned by the container's user (or open to all, for a user given by name).
+fn tmpfs(settings: &DockerSettings, disk: Option<u64>) -> HashMap<String, String> {
+    let mut mounts = HashMap::from([(
+        "/tmp".to_string(),
+        "rw,nosuid,nodev,size=268435456".to_string(),
+    )]);
+    if settings.work_medium == WorkMedium::Tmpfs {
+        let mut options = "rw,nosuid,nodev".to_string();
+        if let Some(disk) = disk {
+            options.push_str(&format!(",size={disk}"));
+        }
+        match settings.user.split_once(':') {
+            Some((uid, gid)) if uid.parse::<u32>().is_ok() && gid.parse::<u32>().is_ok() => {
+                options.push_str(&format!(",uid={uid},gid={gid},mode=0700"));
+            }
+            _ => options.push_str(",mode=1777"),
+        }
+        mounts.insert(settings.work_dir.clone(), options);
+    }
+    mounts
 }

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use engine::{engine_message, engine_status, rejected, remove_options, unavailable};
-pub use settings::{DockerSettings, DockerTlsSettings, RegistrySettings};
+pub use settings::{DockerSettings, DockerTlsSettings, RegistrySettings, WorkMedium};
 use status::status_of;
 
 use crate::secrets::SecretSource;

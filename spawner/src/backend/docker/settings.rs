@@ -32,6 +32,8 @@ pub struct DockerSettings {
     pub user: String,
     /// The work directory inside the container (writable even on a read-only root).
     pub work_dir: String,
+    /// What the work directory is.
+    pub work_medium: WorkMedium,
     /// `--add-host` entries (`host.docker.internal:host-gateway` lets a runner on a bridge
     /// network reach a dispatcher on the host).
     pub extra_hosts: Vec<String>,
@@ -47,6 +49,16 @@ pub struct DockerSettings {
     pub pids_limit: u32,
     /// Seconds one engine request may take (a stop waits out the grace period beyond it).
     pub request_timeout_secs: u64,
+}
+
+/// `spawner.docker.work_medium`: what an agent's work directory is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkMedium {
+    /// A tmpfs of the profile's `disk` size: a hard bound, paid for in memory.
+    Tmpfs,
+    /// A Docker volume, removed with the container: as large as the engine's disk.
+    Volume,
 }
 
 /// `spawner.docker.tls.*`: client certificate files (PEM) for an engine that requires TLS.
@@ -80,6 +92,7 @@ impl DockerSettings {
             memory_bytes: self.memory.map(|m| m.0),
             cpu_millis: self.cpus.map(|c| c.0),
             pids: Some(self.pids_limit).filter(|p| *p > 0),
+            disk_bytes: None,
         }
     }
 

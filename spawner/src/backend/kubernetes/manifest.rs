@@ -1,5 +1,7 @@
 //! The `batch/v1` Job one attempt runs as ([`job_manifest`]): the runner's environment, the
-//! profile's limits, a locked-down pod, labels that find it again.
+//! profile's limits, a locked-down pod, labels that find it again; and the attempt's
+//! Secret ([`credential_secret`]), which holds its one-time credential so that reading the
+//! Job does not reveal it.
 
 use std::collections::BTreeMap;
 
@@ -7,11 +9,11 @@ use contract::{env, labels};
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
     SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::{KubernetesSettings, BACKEND, CONTAINER, DEADLINE_MARGIN_SECS, RUNNER_MARGIN_SECS};
 use crate::quantity::binary_size;
@@ -24,6 +26,47 @@ pub(super) fn selector(installation: &str) -> String {
         labels::MANAGED_BY,
         labels::INSTALLATION
     )
+}
+
+/// The key of the credential in the attempt's Secret.
+const CREDENTIAL_KEY: &str = "credential";
+
+/// The name of the Secret holding an attempt's one-time credential.
+pub(super) fn credential_secret_name(workload: &str) -> String {
+    format!("{workload}-credential")
+}
+
+/// The Secret holding the one-time credential of `job`'s attempt, labelled like its Job.
+/// It is created before the Job and then handed to it ([`owned_by`]), so Kubernetes
+/// removes it with the Job.
+pub fn credential_secret(installation: &str, namespace: &str, job: &JobSpec) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(credential_secret_name(&job.workload_name())),
+            namespace: Some(namespace.to_string()),
+            labels: Some(job.labels(installation)),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            CREDENTIAL_KEY.to_string(),
+            job.credential.clone(),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The metadata patch that makes the Job `name` (with `uid`) the owner of its Secret.
+pub(super) fn owned_by(name: &str, uid: &str) -> serde_json::Value {
+    let owner = OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: name.to_string(),
+        uid: uid.to_string(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    };
+    serde_json::json!({ "metadata": { "ownerReferences": [owner] } })
 }
 
 /// The Job one attempt runs as, in `namespace`, labelled for `installation`.
@@ -122,7 +165,25 @@ fn env_vars(settings: &KubernetesSettings, job: &JobSpec) -> Result<Vec<EnvVar>>
             });
         }
     }
-    vars.extend(job.runner_env().into_iter().map(|(k, v)| env_var(k, v)));
+    let credential = EnvVar {
+        name: env::JOB_CREDENTIAL.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: credential_secret_name(&job.workload_name()),
+                key: CREDENTIAL_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    };
+    vars.extend(job.runner_env().into_iter().map(|(k, v)| {
+        if k == env::JOB_CREDENTIAL {
+            credential.clone()
+        } else {
+            env_var(k, v)
+        }
+    }));
     vars.push(env_var(env::WORKDIR, settings.work_dir.clone()));
     Ok(vars)
 }
@@ -140,6 +201,9 @@ fn resources(settings: &KubernetesSettings, job: &JobSpec) -> ResourceRequiremen
     let millis = |m: u64| Quantity(format!("{m}m"));
     if let Some(cpu) = resources.cpu_millis {
         limits.insert("cpu".to_string(), millis(cpu));
+    }
+    if let Some(disk) = resources.disk_bytes {
+        limits.insert("ephemeral-storage".to_string(), Quantity(binary_size(disk)));
     }
     if let Some(request) = settings.cpu_request {
         let cpu = resources
@@ -206,9 +270,17 @@ fn container(
 /// The pod: never restarted (the dispatcher owns retries), no service account token unless
 /// the profile asks, no service links, the grace period plus the runner's margin to stop.
 fn pod_spec(settings: &KubernetesSettings, job: &JobSpec, container: Container) -> PodSpec {
+    let disk = job
+        .profile
+        .resources
+        .or(settings.default_resources())
+        .disk_bytes;
     let empty_dir = |name: &str| Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: disk.map(|d| Quantity(binary_size(d))),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     PodSpec {

@@ -7,8 +7,12 @@
 //! `ttlSecondsAfterFinished`. The pod runs `agent-runner` (the image's entrypoint) as a
 //! non-root user with no privilege escalation, every capability dropped, the runtime's
 //! default seccomp profile and, unless the profile asks for a writable root, a read-only
-//! root filesystem with `emptyDir` volumes for the work directory and `/tmp`. Secrets reach
+//! root filesystem with `emptyDir` volumes for the work directory and `/tmp`, both bounded
+//! by the profile's `disk` (also the pod's `ephemeral-storage` limit). Secrets reach
 //! it as `secretKeyRef`s to the configured Secret: the dispatcher never reads their values.
+//! The attempt's one-time credential reaches it the same way, from a Secret of its own
+//! created before the Job and then owned by it (the dispatcher may create, patch and delete
+//! Secrets, never read them).
 //!
 //! Status comes from watches (kube-runtime reflectors) of this installation's Jobs and
 //! Pods, not from polling; logs from the Pod log API. Only fields that Kubernetes 1.20
@@ -26,16 +30,16 @@ use async_trait::async_trait;
 use contract::{labels, OutputStream};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::OnceCell;
 
 use client::{api_code, unavailable, RateLimit};
-pub use manifest::job_manifest;
-use manifest::selector;
+pub use manifest::{credential_secret, job_manifest};
+use manifest::{credential_secret_name, owned_by, selector};
 pub use settings::KubernetesSettings;
 use status::workload_status;
 
@@ -142,6 +146,53 @@ impl KubernetesSpawner {
             .cloned()
     }
 
+    /// Creates the Secret holding the attempt's one-time credential (one that exists
+    /// already holds the same credential: it is kept).
+    async fn create_credential_secret(&self, c: &Connected, job: &JobSpec) -> Result<()> {
+        let secret = credential_secret(&self.installation, &c.namespace, job);
+        let api: Api<Secret> = Api::namespaced(c.client.clone(), &c.namespace);
+        let post = PostParams::default();
+        match self
+            .call("creating a credential Secret", || {
+                api.create(&post, &secret)
+            })
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(e) if api_code(&e) == Some(409) => Ok(()),
+            Err(e) => {
+                let name = credential_secret_name(&job.workload_name());
+                Err(match api_code(&e) {
+                    Some(400 | 403 | 404 | 422) => Error::Rejected {
+                        backend: BACKEND,
+                        message: format!(
+                            "the API server refused Secret {name} (the dispatcher needs create, patch and delete on secrets): {e}"
+                        ),
+                    },
+                    _ => unavailable(format!("creating Secret {name}"), e),
+                })
+            }
+        }
+    }
+
+    /// Makes the Job the owner of its credential Secret, so Kubernetes removes the Secret
+    /// with the Job. A failure leaves a spent credential behind (labelled with the job),
+    /// which is untidy but harmless: it is logged, not fatal.
+    async fn hand_secret_to_job(&self, c: &Connected, name: &str, uid: &str) {
+        let api: Api<Secret> = Api::namespaced(c.client.clone(), &c.namespace);
+        let secret = credential_secret_name(name);
+        let patch = Patch::Merge(owned_by(name, uid));
+        let params = PatchParams::default();
+        let outcome = self
+            .call("handing a credential Secret to its Job", || {
+                api.patch(&secret, &params, &patch)
+            })
+            .await;
+        if let Err(e) = outcome.and_then(|r| r.map_err(|e| unavailable("patching", e))) {
+            tracing::warn!(%secret, error = %contract::ErrorChain(&e), "the credential Secret stays without an owner");
+        }
+    }
+
     async fn get_job(&self, c: &Connected, name: &str) -> Result<Option<Job>> {
         if let Some(job) = c.jobs.get(&ObjectRef::new(name).within(&c.namespace)) {
             return Ok(Some((*job).clone()));
@@ -199,6 +250,7 @@ impl JobSpawner for KubernetesSpawner {
         let c = self.connected().await?;
         let manifest = job_manifest(&self.settings, &self.installation, &c.namespace, job)?;
         let name = job.workload_name();
+        self.create_credential_secret(&c, job).await?;
         let api: Api<Job> = Api::namespaced(c.client.clone(), &c.namespace);
         let post = PostParams::default();
         let created = self
@@ -224,6 +276,9 @@ impl JobSpawner for KubernetesSpawner {
                 });
             }
         };
+        if let Some(uid) = &uid {
+            self.hand_secret_to_job(&c, &name, uid).await;
+        }
         Ok(JobHandle {
             backend: BACKEND.into(),
             name,

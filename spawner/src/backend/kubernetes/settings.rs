@@ -85,6 +85,7 @@ impl KubernetesSettings {
             memory_bytes: self.memory.map(|m| m.0),
             cpu_millis: self.cpus.map(|c| c.0),
             pids: None,
+            disk_bytes: None,
         }
     }
 

@@ -56,6 +56,14 @@ fn backend(client: Client) -> KubernetesSpawner {
     KubernetesSpawner::with_client(settings(), &installation(), client, "agents")
 }
 
+/// 2 GiB of disk; the memory limit is the settings'.
+fn spawner_resources() -> crate::Resources {
+    crate::Resources {
+        disk_bytes: Some(2 << 30),
+        ..crate::Resources::default()
+    }
+}
+
 fn spec() -> JobSpec {
     JobSpec {
         job_id: "abc123".into(),
@@ -70,10 +78,11 @@ fn spec() -> JobSpec {
             command: vec!["sh".into(), "-c".into(), "true".into()],
             secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "github_token".into())]),
             timeout_secs: 600,
+            resources: spawner_resources(),
             ..AgentProfile::default()
         },
         callback_url: "http://dispatcher/internal/jobs/abc123/events".into(),
-        token: "tok".into(),
+        credential: "one-time-credential-4242".into(),
         heartbeat_secs: 5,
         grace_secs: 10,
     }
@@ -114,7 +123,23 @@ fn mock(creates: Vec<u16>) -> (Client, Arc<AtomicUsize>, Bodies) {
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let path = request.uri().path().to_string();
-            let response = if request.method() == http::Method::POST {
+            let response = if path.contains("/secrets") {
+                // The attempt's credential Secret: created (POST), then handed to its Job
+                // (PATCH); both recorded with the Job bodies, marked by their path.
+                let method = request.method().to_string();
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::json!({"secret": method, "path": path, "body": body}));
+                let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "agentsmith-abc123-2-credential", "namespace": "agents"}});
+                let code = if method == "POST" { 201 } else { 200 };
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(secret.to_string().into_bytes()))
+                    .unwrap()
+            } else if request.method() == http::Method::POST {
                 assert_eq!(path, "/apis/batch/v1/namespaces/agents/jobs");
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let bytes = request.into_body().collect_bytes().await.unwrap();
@@ -171,7 +196,10 @@ async fn throttled_and_failing_creates_are_retried_and_the_request_has_its_shape
     assert_eq!(handle.name, "agentsmith-abc123-2");
     assert_eq!(handle.id.as_deref(), Some("uid-new"));
     assert_eq!(posts.load(Ordering::SeqCst), 4);
-    let body = bodies.lock().unwrap()[0].clone();
+    let bodies = bodies.lock().unwrap().clone();
+    let (secrets, jobs): (Vec<_>, Vec<_>) =
+        bodies.into_iter().partition(|b| b.get("secret").is_some());
+    let body = jobs[0].clone();
     assert_eq!(body["spec"]["backoffLimit"], 0);
     assert_eq!(body["spec"]["ttlSecondsAfterFinished"], 300);
     assert_eq!(body["spec"]["template"]["spec"]["restartPolicy"], "Never");
@@ -194,6 +222,45 @@ async fn throttled_and_failing_creates_are_retried_and_the_request_has_its_shape
     assert_eq!(secret["valueFrom"]["secretKeyRef"]["name"], "agent-secrets");
     assert_eq!(secret["valueFrom"]["secretKeyRef"]["key"], "github_token");
     assert!(secret.get("value").is_none());
+
+    // The one-time credential: in a Secret of the attempt's own, created before the Job
+    // and then owned by it; the Job refers to it and never holds it.
+    let credential = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == contract::env::JOB_CREDENTIAL)
+        .unwrap();
+    assert!(credential.get("value").is_none(), "{credential}");
+    let reference = &credential["valueFrom"]["secretKeyRef"];
+    assert_eq!(reference["name"], "agentsmith-abc123-2-credential");
+    assert!(
+        !body.to_string().contains("one-time-credential-4242"),
+        "the Job holds the credential"
+    );
+    assert_eq!(secrets[0]["secret"], "POST");
+    assert_eq!(
+        secrets[0]["body"]["stringData"][reference["key"].as_str().unwrap()],
+        "one-time-credential-4242"
+    );
+    assert_eq!(
+        secrets[0]["body"]["metadata"]["labels"]["agentsmith.io/job-id"],
+        "abc123"
+    );
+    let last = secrets.last().unwrap();
+    assert_eq!(last["secret"], "PATCH");
+    let owner = &last["body"]["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Job");
+    assert_eq!(owner["name"], "agentsmith-abc123-2");
+    assert_eq!(owner["uid"], "uid-new");
+    // Disk: the pod's ephemeral storage and each emptyDir are bounded.
+    assert_eq!(container["resources"]["limits"]["ephemeral-storage"], "2Gi");
+    for volume in body["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(volume["emptyDir"]["sizeLimit"], "2Gi", "{volume}");
+    }
 }
 
 #[tokio::test]

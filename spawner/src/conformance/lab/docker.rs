@@ -10,7 +10,9 @@ use secrecy::SecretString;
 
 use super::{agent_image, installation_name, run_id, sh_profile, Capabilities, Lab};
 use super::{LAB_LABEL, RUN_LABEL};
-use crate::backend::docker::{DockerSettings, DockerSpawner, DockerTlsSettings, RegistrySettings};
+use crate::backend::docker::{
+    DockerSettings, DockerSpawner, DockerTlsSettings, RegistrySettings, WorkMedium,
+};
 use crate::secrets::SecretSource;
 use crate::PullPolicy;
 use crate::{AgentProfile, Installation, JobSpawner};
@@ -86,6 +88,7 @@ impl DockerLab {
             ttl_after_finished_secs: time_to_live.as_secs(),
             user: "10001:10001".into(),
             work_dir: "/work".into(),
+            work_medium: WorkMedium::Tmpfs,
             extra_hosts: Vec::new(),
             labels: BTreeMap::from([
                 (RUN_LABEL.to_string(), run_id()),

@@ -49,6 +49,7 @@ impl ProcessLab {
             runner_path: self.runner.clone(),
             work_root: self.work_root.path().to_path_buf(),
             keep_finished_secs: time_to_live.as_secs(),
+            agent_user: None,
         }
     }
 }
