@@ -3,12 +3,21 @@
 (k8s/) and the Dockerfiles. Nothing here talks to a cluster. In order:
 
  - values.yaml documents every value and the README's values table matches it;
- - `helm lint --strict` with the test and example values; the values schema refuses bad values
-   and the templates fail with a clear message on contradictory ones;
- - a dozen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
-   (labels, RBAC rules, security contexts, probes, Secrets, optional objects, NOTES), and its
-   agentsmith.yml passing `agentsmith config check` with the Deployment's environment;
- - checksum annotations, webhook source secrets, the PodDisruptionBudget's API version, proxies;
+ - `helm lint --strict` with the test and example values; the values schema accepts the values
+   it should and refuses bad ones, and the templates fail with a clear message on contradictory
+   ones;
+ - sixteen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
+   (labels, RBAC rules (secrets written, never read), security contexts, probes, Secrets: the
+   generated API token and Redis password, Redis's --requirepass and authenticated probes, the
+   dispatcher's Redis URL, optional objects, NOTES), and its agentsmith.yml passing
+   `agentsmith config check` with the Deployment's environment;
+ - every NetworkPolicy evaluated as a network plugin would (chartkit.allowed): which addresses,
+   ports and pods agent pods and Redis can and cannot reach, range by range, for the defaults,
+   agents in their own namespace, clusterCidrs and extra rules, other public ports, and
+   networkPolicy.enabled false (the test cluster enforces no NetworkPolicy: this is where they
+   are checked);
+ - checksum annotations (stable with generated secrets), webhook source secrets, the
+   PodDisruptionBudget's API version, proxies, the agents' disk;
  - both Kustomize overlays (kubectl kustomize), checked the same way;
  - every object valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict);
  - hadolint on the Dockerfiles.
@@ -28,6 +37,7 @@ from values.yaml (its `# --` comments), which the checks compare.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -40,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from chartkit import CHART, ROOT, Checks, chart_yaml, copy_k8s, merge
+from chartkit import CHART, ROOT, Checks, Endpoint, allowed, chart_yaml, copy_k8s, merge, policy_types, selects
 from chartvalues import TABLE_END, TABLE_START, readme_with_table, values_docs
 
 README = CHART / "README.md"
@@ -50,12 +60,18 @@ FULLNAME = "demo-agentsmith"
 TOKEN = "chart-check-token-0123456789"
 RUNNER_SECRET = "chart-check-runner-secret-0123456789"
 
-# What the dispatcher needs, and no more (README.md, "Run jobs in Kubernetes").
+# What the dispatcher needs, and no more (README.md, "Run jobs in Kubernetes"): Secrets are
+# written (each attempt's one-time credential), never read.
 EXPECTED_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]},
 ]
+READ_VERBS = {"get", "list", "watch", "*"}
+# A generated API token and Redis password: random letters and digits.
+GENERATED_TOKEN = re.compile(r"[A-Za-z0-9]{40}")
+GENERATED_PASSWORD = re.compile(r"[A-Za-z0-9]{32}")
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -122,6 +138,15 @@ def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 WITH_TOKEN = {"secrets": {"apiTokens": [TOKEN]}}
+# Ranges of a cluster whose API server and Services sit on public addresses (as GKE's and
+# EKS's public endpoints do), plus a range of one's own and the extras a team may open.
+CLUSTER_CIDRS = ["35.1.2.3/32", "34.118.224.0/20", "2600:1900:4000::/44", "fd99::/64"]
+OPENED = merge(WITH_TOKEN, {
+    "networkPolicy": {"clusterCidrs": CLUSTER_CIDRS, "blockedCidrs": ["203.0.113.0/24"]},
+    "agents": {"egress": {
+        "publicPorts": [{"port": 443, "protocol": "TCP"}, {"port": 80, "protocol": "TCP"}, {"port": 22, "protocol": "TCP"}],
+        "extra": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}]}},
+})
 USER_CONFIG = """\
 server:
   shutdown_grace_secs: 40
@@ -158,8 +183,9 @@ sources:
 
 # name -> (values, Secrets that exist outside the chart: {name: {key: value}})
 SCENARIOS: dict[str, tuple[dict, dict]] = {
-    "default": (WITH_TOKEN, {}),
-    "values.local.yaml.example": (merge(chart_yaml("values.local.yaml.example"), WITH_TOKEN), {}),
+    "default": ({}, {}),
+    "an API token given": (WITH_TOKEN, {}),
+    "values.local.yaml.example": (chart_yaml("values.local.yaml.example"), {}),
     "values.prod.yaml.example": (
         chart_yaml("values.prod.yaml.example"),
         {"agentsmith-secrets": {"api-tokens": f"{TOKEN},{TOKEN}-2", "runner-secret": RUNNER_SECRET}},
@@ -173,6 +199,16 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
                            "externalRedis": {"existingSecret": "redis-creds", "existingSecretKey": "url"}}),
         {"redis-creds": {"url": "redis://redis.example.com:6379/0"}},
     ),
+    "external Redis host, password Secret, TLS": (
+        merge(WITH_TOKEN, {"redis": {"enabled": False},
+                           "externalRedis": {"host": "redis.example.com", "port": 6380, "existingSecret": "redis-creds",
+                                             "tls": {"enabled": True}}}),
+        {"redis-creds": {"redis-password": "external0password0123456789"}},
+    ),
+    "Redis password from an existing Secret": (
+        merge(WITH_TOKEN, {"redis": {"auth": {"existingSecret": "redis-auth", "existingSecretKey": "password"}}}),
+        {"redis-auth": {"password": "mine0password0123456789"}},
+    ),
     "existing Secret": (
         {"secrets": {"existingSecret": "my-secrets"}},
         {"my-secrets": {"api-tokens": TOKEN}},
@@ -183,11 +219,9 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
                                        "tls": [{"secretName": "agentsmith-tls", "hosts": ["agentsmith.example.com"]}]}}),
         {},
     ),
-    "network policy": (merge(WITH_TOKEN, {"networkPolicy": {"enabled": True}}), {}),
-    "network policy, agents in another namespace": (
-        merge(WITH_TOKEN, {"networkPolicy": {"enabled": True}, "agents": {"namespace": "agents"}}),
-        {},
-    ),
+    "networkPolicy.enabled false": (merge(WITH_TOKEN, {"networkPolicy": {"enabled": False}}), {}),
+    "agents in another namespace": (merge(WITH_TOKEN, {"agents": {"namespace": "agents"}}), {}),
+    "clusterCidrs, blockedCidrs, SSH and an extra rule": (OPENED, {}),
     "PodDisruptionBudget (2 replicas)": (merge(WITH_TOKEN, {"replicas": 2}), {}),
     "ServiceMonitor": (merge(WITH_TOKEN, {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), {}),
     "config.content, agent Secret, CA bundle, pull secrets": (
@@ -227,14 +261,14 @@ def check_readme() -> None:
 
 def check_lint(helm) -> None:
     checks.start("helm lint (strict)")
-    for label, values in [("test values", WITH_TOKEN),
+    for label, values in [("default values", {}), ("test values", WITH_TOKEN), ("opened egress", OPENED),
                           ("values.local.yaml.example", SCENARIOS["values.local.yaml.example"][0]),
                           ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0])]:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
         checks.ok(f"lint with {label}: no warnings or errors", not problems, problems)
         infos = sorted({f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] < 2})
-        if infos and label == "test values":
+        if infos and label == "default values":
             print(f"     lint info (not warnings): {'; '.join(infos)}")
 
 
@@ -256,6 +290,25 @@ def check_schema(helm, chart) -> None:
         ("an unknown key under redis", {"redis": {"password": "x"}}, "password"),
         ("agents.ttlSecondsAfterFinished 0", {"agents": {"ttlSecondsAfterFinished": 0}}, "/agents/ttlSecondsAfterFinished"),
         ("service.type Headless", {"service": {"type": "Headless"}}, "/service/type"),
+        ("networkPolicy.enabled \"yes\"", {"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+        ("a cluster CIDR without a prefix length", {"networkPolicy": {"clusterCidrs": ["10.96.0.1"]}}, "/networkPolicy/clusterCidrs/0"),
+        ("a cluster CIDR of the whole IPv4 space (no exception can be that)", {"networkPolicy": {"clusterCidrs": ["0.0.0.0/0"]}},
+         "/networkPolicy/clusterCidrs/0"),
+        ("a cluster CIDR that is no address", {"networkPolicy": {"clusterCidrs": ["300.1.2.3/8"]}}, "/networkPolicy/clusterCidrs/0"),
+        ("a blocked CIDR of the whole IPv6 space", {"networkPolicy": {"blockedCidrs": ["::/0"]}}, "/networkPolicy/blockedCidrs/0"),
+        ("an unknown key under networkPolicy", {"networkPolicy": {"allowMetadata": True}}, "allowMetadata"),
+        ("a public port above 65535", {"agents": {"egress": {"publicPorts": [{"port": 70000}]}}}, "/agents/egress/publicPorts/0/port"),
+        ("a public port of protocol HTTP", {"agents": {"egress": {"publicPorts": [{"port": 443, "protocol": "HTTP"}]}}},
+         "/agents/egress/publicPorts/0/protocol"),
+        ("an extra egress rule shaped as an ingress rule (from)", {"agents": {"egress": {"extra": [{"from": [{"podSelector": {}}]}]}}},
+         "from"),
+        ("an unknown key under agents.egress", {"agents": {"egress": {"allowAll": True}}}, "allowAll"),
+        ("an unknown key under redis.auth (a password as a value)", {"redis": {"auth": {"password": "x"}}}, "password"),
+        ("an empty redis.auth.existingSecretKey", {"redis": {"auth": {"existingSecretKey": ""}}}, "/redis/auth/existingSecretKey"),
+        ("externalRedis.port \"6379\"", {"externalRedis": {"port": "6379"}}, "/externalRedis/port"),
+        ("externalRedis.host with a scheme", {"externalRedis": {"host": "redis://r.example.com"}}, "/externalRedis/host"),
+        ("externalRedis.tls.enabled \"true\"", {"externalRedis": {"tls": {"enabled": "true"}}}, "/externalRedis/tls/enabled"),
+        ("agents.disk as a list", {"agents": {"disk": ["10Gi"]}}, "/agents/disk"),
     ]
     for label, bad, where in refused:
         values = merge(WITH_TOKEN, bad)
@@ -264,13 +317,35 @@ def check_schema(helm, chart) -> None:
             checks.ok(f"refuses {label}", False, "it rendered")
         except helm.HelmValuesError as e:
             checks.ok(f"refuses {label}, naming {where}", where in str(e), str(e))
+    accepted = [
+        ("no value at all (the API token and the Redis password are generated)", {}),
+        ("cluster and blocked CIDRs, IPv4 and IPv6", {"networkPolicy": {"clusterCidrs": CLUSTER_CIDRS, "blockedCidrs": ["203.0.113.0/24"]}}),
+        ("public ports with a port range and every UDP port",
+         {"agents": {"egress": {"publicPorts": [{"port": 8000, "endPort": 8100, "protocol": "TCP"}, {"protocol": "UDP"}]}}}),
+        ("no public port at all", {"agents": {"egress": {"publicPorts": []}}}),
+        ("an extra egress rule", OPENED),
+        ("a Redis password Secret of one's own", {"redis": {"auth": {"existingSecret": "redis-auth", "existingSecretKey": "pw"}}}),
+        ("an external Redis by host, port, password Secret and TLS",
+         {"redis": {"enabled": False}, "externalRedis": {"host": "redis.example.com", "port": 6380, "existingSecret": "r",
+                                                         "existingSecretPasswordKey": "pw", "tls": {"enabled": True}}}),
+        ("agents.disk 20Gi", {"agents": {"disk": "20Gi"}}),
+        ("agents in their own namespace", {"agents": {"namespace": "agentsmith-agents"}}),
+    ]
+    for label, good in accepted:
+        try:
+            chart.render(good, name=RELEASE, namespace=NAMESPACE)
+            checks.ok(f"accepts {label}", True)
+        except helm.HelmError as e:
+            checks.ok(f"accepts {label}", False, e)
 
 
 def check_template_failures(helm, chart) -> None:
     checks.start("template failures with a clear message")
     cases = [
-        ("no API token", {}, "an API token is required"),
         ("redis.enabled false and no external Redis", merge(WITH_TOKEN, {"redis": {"enabled": False}}), "set externalRedis.url"),
+        ("externalRedis.url and externalRedis.host together",
+         merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379", "host": "r"}}),
+         "externalRedis.url and externalRedis.host are both set"),
         ("externalRedis.url with secrets.existingSecret",
          {"secrets": {"existingSecret": "s"}, "redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379"}},
          "put the URL in a Secret"),
@@ -312,22 +387,48 @@ def config_of(objects: list[dict], name: str = FULLNAME) -> dict:
 
 
 def deployment_env(deployment: dict, container_name: str, secrets: dict[str, dict[str, str]]) -> tuple[dict[str, str], list[str]]:
-    """The AGENTSMITH__ variables the container gets, resolved as the kubelet would."""
-    env, missing = {}, []
+    """The AGENTSMITH__ variables the container gets, resolved as the kubelet would: envFrom's
+    Secrets first (their keys with the prefix), then env in order, values from Secrets, and
+    $(NAME) in a value replaced by a variable defined before it (the Redis URL's password)."""
+    resolved, missing = {}, []
+    for source in container(deployment, container_name).get("envFrom", []):
+        ref = source.get("secretRef")
+        if ref is None:
+            continue
+        if ref["name"] not in secrets:
+            if not ref.get("optional"):
+                missing.append(f"envFrom <- {ref['name']}")
+            continue
+        resolved.update({source.get("prefix", "") + key: value for key, value in secrets[ref["name"]].items()})
     for var in container(deployment, container_name).get("env", []):
-        if not var["name"].startswith("AGENTSMITH__"):
-            continue
         if "value" in var:
-            env[var["name"]] = var["value"]
+            resolved[var["name"]] = expand(var["value"], resolved)
             continue
-        ref = var["valueFrom"]["secretKeyRef"]
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None:
+            continue  # fieldRef, configMapKeyRef: nothing the checks need
         value = secrets.get(ref["name"], {}).get(ref["key"])
         if value is None:
             if not ref.get("optional"):
                 missing.append(f"{var['name']} <- {ref['name']}/{ref['key']}")
             continue
-        env[var["name"]] = value
-    return env, missing
+        resolved[var["name"]] = value
+    return {k: v for k, v in resolved.items() if k.startswith("AGENTSMITH__")}, missing
+
+
+def expand(value: str, earlier: dict[str, str]) -> str:
+    """Kubernetes' $(NAME) expansion in an env value or argument: $$ escapes, unknown names stay."""
+    return re.sub(r"\$\$|\$\(([^)]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else earlier.get(m.group(1), m.group(0)), value)
+
+
+def without_generated(obj: dict) -> dict:
+    """The object with the values the chart generates (a token, a password) blanked."""
+    if obj["kind"] != "Secret":
+        return obj
+    data = {key: "<generated>" if GENERATED_TOKEN.fullmatch(plain) or GENERATED_PASSWORD.fullmatch(plain) else value
+            for key, value in (obj.get("data") or {}).items() for plain in [base64.b64decode(value).decode()]}
+    return {**obj, "data": data}
 
 
 def secrets_in(objects: list[dict]) -> dict[str, dict[str, str]]:
@@ -347,7 +448,7 @@ def config_check(binary: str, config: dict, env: dict[str, str], tmp: Path, labe
 
 def check_renders(helm, chart, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
     """Renders every scenario for 1.20 and 1.37, checks each, and returns the objects to validate."""
-    checks.start("renders (12 value sets x Kubernetes 1.20 and 1.37)")
+    checks.start(f"renders ({len(SCENARIOS)} value sets x Kubernetes 1.20 and 1.37)")
     to_validate: dict[str, list[tuple[dict, set[str]]]] = {}
     for label, (values, external) in SCENARIOS.items():
         per_version = {}
@@ -360,8 +461,9 @@ def check_renders(helm, chart, binary: str, tmp: Path) -> dict[str, list[tuple[d
             continue
         objects = objects_of(per_version["1.37"])
         objects_120 = objects_of(per_version["1.20"])
-        # Everything but the PodDisruptionBudget is the same for both versions.
-        strip = lambda objs: [o for o in objs if o["kind"] != "PodDisruptionBudget"]
+        # Everything but the PodDisruptionBudget (and the generated secrets, random in each
+        # render) is the same for both versions.
+        strip = lambda objs: [without_generated(o) for o in objs if o["kind"] != "PodDisruptionBudget"]  # noqa: E731
         checks.ok(f"{label}: 1.20 and 1.37 renders differ only in the PodDisruptionBudget", strip(objects) == strip(objects_120))
         for pdb in find(objects_120, "PodDisruptionBudget"):
             checks.equal(f"{label}: PodDisruptionBudget on 1.20", pdb["apiVersion"], "policy/v1beta1")
@@ -405,6 +507,7 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
 
     role = one(objects, "Role")
     equal(f"{label}: the Role's rules", role["rules"], EXPECTED_RULES)
+    check_secret_rights(f"{label}: ", objects)
     equal(f"{label}: the Role is in the agents' namespace", role["metadata"]["namespace"], agents_ns)
     binding = one(objects, "RoleBinding")
     equal(f"{label}: the RoleBinding binds the dispatcher's ServiceAccount to the Role",
@@ -464,17 +567,21 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     ok(f"{label}: every Secret key the Deployment needs is there", not missing, missing)
     config_check(binary, config, env, tmp, label)
 
-    # Redis, bundled or not.
+    # Redis, bundled or not, and the password the dispatcher's URL carries.
     redis_name = f"{FULLNAME}-redis"
+    url_var = next(e for e in main["env"] if e["name"] == "AGENTSMITH__REDIS__URL")
+    url = env.get("AGENTSMITH__REDIS__URL")
+    password = None
     if v["redis"]["enabled"]:
         redis = one(objects, "Deployment", redis_name)
         rspec = pod_spec(redis)
+        rc = container(redis, "redis")
         equal(f"{label}: Redis pod security context", rspec["securityContext"],
               {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999, "fsGroup": 999,
                "seccompProfile": {"type": "RuntimeDefault"}})
-        equal(f"{label}: Redis container security context", container(redis, "redis")["securityContext"], RESTRICTED_CONTAINER)
+        equal(f"{label}: Redis container security context", rc["securityContext"], RESTRICTED_CONTAINER)
         equal(f"{label}: Redis strategy", redis["spec"]["strategy"], {"type": "Recreate"})
-        args = container(redis, "redis")["args"]
+        args = rc["args"]
         opts = dict(zip(args[::2], args[1::2]))
         equal(f"{label}: Redis maxmemory-policy", opts.get("--maxmemory-policy"), "noeviction")
         persistent = v["redis"]["persistence"]["enabled"]
@@ -489,19 +596,79 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
             ok(f"{label}: Redis data on the existing claim", volume.get("persistentVolumeClaim") and not claims)
         else:
             ok(f"{label}: Redis data in an emptyDir, no claim", "emptyDir" in volume and not claims)
-        equal(f"{label}: dispatcher's Redis URL", env.get("AGENTSMITH__REDIS__URL"), f"redis://{redis_name}:6379")
+        # The password: where it comes from, that Redis requires it, that the probes send it.
+        auth = v["redis"]["auth"]
+        source = ({"name": auth["existingSecret"], "key": auth["existingSecretKey"]} if auth["existingSecret"]
+                  else {"name": redis_name, "key": "redis-password"})
+        redis_env = {e["name"]: e for e in rc.get("env", [])}
+        equal(f"{label}: Redis reads its password from Secret {source['name']} (REDISCLI_AUTH, not optional)",
+              (redis_env.get("REDISCLI_AUTH", {}).get("valueFrom") or {}).get("secretKeyRef"), source)
+        equal(f"{label}: Redis requires it: --requirepass $(REDISCLI_AUTH), expanded by Kubernetes", opts.get("--requirepass"),
+              "$(REDISCLI_AUTH)")
+        equal(f"{label}: Redis protected mode on", opts.get("--protected-mode"), "yes")
+        for probe_name in ("livenessProbe", "readinessProbe"):
+            command = ((rc.get(probe_name) or {}).get("exec") or {}).get("command") or []
+            ok(f"{label}: Redis {probe_name} PINGs with redis-cli, authenticated by REDISCLI_AUTH (no password in its command)",
+               "redis-cli" in " ".join(command) and " ping" in " ".join(command)
+               and not re.search(r"\s(-a|--pass|--user|-u)\s", " ".join(command)) and "REDISCLI_AUTH" in redis_env,
+               rc.get(probe_name))
+        password = secrets.get(source["name"], {}).get(source["key"])
+        if not auth["existingSecret"]:
+            password_secret = one(objects, "Secret", redis_name)
+            equal(f"{label}: Secret {redis_name} holds redis-password, nothing else", sorted(password_secret.get("data") or {}),
+                  ["redis-password"])
+            ok(f"{label}: the generated Redis password is 32 random letters and digits",
+               password and GENERATED_PASSWORD.fullmatch(password), password)
+        else:
+            ok(f"{label}: no chart-made Redis password Secret with redis.auth.existingSecret", not find(objects, "Secret", redis_name))
+        equal(f"{label}: the dispatcher's Redis URL, in its manifest: the password by reference",
+              url_var.get("value"), f"redis://:$(REDIS_SECRET_{source['key']})@{redis_name}:6379")
+        equal(f"{label}: ... to the same Secret, by envFrom (defined before any env entry, whatever an upgrade does to their order)",
+              main.get("envFrom"), [{"prefix": "REDIS_SECRET_", "secretRef": {"name": source["name"]}}])
+        equal(f"{label}: the dispatcher's Redis URL, as the kubelet makes it", url, f"redis://:{password}@{redis_name}:6379")
     else:
-        ok(f"{label}: no bundled Redis", not find(objects, "Deployment", redis_name) and not find(objects, "Service", redis_name))
-        ok(f"{label}: the Redis URL comes from a Secret",
-           "valueFrom" in next(e for e in main["env"] if e["name"] == "AGENTSMITH__REDIS__URL"))
+        ok(f"{label}: no bundled Redis", not find(objects, "Deployment", redis_name) and not find(objects, "Service", redis_name)
+           and not find(objects, "Secret", redis_name))
+        external = v["externalRedis"]
+        if external["host"]:
+            scheme = "rediss" if external["tls"]["enabled"] else "redis"
+            if external["existingSecret"]:
+                password = secrets.get(external["existingSecret"], {}).get(external["existingSecretPasswordKey"])
+                equal(f"{label}: the external Redis URL, built from host, port, TLS and the password Secret", url,
+                      f"{scheme}://:{password}@{external['host']}:{external['port']}")
+                ok(f"{label}: the password by reference in the manifest, its Secret by envFrom",
+                   f"$(REDIS_SECRET_{external['existingSecretPasswordKey']})" in url_var.get("value", "")
+                   and main.get("envFrom") == [{"prefix": "REDIS_SECRET_", "secretRef": {"name": external["existingSecret"]}}])
+            else:
+                equal(f"{label}: the external Redis URL, built from host, port and TLS", url,
+                      f"{scheme}://{external['host']}:{external['port']}")
+        else:
+            ok(f"{label}: the Redis URL comes from a Secret", "valueFrom" in url_var)
+    if password:
+        leaks = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["kind"] != "Secret" and password in json.dumps(o)]
+        ok(f"{label}: the Redis password is in no object but a Secret", not leaks, leaks)
 
     # The chart's own Secret: created unless existingSecret; what it holds.
     chart_secret = find(objects, "Secret", FULLNAME)
+    notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
     if v["secrets"]["existingSecret"]:
         ok(f"{label}: no chart Secret with secrets.existingSecret", not chart_secret)
     else:
         data = secrets_in(objects)[FULLNAME]
-        equal(f"{label}: api-tokens in the Secret", data.get("api-tokens"), ",".join(v["secrets"]["apiTokens"]))
+        expected_keys = {"api-tokens"}
+        expected_keys |= {"runner-secret"} if v["secrets"]["runnerSecret"] else set()
+        expected_keys |= {"redis-url"} if not v["redis"]["enabled"] and v["externalRedis"]["url"] and not v["externalRedis"]["existingSecret"] else set()
+        expected_keys |= {key for key, value in source_values(v).items() if value}
+        equal(f"{label}: the keys of the chart's Secret", sorted(data), sorted(expected_keys))
+        if v["secrets"]["apiTokens"]:
+            equal(f"{label}: api-tokens in the Secret", data.get("api-tokens"), ",".join(v["secrets"]["apiTokens"]))
+        else:
+            token = data.get("api-tokens", "")
+            ok(f"{label}: no token given: one is generated, 40 random letters and digits", GENERATED_TOKEN.fullmatch(token), token)
+            leaks = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["kind"] != "Secret" and token in json.dumps(o)]
+            ok(f"{label}: the generated token is in no object but its Secret", not leaks, leaks)
+        ok(f"{label}: NOTES.txt gives the one command that reads the token",
+           f"kubectl --namespace {NAMESPACE} get secret {FULLNAME} -o jsonpath='{{.data.api-tokens}}' | base64 -d" in notes, notes)
         if v["secrets"]["slack"]["signingSecret"]:
             ok(f"{label}: webhook secrets kept in the Secret", set(SOURCE_SECRETS.values()) <= set(data), sorted(data))
             enabled = {name: s.get("enabled") for name, s in (config.get("sources") or {}).items()}
@@ -520,31 +687,7 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
         equal(f"{label}: Ingress routes /webhooks and /v1 to the dispatcher", sorted(paths),
               sorted(("/" + p.strip("/"), "Prefix", FULLNAME) for p in v["ingress"]["paths"]) * len(v["ingress"]["hosts"] or [""]))
         equal(f"{label}: Ingress TLS", ingress["spec"].get("tls"), v["ingress"]["tls"] or None)
-    policies = find(objects, "NetworkPolicy")
-    if v["networkPolicy"]["enabled"]:
-        agents_policy = one(objects, "NetworkPolicy", f"{FULLNAME}-agents")
-        pspec = agents_policy["spec"]
-        equal(f"{label}: agents' NetworkPolicy selects the installation's agent pods", pspec["podSelector"],
-              {"matchLabels": {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": server["installation"]}})
-        equal(f"{label}: agents' NetworkPolicy namespace", agents_policy["metadata"]["namespace"], agents_ns)
-        egress = pspec["egress"]
-        blocks = [to["ipBlock"] for rule in egress for to in rule.get("to", []) if "ipBlock" in to]
-        equal(f"{label}: agents may reach 0.0.0.0/0 except the metadata address", blocks,
-              [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}])
-        ok(f"{label}: agents may reach DNS", any({"protocol": "UDP", "port": 53} in rule.get("ports", []) for rule in egress))
-        to_dispatcher = [rule for rule in egress if any("podSelector" in to for to in rule.get("to", []))]
-        ok(f"{label}: agents may reach the dispatcher on 8080",
-           len(to_dispatcher) == 1 and to_dispatcher[0]["ports"] == [{"protocol": "TCP", "port": 8080}]
-           and to_dispatcher[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "dispatcher")
-        ok(f"{label}: agents take no inbound traffic", "Ingress" in pspec["policyTypes"] and not pspec.get("ingress"))
-        if v["redis"]["enabled"]:
-            redis_policy = one(objects, "NetworkPolicy", redis_name)["spec"]
-            equal(f"{label}: only the dispatcher reaches Redis", redis_policy["ingress"],
-                  [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "agentsmith", "app.kubernetes.io/instance": RELEASE,
-                                                              "app.kubernetes.io/component": "dispatcher"}}}],
-                    "ports": [{"protocol": "TCP", "port": 6379}]}])
-    else:
-        ok(f"{label}: no NetworkPolicy unless enabled", not policies)
+    check_chart_policies(label, v, objects, notes, server["installation"], agents_ns)
     if v["agents"]["secret"]["data"]:
         agent_secret = one(objects, "Secret", f"{FULLNAME}-agent")
         equal(f"{label}: agents' Secret named in spawner.kubernetes.secret_name", k8s.get("secret_name"), agent_secret["metadata"]["name"])
@@ -554,9 +697,181 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     if v["imagePullSecrets"]:
         equal(f"{label}: pull secrets on the pods and for agents", (spec.get("imagePullSecrets"), k8s.get("image_pull_secrets")),
               ([{"name": n} for n in v["imagePullSecrets"]], v["imagePullSecrets"]))
-    notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
     ok(f"{label}: NOTES.txt names /v1, /webhooks, helm test and /ready",
        all(s in notes for s in ("/v1", "/webhooks", "helm test", "port-forward", "/ready")))
+
+
+def source_values(v: dict) -> dict[str, str]:
+    """The webhook sources' secrets given as values, by their key in the Secret."""
+    sources = v["secrets"]
+    return {"slack-signing-secret": sources["slack"]["signingSecret"], "slack-bot-token": sources["slack"]["botToken"],
+            "github-webhook-secret": sources["github"]["webhookSecret"], "github-token": sources["github"]["token"],
+            "gitlab-webhook-token": sources["gitlab"]["webhookToken"], "gitlab-token": sources["gitlab"]["token"],
+            "jira-webhook-secret": sources["jira"]["webhookSecret"], "jira-api-token": sources["jira"]["apiToken"]}
+
+
+def check_secret_rights(prefix: str, objects: list[dict]) -> None:
+    """The dispatcher writes Secrets (each attempt's one-time credential) and cannot read one."""
+    rules = [rule for role in find(objects, "Role") + find(objects, "ClusterRole") for rule in role.get("rules") or []]
+    on_secrets = [rule for rule in rules if set(rule.get("apiGroups") or []) & {"", "*"}
+                  and set(rule.get("resources") or []) & {"secrets", "*"}]
+    writes = sorted({verb for rule in on_secrets for verb in rule["verbs"]} - READ_VERBS)
+    checks.equal(f"{prefix}the dispatcher may create, patch and delete Secrets", writes, ["create", "delete", "patch"])
+    readers = [rule for rule in on_secrets if set(rule["verbs"]) & READ_VERBS]
+    checks.ok(f"{prefix}no rule lets it read Secrets (get, list, watch or *)", not readers, readers)
+
+
+# Addresses agent pods must never reach (none is public), with what each stands for.
+NON_PUBLIC = [
+    ("169.254.169.254", "cloud metadata: AWS, GCP, Azure, OpenStack"),
+    ("169.254.170.2", "ECS task metadata"),
+    ("169.254.170.23", "ECS task metadata v4"),
+    ("100.100.100.200", "Alibaba Cloud metadata"),
+    ("fd00:ec2::254", "AWS metadata over IPv6"),
+    ("169.254.20.10", "NodeLocal DNS"),
+    ("10.96.0.1", "the test cluster's API Service"),
+    ("172.17.0.1", "the test cluster's node, API server and DNS (Docker bridge)"),
+    ("10.0.0.1", "10/8"), ("10.255.255.254", "10/8"),
+    ("172.16.0.1", "172.16/12"), ("172.31.255.254", "172.16/12"),
+    ("192.168.0.1", "192.168/16"), ("192.168.255.254", "192.168/16"),
+    ("100.64.0.1", "100.64/10, shared address space"), ("100.127.255.254", "100.64/10"),
+    ("127.0.0.1", "loopback"), ("0.0.0.0", "this host"), ("0.1.2.3", "0/8"),
+    ("224.0.0.251", "multicast"), ("239.255.255.250", "multicast"), ("240.0.0.1", "reserved"), ("255.255.255.255", "broadcast"),
+    ("192.0.0.170", "IETF protocol assignments"), ("198.18.0.1", "benchmarking"),
+    ("::1", "IPv6 loopback"), ("::", "IPv6 unspecified"), ("fe80::1", "IPv6 link-local"), ("fc00::1", "IPv6 unique local"),
+    ("fd12:3456:789a::1", "IPv6 unique local"), ("ff02::1", "IPv6 multicast"),
+    ("::ffff:169.254.169.254", "the metadata address, IPv4-mapped"), ("::ffff:10.0.0.1", "10.0.0.1, IPv4-mapped"),
+    ("64:ff9b::a9fe:a9fe", "the metadata address through NAT64"), ("64:ff9b:1::a00:1", "10.0.0.1 through local NAT64"),
+    ("2002:a9fe:a9fe::1", "the metadata address through 6to4"), ("2002:a00:1::1", "10.0.0.1 through 6to4"),
+]
+PUBLIC = [("1.1.1.1", "a public resolver's address"), ("140.82.112.3", "github.com"), ("151.101.0.223", "pypi.org"),
+          ("2606:4700:4700::1111", "a public IPv6 address"), ("2a00:1450:4001:80b::200e", "a public IPv6 address")]
+# Ports each address is tried on: the defaults' 443 and 80, and what they must not open.
+PROBE_PORTS = [(443, "TCP"), (80, "TCP"), (22, "TCP"), (25, "TCP"), (5432, "TCP"), (6379, "TCP"), (53, "UDP"), (53, "TCP"),
+               (443, "UDP")]
+
+
+def port_listed(ports: list[dict], port: int, protocol: str) -> bool:
+    return any(p.get("protocol", "TCP") == protocol and ("port" not in p or p["port"] <= port <= p.get("endPort", p["port"]))
+               for p in ports)
+
+
+def check_policies(prefix: str, policies: list[dict], *, release_ns: str, agents_ns: str, installation: str,
+                   dispatcher_labels: dict, redis_labels: dict | None, dispatcher_port: int, public_ports: list[dict],
+                   excluded: list[str], extra: list[dict]) -> None:
+    """Every NetworkPolicy of a render or an overlay, evaluated for the connections that matter:
+    agent pods (no inbound; outbound DNS, the dispatcher, public addresses on public_ports, the
+    extra rules; never the ranges of NON_PUBLIC or `excluded`), Redis (the dispatcher only, no
+    outbound), the dispatcher (no policy of its own: Redis, the API server, the providers)."""
+    ok = checks.ok
+    agent = Endpoint("10.244.0.20", {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": installation,
+                                     "agentsmith.io/job-id": "j0b1d0000001", "agentsmith.io/attempt": "1"}, agents_ns)
+    dispatcher = Endpoint("10.244.0.10", dispatcher_labels, release_ns)
+    redis = Endpoint("10.244.0.11", redis_labels, release_ns) if redis_labels else None
+    dns = Endpoint("10.244.0.2", {"k8s-app": "kube-dns"}, "kube-system")
+    agent_policies = [p for p in policies if p["metadata"]["namespace"] == agents_ns
+                      and selects(p["spec"].get("podSelector"), agent.labels)]
+    ok(f"{prefix}a NetworkPolicy in {agents_ns} selects agent pods, for both directions",
+       agent_policies and {"Ingress", "Egress"} <= {t for p in agent_policies for t in policy_types(p)},
+       [p["metadata"]["name"] for p in agent_policies])
+    for other in [dispatcher] + ([redis] if redis else []):
+        chosen = [p["metadata"]["name"] for p in agent_policies if selects(p["spec"].get("podSelector"), other.labels)]
+        ok(f"{prefix}the agents' policy does not select the {other.labels['app.kubernetes.io/component']} pods", not chosen, chosen)
+
+    def reach(target: Endpoint, port: int, protocol: str = "TCP", source: Endpoint = agent) -> bool:
+        return allowed(policies, source, target, port, protocol)
+
+    def outside(ip: str) -> Endpoint:
+        return Endpoint(ip)
+
+    # Public addresses: exactly the listed ports (or an extra rule's).
+    for ip, what in PUBLIC:
+        expected = {f"{port}/{proto}": port_listed(public_ports, port, proto) or allowed([{"metadata": {"namespace": agents_ns},
+                    "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": extra}}], agent, outside(ip), port, proto)
+                    for port, proto in PROBE_PORTS}
+        actual = {f"{port}/{proto}": reach(outside(ip), port, proto) for port, proto in PROBE_PORTS}
+        checks.equal(f"{prefix}agents reach {ip} ({what}) on exactly the public ports", actual, expected)
+    # Never a non-public address, whatever the port.
+    for ip, what in NON_PUBLIC + [(address, "networkPolicy.clusterCidrs or blockedCidrs") for address in excluded]:
+        opened = [f"{port}/{proto}" for port, proto in PROBE_PORTS if reach(outside(ip), port, proto)]
+        ok(f"{prefix}agents cannot reach {ip} ({what}) on any port", not opened, f"open on {opened}")
+    # Pods.
+    ok(f"{prefix}agents reach the dispatcher pods on {dispatcher_port} (runner callbacks)", reach(dispatcher, dispatcher_port))
+    ok(f"{prefix}agents reach no other port of the dispatcher pods",
+       not any(reach(dispatcher, port) for port in (9090, 6379, 22, dispatcher_port + 1)))
+    ok(f"{prefix}agents reach DNS pods on 53 (UDP and TCP)", reach(dns, 53, "UDP") and reach(dns, 53, "TCP"))
+    ok(f"{prefix}agents reach DNS pods on nothing else", not reach(dns, 443) and not reach(dns, 8080))
+    if redis:
+        ok(f"{prefix}agents cannot reach the Redis pod", not any(reach(redis, port) for port in (6379, 443, 80)))
+    if agents_ns != release_ns:
+        impostor = Endpoint("10.244.0.30", dispatcher_labels, agents_ns)
+        ok(f"{prefix}agents cannot reach a pod with the dispatcher's labels in {agents_ns} (only the release namespace's)",
+           not reach(impostor, dispatcher_port))
+    other_agent = Endpoint("10.244.0.21", agent.labels, agents_ns)
+    ok(f"{prefix}agents cannot reach other agent pods (but for DNS's port)", not reach(other_agent, 8080) and not reach(other_agent, 443))
+    # Inbound: nothing.
+    for source, what in ((dispatcher, "the dispatcher"), (other_agent, "another agent pod"), (outside("1.1.1.1"), "a public address"),
+                         (outside("172.17.0.1"), "the node")):
+        opened = [port for port in (8080, 22, 443, 80) if allowed(policies, agent, source, port, direction="Ingress")]
+        ok(f"{prefix}agent pods take no connection from {what}", not opened, f"open on {opened}")
+    if redis:
+        inbound = lambda source, port: allowed(policies, redis, source, port, direction="Ingress")  # noqa: E731
+        ok(f"{prefix}Redis takes the dispatcher pods on 6379", inbound(dispatcher, 6379))
+        ok(f"{prefix}Redis takes nothing else from them", not inbound(dispatcher, 6380) and not inbound(dispatcher, 22))
+        for source, what in ((agent, "an agent pod"), (Endpoint("10.244.0.40", dispatcher_labels, "elsewhere"),
+                              "a pod with the dispatcher's labels in another namespace"),
+                             (Endpoint("10.244.0.41", {"app": "other"}, release_ns), "another pod of the namespace"),
+                             (outside("1.1.1.1"), "a public address")):
+            ok(f"{prefix}Redis refuses {what}", not inbound(source, 6379))
+        ok(f"{prefix}Redis connects nowhere", not any(allowed(policies, redis, target, port, proto) for target, port, proto in
+                                                      ((outside("1.1.1.1"), 443, "TCP"), (dispatcher, dispatcher_port, "TCP"),
+                                                       (dns, 53, "UDP"), (outside("169.254.169.254"), 80, "TCP"))))
+    # The dispatcher has no policy: it reaches Redis, the API server and the providers, and takes
+    # the Ingress controller's, the runners' and the probes' connections.
+    for target, port, what in (((redis or Endpoint("10.0.5.5")), 6379, "Redis"), (outside("10.96.0.1"), 443, "the API Service"),
+                               (outside("172.17.0.1"), 6443, "the API server"), (outside("140.82.112.3"), 443, "the providers (github.com)")):
+        ok(f"{prefix}the dispatcher reaches {what}", allowed(policies, dispatcher, target, port))
+    ok(f"{prefix}the dispatcher takes connections on {dispatcher_port} from anywhere (Ingress controller, runners)",
+       allowed(policies, dispatcher, outside("10.1.1.1"), dispatcher_port, direction="Ingress")
+       and allowed(policies, dispatcher, agent, dispatcher_port, direction="Ingress"))
+
+
+def excluded_addresses(v: dict) -> list[str]:
+    """An address at each end of every networkPolicy.clusterCidrs and blockedCidrs range."""
+    out = []
+    for cidr in v["networkPolicy"]["clusterCidrs"] + v["networkPolicy"]["blockedCidrs"]:
+        network = ipaddress.ip_network(cidr)
+        out += [str(network.network_address + 1 if network.num_addresses > 1 else network.network_address),
+                str(network.broadcast_address)]
+    return out
+
+
+def check_chart_policies(label: str, v: dict, objects: list[dict], notes: str, installation: str, agents_ns: str) -> None:
+    policies = find(objects, "NetworkPolicy")
+    if not v["networkPolicy"]["enabled"]:
+        checks.ok(f"{label}: no NetworkPolicy when networkPolicy.enabled is false", not policies)
+        checks.ok(f"{label}: NOTES.txt says the policies are off", "NetworkPolicies: OFF" in notes, notes)
+        return
+    names = sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies)
+    checks.equal(f"{label}: the NetworkPolicies", names, sorted(
+        [(agents_ns, f"{FULLNAME}-agents")] + ([(NAMESPACE, f"{FULLNAME}-redis")] if v["redis"]["enabled"] else [])))
+    checks.ok(f"{label}: NOTES.txt says what the policies allow", "NetworkPolicies (enforced only if" in notes, notes)
+    dispatcher = one(objects, "Deployment", FULLNAME)
+    redis = find(objects, "Deployment", f"{FULLNAME}-redis")
+    check_policies(f"{label}: ", policies, release_ns=NAMESPACE, agents_ns=agents_ns, installation=installation,
+                   dispatcher_labels=dispatcher["spec"]["template"]["metadata"]["labels"],
+                   redis_labels=redis[0]["spec"]["template"]["metadata"]["labels"] if redis else None,
+                   dispatcher_port=container(dispatcher, "dispatcher")["ports"][0]["containerPort"],
+                   public_ports=v["agents"]["egress"]["publicPorts"], excluded=excluded_addresses(v),
+                   extra=v["agents"]["egress"]["extra"])
+    if not v["networkPolicy"]["clusterCidrs"] and port_listed(v["agents"]["egress"]["publicPorts"], 443, "TCP"):
+        checks.ok(f"{label}: without clusterCidrs a public API server address (35.1.2.3) is open on 443: what clusterCidrs is for",
+                  allowed(policies, Endpoint("10.244.0.20", {"app.kubernetes.io/managed-by": "agentsmith",
+                                                              "agentsmith.io/installation": installation}, agents_ns),
+                          Endpoint("35.1.2.3"), 443))
+    for rule in v["agents"]["egress"]["extra"]:
+        checks.ok(f"{label}: the extra rule is in the agents' policy as given",
+                  rule in one(objects, "NetworkPolicy", f"{FULLNAME}-agents")["spec"]["egress"])
 
 
 SOURCE_SECRETS = {
@@ -600,6 +915,20 @@ def check_checksums(chart) -> None:
     base = annotations(WITH_TOKEN)
     again = annotations(WITH_TOKEN)
     checks.equal("the same values give the same checksums", again, base)
+    # A generated token or password differs in every offline render (no lookup there), but is
+    # kept in the cluster: the checksum must not follow it, or a no-op upgrade would roll the pods.
+    first, second = (objects_of(render(chart, {})) for _ in range(2))
+    tokens = [secrets_in(o)[FULLNAME]["api-tokens"] for o in (first, second)]
+    passwords = [secrets_in(o)[f"{FULLNAME}-redis"]["redis-password"] for o in (first, second)]
+    checks.ok("two renders with nothing given generate different tokens and passwords (random)",
+              tokens[0] != tokens[1] and passwords[0] != passwords[1])
+    checks.equal("... and the same checksum/secret (it hashes the values, not the generated secrets)",
+                 *(one(o, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+                   for o in (first, second)))
+    checks.equal("the Redis pod template is the same in both (a Redis roll is a restart: no persistence, no data)",
+                 *(one(o, "Deployment", f"{FULLNAME}-redis")["spec"]["template"] for o in (first, second)))
+    moved = annotations(merge(WITH_TOKEN, {"redis": {"auth": {"existingSecret": "redis-auth"}}}))
+    checks.ok("checksum/secret changes when the Redis password's Secret changes", moved["checksum/secret"] != base["checksum/secret"])
     changed = annotations(merge(WITH_TOKEN, {"config": {"content": "queue:\n  max_concurrent_jobs: 3\n"}}))
     checks.ok("checksum/config changes when config.content changes", changed["checksum/config"] != base["checksum/config"])
     checks.equal("checksum/secret stays when only config.content changes", changed["checksum/secret"], base["checksum/secret"])
@@ -635,6 +964,41 @@ def check_proxy(chart, binary: str, tmp: Path) -> None:
     config_check(binary, config, resolved, tmp, "with a proxy")
 
 
+def check_disk(chart, binary: str, tmp: Path) -> None:
+    # Kept out of the other value sets, as the proxy is: the chart writes a profile's disk only
+    # when agents.disk is given, so the other agentsmith.yml files also pass dispatchers that
+    # predate the key.
+    checks.start("the agents' disk (agents.disk)")
+    config = config_of(objects_of(render(chart, WITH_TOKEN)))
+    checks.ok("by default no profile gets a disk (the dispatcher's default, 10Gi, applies)",
+              all("disk" not in profile for profile in config["agents"].values()), config["agents"])
+    values = merge(WITH_TOKEN, {"agents": {"disk": "20Gi", "secret": {"existingSecret": "agent-credentials"}},
+                                "config": {"content": USER_CONFIG.replace(
+        "    timeout_secs: 3600\n", "    timeout_secs: 3600\n    disk: 50Gi\n")}})
+    objects = objects_of(render(chart, values))
+    config = config_of(objects)
+    disks = {name: profile.get("disk") for name, profile in config["agents"].items()}
+    checks.equal("agents.disk goes to the profiles without one; a profile's own disk wins", disks,
+                 {"claude": "50Gi", "custom": "20Gi"})
+    resolved, _ = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher", secrets_in(objects))
+    config_check(binary, config, resolved, tmp, "with agents.disk")
+
+
+def check_policy_variants(chart) -> None:
+    """The public ports closed, and opened to every TCP port: the same evaluation."""
+    checks.start("NetworkPolicy variants: no public port; every public TCP port")
+    for label, ports in (("no public port", []), ("every public TCP port", [{"protocol": "TCP"}])):
+        values = merge(WITH_TOKEN, {"agents": {"egress": {"publicPorts": ports}}})
+        objects = objects_of(render(chart, values))
+        v = merge(chart_yaml("values.yaml"), values)
+        check_chart_policies(label, v, objects, next(t for p, t in render(chart, values).items() if p.endswith("NOTES.txt")),
+                             FULLNAME, NAMESPACE)
+        if not ports:
+            checks.ok(f"{label}: the agents' policy has no public rule at all",
+                      not any("ipBlock" in peer for rule in one(objects, "NetworkPolicy", f"{FULLNAME}-agents")["spec"]["egress"]
+                              for peer in rule.get("to", [])))
+
+
 def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
     checks.start("Kustomize overlays (kubectl kustomize)")
     copy_dir = copy_k8s(tmp)
@@ -649,6 +1013,7 @@ def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tupl
         expected_ns = {"dev": "agentsmith-dev", "prod": "agentsmith"}[overlay]
         checks.ok(f"{overlay}: every object in namespace {expected_ns}", all(o["metadata"].get("namespace") == expected_ns for o in objects))
         checks.equal(f"{overlay}: the Role's rules", one(objects, "Role")["rules"], EXPECTED_RULES)
+        check_secret_rights(f"{overlay}: ", objects)
         checks.equal(f"{overlay}: the RoleBinding's subject", one(objects, "RoleBinding")["subjects"],
                      [{"kind": "ServiceAccount", "name": "agentsmith", "namespace": expected_ns}])
         checks.equal(f"{overlay}: the agents' ServiceAccount mounts no token",
@@ -658,13 +1023,29 @@ def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tupl
         checks.equal(f"{overlay}: dispatcher container security context", container(dispatcher, "dispatcher")["securityContext"], RESTRICTED_CONTAINER)
         redis = one(objects, "Deployment", "agentsmith-redis")
         checks.equal(f"{overlay}: Redis container security context", container(redis, "redis")["securityContext"], RESTRICTED_CONTAINER)
-        args = container(redis, "redis")["args"]
+        rc = container(redis, "redis")
+        args = rc["args"]
+        opts = dict(zip(args[::2], args[1::2]))
         checks.ok(f"{overlay}: Redis noeviction", "noeviction" in args)
+        secret_name = next(o["metadata"]["name"] for o in objects if o["kind"] == "Secret")
+        checks.equal(f"{overlay}: Redis requires the password of the generated Secret, protected mode on",
+                     (opts.get("--requirepass"), opts.get("--protected-mode"),
+                      next((e["valueFrom"]["secretKeyRef"] for e in rc.get("env", []) if e["name"] == "REDISCLI_AUTH"), None)),
+                     ("$(REDISCLI_AUTH)", "yes", {"name": secret_name, "key": "redis-password"}))
+        checks.ok(f"{overlay}: Redis's probes PING with redis-cli (authenticated by REDISCLI_AUTH)",
+                  all("redis-cli -p 6379 ping" in " ".join(rc[probe]["exec"]["command"]) for probe in ("livenessProbe", "readinessProbe")))
         configmap = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("agentsmith-config-"))
         mounted = next(vol for vol in pod_spec(dispatcher)["volumes"] if vol["name"] == "config")["configMap"]["name"]
         checks.equal(f"{overlay}: the Deployment mounts the generated ConfigMap", mounted, configmap["metadata"]["name"])
         env, missing = deployment_env(dispatcher, "dispatcher", secrets_in(objects))
         checks.ok(f"{overlay}: the generated Secret holds what the Deployment reads", not missing, missing)
+        password = secrets_in(objects)[secret_name].get("redis-password")
+        checks.equal(f"{overlay}: the dispatcher's Redis URL carries the password (from the Secret, by envFrom and $(REDIS_SECRET_redis-password))",
+                     env.get("AGENTSMITH__REDIS__URL"), f"redis://:{password}@agentsmith-redis:6379")
+        check_policies(f"{overlay}: ", find(objects, "NetworkPolicy"), release_ns=expected_ns, agents_ns=expected_ns,
+                       installation="agentsmith", dispatcher_labels=dispatcher["spec"]["template"]["metadata"]["labels"],
+                       redis_labels=redis["spec"]["template"]["metadata"]["labels"], dispatcher_port=8080,
+                       public_ports=[{"port": 443, "protocol": "TCP"}, {"port": 80, "protocol": "TCP"}], excluded=[], extra=[])
         config_check(binary, yaml.safe_load(configmap["data"]["agentsmith.yml"]), env, tmp, f"k8s/overlays/{overlay}")
         if overlay == "prod":
             checks.equal("prod: two dispatchers", dispatcher["spec"]["replicas"], 2)
@@ -779,6 +1160,8 @@ def main() -> int:
         check_webhook_sources(chart)
         check_pdb_default(chart)
         check_proxy(chart, binary, tmp)
+        check_disk(chart, binary, tmp)
+        check_policy_variants(chart)
         groups.update(check_kustomize(kubectl, binary, tmp))
         check_validation(groups, tmp)
         check_hadolint(hadolint)

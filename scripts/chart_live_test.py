@@ -15,23 +15,36 @@ What it does, in a namespace of its own (agentsmith-live-<random>) with the rele
 
  0. builds the three images from the real Dockerfiles (scripts/build-images --profile debug)
     into the local Docker, which the test cluster's kubelet runs pods from;
- 1. installs the chart with values.local.yaml.example plus test secrets given as values: Redis
-    and the dispatcher Ready, `helm test` passes, the release is `deployed`, NOTES name the
-    webhooks' address;
+ 1. installs the chart with the default values plus what this cluster needs
+    (values.local.yaml.example: local images, no persistence) and no secret but a Slack signing
+    secret: Redis and the dispatcher Ready, `helm test` passes, the release is `deployed`, NOTES
+    name the webhooks' address and the command that reads the token; the chart generated the API
+    token and the Redis password; Redis refuses an unauthenticated PING (NOAUTH) through its
+    Service and inside its own pod, and a wrong password; the NetworkPolicies are there, and,
+    as the API server stored them, keep agents from Redis and the metadata address (this
+    cluster enforces none: scripts/chart_check.py evaluates every range); the API server lets
+    the dispatcher create, patch and delete Secrets and read none (SubjectAccessReviews);
  2. submits a job through the dispatcher's Service (its ClusterIP, which kube-proxy makes
-    reachable from this machine): it runs as a Kubernetes Job in the namespace, its runner
-    calls back through the Service, it ends `succeeded` with its log lines; then a signed
-    Slack slash command (`fix LIVE-1`; the signing secret given as a chart value turns Slack
-    on) is answered "Queued as <id>" and its job runs the same way (a wrong signature: 401);
+    reachable from this machine) with the generated token: it runs as a Kubernetes Job in the
+    namespace, its runner calls back through the Service, it ends `succeeded` with its log
+    lines; an agent that PINGs Redis from its pod gets NOAUTH; then a signed Slack slash command
+    (`fix LIVE-1`; the signing secret given as a chart value turns Slack on) is answered "Queued
+    as <id>" and its job runs the same way (a wrong signature: 401);
  3. upgrades to a new dispatcher image tag while `chaos traffic` sends GET /ready and POST
-    /v1/jobs to the Service every 150 ms each: no request may fail; `chaos judge` then follows
-    every acknowledged job, which must succeed on its first attempt, and the Job watch here
-    must have seen exactly one Kubernetes Job for each;
+    /v1/jobs to the Service every 150 ms each: no request may fail (the generated token must
+    survive the upgrade); `chaos judge` then follows every acknowledged job, which must succeed
+    on its first attempt, and the Job watch here must have seen exactly one Kubernetes Job for
+    each; the token and the Redis password are unchanged and Redis was not restarted;
  4. upgrades with a new agent profile in config.content (same traffic): the checksum rolls the
-    pods to a new ReplicaSet and a job of the new profile succeeds;
+    pods to a new ReplicaSet and a job of the new profile succeeds; secrets unchanged again;
  5. uninstalls: nothing labelled with the release is left in the namespace, the agent Jobs go
     when their TTL (10 s here) has passed; the namespace is deleted;
- 6. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
+ 6. the upgrade from the previous chart: installs the chart of git commit PREVIOUS_CHART (no
+    Redis password, a token given as a value) into a second namespace, then upgrades it to this
+    tree's chart without the token: the dispatcher comes Ready, Redis now requires the generated
+    password, the old token still works (kept by lookup), a job runs; a second upgrade keeps the
+    password and the token, and restarts nothing; the namespace is deleted;
+ 7. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
     a job there and deletes the namespace (skipped, saying so, with --no-kustomize or when that
     namespace exists already);
 
@@ -42,6 +55,7 @@ machine and the cluster.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -49,6 +63,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,8 +77,8 @@ from typing import Any
 
 import yaml
 
-from chartkit import (CHART, ROOT, TRANSIENT, Checks, Failure, RequestError, chart_yaml, copy_k8s, log, merge,
-                      wait_until)
+from chartkit import (CHART, ROOT, TRANSIENT, Checks, Endpoint, Failure, RequestError, allowed, chart_yaml, copy_k8s, log,
+                      merge, wait_until)
 from chartkube import AGENT_JOBS, JobWatch, Kube, LogFollower, body_of, epoch, pod_ready, request
 
 RELEASE = "agentsmith"
@@ -82,9 +97,25 @@ NEW_PROFILE_MARKER = "profile live-check from the new configuration"
 ECHO_COMMAND = ["sh", "-c", "echo \"agent starting: $AGENTSMITH_TASK\"; for step in 1 2 3; do echo \"step $step of 3\"; "
                 "sleep 1; done; printf '{\"summary\":\"did: %s\",\"links\":[]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"; "
                 "echo \"agent done\""]
+# Short-lived agent Jobs, so step 5 can see the TTL at work; small agent pods, so the jobs of the
+# upgrade traffic fit on one test node at once.
+AGENT_VALUES = {"ttlSecondsAfterFinished": AGENT_TTL, "memory": "256Mi"}
 # The project a Slack command's ticket (LIVE-1) maps to, in every config of the release.
 LIVE_PROJECTS = {"live": {"agent": "echo", "jira_projects": ["LIVE"]}}
-FIRST_CONFIG = yaml.safe_dump({"projects": LIVE_PROJECTS}, sort_keys=False)
+# An agent that tries Redis from its pod (through the Redis Service, by its short name): curl
+# speaks the Redis protocol well enough over telnet:// to send a PING and print the answer.
+REDIS_PROBE = "redis-probe"
+REDIS_PROBE_COMMAND = ["sh", "-c", "answer=$(printf 'PING\\r\\n' | curl -s --max-time 2 telnet://agentsmith-redis:6379 | tr -d '\\r'); "
+                       "echo \"redis answered: $answer\"; printf '{\"summary\":\"probed\",\"links\":[]}' > \"$AGENTSMITH_RESULT_FILE\""]
+FIRST_CONFIG = yaml.safe_dump({
+    "projects": LIVE_PROJECTS,
+    "agents": {"echo": {"command": ECHO_COMMAND, "timeout_secs": 600},
+               REDIS_PROBE: {"command": REDIS_PROBE_COMMAND, "timeout_secs": 60}},
+}, sort_keys=False)
+# The chart as it was before Redis had a password and the API token could be generated (step 6).
+PREVIOUS_CHART = "77d6501"
+GENERATED_TOKEN = re.compile(r"[A-Za-z0-9]{40}")
+GENERATED_PASSWORD = re.compile(r"[A-Za-z0-9]{32}")
 NEW_CONFIG = yaml.safe_dump({
     "projects": LIVE_PROJECTS,
     "agents": {
@@ -202,8 +233,9 @@ class LiveTest:
         self.kube = Kube(kubeconfig)
         self.tmp = tempfile.TemporaryDirectory(prefix="agentsmith-live.")
         self.namespace = f"agentsmith-live-{secrets.token_hex(3)}"
-        self.token = "live-" + secrets.token_urlsafe(24)
-        self.runner_secret = "live-runner-" + secrets.token_urlsafe(24)
+        self.token = ""  # the chart generates it (step 1 reads it from the Secret)
+        self.redis_password = ""
+        self.redis_uid = ""
         self.slack_secret = "live-slack-" + secrets.token_urlsafe(24)
         self.app_version = chart_yaml("Chart.yaml")["appVersion"]
         self.new_tag = f"{self.app_version}-live2"
@@ -215,14 +247,13 @@ class LiveTest:
         self.watch: JobWatch | None = None
         self.api: Api | None = None
         self.all_job_ids: list[str] = []
+        # The default values, and what this cluster needs: no API token or runner secret (the
+        # chart generates the token, the dispatcher the runner secret), no Redis password.
         self.values = merge(chart_yaml("values.local.yaml.example"), {
-            "secrets": {"apiTokens": [self.token], "runnerSecret": self.runner_secret,
-                        # Given as a value, so the chart turns the Slack routes on.
-                        "slack": {"signingSecret": self.slack_secret}},
+            # Given as a value, so the chart turns the Slack routes on.
+            "secrets": {"slack": {"signingSecret": self.slack_secret}},
             "config": {"content": FIRST_CONFIG},
-            # Short-lived agent Jobs, so step 5 can see the TTL at work; small agent pods, so the
-            # jobs of the upgrade traffic fit on one test node at once.
-            "agents": {"ttlSecondsAfterFinished": AGENT_TTL, "memory": "256Mi"},
+            "agents": AGENT_VALUES,
         })
 
     # --- helpers
@@ -260,6 +291,107 @@ class LiveTest:
     def deployment(self) -> dict:
         return self.kube.get(f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{FULLNAME}")
 
+    def secret(self, name: str, namespace: str | None = None) -> dict[str, str]:
+        """A Secret's data, decoded (the test reads what the dispatcher and Redis are given)."""
+        data = self.kube.get(self.ns(f"/secrets/{name}", namespace)).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    def redis_address(self, namespace: str) -> tuple[str, int]:
+        """The Redis Service's ClusterIP and port, once it has an endpoint."""
+        service = f"{FULLNAME}-redis"
+        svc = self.kube.get(f"/api/v1/namespaces/{namespace}/services/{service}")
+        wait_until(60, f"endpoints of Service {namespace}/{service}", lambda: any(
+            subset.get("addresses")
+            for subset in self.kube.get(f"/api/v1/namespaces/{namespace}/endpoints/{service}").get("subsets") or []))
+        return svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["port"]
+
+    def redis_says(self, namespace: str, *commands: str) -> list[str]:
+        """Redis's answer (its first line) to each inline command, on one connection through its
+        Service from this machine: a client with nothing but the network."""
+        address = self.redis_address(namespace)
+
+        def talk() -> list[str]:
+            with socket.create_connection(address, timeout=5) as connection:
+                answers = connection.makefile("rb")
+                replies = []
+                for command in commands:
+                    connection.sendall(command.encode() + b"\r\n")
+                    replies.append(answers.readline().decode(errors="replace").strip())
+                return replies
+
+        # kube-proxy programs a new Service a moment after its endpoints appear.
+        return wait_until(30, f"Redis at {address[0]}:{address[1]} to answer", talk, 0.3)
+
+    def check_redis_auth(self, namespace: str, password: str) -> None:
+        """Redis refuses a client without the password, or with a wrong one, and takes the right one."""
+        replies = self.redis_says(namespace, "PING", "AUTH not-the-password-0123456789", "PING")
+        checks.ok("Redis through its Service: PING without the password is refused (NOAUTH)", replies[0].startswith("-NOAUTH"), replies)
+        checks.ok("... a wrong password too (WRONGPASS), and PING after it still NOAUTH",
+                  replies[1].startswith("-WRONGPASS") and replies[2].startswith("-NOAUTH"), replies)
+        replies = self.redis_says(namespace, f"AUTH {password}", "PING")
+        checks.equal("... the Secret's password is taken: +OK, then +PONG", replies, ["+OK", "+PONG"])
+        pod = self.pods(REDIS_PODS, namespace)[0]["metadata"]["name"]
+        result = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "--namespace", namespace, "exec", pod, "-c", "redis",
+                                 "--", "env", "-u", "REDISCLI_AUTH", "redis-cli", "-p", "6379", "ping"],
+                                capture_output=True, text=True, timeout=60)
+        checks.ok("inside the Redis pod, redis-cli without REDISCLI_AUTH: NOAUTH too",
+                  "NOAUTH" in result.stdout + result.stderr, f"exit {result.returncode}: {result.stdout}{result.stderr}")
+        result = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "--namespace", namespace, "exec", pod, "-c", "redis",
+                                 "--", "redis-cli", "-p", "6379", "ping"], capture_output=True, text=True, timeout=60)
+        checks.equal("... and with it (what the probes run): PONG", (result.returncode, result.stdout.strip()), (0, "PONG"))
+
+    def check_policies(self, namespace: str) -> None:
+        """The NetworkPolicies as the API server stored them (defaults filled in), evaluated: this
+        cluster enforces none, so what they would do is all there is to check here."""
+        policies = self.kube.items(f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies", INSTANCE)
+        checks.equal("the NetworkPolicies are there", sorted(p["metadata"]["name"] for p in policies),
+                     [f"{FULLNAME}-agents", f"{FULLNAME}-redis"])
+        dispatcher_pod = self.pods(DISPATCHER_PODS, namespace)[0]
+        redis_pod = self.pods(REDIS_PODS, namespace)[0]
+        dispatcher = Endpoint(dispatcher_pod["status"].get("podIP") or "10.0.0.10", dispatcher_pod["metadata"]["labels"], namespace)
+        redis = Endpoint(redis_pod["status"].get("podIP") or "10.0.0.11", redis_pod["metadata"]["labels"], namespace)
+        installation = yaml.safe_load(self.kube.get(self.ns(f"/configmaps/{FULLNAME}", namespace))["data"]["agentsmith.yml"])["server"]["installation"]
+        agent = Endpoint("10.0.0.20", {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": installation}, namespace)
+        verdicts = {
+            "agents -> the metadata address :80": allowed(policies, agent, Endpoint("169.254.169.254"), 80),
+            "agents -> the API Service :443": allowed(policies, agent, Endpoint("10.96.0.1"), 443),
+            "agents -> Redis :6379": allowed(policies, agent, redis, 6379),
+            "agents -> the dispatcher :8080": allowed(policies, agent, dispatcher, 8080),
+            "agents -> a public address :443": allowed(policies, agent, Endpoint("140.82.112.3"), 443),
+            "agents -> a public address :22": allowed(policies, agent, Endpoint("140.82.112.3"), 22),
+            "dispatcher -> Redis :6379": allowed(policies, redis, dispatcher, 6379, direction="Ingress"),
+        }
+        checks.equal("as stored, they let agents reach the dispatcher and public 443 only, and only the dispatcher reach Redis",
+                     verdicts, {"agents -> the metadata address :80": False, "agents -> the API Service :443": False,
+                                "agents -> Redis :6379": False, "agents -> the dispatcher :8080": True,
+                                "agents -> a public address :443": True, "agents -> a public address :22": False,
+                                "dispatcher -> Redis :6379": True})
+
+    def check_rbac(self, namespace: str) -> None:
+        """What the API server lets the dispatcher's ServiceAccount do with Secrets (a
+        SubjectAccessReview per verb): write them, for the attempts' credentials; never read one."""
+        user = f"system:serviceaccount:{namespace}:{FULLNAME}"
+
+        def may(verb: str) -> bool:
+            review = self.kube.call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"user": user, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                         "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": "secrets"}}})
+            return bool(review.get("status", {}).get("allowed"))
+
+        verdicts = {verb: may(verb) for verb in ("create", "patch", "delete", "get", "list", "watch", "update")}
+        checks.equal("the API server lets the dispatcher create, patch and delete Secrets, and not read (or update) one",
+                     verdicts, {"create": True, "patch": True, "delete": True, "get": False, "list": False, "watch": False,
+                                "update": False})
+
+    def check_secrets_kept(self, what: str) -> None:
+        """The generated token and password are what they were, and Redis was not restarted."""
+        checks.equal(f"{what}: the API token is the one generated at install (lookup)", self.secret(FULLNAME).get("api-tokens"), self.token)
+        checks.equal(f"{what}: the Redis password too", self.secret(f"{FULLNAME}-redis").get("redis-password"), self.redis_password)
+        uids = [p["metadata"]["uid"] for p in self.pods(REDIS_PODS)]
+        checks.equal(f"{what}: the Redis pod is the same (not restarted: without persistence that would lose every job)",
+                     uids, [self.redis_uid])
+
     def replica_sets(self) -> list[dict]:
         return self.kube.items(f"/apis/apps/v1/namespaces/{self.namespace}/replicasets", DISPATCHER_PODS)
 
@@ -289,7 +421,7 @@ class LiveTest:
             checks.require(f"{image} (the chart's default name) is in the local Docker", found)
 
     def install(self) -> None:
-        checks.start(f"1. helm install {RELEASE} into {self.namespace} (values.local.yaml.example + test secrets)")
+        checks.start(f"1. helm install {RELEASE} into {self.namespace} (default values + values.local.yaml.example, no token)")
         self.make_namespace(self.namespace)
         self.cfg = self.helm.Config(kubeconfig_path=self.kubeconfig, namespace=self.namespace)
         self.watch = JobWatch(self.kube, self.namespace)
@@ -315,8 +447,24 @@ class LiveTest:
         checks.equal("helm status: deployed", status["status"], "deployed")
         checks.equal("helm status: revision 1", status["revision"], 1)
         webhooks = f"http://{FULLNAME}.{self.namespace}.svc.cluster.local:8080/webhooks/"
-        checks.ok(f"NOTES say where the webhooks point ({webhooks}...)", webhooks in (release.get("notes") or ""),
-                  release.get("notes"))
+        notes = release.get("notes") or ""
+        checks.ok(f"NOTES say where the webhooks point ({webhooks}...)", webhooks in notes, notes)
+        # The generated secrets: the token the rest of the test uses, the password Redis requires.
+        self.token = self.secret(FULLNAME).get("api-tokens", "")
+        checks.require("the chart generated the API token: 40 random letters and digits in Secret/agentsmith, key api-tokens",
+                       GENERATED_TOKEN.fullmatch(self.token), self.token)
+        command = f"kubectl --namespace {self.namespace} get secret {FULLNAME} -o jsonpath='{{.data.api-tokens}}' | base64 -d"
+        checks.ok("NOTES give the command that reads it", command in notes, notes)
+        read = subprocess.run(["sh", "-c", command.replace("kubectl", f"{self.kubectl} --kubeconfig {self.kubeconfig}", 1)],
+                              capture_output=True, text=True, timeout=60)
+        checks.equal("... and that command prints it", read.stdout, self.token)
+        self.redis_password = self.secret(f"{FULLNAME}-redis").get("redis-password", "")
+        checks.require("the chart generated the Redis password: 32 random letters and digits in Secret/agentsmith-redis",
+                       GENERATED_PASSWORD.fullmatch(self.redis_password), self.redis_password)
+        self.redis_uid = redis[0]["metadata"]["uid"]
+        self.check_redis_auth(self.namespace, self.redis_password)
+        self.check_policies(self.namespace)
+        self.check_rbac(self.namespace)
         t = now()
         try:
             result = self.cfg.test(RELEASE, timeout=120, logs=True)
@@ -367,6 +515,12 @@ class LiveTest:
                              env={**os.environ, "AGENTSMITH_URL": api.url, "AGENTSMITH_API_TOKEN": self.token})
         checks.ok("`agentsmith jobs logs <id>` against the Service exits 0 and shows the output",
                   cli.returncode == 0 and "agent done" in cli.stdout, f"exit {cli.returncode}: {cli.stdout}{cli.stderr}")
+        # An agent trying Redis from its own pod: the network lets it through here (no policy is
+        # enforced on this cluster), the password does not.
+        job, took, events = self.run_job(api, REDIS_PROBE, "ping redis")
+        lines = [e["line"] for name, e in events if name == "log"]
+        checks.ok("an agent that PINGs Redis from its pod is refused: NOAUTH",
+                  job["state"] == "succeeded" and any(line.startswith("redis answered: -NOAUTH") for line in lines), (job["state"], lines))
         self.slack_command(api)
 
     def slack_command(self, api: Api) -> None:
@@ -510,6 +664,7 @@ class LiveTest:
         pods = wait_until(30, "one Ready dispatcher pod", lambda: self.ready_pods(DISPATCHER_PODS, 1))
         checks.equal("the dispatcher pod runs the new tag", pods[0]["spec"]["containers"][0]["image"],
                      f"agentsmith-dispatcher:{self.new_tag}")
+        self.check_secrets_kept("after the upgrade")
         self.judge_traffic(traffic, followers)
         self.judge_jobs(traffic)
 
@@ -536,6 +691,7 @@ class LiveTest:
         checks.ok("the older ReplicaSets are scaled to 0", not others, others)
         config = yaml.safe_load(self.kube.get(self.ns(f"/configmaps/{FULLNAME}"))["data"]["agentsmith.yml"])
         checks.ok(f"the ConfigMap holds the profile {NEW_PROFILE}", NEW_PROFILE in config.get("agents", {}), config.get("agents"))
+        self.check_secrets_kept("after the second upgrade")
         self.judge_traffic(traffic, followers)
         self.judge_jobs(traffic)
         # After the traffic's jobs, so it does not queue behind them.
@@ -622,8 +778,109 @@ class LiveTest:
         checks.figure("namespace delete s", f"{now() - t:.1f}")
         checks.ok(f"namespace {self.namespace} deleted", True)
 
+    def previous_chart(self) -> Path:
+        """The chart as it was at PREVIOUS_CHART, from git (a clear failure when the history lacks it)."""
+        known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{PREVIOUS_CHART}^{{commit}}"], capture_output=True)
+        if known.returncode != 0:
+            raise Failure(f"the upgrade test needs the chart of commit {PREVIOUS_CHART}, which this clone's history lacks "
+                          "(a shallow clone?): fetch it (`git fetch --unshallow`, or a deeper --depth) and run again")
+        target = Path(self.tmp.name) / "previous"
+        target.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_CHART, "helm/agentsmith"], capture_output=True, timeout=60)
+        if archive.returncode != 0:
+            raise Failure(f"git archive {PREVIOUS_CHART} helm/agentsmith: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+        return target / "helm" / "agentsmith"
+
+    def upgrade_from_previous(self) -> None:
+        namespace = f"{self.namespace}-prev"
+        checks.start(f"6. the upgrade from the chart of {PREVIOUS_CHART} (no Redis password) in {namespace}")
+        previous = self.previous_chart()
+        self.make_namespace(namespace)
+        cfg = self.helm.Config(kubeconfig_path=self.kubeconfig, namespace=namespace)
+        token = "live-previous-" + secrets.token_hex(16)
+        # The previous chart required a token; the upgrade gives none, as a user who now relies
+        # on the chart would: the token in the Secret must be kept.
+        old_values = merge(yaml.safe_load((previous / "values.local.yaml.example").read_text()) or {},
+                           {"secrets": {"apiTokens": [token]}, "agents": AGENT_VALUES})
+        new_values = merge(chart_yaml("values.local.yaml.example"), {"agents": AGENT_VALUES})
+        t = now()
+        try:
+            cfg.install(previous, RELEASE, old_values, wait="watcher", timeout=240)
+        except self.helm.HelmError as e:
+            checks.require(f"helm install of the chart of {PREVIOUS_CHART} succeeds", False, e)
+        wait_until(120, "the previous chart's Redis and dispatcher to be Ready",
+                   lambda: self.ready_pods(REDIS_PODS, 1, namespace) and self.ready_pods(DISPATCHER_PODS, 1, namespace))
+        checks.figure("previous chart install -> Ready s", f"{now() - t:.1f}")
+        checks.equal(f"the chart of {PREVIOUS_CHART} is installed: its Redis answers PING without a password",
+                     self.redis_says(namespace, "PING"), ["+PONG"])
+
+        t = now()
+        try:
+            cfg.upgrade(CHART, RELEASE, new_values, wait="watcher", timeout=240)
+            error = None
+        except self.helm.HelmError as e:
+            error = e
+        checks.require("helm upgrade to this tree's chart (no token given) succeeds", error is None, error)
+        dispatchers = wait_until(120, "one Ready dispatcher pod after the upgrade", lambda: self.ready_pods(DISPATCHER_PODS, 1, namespace))
+        checks.figure("upgrade from the previous chart -> Ready s", f"{now() - t:.1f}")
+        status = cfg.status(RELEASE)
+        checks.equal("helm status: deployed, revision 2", (status["status"], status["revision"]), ("deployed", 2))
+        checks.ok("the dispatcher pod is Ready", dispatchers)
+        password = self.secret(f"{FULLNAME}-redis", namespace).get("redis-password", "")
+        checks.require("the upgrade generated a Redis password (Secret/agentsmith-redis)", GENERATED_PASSWORD.fullmatch(password), password)
+        self.check_redis_auth(namespace, password)
+        checks.equal("the API token given to the previous chart is kept, though the upgrade gave none",
+                     self.secret(FULLNAME, namespace).get("api-tokens"), token)
+        api = self.service_api(namespace, FULLNAME)
+        api.token = token
+        status_code, body = api.call("GET", "/ready")
+        checks.equal("GET /ready through the Service: 200", status_code, 200)
+        checks.equal("GET /v1/jobs with the old token: 200", api.call("GET", "/v1/jobs")[0], 200)
+        # Redis was replaced without persistence: the jobs of before are gone; new ones run.
+        job, took, _ = self.run_job(api, "echo", "after the upgrade from the previous chart")
+        checks.equal("a job runs and succeeds after the upgrade", (job["state"], job["attempt"]), ("succeeded", 1))
+        rules = self.kube.get(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{FULLNAME}")["rules"]
+        checks.ok("the Role now lets the dispatcher create, patch and delete Secrets, never read them",
+                  {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]} in rules, rules)
+        names = sorted(p["metadata"]["name"] for p in
+                       self.kube.items(f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies", INSTANCE))
+        checks.equal("the NetworkPolicies, off before, are there", names, [f"{FULLNAME}-agents", f"{FULLNAME}-redis"])
+
+        # A second upgrade: lookup reads the generated password back; nothing restarts.
+        redis_uid = self.pods(REDIS_PODS, namespace)[0]["metadata"]["uid"]
+        dispatcher_uids = sorted(p["metadata"]["uid"] for p in self.pods(DISPATCHER_PODS, namespace))
+        t = now()
+        try:
+            cfg.upgrade(CHART, RELEASE, new_values, wait="watcher", timeout=240)
+            error = None
+        except self.helm.HelmError as e:
+            error = e
+        checks.require("a second helm upgrade with the same values succeeds", error is None, error)
+        checks.figure("second upgrade s", f"{now() - t:.1f}")
+        checks.equal("helm status: deployed, revision 3", (cfg.status(RELEASE)["status"], cfg.status(RELEASE)["revision"]),
+                     ("deployed", 3))
+        checks.equal("the Redis password is the same", self.secret(f"{FULLNAME}-redis", namespace).get("redis-password"), password)
+        checks.equal("the API token is the same", self.secret(FULLNAME, namespace).get("api-tokens"), token)
+        checks.equal("Redis was not restarted", [p["metadata"]["uid"] for p in self.pods(REDIS_PODS, namespace)], [redis_uid])
+        checks.equal("nor the dispatcher (the checksums did not move)",
+                     sorted(p["metadata"]["uid"] for p in self.pods(DISPATCHER_PODS, namespace)), dispatcher_uids)
+        job, took, _ = self.run_job(api, "echo", "after the second upgrade")
+        checks.equal("a job still runs and succeeds", (job["state"], job["attempt"]), ("succeeded", 1))
+        # Uninstalled first: deleting the namespace with the pods still running takes the
+        # namespace controller about a minute here, against a few seconds after helm's deletes.
+        t = now()
+        try:
+            cfg.uninstall(RELEASE, wait="watcher", timeout=120)
+            error = None
+        except self.helm.HelmError as e:
+            error = e
+        checks.ok("helm uninstall of the upgraded release succeeds", error is None, error)
+        self.delete_namespace(namespace)
+        checks.figure("upgraded release uninstall + namespace delete s", f"{now() - t:.1f}")
+
     def kustomize_dev(self) -> None:
-        checks.start(f"6. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
+        checks.start(f"7. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
         if not self.kustomize:
             log("    SKIPPED: --no-kustomize")
             return
@@ -631,7 +888,7 @@ class LiveTest:
             log(f"    SKIPPED: namespace {KUSTOMIZE_NAMESPACE} exists already and is not this test's")
             return
         overlay = copy_k8s(Path(self.tmp.name)) / "overlays" / "dev"
-        (overlay / "secrets.env").write_text(f"api-tokens={self.token}\nrunner-secret={self.runner_secret}\n")
+        (overlay / "secrets.env").write_text(f"api-tokens={self.token}\nredis-password={secrets.token_hex(16)}\n")
         self.make_namespace(KUSTOMIZE_NAMESPACE)
         t = now()
         result = subprocess.run([self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "-k", str(overlay)],
@@ -727,6 +984,7 @@ class LiveTest:
         self.upgrade_image()
         self.upgrade_config()
         self.uninstall()
+        self.upgrade_from_previous()
         self.kustomize_dev()
 
 

@@ -7,6 +7,10 @@ Dockerfiles, checked offline) and scripts/chart_live_test.py (the chart on a run
     wait_until    polls a condition until it holds, with a deadline
     merge         Helm's way of layering values
     chart_yaml    a YAML file of the chart; copy_k8s, a renderable copy of the Kustomize stack
+    Endpoint, allowed
+                  NetworkPolicies evaluated as a network plugin would: may this pod reach that
+                  address and port (the test cluster enforces none, so both scripts check the
+                  policies this way: the rendered ones, and the ones the API server stored)
 
 The scripts import it as a sibling module: `python3 scripts/<script>.py` puts scripts/ on the path.
 """
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import copy
 import http.client
+import ipaddress
 import shutil
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import yaml
@@ -164,3 +170,96 @@ class Checks:
             return 1
         log(f"{title}: {self.passed} checks passed ({took:.1f} s)")
         return 0
+
+
+# --- NetworkPolicies, evaluated --------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    """One end of a connection: an address, and, for a pod, its labels and namespace."""
+
+    ip: str
+    labels: dict[str, str] | None = None  # None: not a pod (an address outside the cluster, a node, a Service's backend elsewhere)
+    namespace: str | None = None
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.namespace and not self.namespace_labels:
+            # What Kubernetes 1.21 and later set on every namespace.
+            self.namespace_labels = {"kubernetes.io/metadata.name": self.namespace}
+
+
+def selects(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector against labels ({} selects everything)."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        present = key in labels
+        if not {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
+                "Exists": present, "DoesNotExist": not present}[operator]:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict, other: Endpoint, policy_namespace: str) -> bool:
+    """One NetworkPolicyPeer. ipBlock is matched against pods' addresses too: whether it applies
+    to pods is up to the network plugin, so a check that something is denied must hold either way."""
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        address = ipaddress.ip_address(other.ip)
+        network = ipaddress.ip_network(block["cidr"])
+        if address.version != network.version or address not in network:
+            return False
+        return not any(address in ipaddress.ip_network(e) for e in block.get("except") or []
+                       if ipaddress.ip_network(e).version == address.version)
+    if other.labels is None:
+        return False  # selectors pick pods only
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], other.namespace_labels):
+            return False
+    elif other.namespace != policy_namespace:
+        return False
+    return selects(peer.get("podSelector"), other.labels)
+
+
+def _port_matches(ports: list[dict] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True
+    for entry in ports:
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in entry:
+            return True
+        if isinstance(entry["port"], str):
+            raise ValueError(f"named port {entry['port']!r}: not evaluated here")
+        if entry["port"] <= port <= entry.get("endPort", entry["port"]):
+            return True
+    return False
+
+
+def policy_types(policy: dict) -> list[str]:
+    spec = policy["spec"]
+    return spec.get("policyTypes") or (["Ingress"] + (["Egress"] if spec.get("egress") else []))
+
+
+def allowed(policies: list[dict], pod: Endpoint, other: Endpoint, port: int, protocol: str = "TCP",
+            direction: str = "Egress") -> bool:
+    """Whether the NetworkPolicies let `pod` connect to `other` on port/protocol (Egress), or let
+    `other` connect to `pod` on port/protocol (Ingress). Policies add up; a pod no policy of that
+    direction selects is open."""
+    selecting = [p for p in policies
+                 if p["metadata"].get("namespace") == pod.namespace and selects(p["spec"].get("podSelector"), pod.labels or {})
+                 and direction in policy_types(p)]
+    if not selecting:
+        return True
+    key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    for policy in selecting:
+        for rule in policy["spec"].get(key) or []:
+            peers = rule.get(peers_key)
+            if (not peers or any(_peer_matches(peer, other, policy["metadata"]["namespace"]) for peer in peers)) \
+                    and _port_matches(rule.get("ports"), port, protocol):
+                return True
+    return False

@@ -24,11 +24,17 @@ def values_docs() -> tuple[list[dict[str, str]], list[str]]:
     rows, undocumented = [], []
     stack: list[tuple[int, str]] = []
     comment: list[str] = []
+    inside_list: int | None = None  # the indent of a key whose value is a list of mappings being skipped
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped:
             comment = []
             continue
+        indent = len(line) - len(line.lstrip())
+        if inside_list is not None:
+            if indent > inside_list:
+                continue  # an item of the list (`- port: 443`) or its further keys: part of the value
+            inside_list = None
         if stripped.startswith("#"):
             comment.append(stripped)
             continue
@@ -48,6 +54,8 @@ def values_docs() -> tuple[list[dict[str, str]], list[str]]:
         value: Any = values
         for part in path:
             value = value[part]
+        if isinstance(value, list):
+            inside_list = indent
         leaf = not isinstance(value, dict) or not value
         doc_start = next((i for i, c in enumerate(comment) if c.startswith("# --")), None)
         if doc_start is None:

@@ -69,6 +69,28 @@ app.kubernetes.io/component: redis
 {{- printf "%s-redis" (include "agentsmith.fullname" .) -}}
 {{- end -}}
 
+{{/* Name of the Secret holding the bundled Redis's password, and its key. */}}
+{{- define "agentsmith.redis.secretName" -}}
+{{- default (include "agentsmith.redis.fullname" .) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "agentsmith.redis.secretKey" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+{{- .Values.redis.auth.existingSecretKey -}}
+{{- else -}}
+redis-password
+{{- end -}}
+{{- end -}}
+
+{{/*
+The port the dispatcher listens on in its pod: server.bind, the container port, and the port
+of the agents' NetworkPolicy rule for runner callbacks (a policy sees the pod's port, not the
+Service's).
+*/}}
+{{- define "agentsmith.httpPort" -}}
+8080
+{{- end -}}
+
 {{/* Namespace agent Jobs run in. */}}
 {{- define "agentsmith.agentsNamespace" -}}
 {{- default .Release.Namespace .Values.agents.namespace -}}
@@ -204,7 +226,7 @@ namespace, service account and Secret it created) over both.
 {{- end -}}
 {{- $managed := dict
       "server" (dict
-        "bind" "0.0.0.0:8080"
+        "bind" (printf "0.0.0.0:%s" (include "agentsmith.httpPort" .))
         "public_url" (include "agentsmith.internalUrl" .)
         "installation" (include "agentsmith.installation" .))
       "spawner" (dict "type" "kubernetes" "kubernetes" $managedK8s)
@@ -231,10 +253,20 @@ namespace, service account and Secret it created) over both.
       "command" (list "sh" "-c" "echo \"agent starting: $AGENTSMITH_TASK\"; for step in 1 2 3; do echo \"step $step of 3\"; sleep 1; done; printf '{\"summary\":\"did: %s\",\"links\":[]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"; echo \"agent done\"")
       "timeout_secs" 600) -}}
 {{- end -}}
+{{- /*
+  agents.disk goes only into profiles that set no disk, and only when given: dispatchers that
+  predate the key refuse it as unknown, and without it they apply their own default.
+*/ -}}
 {{- range $name, $profile := $agents -}}
-{{- if not (get ($profile | default dict) "image") -}}
-{{- $_ := set $agents $name (merge (dict "image" (include "agentsmith.agentImage" $)) ($profile | default dict)) -}}
+{{- $profile = $profile | default dict -}}
+{{- $added := dict -}}
+{{- if not (get $profile "image") -}}
+{{- $_ := set $added "image" (include "agentsmith.agentImage" $) -}}
 {{- end -}}
+{{- if and $.Values.agents.disk (not (hasKey $profile "disk")) -}}
+{{- $_ := set $added "disk" (toString $.Values.agents.disk) -}}
+{{- end -}}
+{{- $_ := set $agents $name (merge $added $profile) -}}
 {{- end -}}
 {{- $_ := set $config "agents" $agents -}}
 {{- toYaml $config -}}
@@ -260,11 +292,121 @@ namespace, service account and Secret it created) over both.
 {{- end -}}
 {{- end -}}
 
-{{/* Fails unless an API token will be there: the dispatcher refuses an open API off loopback. */}}
-{{- define "agentsmith.requireApiTokens" -}}
-{{- if and (not .Values.secrets.existingSecret) (not .Values.secrets.apiTokens) -}}
-{{- fail "an API token is required: set secrets.apiTokens (e.g. --set 'secrets.apiTokens={<at least 16 characters>}') or secrets.existingSecret naming a Secret with the key api-tokens. The dispatcher listens on the pod network, where an API without tokens is refused." -}}
+{{/*
+The data of a Secret as the cluster holds it (values base64-encoded), as YAML; `{}` when there
+is none, and always in `helm template`, `helm lint` and `--dry-run`, which cannot look. What the
+chart generates is read back through this on every upgrade, so it is made only once.
+Takes (list namespace name).
+*/}}
+{{- define "agentsmith.clusterSecretData" -}}
+{{- $secret := lookup "v1" "Secret" (index . 0) (index . 1) | default dict -}}
+{{- get $secret "data" | default dict | toYaml -}}
 {{- end -}}
+
+{{/*
+The API tokens for the chart's Secret, base64-encoded: secrets.apiTokens; else the ones the
+Secret holds already (generated at install, or given as values before); else a new random one.
+*/}}
+{{- define "agentsmith.apiTokensB64" -}}
+{{- if .Values.secrets.apiTokens -}}
+{{- join "," .Values.secrets.apiTokens | b64enc -}}
+{{- else -}}
+{{- $held := include "agentsmith.clusterSecretData" (list .Release.Namespace (include "agentsmith.fullname" .)) | fromYaml -}}
+{{- get $held "api-tokens" | default (randAlphaNum 40 | b64enc) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A hash of the values the dispatcher's secrets are made from, for the checksum/secret annotation.
+Of the values and not of the rendered Secrets: a generated token or password is random in every
+render that cannot look it up (the checksum's own included), yet never changes in the cluster,
+and must not roll the pods.
+*/}}
+{{- define "agentsmith.secretsChecksum" -}}
+{{- dict "secrets" .Values.secrets "externalRedis" .Values.externalRedis "redisAuth" .Values.redis.auth "redis" .Values.redis.enabled | toJson | sha256sum -}}
+{{- end -}}
+
+{{/*
+Where the dispatcher's Redis password comes from when the chart builds its Redis URL: the Secret
+and key, as YAML (empty for a URL given whole). The Secret goes into the dispatcher's envFrom
+with the prefix REDIS_SECRET_, and the URL names the key as $(REDIS_SECRET_<key>): Kubernetes
+expands it from there. envFrom, not an env entry before the URL: the kubelet expands $(...)
+only from variables defined earlier, and an upgrade by server-side apply on Kubernetes 1.20
+appends new env entries after the existing ones (the URL came first in chart 0.1.0).
+*/}}
+{{- define "agentsmith.redisPasswordSource" -}}
+{{- if .Values.redis.enabled -}}
+name: {{ include "agentsmith.redis.secretName" . }}
+key: {{ include "agentsmith.redis.secretKey" . }}
+{{- else if and .Values.externalRedis.host .Values.externalRedis.existingSecret -}}
+name: {{ .Values.externalRedis.existingSecret }}
+key: {{ .Values.externalRedis.existingSecretPasswordKey }}
+{{- end -}}
+{{- end -}}
+
+{{/* The dispatcher's envFrom for its Redis password (see agentsmith.redisPasswordSource), or nothing. */}}
+{{- define "agentsmith.redisEnvFrom" -}}
+{{- with include "agentsmith.redisPasswordSource" . | fromYaml -}}
+- prefix: REDIS_SECRET_
+  secretRef:
+    name: {{ .name }}
+{{- end -}}
+{{- end -}}
+
+{{/* The dispatcher's AGENTSMITH__REDIS__URL: built here with the password by reference, or a Secret's. */}}
+{{- define "agentsmith.redisEnv" -}}
+{{- $source := include "agentsmith.redisPasswordSource" . | fromYaml -}}
+{{- $auth := "" -}}
+{{- with $source -}}
+{{- $auth = printf ":$(REDIS_SECRET_%s)@" .key -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+- name: AGENTSMITH__REDIS__URL
+  value: {{ printf "redis://%s%s:6379" $auth (include "agentsmith.redis.fullname" .) | quote }}
+{{- else if .Values.externalRedis.host -}}
+- name: AGENTSMITH__REDIS__URL
+  value: {{ printf "%s://%s%s:%d" (ternary "rediss" "redis" .Values.externalRedis.tls.enabled) $auth .Values.externalRedis.host (int .Values.externalRedis.port) | quote }}
+{{- else if .Values.externalRedis.existingSecret -}}
+- name: AGENTSMITH__REDIS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- else -}}
+- name: AGENTSMITH__REDIS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "agentsmith.secretName" . }}
+      key: redis-url
+{{- end -}}
+{{- end -}}
+
+{{/*
+Addresses that are not public, which agent pods never reach through agents.egress.publicPorts.
+IPv4: "this" network, private (10/8, 172.16/12, 192.168/16), shared (100.64/10: carrier-grade
+NAT, some clusters' pods), Alibaba Cloud's metadata (100.100.100.200, inside 100.64/10: named so
+no one wonders), loopback, link-local (169.254/16: the metadata address of AWS, GCP and Azure,
+ECS task metadata 169.254.170.2 and .23, NodeLocal DNS), IETF protocol assignments (192.0.0/24),
+benchmarking (198.18/15), multicast and reserved (224/4, 240/4).
+*/}}
+{{- define "agentsmith.nonPublicIPv4" -}}
+{{- list "0.0.0.0/8" "10.0.0.0/8" "100.64.0.0/10" "100.100.100.200/32" "127.0.0.0/8" "169.254.0.0/16" "172.16.0.0/12" "192.0.0.0/24" "192.168.0.0/16" "198.18.0.0/15" "224.0.0.0/4" "240.0.0.0/4" | toJson -}}
+{{- end -}}
+
+{{/*
+Public IPv6 is the global unicast block 2000::/3: outside it lie loopback (::1), IPv4-mapped
+(::ffff:0:0/96), NAT64 (64:ff9b::/96, which reaches private IPv4 through a NAT64 gateway),
+unique local (fc00::/7, with AWS's metadata fd00:ec2::254), link-local (fe80::/10) and multicast
+(ff00::/8). (`::/0` with those as exceptions would say the same, but Kubernetes refuses
+::ffff:0:0/96 as an exception of ::/0.) Inside it, 6to4 (2002::/16) carries any IPv4 address,
+private ones included, and is excluded.
+*/}}
+{{- define "agentsmith.nonPublicIPv6" -}}
+{{- list "2002::/16" | toJson -}}
+{{- end -}}
+
+{{/* Fails on an API token the dispatcher would split (the schema checks the rest of its shape). */}}
+{{- define "agentsmith.checkApiTokens" -}}
 {{- range .Values.secrets.apiTokens -}}
 {{- if contains "," . -}}
 {{- fail "secrets.apiTokens: a token may not contain ',' (the dispatcher reads them as a comma-separated list)" -}}
@@ -275,8 +417,11 @@ namespace, service account and Secret it created) over both.
 {{/* Fails on a Redis set-up that cannot work. */}}
 {{- define "agentsmith.checkRedis" -}}
 {{- if not .Values.redis.enabled -}}
-{{- if and (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) -}}
-{{- fail "redis.enabled is false: set externalRedis.url, or externalRedis.existingSecret (with externalRedis.existingSecretKey) naming a Secret that holds the Redis URL" -}}
+{{- if and (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) (not .Values.externalRedis.host) -}}
+{{- fail "redis.enabled is false: set externalRedis.url, externalRedis.existingSecret (with externalRedis.existingSecretKey) naming a Secret that holds the Redis URL, or externalRedis.host (with the password in externalRedis.existingSecret)" -}}
+{{- end -}}
+{{- if and .Values.externalRedis.url .Values.externalRedis.host -}}
+{{- fail "externalRedis.url and externalRedis.host are both set: give one (host builds the URL from host, port, tls.enabled and the password in existingSecret)" -}}
 {{- end -}}
 {{- if and .Values.externalRedis.url .Values.secrets.existingSecret (not .Values.externalRedis.existingSecret) -}}
 {{- fail "externalRedis.url is a secret and the chart creates no Secret when secrets.existingSecret is set: put the URL in a Secret (it may be the same one) and set externalRedis.existingSecret and externalRedis.existingSecretKey" -}}
