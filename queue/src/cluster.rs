@@ -50,23 +50,7 @@ fn queue(url: &str, prefix: &str) -> Queue {
         timeout_secs: 5,
         tls: Default::default(),
     };
-    let limits = QueueSettings {
-        max_concurrent_jobs: 4,
-        concurrency_key_limit: 1,
-        max_attempts: 3,
-        backoff_base_secs: 1,
-        backoff_max_secs: 1,
-        lease_secs: 30,
-        heartbeat_secs: 5,
-        start_timeout_secs: 30,
-        reclaim_idle_secs: 30,
-        retention_secs: 3600,
-        idempotency_ttl_secs: 3600,
-        events_max_len: 1000,
-        output_bytes_per_attempt: 1 << 20,
-        claim_batch: 10,
-        tick_ms: 100,
-    };
+    let limits = QueueSettings::for_tests();
     Queue::new(&redis, &limits).unwrap().strict()
 }
 

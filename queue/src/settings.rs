@@ -190,6 +190,30 @@ fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+#[cfg(test)]
+impl QueueSettings {
+    /// Small limits for the queue's own tests.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            max_concurrent_jobs: 4,
+            concurrency_key_limit: 1,
+            max_attempts: 3,
+            backoff_base_secs: 1,
+            backoff_max_secs: 1,
+            lease_secs: 30,
+            heartbeat_secs: 5,
+            start_timeout_secs: 30,
+            reclaim_idle_secs: 30,
+            retention_secs: 3600,
+            idempotency_ttl_secs: 3600,
+            events_max_len: 1000,
+            output_bytes_per_attempt: 1 << 20,
+            claim_batch: 10,
+            tick_ms: 100,
+        }
+    }
+}
+
 impl QueueSettings {
     /// Every value that parses but cannot work, as (key within `queue`, message).
     pub fn problems(&self) -> Vec<(String, String)> {

@@ -222,36 +222,7 @@ mod real_runner {
     use spawner::conformance::{Lab, Trial, GRACE, KEEP_FINISHED};
     use spawner::secrets::SecretSource;
     use spawner::{Installation, JobSpawner, WorkloadStatus};
-
-    /// `sleep` arguments no other process has: `1000.<digits>`, found again in
-    /// `/proc/*/cmdline`.
-    fn marker() -> String {
-        let digits: String = testkit::temp::unique("")
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
-        format!("1000.{digits}")
-    }
-
-    /// The live (not zombie) processes whose argv holds `marker`.
-    fn alive_with(marker: &str) -> Vec<i32> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            let argv = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let has = argv.split(|b| *b == 0).any(|arg| arg == marker.as_bytes());
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            if has && !zombie {
-                found.push(pid);
-            }
-        }
-        found
-    }
+    use testkit::procs::{alive_with, marker};
 
     /// Waits until no live process holds `marker`; panics naming those that do.
     async fn none_alive_with(marker: &str, when: &str) {

@@ -8,6 +8,7 @@
 //! | [`temp`] | unique names and temporary directories |
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
+//! | [`procs`] | processes found again by a marker in their argv |
 //! | [`stand_in`] | a stand-in for the dispatcher's runner callback, recording what a runner posts |
 //! | [`tls`] | a certificate authority made in the test, and the server and client certificates it signs |
 
@@ -16,6 +17,7 @@
 
 pub mod fake_api;
 pub mod net;
+pub mod procs;
 pub mod redis;
 pub mod sign;
 pub mod stand_in;

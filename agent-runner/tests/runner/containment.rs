@@ -8,29 +8,8 @@ use contract::{env, RunOutcome};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{launch, unique, wait_until, Answer, Dispatcher, Script};
-
-/// A `sleep` argument no other process has (`1000.<digits>`), to find its process again.
-fn marker() -> String {
-    let digits: String = unique("").chars().filter(char::is_ascii_digit).collect();
-    format!("1000.{digits}")
-}
-
-/// The live (not zombie) processes whose argv holds `marker`.
-fn alive_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let argv = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let has = argv.split(|b| *b == 0).any(|arg| arg == marker.as_bytes());
-        if has && crate::harness::is_alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
+use crate::harness::{launch, wait_until, Answer, Dispatcher, Script};
+use testkit::procs::{alive_with, marker};
 
 /// Checks that no process holds any of `markers` (within a few seconds: a SIGKILL takes
 /// effect asynchronously), killing those that do so that a failure leaves nothing behind.
