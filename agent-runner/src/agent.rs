@@ -120,9 +120,7 @@ impl Agent {
         // Before the agent exists: it must not read the runner's memory (its token) or
         // open its descriptors (the backend's pipe) through /proc. Root still can. (The
         // binary seals itself first thing already; this holds for any caller.)
-        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-            tracing::warn!(error = %e, "cannot make the runner non-dumpable");
-        }
+        crate::credential::seal();
         close_on_exec_beyond_stdio();
         let mut command = Command::new(program);
         command

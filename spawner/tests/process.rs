@@ -87,6 +87,15 @@ async fn wait_over(backend: &ProcessSpawner, handle: &spawner::JobHandle) -> Wor
     panic!("workload {} did not end", handle.name);
 }
 
+/// The runner's output lines of a workload that has ended.
+async fn output_of(backend: &ProcessSpawner, handle: &spawner::JobHandle) -> Vec<String> {
+    futures::StreamExt::collect::<Vec<_>>(backend.logs(handle, false).await.unwrap())
+        .await
+        .into_iter()
+        .map(|l| l.unwrap().line)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_workload_reports_its_exit_code_and_output() {
     let dir = temp_dir();
@@ -101,12 +110,7 @@ async fn a_workload_reports_its_exit_code_and_output() {
         wait_over(&backend, &handle).await,
         WorkloadStatus::Exited { code: 7 }
     );
-    let lines: Vec<String> =
-        futures::StreamExt::collect::<Vec<_>>(backend.logs(&handle, false).await.unwrap())
-            .await
-            .into_iter()
-            .map(|l| l.unwrap().line)
-            .collect();
+    let lines = output_of(&backend, &handle).await;
     assert_eq!(lines, ["job abc attempt 1", "hello"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -121,12 +125,7 @@ async fn secret_env_values_come_from_the_secrets_dir_and_a_missing_one_is_named(
     job.profile.secret_env = [("GITHUB_TOKEN".to_string(), "gh_token".to_string())].into();
     let handle = backend.spawn(&job).await.unwrap();
     wait_over(&backend, &handle).await;
-    let lines: Vec<String> =
-        futures::StreamExt::collect::<Vec<_>>(backend.logs(&handle, false).await.unwrap())
-            .await
-            .into_iter()
-            .map(|l| l.unwrap().line)
-            .collect();
+    let lines = output_of(&backend, &handle).await;
     assert_eq!(lines, ["job sec attempt 1", "token=tok-123"]);
 
     let mut missing = spec("nosec", "true");
@@ -199,12 +198,7 @@ async fn the_runner_gets_a_pipe_for_the_agents_process_group_and_agent_user_is_n
         .insert("AGENTSMITH_AGENT_USER".into(), "0:0".into());
     let handle = backend.spawn(&job).await.unwrap();
     wait_over(&backend, &handle).await;
-    let lines: Vec<String> =
-        futures::StreamExt::collect::<Vec<_>>(backend.logs(&handle, false).await.unwrap())
-            .await
-            .into_iter()
-            .map(|l| l.unwrap().line)
-            .collect();
+    let lines = output_of(&backend, &handle).await;
     assert_eq!(lines, ["job pipe attempt 1", "fd=0 user=unset stdin=pipe"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
