@@ -62,6 +62,14 @@ pub(super) fn workload_status(
     pending_status(job, pod, pending_timeout)
 }
 
+/// Whether a waiting message names a kubelet hiccup that it retries by itself: its
+/// Secret and ConfigMap caches fail to sync under load ("failed to sync secret cache: timed
+/// out waiting for the condition"), which is a `CreateContainerConfigError` like a missing
+/// Secret but, unlike it, passes. Such a pod stays pending until `pending_timeout`.
+fn kubelet_will_retry(message: &str) -> bool {
+    message.contains("failed to sync") && message.contains("cache")
+}
+
 fn overdue(since: Option<&Time>, pending_timeout: u64) -> bool {
     since.is_some_and(|t| {
         let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
@@ -91,7 +99,7 @@ fn pending_status(job: &Job, pod: Option<&Pod>, pending_timeout: u64) -> Workloa
     {
         let reason = waiting.reason.unwrap_or_default();
         let message = waiting.message.unwrap_or_default();
-        if HOPELESS_WAITING.contains(&reason.as_str()) {
+        if HOPELESS_WAITING.contains(&reason.as_str()) && !kubelet_will_retry(&message) {
             return WorkloadStatus::Failed {
                 reason: format!("{reason}: {message}")
                     .trim_end_matches(": ")
@@ -165,4 +173,71 @@ fn job_condition(job: &Job) -> Option<(String, Option<String>, Option<String>)> 
         .iter()
         .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         .map(|c| (c.type_.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn job() -> Job {
+        Job {
+            metadata: ObjectMeta {
+                creation_timestamp: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                ..ObjectMeta::default()
+            },
+            ..Job::default()
+        }
+    }
+
+    fn waiting_pod(reason: &str, message: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                creation_timestamp: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some(message.into()),
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_cache_that_failed_to_sync_is_waited_for_and_a_missing_secret_is_not() {
+        let hiccup = waiting_pod(
+            "CreateContainerConfigError",
+            "failed to sync secret cache: timed out waiting for the condition",
+        );
+        assert!(matches!(
+            workload_status(&job(), Some(&hiccup), 300),
+            WorkloadStatus::Pending { .. }
+        ));
+        let missing = waiting_pod(
+            "CreateContainerConfigError",
+            "secret \"agent-keys\" not found",
+        );
+        assert_eq!(
+            workload_status(&job(), Some(&missing), 300),
+            WorkloadStatus::Failed {
+                reason: "CreateContainerConfigError: secret \"agent-keys\" not found".into(),
+                retryable: false,
+            }
+        );
+    }
 }
