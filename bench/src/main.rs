@@ -6,7 +6,8 @@
 //! Slack slash commands against an in-process dispatcher beside an in-process hello-world
 //! (one load generator for both). It starts its own `redis-server`, and prints a table of
 //! measured figures against targets.
-//! `bench hello --port N` is the hello-world server it compares with.
+//! `bench hello --port N` is the hello-world server it compares with; `bench printer` is
+//! the agent of `--only streams` (followers of one busy job's events).
 
 mod api;
 mod docker;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod redis_info;
 mod report;
 mod slack;
+mod streams;
 mod sys;
 mod wrk;
 
@@ -45,6 +47,19 @@ enum Sub {
         #[arg(long)]
         port: u16,
     },
+    /// Print RATE lines a second for SECONDS seconds once GATE exists, each
+    /// `<n> <microseconds since the epoch>` (the agent of `--only streams`).
+    Printer {
+        /// Lines a second.
+        #[arg(long)]
+        rate: u32,
+        /// Seconds.
+        #[arg(long)]
+        seconds: u64,
+        /// A file whose appearance starts the printing.
+        #[arg(long)]
+        gate: PathBuf,
+    },
 }
 
 /// Which parts to run.
@@ -64,6 +79,9 @@ enum Only {
     /// Kubernetes spawner spawn latency beside `kubectl create` (needs a cluster whose
     /// nodes use this machine's Docker engine, e.g. scripts/k8s-testenv; not part of `all`).
     Kubernetes,
+    /// Followers of one busy job's events: server RSS, Redis clients, line latency, lagged
+    /// drops (not part of `all`).
+    Streams,
 }
 
 /// Options of a run.
@@ -116,6 +134,22 @@ struct Opts {
     /// Address of this machine that pods reach (default: the Docker bridge's gateway).
     #[arg(long)]
     callback_host: Option<String>,
+    /// Followers of the job (`--only streams`).
+    #[arg(long, default_value_t = 2_000)]
+    followers: usize,
+    /// Share of the followers that read slowly (`--only streams`).
+    #[arg(long, default_value_t = 0.25)]
+    slow_share: f64,
+    /// Bytes a second a slow follower reads (`--only streams`); 0: nothing until the job
+    /// has ended, then everything (resuming after `lagged`).
+    #[arg(long, default_value_t = 16 * 1024)]
+    slow_rate: usize,
+    /// Lines a second the followed job prints (`--only streams`).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u32,
+    /// Seconds the followed job prints (`--only streams`).
+    #[arg(long, default_value_t = 20)]
+    print_secs: u64,
     /// Run only one part.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
@@ -123,14 +157,30 @@ struct Opts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Hello { port }) = cli.command {
-        return match api::hello(port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("bench hello: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Sub::Hello { port }) => {
+            return match api::hello(port) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench hello: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Sub::Printer {
+            rate,
+            seconds,
+            gate,
+        }) => {
+            return match streams::printer(rate, seconds, &gate) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench printer: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,6 +287,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if opts.only == Only::Streams {
+        let outcome = streams_phase(&opts, &redis, &tag, &bin_dir, dir.path()).await?;
+        println!("{}", streams::render(&outcome));
+        return Ok(());
+    }
     let result = phases(&opts, &redis, &dir, &tag, &bin_dir).await;
     // Leave nothing in a shared Redis, whatever happened.
     if !redis.private {
@@ -262,6 +317,38 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// `--only streams`: followers of one busy job (see `streams.rs`).
+async fn streams_phase(
+    opts: &Opts,
+    redis: &BenchRedis,
+    tag: &str,
+    bin_dir: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<streams::Outcome> {
+    let cfg = streams::Config {
+        agentsmith: bin_dir.join("agentsmith"),
+        runner: bin_dir.join("agent-runner"),
+        followers: opts.followers.max(1),
+        slow_share: opts.slow_share.clamp(0.0, 1.0),
+        slow_rate: opts.slow_rate,
+        rate: opts.rate.max(1),
+        seconds: opts.print_secs.max(1),
+        prefix: format!("bench-{tag}-streams:"),
+    };
+    eprintln!(
+        "bench: streams: {} followers ({:.0} % slow), a job printing {} lines/s for {} s",
+        cfg.followers,
+        cfg.slow_share * 100.0,
+        cfg.rate,
+        cfg.seconds
+    );
+    let outcome = streams::run(redis, &cfg, dir).await;
+    if !redis.private {
+        let _ = redis.clean(&cfg.prefix).await;
+    }
+    outcome.context("streams phase")
 }
 
 async fn phases(
@@ -380,7 +467,7 @@ fn build_binaries() -> anyhow::Result<()> {
     command.current_dir(workspace).args([
         "build",
         "-p",
-        "dispatcher",
+        "agentsmith",
         "-p",
         "agent-runner",
         "--bins",

@@ -1,6 +1,6 @@
 //! What the scheduler, the watchdog and the HTTP handlers share: the queue, the spawner,
-//! the settings, the runner tokens and the metrics. Nothing in it outlives a restart;
-//! the state is all in Redis.
+//! the settings, the runner tokens, the metrics and the event streams' fan-out. Nothing in
+//! it outlives a restart; the state is all in Redis.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use queue::{CancelOutcome, Job, Queue};
 use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout::{Fanout, Limits};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::telemetry::chain;
@@ -37,6 +38,8 @@ pub struct Context {
     pub callback_base: String,
     /// Cancelled when the dispatcher starts shutting down.
     pub shutdown: CancellationToken,
+    /// The followers of event streams (SSE): one Redis reader for all, and their caps.
+    pub fanout: Fanout,
     draining: AtomicBool,
     failure: Mutex<Option<String>>,
 }
@@ -57,6 +60,12 @@ impl Context {
             std::process::id(),
             queue::new_job_id()
         );
+        let fanout = Fanout::new(
+            queue.clone(),
+            Limits::from(&settings.api),
+            shutdown.clone(),
+            format!("agentsmith-streams-{consumer}"),
+        );
         Self {
             settings,
             queue,
@@ -66,6 +75,7 @@ impl Context {
             consumer,
             callback_base,
             shutdown,
+            fanout,
             draining: AtomicBool::new(false),
             failure: Mutex::new(None),
         }

@@ -13,6 +13,8 @@
 //! - [`dashboard`]: the web dashboard at `/` (embedded HTML, CSS and JavaScript) and
 //!   `GET /v1/overview`.
 //! - [`webhooks`]: Slack, GitHub, GitLab and Jira: verification, parsing, triggers.
+//! - [`fanout`]: the event streams' followers (SSE): one Redis reader per dispatcher,
+//!   bounded buffers, caps per client.
 //! - [`notify`]: the reply outbox and the providers' reply APIs.
 //! - [`token`]: per-job runner tokens.
 //! - [`context`]: what the scheduler, watchdog and handlers share.
@@ -24,6 +26,7 @@ pub mod app;
 pub mod cli;
 pub mod context;
 pub mod dashboard;
+pub mod fanout;
 pub mod loops;
 pub mod metrics;
 pub mod notify;

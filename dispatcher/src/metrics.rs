@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use axum::http::{Method, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,14 +15,43 @@ use prometheus_client::registry::Registry;
 use queue::{JobState, Stats};
 
 /// Labels of the HTTP request counter.
+///
+/// Every value comes from a fixed set, so no request can add series: the route is the
+/// router's template (or `other`), the method one of the standard ones (or `other`). A
+/// caller inventing methods or paths (anyone may, before authentication) would otherwise
+/// grow `/metrics` and the memory behind it without limit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// The matched route (`/v1/jobs/{id}`), never the raw path.
+    /// The matched route (`/v1/jobs/{id}`), never the raw path; `other` when none matched.
     pub route: String,
-    /// The method.
-    pub method: String,
+    /// The method: `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH`, `OPTIONS` or `other`.
+    pub method: &'static str,
     /// The status code.
     pub status: u16,
+}
+
+impl HttpLabels {
+    /// The labels of a request that matched `route` (a template, `None` when no route
+    /// matched) with `method`, answered with `status`.
+    pub fn new(route: Option<&str>, method: &Method, status: StatusCode) -> Self {
+        Self {
+            route: route.unwrap_or(OTHER).to_string(),
+            method: method_label(method),
+            status: status.as_u16(),
+        }
+    }
+}
+
+/// The label value of everything outside a label's fixed set.
+pub const OTHER: &str = "other";
+
+/// The label of `method`: its name when it is a standard one, else [`OTHER`].
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or(OTHER)
 }
 
 /// Labels of the reply counter.
@@ -42,6 +72,8 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// Replies to webhook sources by outcome.
     pub replies: Family<ReplyLabels, Counter>,
+    /// Triggers refused by the projects' access rules, by source and reason.
+    pub refused_triggers: Family<crate::webhooks::access::RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +111,7 @@ impl Metrics {
             replies.clone(),
         );
         Self {
+            refused_triggers: crate::webhooks::access::register(&mut registry),
             registry,
             http_requests,
             spawn_latency,
@@ -154,5 +187,36 @@ impl Metrics {
         }
         out.push_str("# EOF\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_and_unmatched_routes_share_one_label_value() {
+        let metrics = Metrics::new();
+        for i in 0..100 {
+            let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            let labels = HttpLabels::new(None, &method, StatusCode::NOT_FOUND);
+            metrics.http_requests.get_or_create(&labels).inc();
+        }
+        let get = HttpLabels::new(Some("/v1/jobs"), &Method::GET, StatusCode::OK);
+        metrics.http_requests.get_or_create(&get).inc();
+        let text = metrics.render(None);
+        let mut series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("agentsmith_http_requests_total{"))
+            .collect();
+        series.sort_unstable();
+        assert_eq!(
+            series,
+            [
+                "agentsmith_http_requests_total{route=\"/v1/jobs\",method=\"GET\",status=\"200\"} 1",
+                "agentsmith_http_requests_total{route=\"other\",method=\"other\",status=\"404\"} 100",
+            ],
+            "{text}"
+        );
     }
 }

@@ -4,6 +4,12 @@
 //! [`FIXED`] order, and the key builders of the families ([`FAMILIES`]) are generated into
 //! the scripts' prelude (see `scripts.rs`), so Rust and Lua cannot disagree about a name.
 //!
+//! A part that comes from outside (a concurrency key, a ticket, a delivery id) is encoded
+//! before it goes into a name ([`encode_part`]): `%`, `:`, `{` and `}` become `%XX`. An
+//! encoded part holds no `:`, so no part can reach into another family's shape (a
+//! concurrency key `d:queue` would otherwise name key `d`'s queue), and no `{…}`, so no part
+//! can move a key to another Redis Cluster slot than the prefix's hash tag says.
+//!
 //! All keys of an installation start with its prefix. On Redis Cluster, give the prefix a
 //! hash tag (`{agentsmith}:`): every key then hashes to one slot, which the scripts need,
 //! since they reach other jobs' keys through the data (admitting waiting jobs, say).
@@ -108,6 +114,28 @@ pub const FAMILIES: [Family; 7] = [
     ACTIVE,
 ];
 
+/// The bytes a key part may not hold as they are: the separator, the hash-tag braces and
+/// the escape itself.
+pub const ESCAPED: [char; 4] = ['%', ':', '{', '}'];
+
+/// `part` with every [`ESCAPED`] character written as `%XX` (upper-case hex): injective, so
+/// two parts name two keys, and free of `:`, `{` and `}`. The Lua scripts' key builders do
+/// the same (`encode_part` in their generated prelude).
+pub fn encode_part(part: &str) -> std::borrow::Cow<'_, str> {
+    if !part.contains(ESCAPED) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    let mut encoded = String::with_capacity(part.len() + 8);
+    for c in part.chars() {
+        if ESCAPED.contains(&c) {
+            encoded.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            encoded.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(encoded)
+}
+
 /// The keys under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -131,9 +159,15 @@ impl Keys {
         format!("{}{name}", self.prefix)
     }
 
-    /// The key of `part` in `family`.
+    /// The key of `part` in `family`, the part encoded.
     pub fn of(&self, family: Family, part: &str) -> String {
-        format!("{}{}{part}{}", self.prefix, family.head, family.tail)
+        format!(
+            "{}{}{}{}",
+            self.prefix,
+            family.head,
+            encode_part(part),
+            family.tail
+        )
     }
 
     /// The fixed keys in [`FIXED`] order: the first `KEYS` of every script.
@@ -233,8 +267,10 @@ impl Keys {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
 
     #[test]
     fn keys_are_the_prefix_then_their_name() {
@@ -244,10 +280,99 @@ mod tests {
         assert_eq!(keys.concurrency("k"), "P:concurrency:k");
         assert_eq!(keys.concurrency_queue("k"), "P:concurrency:k:queue");
         assert_eq!(keys.idempotency("k"), "P:idem:k");
-        assert_eq!(keys.dedup("slack:1"), "P:dedup:slack:1");
+        assert_eq!(keys.dedup("slack:1"), "P:dedup:slack%3A1");
         assert_eq!(keys.active("PAY-1"), "P:active:PAY-1");
+        assert_eq!(keys.concurrency("d:queue"), "P:concurrency:d%3Aqueue");
+        assert_eq!(keys.job("{x}%"), "P:job:%7Bx%7D%25");
         assert_eq!(keys.notify_delayed(), "P:notify:delayed");
         assert_eq!(keys.fixed_keys()[0], keys.queue());
         assert_eq!(keys.fixed_keys()[9], keys.notify_delayed());
+    }
+
+    /// Names an attacker would pick: the families' own heads and tails, separators, hash-tag
+    /// braces, escapes that look encoded already, and names that are prefixes of each other.
+    pub(crate) fn adversarial_part() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "d",
+            "queue",
+            ":queue",
+            "events",
+            ":events",
+            "job:",
+            "concurrency:",
+            "idem:",
+            "dedup:",
+            "active:",
+            ":",
+            "::",
+            "{",
+            "}",
+            "{x}",
+            "%",
+            "%3A",
+            "%3a",
+            "%25",
+            "delayed",
+            "notify:",
+            "runner_secret",
+            "-",
+            "é",
+            " ",
+        ]);
+        prop::collection::vec(pieces, 0..5).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(512)
+        })]
+
+        /// No two (family, part) pairs name the same key, no family names a fixed key, and no
+        /// key carries a part's hash tag: for every batch of adversarial names.
+        #[test]
+        fn key_families_stay_disjoint_for_adversarial_names(
+            parts in prop::collection::vec(adversarial_part(), 1..24)
+        ) {
+            let keys = Keys::new("{agentsmith}:");
+            let mut named: HashMap<String, (usize, String)> = keys
+                .fixed_keys()
+                .into_iter()
+                .chain([keys.runner_secret()])
+                .map(|k| (k, (usize::MAX, String::new())))
+                .collect();
+            for part in &parts {
+                for (f, family) in FAMILIES.iter().enumerate() {
+                    let key = keys.of(*family, part);
+                    let tags = key.matches(['{', '}']).count();
+                    prop_assert_eq!(tags, 2, "{} moves its slot", &key);
+                    if let Some((g, other)) = named.insert(key.clone(), (f, part.clone())) {
+                        prop_assert!(
+                            g == f && other == *part,
+                            "{} is named by family {} with {:?} and family {} with {:?}",
+                            key, g, other, f, part
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Encoding is injective and leaves no separator: decoding gives the part back.
+        #[test]
+        fn encoded_parts_decode_to_themselves(part in adversarial_part()) {
+            let encoded = encode_part(&part);
+            let separators = encoded.matches([':', '{', '}']).count();
+            prop_assert_eq!(separators, 0, "{} keeps a separator", &encoded);
+            let mut decoded = String::new();
+            let mut rest = encoded.as_ref();
+            while let Some(at) = rest.find('%') {
+                decoded.push_str(&rest[..at]);
+                let byte = u8::from_str_radix(&rest[at + 1..at + 3], 16).unwrap();
+                decoded.push(char::from(byte));
+                rest = &rest[at + 3..];
+            }
+            decoded.push_str(rest);
+            prop_assert_eq!(decoded, part);
+        }
     }
 }

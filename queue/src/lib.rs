@@ -16,7 +16,7 @@
 //! | `leases` | expired leases, extensions, due retries, the index sweep |
 //! | `runner` | what a runner's batch of events does to its job |
 //! | `outbox` | replies waiting to be sent, retried until delivered |
-//! | `streams` | a job's events and the dispatcher-wide feed, read and followed |
+//! | `streams` (and `stream_page.lua`) | a job's events and the dispatcher-wide feed: paged by entries and bytes, followed by one reader |
 //! | `stats` | counters for metrics |
 //! | [`settings`] | the `redis:` and `queue:` sections of the configuration |
 //! | `connection` | the Redis client those settings describe: URL, credentials, TLS |
@@ -59,6 +59,7 @@ pub use runner::{
 };
 pub use settings::{QueueSettings, RedisSettings, RedisTlsSettings};
 pub use stats::Stats;
+pub use streams::{RawEntry, StreamPage, StreamReader};
 
 use scripts::Scripts;
 

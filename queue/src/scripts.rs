@@ -85,6 +85,13 @@ fn prelude() -> String {
     }
     let _ = writeln!(lua, "local GROUP = '{}'", keys::GROUP);
     let _ = writeln!(lua, "local NOTIFY_GROUP = '{}'", keys::NOTIFY_GROUP);
+    // Lua's twin of keys::encode_part: every escaped character as %XX.
+    let escaped: String = keys::ESCAPED.iter().map(|c| format!("%{c}")).collect();
+    let _ = writeln!(
+        lua,
+        "local function encode_part(part) return (string.gsub(part, '[{escaped}]', \
+         function(c) return string.format('%%%02X', string.byte(c)) end)) end"
+    );
     for family in FAMILIES {
         let tail = if family.tail.is_empty() {
             String::new()
@@ -93,7 +100,7 @@ fn prelude() -> String {
         };
         let _ = writeln!(
             lua,
-            "local function {}(part) return prefix .. '{}' .. part{tail} end",
+            "local function {}(part) return prefix .. '{}' .. encode_part(part){tail} end",
             family.lua, family.head
         );
     }
@@ -296,5 +303,41 @@ mod tests {
         }
         assert!(prelude.contains("local prefix = ARGV[1]"));
         assert!(prelude.contains("local start_lease_ms = tonumber(ARGV[6])"));
+    }
+
+    /// The Lua key builders, run by a real Redis, name every adversarial part exactly as
+    /// keys.rs does (so a script reaching a key through the data finds the key Rust wrote).
+    #[test]
+    fn the_lua_builders_encode_parts_as_rust_does() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let client = ::redis::Client::open(testkit::redis::test_url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let keys = crate::Keys::new("{p}:");
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut parts: Vec<String> = ["d:queue", "{x}", "%3A", "%", "a:b:c", "", "é:}"]
+            .map(String::from)
+            .to_vec();
+        for _ in 0..200 {
+            let tree = crate::keys::tests::adversarial_part()
+                .new_tree(&mut runner)
+                .unwrap();
+            parts.push(tree.current());
+        }
+        let calls: String = FAMILIES
+            .iter()
+            .map(|f| format!("{}(ARGV[2]),", f.lua))
+            .collect();
+        let script = format!("{}\nreturn {{ {calls} }}", prelude());
+        for part in &parts {
+            let built: Vec<String> = ::redis::cmd("EVAL")
+                .arg(&script)
+                .arg(0)
+                .arg("{p}:")
+                .arg(part)
+                .query(&mut conn)
+                .unwrap();
+            let expected: Vec<String> = FAMILIES.iter().map(|f| keys.of(*f, part)).collect();
+            assert_eq!(built, expected, "for the part {part:?}");
+        }
     }
 }

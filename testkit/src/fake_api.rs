@@ -1,18 +1,22 @@
-//! A fake of the providers' reply APIs for the webhook tests: Slack (`chat.postMessage` and
-//! `response_url`s under `/slack/response/`), GitHub issue comments, GitLab issue notes and
-//! Jira issue comments, all on one local port. It records every request and can refuse some
-//! with a 500, as a provider having an outage would.
+//! A fake of the providers' APIs for the webhook tests, all on one local port: the reply
+//! APIs (Slack's `chat.postMessage` and `response_url`s under `/slack/response/`, GitHub
+//! issue comments, GitLab issue notes, Jira issue comments) and the ones that say who
+//! someone is (a GitHub collaborator's permission, a GitLab member's access level, a Slack
+//! user group's members, a Jira user's groups), answering what the test set with
+//! [`FakeApi::grant_github`], [`FakeApi::grant_gitlab`], [`FakeApi::slack_user_group`] and
+//! [`FakeApi::jira_groups`]. It records every request and can refuse some with a 500, as a
+//! provider having an outage would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -28,6 +32,8 @@ const CREDENTIALS: [&str; 2] = ["authorization", "private-token"];
 pub struct Recorded {
     /// The path as sent, still percent-encoded (`/projects/acme%2Fshop/issues/4/notes`).
     pub path: String,
+    /// The query string as sent (`usergroup=S0DEVS`), empty when there is none.
+    pub query: String,
     /// The headers, by lower-case name.
     headers: BTreeMap<String, String>,
     /// The JSON body (`Null` if it was not JSON).
@@ -77,6 +83,7 @@ impl fmt::Debug for Recorded {
             .collect();
         f.debug_struct("Recorded")
             .field("path", &self.path)
+            .field("query", &self.query)
             .field("status", &self.status)
             .field("headers", &headers)
             .field("body", &self.body)
@@ -93,10 +100,24 @@ struct Outage {
     left: usize,
 }
 
+/// Who people are, as the providers' APIs would say.
+#[derive(Default)]
+struct People {
+    /// GitHub: (`owner/repo`, login) to role (`read` … `admin`, or `none`).
+    github: HashMap<(String, String), String>,
+    /// GitLab: (project path, user id) to access level.
+    gitlab: HashMap<(String, u64), u32>,
+    /// Slack: user group id to its members' ids.
+    slack_groups: HashMap<String, Vec<String>>,
+    /// Jira: account id to its groups' names.
+    jira_groups: HashMap<String, Vec<String>>,
+}
+
 #[derive(Default)]
 struct Inner {
     requests: Vec<Recorded>,
     outage: Outage,
+    people: People,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -122,6 +143,13 @@ impl FakeApi {
             )
             .route("/projects/{id}/issues/{iid}/notes", post(known))
             .route("/rest/api/2/issue/{key}/comment", post(known))
+            .route(
+                "/repos/{owner}/{repo}/collaborators/{login}/permission",
+                get(github_permission),
+            )
+            .route("/projects/{id}/members/all/{user}", get(gitlab_member))
+            .route("/usergroups.users.list", get(slack_group_members))
+            .route("/rest/api/2/user/groups", get(jira_user_groups))
             .fallback(unknown)
             .with_state(inner.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -142,6 +170,54 @@ impl FakeApi {
             matching: matching.to_string(),
             left: times,
         };
+    }
+
+    /// GitHub will say that `login` has `role` (`none`, `read`, `triage`, `write`,
+    /// `maintain`, `admin`) on `repo` (`owner/repo`); anyone else is a 404, as GitHub
+    /// answers for a login it does not know.
+    pub fn grant_github(&self, repo: &str, login: &str, role: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .people
+            .github
+            .insert((repo.to_string(), login.to_string()), role.to_string());
+    }
+
+    /// GitLab will say that user `user_id` is a member of `project` (its path) with
+    /// `access_level`; anyone else is a 404 (not a member).
+    pub fn grant_gitlab(&self, project: &str, user_id: u64, access_level: u32) {
+        self.inner
+            .lock()
+            .unwrap()
+            .people
+            .gitlab
+            .insert((project.to_string(), user_id), access_level);
+    }
+
+    /// Slack will say that user group `group` has these members; any other group is
+    /// `no_such_subteam`.
+    pub fn slack_user_group(&self, group: &str, members: &[&str]) {
+        self.inner.lock().unwrap().people.slack_groups.insert(
+            group.to_string(),
+            members.iter().map(|m| m.to_string()).collect(),
+        );
+    }
+
+    /// Jira will say that account `account_id` is in these groups; anyone else in none.
+    pub fn jira_groups(&self, account_id: &str, groups: &[&str]) {
+        self.inner.lock().unwrap().people.jira_groups.insert(
+            account_id.to_string(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        );
+    }
+
+    /// The requests whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
     }
 
     /// Every request so far, in order.
@@ -195,17 +271,28 @@ impl Drop for FakeApi {
     }
 }
 
+impl Outage {
+    /// Whether to refuse a request to `path` (with `query`) carrying `text`; counts it.
+    fn refuses(&mut self, path: &str, query: &str, text: &str) -> bool {
+        let matched = [path, query, text]
+            .iter()
+            .any(|s| s.contains(&self.matching));
+        let refuse = self.left > 0 && matched;
+        if refuse {
+            self.left -= 1;
+        }
+        refuse
+    }
+}
+
 /// A provider route: recorded, then answered as the provider does (or with a 500).
 async fn known(State(inner): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let text = String::from_utf8_lossy(&body);
     let mut inner = inner.lock().unwrap();
-    let outage = &mut inner.outage;
-    let refuse =
-        outage.left > 0 && (path.contains(&outage.matching) || text.contains(&outage.matching));
-    if refuse {
-        outage.left -= 1;
-    }
+    let refuse = inner
+        .outage
+        .refuses(&path, uri.query().unwrap_or_default(), &text);
     let (status, answer) = if refuse {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -222,8 +309,129 @@ async fn known(State(inner): State<Shared>, uri: Uri, headers: HeaderMap, body: 
     } else {
         (StatusCode::CREATED, json!({"id": inner.requests.len() + 1}))
     };
-    inner.requests.push(recorded(path, &headers, &body, status));
+    inner.requests.push(recorded(&uri, &headers, &body, status));
     (status, Json(answer)).into_response()
+}
+
+/// A question about someone: recorded, then answered by `answer` from what the test set
+/// (or with a 500 during an outage).
+fn lookup(
+    inner: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&People) -> (StatusCode, Value),
+) -> Response {
+    let mut inner = inner.lock().unwrap();
+    let refuse = inner
+        .outage
+        .refuses(uri.path(), uri.query().unwrap_or_default(), "");
+    let (status, body) = if refuse {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": "fake outage"}),
+        )
+    } else {
+        answer(&inner.people)
+    };
+    inner.requests.push(recorded(uri, headers, b"", status));
+    (status, Json(body)).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/collaborators/{login}/permission`, shaped as GitHub answers:
+/// the legacy `permission` (admin, write, read, none), the `role_name`, and the user's
+/// `permissions` flags.
+async fn github_permission(
+    State(inner): State<Shared>,
+    Path((owner, repo, login)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&inner, &uri, &headers, |people| {
+        let Some(role) = people
+            .github
+            .get(&(format!("{owner}/{repo}"), login.clone()))
+        else {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"message": "Not Found", "status": "404"}),
+            );
+        };
+        let rank = ["none", "read", "triage", "write", "maintain", "admin"]
+            .iter()
+            .position(|r| r == role)
+            .unwrap_or(0);
+        let legacy = match rank {
+            0 => "none",
+            1 | 2 => "read",
+            3 | 4 => "write",
+            _ => "admin",
+        };
+        let flags = json!({"pull": rank >= 1, "triage": rank >= 2, "push": rank >= 3,
+                           "maintain": rank >= 4, "admin": rank >= 5});
+        (
+            StatusCode::OK,
+            json!({"permission": legacy, "role_name": role,
+                   "user": {"login": login, "type": "User", "permissions": flags}}),
+        )
+    })
+}
+
+/// `GET /projects/{id}/members/all/{user}`: the member with their `access_level`, or 404.
+async fn gitlab_member(
+    State(inner): State<Shared>,
+    Path((project, user)): Path<(String, u64)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&inner, &uri, &headers, |people| {
+        match people.gitlab.get(&(project.clone(), user)) {
+            Some(level) => (
+                StatusCode::OK,
+                json!({"id": user, "username": format!("user{user}"), "state": "active",
+                       "access_level": level}),
+            ),
+            None => (StatusCode::NOT_FOUND, json!({"message": "404 Not found"})),
+        }
+    })
+}
+
+/// `GET /usergroups.users.list?usergroup=S…`: the Web API's answer, `ok` or not.
+async fn slack_group_members(
+    State(inner): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&inner, &uri, &headers, |people| {
+        let group = query.get("usergroup").cloned().unwrap_or_default();
+        match people.slack_groups.get(&group) {
+            Some(members) => (StatusCode::OK, json!({"ok": true, "users": members})),
+            None => (
+                StatusCode::OK,
+                json!({"ok": false, "error": "no_such_subteam"}),
+            ),
+        }
+    })
+}
+
+/// `GET /rest/api/2/user/groups?accountId=…`: the account's groups.
+async fn jira_user_groups(
+    State(inner): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&inner, &uri, &headers, |people| {
+        let account = query.get("accountId").cloned().unwrap_or_default();
+        let groups: Vec<Value> = people
+            .jira_groups
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .map(|name| json!({"name": name, "groupId": format!("id-{name}")}))
+            .collect();
+        (StatusCode::OK, Value::Array(groups))
+    })
 }
 
 /// Any other path: recorded, and 404 as a provider would answer.
@@ -238,13 +446,14 @@ async fn unknown(
         .lock()
         .unwrap()
         .requests
-        .push(recorded(uri.path().to_string(), &headers, &body, status));
+        .push(recorded(&uri, &headers, &body, status));
     (status, Json(json!({"message": "Not Found"}))).into_response()
 }
 
-fn recorded(path: String, headers: &HeaderMap, body: &[u8], status: StatusCode) -> Recorded {
+fn recorded(uri: &Uri, headers: &HeaderMap, body: &[u8], status: StatusCode) -> Recorded {
     Recorded {
-        path,
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| {

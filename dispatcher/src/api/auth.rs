@@ -4,6 +4,9 @@
 //! configured (loopback-only development) or when it is a read (`GET`/`HEAD`) and
 //! `dashboard.public_read` is on. A token that is sent is always checked, so the
 //! dashboard's sign-in can tell a wrong token even when reads are public.
+//!
+//! [`Insider`] is the stricter question a few routes ask (who may see internals such as
+//! backend errors): an accepted token, or the open API; public reads do not count.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -26,8 +29,7 @@ impl FromRequestParts<AppState> for ApiCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let tokens = &state.settings.api.tokens;
-        if tokens.is_empty() {
+        if state.settings.api.tokens.is_empty() {
             return Ok(ApiCaller);
         }
         let Some(presented) = bearer(parts) else {
@@ -38,15 +40,47 @@ impl FromRequestParts<AppState> for ApiCaller {
                 Err(ApiError::unauthorized("missing bearer token"))
             };
         };
-        let accepted = tokens.iter().fold(false, |found, token| {
-            found | bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))
-        });
-        if accepted {
+        if accepted(state, presented) {
             Ok(ApiCaller)
         } else {
             Err(ApiError::unauthorized("invalid bearer token"))
         }
     }
+}
+
+/// Whether the request comes from someone trusted with the dispatcher's internals (why
+/// `/ready` fails, in backend errors that name hosts and addresses): a caller with an
+/// accepted token, or anyone while no tokens are configured (the open local API already
+/// gives them everything). Unlike [`ApiCaller`], `dashboard.public_read` does not count: it
+/// opens the jobs to readers, not the internals. Never a rejection: anonymous callers get
+/// the short answer.
+pub struct Insider(pub bool);
+
+impl FromRequestParts<AppState> for Insider {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let open = state.settings.api.tokens.is_empty();
+        Ok(Insider(
+            open || bearer(parts).is_some_and(|presented| accepted(state, presented)),
+        ))
+    }
+}
+
+/// Whether `presented` is one of the configured tokens (compared in constant time, and
+/// against all of them, so the time taken says nothing about which came close).
+fn accepted(state: &AppState, presented: &str) -> bool {
+    state
+        .settings
+        .api
+        .tokens
+        .iter()
+        .fold(false, |found, token| {
+            found | bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))
+        })
 }
 
 /// The bearer token of a request, if it has one.

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use super::auth::Insider;
 use super::AppState;
 
 /// The process is alive.
@@ -15,7 +16,11 @@ pub async fn health() -> impl IntoResponse {
 
 /// Ready for traffic: no background loop has died, not draining, Redis answers, the
 /// spawner's backend is reachable.
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+///
+/// Anyone may ask (probes carry no token), but only an [`Insider`] is told why not: the
+/// reasons are backend errors that name hosts, addresses and paths. Everyone else gets the
+/// status code and `{"status": "ready"}` or `{"status": "unavailable"}`.
+pub async fn ready(State(state): State<AppState>, Insider(insider): Insider) -> impl IntoResponse {
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
     let spawner = state.spawner.probe().await.map_err(|e| e.to_string());
     let draining = state.is_draining();
@@ -26,6 +31,10 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if !insider {
+        let body = json!({"status": if ok { "ready" } else { "unavailable" }});
+        return (status, Json(body));
+    }
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),

@@ -1,25 +1,19 @@
 //! The REST API of jobs: submit, list, show, events (SSE), cancel, retry.
 
-use std::convert::Infallible;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::{AppState, SSE_BLOCK};
-use crate::telemetry::chain;
-use queue::{
-    valid_id, CancelOutcome, Job, JobEvent, JobFilter, JobState, NewJob, RetryOutcome, Submission,
-};
+use crate::fanout::{ClientId, Follow, StreamId};
+use queue::{valid_id, CancelOutcome, Job, JobFilter, JobState, NewJob, RetryOutcome, Submission};
 
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -263,150 +257,45 @@ pub struct EventsQuery {
 pub(super) fn last_event_id(
     headers: &HeaderMap,
     after: Option<String>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<StreamId>, ApiError> {
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(after);
-    match after {
-        Some(a) if !valid_stream_id(&a) => Err(ApiError::bad_request(
-            "Last-Event-ID: not an event id of this stream",
-        )),
-        other => Ok(other),
-    }
-}
-
-fn valid_stream_id(id: &str) -> bool {
-    id.split_once('-')
-        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+    after
+        .map(|a| {
+            a.parse::<StreamId>().map_err(|()| {
+                ApiError::bad_request("Last-Event-ID: not an event id of this stream")
+            })
+        })
+        .transpose()
 }
 
 /// `GET /v1/jobs/{id}/events`: Server-Sent Events. Replays the job's history (after
 /// `Last-Event-ID` or `?after=` when given), then follows it live; ends once the job has
-/// ended and everything is sent.
+/// ended and everything is sent. A follower past `api.max_followers` (or the per-client
+/// cap) is refused with 429; one that falls too far behind gets a `lagged` event and is
+/// closed (see [`crate::fanout`]).
 pub async fn events(
     State(state): State<AppState>,
     _caller: ApiCaller,
+    client: ClientId,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if !valid_id(&id) {
         return Err(ApiError::not_found("unknown_job", format!("no job {id:?}")));
     }
-    let job = find(&state, &id).await?;
     let after = last_event_id(&headers, query.after)?;
-    let stream = event_stream(state, job, after);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-fn to_sse(id: &str, event: &JobEvent) -> Event {
-    let name = match event {
-        JobEvent::State { .. } => "state",
-        JobEvent::Waiting { .. } => "waiting",
-        JobEvent::Spawned { .. } => "spawned",
-        JobEvent::Log { .. } => "log",
-        JobEvent::Result { .. } => "result",
+    // Counted before Redis is asked anything, so a refused follower costs nothing.
+    let slot = match state.fanout.admit(client) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
     };
-    Event::default()
-        .id(id)
-        .event(name)
-        .data(serde_json::to_string(event).expect("job events always serialise"))
-}
-
-fn event_stream(
-    state: AppState,
-    job: Job,
-    after: Option<String>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    const PAGE: usize = 500;
-    channel_stream(move |tx| async move {
-        let mut cursor = after.unwrap_or_else(|| "0-0".to_string());
-        // The state as of the last state event sent (or the record's, before any).
-        let mut last_state = None::<JobState>;
-        // Replay.
-        loop {
-            let page = match state.queue.events_after(&job.id, Some(&cursor), PAGE).await {
-                Ok(page) => page,
-                Err(e) => {
-                    warn!(error = %chain(&e), job_id = %job.id, "reading events failed; ending the stream");
-                    return;
-                }
-            };
-            let n = page.len();
-            if !forward(&tx, page, &mut cursor, &mut last_state).await {
-                return;
-            }
-            if n < PAGE {
-                break;
-            }
-        }
-        // Nothing more and the job has ended: done.
-        let ended = |s: Option<JobState>| s.is_some_and(JobState::is_terminal);
-        if ended(last_state) || (last_state.is_none() && job.state.is_terminal()) {
-            return;
-        }
-        // Follow.
-        let mut conn = match state.queue.dedicated_connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %chain(&e), "no redis connection to follow events; ending the stream");
-                return;
-            }
-        };
-        loop {
-            let read = tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                _ = tx.closed() => return,
-                read = state.queue.wait_events(&mut conn, &job.id, &cursor, SSE_BLOCK) => read,
-            };
-            let batch = match read {
-                Ok(batch) => batch,
-                Err(e) => {
-                    warn!(error = %chain(&e), "following events failed; ending the stream");
-                    return;
-                }
-            };
-            let n = batch.len();
-            if !forward(&tx, batch, &mut cursor, &mut last_state).await {
-                return;
-            }
-            if n < PAGE && ended(last_state) {
-                return;
-            }
-        }
-    })
-}
-
-/// Sends `events` to the client, advancing the cursor and the last state seen; false once
-/// the client has gone.
-async fn forward(
-    tx: &tokio::sync::mpsc::Sender<Event>,
-    events: Vec<(String, JobEvent)>,
-    cursor: &mut String,
-    last_state: &mut Option<JobState>,
-) -> bool {
-    for (id, event) in events {
-        if let Some(s) = event.state() {
-            *last_state = Some(s);
-        }
-        if tx.send(to_sse(&id, &event)).await.is_err() {
-            return false;
-        }
-        *cursor = id;
-    }
-    true
-}
-
-/// A stream fed by a task through a channel: the task ends when the client goes away.
-pub(super) fn channel_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(producer(tx));
-    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+    let job = find(&state, &id).await?;
+    let follow = Follow::job(&state.queue, &job, after, SSE_BLOCK);
+    Ok(state.fanout.follow(slot, follow))
 }

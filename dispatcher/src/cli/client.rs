@@ -86,10 +86,15 @@ impl Client {
             .await
     }
 
-    /// `POST /v1/jobs/{id}/cancel` or `/retry`.
+    /// `POST /v1/jobs/{id}/cancel` or `/retry`, with an empty JSON object: every `POST`
+    /// of the API wants `Content-Type: application/json`, even with nothing to say.
     pub async fn act(&self, id: &str, action: &str) -> anyhow::Result<Job> {
-        self.send(self.request(reqwest::Method::POST, &format!("/v1/jobs/{id}/{action}")))
-            .await
+        let path = format!("/v1/jobs/{id}/{action}");
+        self.send(
+            self.request(reqwest::Method::POST, &path)
+                .json(&serde_json::json!({})),
+        )
+        .await
     }
 
     /// Streams `GET /v1/jobs/{id}/events`, calling `on_event` for each, until the server

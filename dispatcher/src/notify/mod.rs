@@ -134,7 +134,8 @@ impl Notifier {
                 message.ephemeral = response_url.is_some();
                 match (origin, response_url) {
                     (_, Some(url)) => {
-                        providers::slack_response_url(&self.http, url, &message).await
+                        let sources = &self.ctx.settings.sources;
+                        providers::slack_response_url(&self.http, sources, url, &message).await
                     }
                     (origin, None) => self.send(origin, &message, None).await,
                 }
@@ -177,7 +178,9 @@ impl Notifier {
                                     message: format!("counting posts: {e}"),
                                 })?;
                         if young && posts <= RESPONSE_URL_POSTS {
-                            match providers::slack_response_url(&self.http, url, message).await {
+                            match providers::slack_response_url(&self.http, sources, url, message)
+                                .await
+                            {
                                 Err(e) if !e.retryable => {
                                     debug!(error = %chain(&e), "response_url refused; posting with the bot token")
                                 }

@@ -1,11 +1,17 @@
 //! The providers' reply APIs: Slack (`response_url`, `chat.postMessage`), GitHub and GitLab
 //! issue comments, Jira issue comments. Each call says whether a failure is worth retrying.
+//!
+//! Every part of a URL that comes from a delivery (a repository, a project path, an issue
+//! key) is one percent-encoded path segment ([`segment`]), and a `response_url` is called
+//! only when its host is allowed ([`response_url_host`]).
 
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+
+use tracing::warn;
 
 use super::message::Message;
 use crate::settings::SourcesSettings;
@@ -62,6 +68,65 @@ async fn send(what: &str, request: RequestBuilder) -> Result<Value, SendError> {
     }
 }
 
+/// One path segment of a provider URL: every byte but RFC 3986's unreserved characters
+/// percent-encoded, so a `/`, `?` or `#` in a ticket key stays inside its segment. `None`
+/// for an empty segment or one of dots alone, which a URL resolves as `.` or `..` however
+/// it is encoded.
+pub fn segment(part: &str) -> Option<String> {
+    if part.is_empty() || part.chars().all(|c| c == '.') {
+        return None;
+    }
+    let mut out = String::with_capacity(part.len());
+    for byte in part.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Some(out)
+}
+
+/// The segments of `path` (`owner/repo`), each encoded by [`segment`] and joined by `/`.
+fn segments(path: &str) -> Option<String> {
+    path.split('/')
+        .map(segment)
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| parts.join("/"))
+}
+
+/// A permanent failure for a delivery value that cannot be a path segment.
+fn unusable(what: &str, value: &str) -> SendError {
+    SendError::permanent(format!(
+        "{what}: {:?} cannot be put in a URL",
+        super::short(value, 80)
+    ))
+}
+
+/// The host of `url` if `hosts` (`sources.slack.response_url_hosts`) allows it; else why not.
+/// Hosts compare without case; a user part (`https://hooks.slack.com@evil.example/`) does
+/// not fool it, since the host is read as a URL parser reads it.
+pub fn response_url_host(url: &str, hosts: &[String]) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "not a URL".to_string())?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!("scheme {} is not http(s)", parsed.scheme()));
+    }
+    let host = parsed
+        .host_str()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        .ok_or_else(|| "no host".to_string())?;
+    if hosts
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(&host))
+    {
+        Ok(host)
+    } else {
+        Err(format!(
+            "host {host} is not in sources.slack.response_url_hosts"
+        ))
+    }
+}
+
 /// A reqwest error without its URL (a Slack `response_url` is a credential).
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -98,12 +163,19 @@ pub fn slack_payload(message: &Message) -> Value {
     json!({"text": fallback, "blocks": blocks})
 }
 
-/// Posts through a slash command's or button's `response_url`.
+/// Posts through a slash command's or button's `response_url`, if its host is one of
+/// `sources.slack.response_url_hosts`; one elsewhere is not called (a permanent failure,
+/// logged with the host, never the URL, which is a credential).
 pub async fn slack_response_url(
     http: &reqwest::Client,
+    sources: &SourcesSettings,
     response_url: &str,
     message: &Message,
 ) -> Result<(), SendError> {
+    if let Err(why) = response_url_host(response_url, &sources.slack.response_url_hosts) {
+        warn!(reason = %why, "a response_url was not called");
+        return Err(SendError::permanent(format!("slack response_url: {why}")));
+    }
     let mut payload = slack_payload(message);
     payload["response_type"] = json!(if message.ephemeral {
         "ephemeral"
@@ -181,8 +253,11 @@ pub async fn github_comment(
             "github: no token (sources.github.token) to comment with",
         ));
     }
+    let path = segments(repo)
+        .filter(|_| repo.split('/').count() == 2)
+        .ok_or_else(|| unusable("github comment", repo))?;
     let url = format!(
-        "{}/repos/{repo}/issues/{issue}/comments",
+        "{}/repos/{path}/issues/{issue}/comments",
         sources.github.api_base_url.trim_end_matches('/')
     );
     let request = http
@@ -208,7 +283,8 @@ pub async fn gitlab_note(
             "gitlab: no token (sources.gitlab.token) to comment with",
         ));
     }
-    let encoded: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
+    // The project's path is one segment (`acme%2Fshop`), as GitLab takes it in place of the id.
+    let encoded = segment(project).ok_or_else(|| unusable("gitlab note", project))?;
     let url = format!(
         "{}/projects/{encoded}/issues/{issue}/notes",
         sources.gitlab.api_base_url.trim_end_matches('/')
@@ -234,8 +310,9 @@ pub async fn jira_comment(
             "jira: no base_url, email and api_token to comment with",
         ));
     }
+    let key = segment(issue).ok_or_else(|| unusable("jira comment", issue))?;
     let url = format!(
-        "{}/rest/api/2/issue/{issue}/comment",
+        "{}/rest/api/2/issue/{key}/comment",
         jira.base_url.trim_end_matches('/')
     );
     let request = http
@@ -252,4 +329,45 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .user_agent(concat!("agentsmith/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client's settings are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_keep_separators_and_queries_inside() {
+        assert_eq!(segment("PAY-12").as_deref(), Some("PAY-12"));
+        assert_eq!(
+            segment("PAY-1/../x?y=1#z").as_deref(),
+            Some("PAY-1%2F..%2Fx%3Fy%3D1%23z")
+        );
+        assert_eq!(segment("acme/shop").as_deref(), Some("acme%2Fshop"));
+        assert_eq!(segment("é").as_deref(), Some("%C3%A9"));
+        for unusable in ["", ".", "..", "..."] {
+            assert_eq!(segment(unusable), None, "{unusable:?}");
+        }
+        assert_eq!(segments("acme/shop").as_deref(), Some("acme/shop"));
+        assert_eq!(segments("acme/../x"), None);
+    }
+
+    #[test]
+    fn response_urls_are_allowed_by_host_only() {
+        let hosts = vec!["hooks.slack.com".to_string()];
+        let allowed = |url: &str| response_url_host(url, &hosts);
+        assert_eq!(
+            allowed("https://hooks.slack.com/commands/T1/2/x").as_deref(),
+            Ok("hooks.slack.com")
+        );
+        assert!(allowed("https://HOOKS.slack.com./actions/1").is_ok());
+        for refused in [
+            "https://hooks.slack.com@evil.example/commands/1",
+            "https://hooks.slack.com.evil.example/commands/1",
+            "http://169.254.169.254/latest/meta-data",
+            "ftp://hooks.slack.com/x",
+            "not a url",
+        ] {
+            assert!(allowed(refused).is_err(), "{refused}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `agents.*` (profiles: what a job runs, within which limits) and `projects.*` (where a
-//! ticket belongs, which profile runs it, what triggers it).
+//! ticket belongs, which profile runs it, what triggers it, and who may trigger it).
 
 use std::collections::BTreeMap;
 
@@ -97,6 +97,9 @@ pub struct ProjectSettings {
     /// What starts a job from this project's tickets; empty values take the source's.
     #[serde(default)]
     pub triggers: TriggerSettings,
+    /// Who may start, cancel and retry this project's jobs, per source.
+    #[serde(default)]
+    pub access: AccessSettings,
 }
 
 /// `projects.<name>.triggers.*`: overrides of the source-wide triggers.
@@ -125,5 +128,237 @@ impl Default for TriggerSettings {
             jira_statuses: Vec::new(),
             comments: true,
         }
+    }
+}
+
+/// `projects.<name>.access.*`: who may start, cancel and retry the project's jobs from each
+/// source. Bots and apps never may unless a source's `bots` lists them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSettings {
+    /// Slack.
+    #[serde(default)]
+    pub slack: SlackAccess,
+    /// GitHub.
+    #[serde(default)]
+    pub github: GithubAccess,
+    /// GitLab.
+    #[serde(default)]
+    pub gitlab: GitlabAccess,
+    /// Jira.
+    #[serde(default)]
+    pub jira: JiraAccess,
+}
+
+/// `projects.<name>.access.slack.*`: a user passes if any list admits them; with all three
+/// lists empty, everyone in the workspace does (Slack's own membership is the gate).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAccess {
+    /// User ids (`U…`, `W…`).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// User group ids (`S…`), whose members are asked of Slack (`usergroups.users.list`).
+    #[serde(default)]
+    pub user_groups: Vec<String>,
+    /// Channel ids (`C…`): anyone typing there passes.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Bot ids (`B…`) whose mentions may start jobs; other bots are ignored.
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+impl SlackAccess {
+    /// Whether no list restricts who may act (the default: the whole workspace).
+    pub fn is_open(&self) -> bool {
+        self.users.is_empty() && self.user_groups.is_empty() && self.channels.is_empty()
+    }
+}
+
+/// A GitHub repository role, weakest first; `none` as a minimum turns the check off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GithubPermission {
+    /// No access.
+    None,
+    /// Read (pull).
+    Read,
+    /// Triage: manage issues and pull requests without write access.
+    Triage,
+    /// Write (push).
+    #[default]
+    Write,
+    /// Maintain.
+    Maintain,
+    /// Admin.
+    Admin,
+}
+
+impl GithubPermission {
+    /// The role's name, as GitHub spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GithubPermission::None => "none",
+            GithubPermission::Read => "read",
+            GithubPermission::Triage => "triage",
+            GithubPermission::Write => "write",
+            GithubPermission::Maintain => "maintain",
+            GithubPermission::Admin => "admin",
+        }
+    }
+}
+
+/// `projects.<name>.access.github.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubAccess {
+    /// The least role on the repository an actor needs (`read`, `triage`, `write`,
+    /// `maintain`, `admin`; `none`: anyone who can label or comment).
+    #[serde(default)]
+    pub min_permission: GithubPermission,
+    /// Bot logins (`renovate[bot]`) whose labels may start jobs; other bots are ignored.
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+/// The Developer role: pushes code, the peers' default for running agents.
+pub const GITLAB_DEVELOPER: u32 = 30;
+
+/// GitLab's access levels: none, minimal, guest, planner, reporter, developer, maintainer,
+/// owner.
+pub const GITLAB_LEVELS: [u32; 8] = [0, 5, 10, 15, 20, 30, 40, 50];
+
+/// `projects.<name>.access.gitlab.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabAccess {
+    /// The least access level in the project an actor needs (10 guest, 20 reporter, 30
+    /// developer, 40 maintainer, 50 owner; 0: anyone who can label or comment).
+    #[serde(default = "gitlab_developer")]
+    pub min_access_level: u32,
+    /// Bot usernames (`project_5_bot_…`) whose labels may start jobs; other bots are ignored.
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+fn gitlab_developer() -> u32 {
+    GITLAB_DEVELOPER
+}
+
+impl Default for GitlabAccess {
+    fn default() -> Self {
+        Self {
+            min_access_level: GITLAB_DEVELOPER,
+            bots: Vec::new(),
+        }
+    }
+}
+
+/// `projects.<name>.access.jira.*`: with both lists empty, every licensed user of the site
+/// passes (Jira's project permissions decide who can label, transition or comment).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraAccess {
+    /// Account ids that may act (service desk customers too, when listed here).
+    #[serde(default)]
+    pub account_ids: Vec<String>,
+    /// Group names or ids whose members may act (asked of Jira per account).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// App account ids (Automation for Jira, other apps) whose changes may start jobs.
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+impl JiraAccess {
+    /// Whether no list restricts who may act.
+    pub fn is_open(&self) -> bool {
+        self.account_ids.is_empty() && self.groups.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{ConfigError, Settings};
+
+    fn load(yaml: &str) -> Result<Settings, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("agentsmith-access-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agentsmith.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let settings = Settings::load_from(Some(&path), &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        settings
+    }
+
+    #[test]
+    fn access_is_strict_for_github_and_gitlab_and_open_for_slack_and_jira_by_default() {
+        let settings = load("projects:\n  p:\n    agent: echo\n").unwrap();
+        let access = &settings.projects["p"].access;
+        assert_eq!(access.github.min_permission, GithubPermission::Write);
+        assert_eq!(access.gitlab.min_access_level, GITLAB_DEVELOPER);
+        assert!(access.slack.is_open() && access.jira.is_open());
+        assert!(access.slack.bots.is_empty() && access.github.bots.is_empty());
+        assert_eq!(
+            settings.sources.slack.response_url_hosts,
+            vec!["hooks.slack.com".to_string()]
+        );
+    }
+
+    #[test]
+    fn access_values_and_missing_credentials_are_refused_by_key() {
+        let yaml = r#"
+projects:
+  p:
+    agent: echo
+    github_repos: ["acme/shop"]
+    gitlab_projects: ["acme/shop"]
+    access:
+      github: { min_permission: write }
+      gitlab: { min_access_level: 25 }
+      slack: { user_groups: ["S1"], users: [""] }
+sources:
+  github: { enabled: true, webhook_secret: "s3cret-s3cret" }
+  gitlab: { enabled: true, webhook_token: "s3cret-s3cret" }
+  slack:
+    enabled: true
+    signing_secret: "s3cret-s3cret"
+    response_url_hosts: ["https://hooks.slack.com/"]
+"#;
+        let problems = load(yaml).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "projects.p.access.gitlab.min_access_level",
+            "projects.p.access.slack.users",
+            "sources.github.token",
+            "sources.slack.bot_token",
+            "sources.slack.response_url_hosts",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:?}");
+        }
+        let wrong = load("projects:\n  p:\n    agent: echo\n    access:\n      github:\n        min_permission: owner\n");
+        let problems = wrong.unwrap_err().0;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key.starts_with("projects.p.access.github")),
+            "{problems:?}"
+        );
+        // Turning the check off needs no token.
+        let off = yaml
+            .replace("min_permission: write", "min_permission: none")
+            .replace("min_access_level: 25", "min_access_level: 0");
+        let keys: Vec<String> = load(&off)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert!(
+            !keys.iter().any(|k| k.starts_with("sources.git")),
+            "{keys:?}"
+        );
     }
 }

@@ -28,6 +28,11 @@ pub struct ServerSettings {
 pub struct ApiSettings {
     /// Accepted bearer tokens.
     pub tokens: Vec<SecretString>,
+    /// Followers of the event streams (`GET /v1/jobs/{id}/events`, `GET /v1/events`) one
+    /// dispatcher serves at once; more are refused with 429.
+    pub max_followers: usize,
+    /// Followers one client (an API token, else an address) may have at once.
+    pub max_followers_per_client: usize,
 }
 
 /// `dashboard.*`

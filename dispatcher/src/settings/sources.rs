@@ -11,7 +11,8 @@ pub struct SourcesSettings {
     /// The command word of comments and app mentions (`/agent`); Slack's slash command is
     /// `sources.slack.command`.
     pub command: String,
-    /// How long a delivery id is remembered, so a redelivery creates no second job.
+    /// How long a delivery (the digest of its signed body) is remembered, so a redelivery
+    /// or a replay creates no second job.
     pub dedup_ttl_secs: u64,
     /// One job per ticket at a time: a second trigger for a ticket whose job has not ended
     /// is answered with that job instead of starting another.
@@ -46,6 +47,9 @@ pub struct SlackSettings {
     pub admins: Vec<String>,
     /// The project of commands that name none and come from a channel no project lists.
     pub default_project: String,
+    /// Hosts a `response_url` may point at (Slack's is `hooks.slack.com`); one elsewhere is
+    /// never called.
+    pub response_url_hosts: Vec<String>,
 }
 
 /// `sources.github.*`

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use secrecy::ExposeSecret;
 use spawner::SpawnerKind;
 
+use super::agents::{GithubPermission, ProjectSettings, GITLAB_LEVELS};
 use super::{Problem, Settings};
 
 /// Collects problems as they are found.
@@ -49,6 +50,21 @@ impl Settings {
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = Problems::default();
         warnings.section("redis", self.redis.warnings());
+        // Another user is kept from the dispatcher's files, not from its loopback port.
+        let agent_user = self.spawner.process.agent_user.as_ref();
+        if let Some(user) = agent_user
+            .filter(|_| self.api.tokens.is_empty() && self.spawner.kind == SpawnerKind::Process)
+        {
+            warnings.add(
+                "api.tokens",
+                format!(
+                    "none configured while agents run as another user (spawner.process.agent_user \
+                     is {user}): agents can still reach the open API on loopback and start, read \
+                     or cancel any job. Configure api.tokens (agentsmith's own CLI and dashboard \
+                     then need one too)"
+                ),
+            );
+        }
         warnings.0
     }
 
@@ -89,6 +105,15 @@ impl Settings {
         }
         if self.server.body_limit_bytes < 1024 {
             problems.add("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.api.max_followers == 0 {
+            problems.add("api.max_followers", "must be at least 1");
+        }
+        if !(1..=self.api.max_followers.max(1)).contains(&self.api.max_followers_per_client) {
+            problems.add(
+                "api.max_followers_per_client",
+                "must be between 1 and api.max_followers",
+            );
         }
     }
 
@@ -234,6 +259,16 @@ impl Settings {
                 "backoff_base_ms and timeout_secs must be at least 1",
             );
         }
+        for host in &sources.slack.response_url_hosts {
+            if !valid_host(host) {
+                problems.add(
+                    "sources.slack.response_url_hosts",
+                    format!(
+                        "{host:?} is not a host name (like hooks.slack.com: no scheme, port or path)"
+                    ),
+                );
+            }
+        }
         let default_project = &sources.slack.default_project;
         if !default_project.is_empty() && !self.projects.contains_key(default_project) {
             problems.add(
@@ -259,6 +294,7 @@ impl Settings {
                     format!("no agent profile named {:?}", project.agent),
                 );
             }
+            self.check_access(name, project, problems);
             let lists = [
                 ("jira_projects", &project.jira_projects),
                 ("github_repos", &project.github_repos),
@@ -282,6 +318,86 @@ impl Settings {
             }
         }
     }
+
+    /// A project's `access`: values the checks can use, and the credentials they ask the
+    /// providers with (a check that cannot be made would refuse every trigger).
+    fn check_access(&self, name: &str, project: &ProjectSettings, problems: &mut Problems) {
+        let access = &project.access;
+        let sources = &self.sources;
+        let key = |field: &str| format!("projects.{name}.access.{field}");
+        if !GITLAB_LEVELS.contains(&access.gitlab.min_access_level) {
+            problems.add(
+                &key("gitlab.min_access_level"),
+                format!("must be one of GitLab's access levels {GITLAB_LEVELS:?}"),
+            );
+        }
+        let lists = [
+            ("slack.users", &access.slack.users),
+            ("slack.user_groups", &access.slack.user_groups),
+            ("slack.channels", &access.slack.channels),
+            ("slack.bots", &access.slack.bots),
+            ("github.bots", &access.github.bots),
+            ("gitlab.bots", &access.gitlab.bots),
+            ("jira.account_ids", &access.jira.account_ids),
+            ("jira.groups", &access.jira.groups),
+            ("jira.bots", &access.jira.bots),
+        ];
+        for (list, values) in lists {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                problems.add(&key(list), "empty entry");
+            }
+        }
+        let needs = [
+            (
+                sources.github.enabled
+                    && !project.github_repos.is_empty()
+                    && access.github.min_permission > GithubPermission::None,
+                "sources.github.token",
+                sources.github.token.expose_secret().is_empty(),
+                "github.min_permission",
+            ),
+            (
+                sources.gitlab.enabled
+                    && !project.gitlab_projects.is_empty()
+                    && access.gitlab.min_access_level > 0,
+                "sources.gitlab.token",
+                sources.gitlab.token.expose_secret().is_empty(),
+                "gitlab.min_access_level",
+            ),
+            (
+                sources.slack.enabled && !access.slack.user_groups.is_empty(),
+                "sources.slack.bot_token",
+                sources.slack.bot_token.expose_secret().is_empty(),
+                "slack.user_groups",
+            ),
+            (
+                sources.jira.enabled && !access.jira.groups.is_empty(),
+                "sources.jira.api_token",
+                sources.jira.email.is_empty() || sources.jira.api_token.expose_secret().is_empty(),
+                "jira.groups",
+            ),
+        ];
+        for (checked, credential, missing, setting) in needs {
+            if checked && missing {
+                problems.add(
+                    credential,
+                    format!(
+                        "needed to check who may start jobs in project {name:?} ({}); set it, or relax that setting",
+                        key(setting)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A bare host name: no scheme, port, path or user.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
 }
 
 fn is_http_url(url: &str) -> bool {

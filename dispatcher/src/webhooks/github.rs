@@ -1,7 +1,9 @@
-//! GitHub: `POST /webhooks/github`. Verified by `X-Hub-Signature-256`, deduplicated by
-//! `X-GitHub-Delivery`; `ping` is answered; an `issues` event labelling an issue with the
-//! trigger label, or an `issue_comment` starting with the command, starts a job. Replies
-//! are issue comments ([`crate::notify`]).
+//! GitHub: `POST /webhooks/github`. Verified by `X-Hub-Signature-256`, deduplicated by the
+//! digest of the signed body (`X-GitHub-Delivery` is not signed, so it only names the
+//! delivery in logs); `ping` is answered; an `issues` event labelling an issue with the
+//! trigger label, or an `issue_comment` starting with the command, starts a job when the
+//! sender's role on the repository allows it ([`super::access`]). Replies are issue
+//! comments ([`crate::notify`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,6 +12,7 @@ use axum::response::Response;
 use secrecy::ExposeSecret;
 use tracing::instrument;
 
+use super::access::{Actor, ActorKind};
 use super::signature::verify_hub;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
@@ -43,6 +46,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
         description: text_at(&value, "/issue/body"),
         url: text_at(&value, "/issue/html_url"),
         requester: text_at(&value, "/sender/login"),
+        actor: sender(&value),
         labels_added: Vec::new(),
         status_entered: None,
         comment: None,
@@ -68,6 +72,20 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
     Ok(Parsed::Issue(Box::new(issue)))
 }
 
+/// Who sent the event: their login, and whether GitHub says they are a bot (an app).
+fn sender(value: &serde_json::Value) -> Option<Actor> {
+    let login = text_at(value, "/sender/login")?;
+    let kind = match text_at(value, "/sender/type").as_deref() {
+        Some("Bot") => ActorKind::Bot,
+        _ => ActorKind::Person,
+    };
+    Some(Actor {
+        id: login.clone(),
+        name: login,
+        kind,
+    })
+}
+
 /// `POST /webhooks/github`.
 #[instrument(skip_all, fields(source = "github", delivery_id))]
 pub async fn webhook(
@@ -90,7 +108,7 @@ pub async fn webhook(
     tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
     let event = header(&headers, "x-github-event")
         .ok_or_else(|| ApiError::bad_request("missing X-GitHub-Event header"))?;
-    handle_issue_delivery(&state, parse(event, &body), delivery).await
+    handle_issue_delivery(&state, parse(event, &body), &body).await
 }
 
 #[cfg(test)]

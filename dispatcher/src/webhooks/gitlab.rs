@@ -1,7 +1,8 @@
-//! GitLab: `POST /webhooks/gitlab`. Verified by `X-Gitlab-Token`, deduplicated by
-//! `Idempotency-Key` (or `X-Gitlab-Event-UUID`); an Issue Hook that adds the trigger label,
-//! or a Note Hook on an issue starting with the command, starts a job. Replies are issue
-//! notes ([`crate::notify`]).
+//! GitLab: `POST /webhooks/gitlab`. Verified by `X-Gitlab-Token`, deduplicated by the
+//! digest of the body (`Idempotency-Key` and `X-Gitlab-Event-UUID` name the delivery in
+//! logs); an Issue Hook that adds the trigger label, or a Note Hook on an issue starting
+//! with the command, starts a job when the user's access level in the project allows it
+//! ([`super::access`]). Replies are issue notes ([`crate::notify`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,6 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use tracing::instrument;
 
+use super::access::{Actor, ActorKind};
 use super::signature::verify_gitlab;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
@@ -70,6 +72,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
         description: text_at(&value, &format!("{issue}/description")),
         url: text_at(&value, "/object_attributes/url"),
         requester: text_at(&value, "/user/username"),
+        actor: user(&value),
         labels_added: Vec::new(),
         status_entered: None,
         comment: None,
@@ -99,6 +102,54 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     Ok(Parsed::Issue(Box::new(event)))
 }
 
+/// Whether a username is one of GitLab's bots: a project, group or service account token's
+/// user (`project_5_bot_…`, `group_9_bot_…`, `service_account_…`) or one of GitLab's own
+/// (`support-bot`, `alert-bot`, `ghost`, …). Webhooks carry no bot flag, so the name is all
+/// there is to go by.
+pub fn is_bot_username(username: &str) -> bool {
+    let scoped = |kind: &str| {
+        username
+            .strip_prefix(kind)
+            .and_then(|rest| rest.split_once("_bot"))
+            .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    };
+    const GITLAB_BOTS: [&str; 8] = [
+        "ghost",
+        "support-bot",
+        "alert-bot",
+        "visual-review-bot",
+        "automation-bot",
+        "security-bot",
+        "gitlab-llm-bot",
+        "duo-developer",
+    ];
+    scoped("project_")
+        || scoped("group_")
+        || username.starts_with("service_account_")
+        || GITLAB_BOTS.contains(&username)
+}
+
+/// Who did it: their user id (what the members API takes), username, and whether the name
+/// is a bot's.
+fn user(value: &Value) -> Option<Actor> {
+    let username = text_at(value, "/user/username")?;
+    let id = value
+        .pointer("/user/id")
+        .and_then(Value::as_u64)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let kind = if is_bot_username(&username) {
+        ActorKind::Bot
+    } else {
+        ActorKind::Person
+    };
+    Some(Actor {
+        id,
+        name: username,
+        kind,
+    })
+}
+
 /// `POST /webhooks/gitlab`.
 #[instrument(skip_all, fields(source = "gitlab", delivery_id))]
 pub async fn webhook(
@@ -119,7 +170,7 @@ pub async fn webhook(
         .or_else(|| header(&headers, "x-gitlab-event-uuid"))
         .map(str::to_string);
     tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
-    handle_issue_delivery(&state, parse(&body), delivery).await
+    handle_issue_delivery(&state, parse(&body), &body).await
 }
 
 #[cfg(test)]
@@ -167,6 +218,23 @@ mod tests {
             parse(note("MergeRequest").as_bytes()),
             Ok(Parsed::Ignore(_))
         ));
+    }
+
+    #[test]
+    fn bot_users_are_told_apart_by_their_names() {
+        for bot in [
+            "project_5_bot_3f2a",
+            "project_12_bot",
+            "group_9_bot_aa",
+            "service_account_group_1_x",
+            "support-bot",
+            "ghost",
+        ] {
+            assert!(is_bot_username(bot), "{bot}");
+        }
+        for person in ["ann", "project_manager_bot", "robot", "group_bot"] {
+            assert!(!is_bot_username(person), "{person}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Jira Cloud: `POST /webhooks/jira`. Verified by `X-Hub-Signature` (`sha256=`, the admin
-//! webhook scheme), deduplicated by `X-Atlassian-Webhook-Identifier`; an issue created with
-//! or updated to the trigger label or a trigger status, or a comment starting with the
-//! command, starts a job. Replies are issue comments ([`crate::notify`]).
+//! webhook scheme), deduplicated by the digest of the signed body
+//! (`X-Atlassian-Webhook-Identifier` names the delivery in logs); an issue created with or
+//! updated to the trigger label or a trigger status, or a comment starting with the
+//! command, starts a job when the project's access allows its author ([`super::access`]).
+//! Replies are issue comments ([`crate::notify`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,6 +13,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use tracing::instrument;
 
+use super::access::{Actor, ActorKind};
 use super::signature::verify_hub;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, text_at, IssueEvent,
@@ -58,6 +61,19 @@ fn words(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The account at `pointer` (`/user`, `/comment/author`): its id, display name, and kind
+/// (`accountType` `app` is a bot, `customer` a service desk customer).
+fn account(value: &Value, pointer: &str) -> Option<Actor> {
+    let id = text_at(value, &format!("{pointer}/accountId"))?;
+    let name = text_at(value, &format!("{pointer}/displayName")).unwrap_or_else(|| id.clone());
+    let kind = match text_at(value, &format!("{pointer}/accountType")).as_deref() {
+        Some("app") => ActorKind::Bot,
+        Some("customer") => ActorKind::Customer,
+        _ => ActorKind::Person,
+    };
+    Some(Actor { id, name, kind })
+}
+
 /// Parses a delivery (its `webhookEvent` says what it is). `base_url` is the site, for the
 /// link back. Never panics.
 pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, PayloadError> {
@@ -85,6 +101,7 @@ pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, PayloadError> {
             .map(|b| format!("{}/browse/{key}", b.trim_end_matches('/'))),
         requester: text_at(&value, "/user/displayName")
             .or_else(|| text_at(&value, "/comment/author/displayName")),
+        actor: account(&value, "/user"),
         labels_added: Vec::new(),
         status_entered: None,
         comment: None,
@@ -136,6 +153,7 @@ pub fn parse(body: &[u8], base_url: &str) -> Result<Parsed, PayloadError> {
                 .ok_or_else(|| PayloadError::MissingText("/comment/body".into()))?;
             issue.comment = Some(body);
             issue.requester = text_at(&value, "/comment/author/displayName").or(issue.requester);
+            issue.actor = account(&value, "/comment/author").or(issue.actor);
         }
     }
     Ok(Parsed::Issue(Box::new(issue)))
@@ -161,7 +179,7 @@ pub async fn webhook(
     .map_err(|e| refused(Source::Jira, e))?;
     let delivery = header(&headers, "x-atlassian-webhook-identifier").map(str::to_string);
     tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
-    handle_issue_delivery(&state, parse(&body, &settings.base_url), delivery).await
+    handle_issue_delivery(&state, parse(&body, &settings.base_url), &body).await
 }
 
 #[cfg(test)]

@@ -1,25 +1,33 @@
 //! Webhook sources: Slack (slash commands, the Events API, buttons), GitHub, GitLab and
 //! Jira. Every request is verified before anything else is read ([`signature`]), parsed
 //! into a source-neutral [`IssueEvent`] or a Slack [`command::Command`], checked against
-//! the projects' triggers ([`decide`]), and turned into a job that is durable in Redis
-//! before the answer goes out ([`accept`]). Replies travel through the outbox
-//! ([`crate::notify`]).
+//! the projects' triggers ([`decide`]) and against who may trigger them ([`access`]), and
+//! turned into a job that is durable in Redis before the answer goes out ([`accept`]).
+//! Replies travel through the outbox ([`crate::notify`]).
 //!
 //! | file | what |
 //! |---|---|
 //! | `signature.rs` | Slack's `v0`, the `sha256=` HMAC of GitHub and Jira, GitLab's token |
 //! | `command.rs` | the command grammar of Slack and of issue comments |
+//! | `access.rs` | who may start, cancel and retry a project's jobs, per source |
+//! | `membership.rs` | what the providers say about someone (roles, access levels, groups), cached briefly |
 //! | `slack.rs`, `github.rs`, `gitlab.rs`, `jira.rs` | one source each: parser and handler |
 //!
 //! Rules every source keeps: a disabled source is 404; a missing or wrong signature 401 with
 //! nothing queued; a malformed body 400 naming the problem; an event that is not a trigger
-//! 200 with nothing queued; a duplicate delivery 200 with no second job; Redis down 503.
-//! Raw bodies and secrets are never logged.
+//! 200 with nothing queued; a trigger by someone the project does not allow 200 with
+//! nothing queued, answered politely where it came from; a duplicate delivery 200 with no
+//! second job, a delivery being known by the SHA-256 of its verified body
+//! ([`body_digest`]), so a replay with a fresh delivery-id header is a duplicate too; Redis,
+//! or a provider that must say who someone is, down: 503. Raw bodies and secrets are never
+//! logged.
 
+pub mod access;
 pub mod command;
 pub mod github;
 pub mod gitlab;
 pub mod jira;
+pub mod membership;
 pub mod signature;
 pub mod slack;
 
@@ -27,14 +35,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::api::error::ApiError;
 use crate::context::AppState;
 use crate::settings::{ProjectSettings, Settings};
-use queue::{NewJob, Origin, Submission};
+use queue::{NewJob, Origin, ReplyBody, Submission};
 
+use access::{Actor, Ask, Refusal, Verdict, Why};
 use command::{parse_comment, truncate, CommentCommand};
+use membership::LookupError;
 use signature::SignatureError;
 
 /// Longest description kept from a ticket (the agent gets it in its intent).
@@ -85,8 +96,10 @@ pub struct IssueEvent {
     pub description: Option<String>,
     /// A link to the issue (or the comment).
     pub url: Option<String>,
-    /// Who did it.
+    /// Who did it, as they are named (the job's requester).
     pub requester: Option<String>,
+    /// Who did it, as the provider knows them (checked against the project's access).
+    pub actor: Option<Actor>,
     /// Labels added by this event (all labels, for a new issue).
     pub labels_added: Vec<String>,
     /// The status the issue moved into (or was created in), Jira only.
@@ -193,12 +206,19 @@ pub fn project_for<'a>(
     })
 }
 
+/// The key a delivery is deduplicated by: `sha256:<hex>` of its verified body. A delivery-id
+/// header is not signed, so a captured body replayed with a fresh one would be new by its
+/// id; by its digest it is the same delivery.
+pub fn body_digest(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
 /// A job request from a webhook, before it is stored.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The source.
     pub source: Source,
-    /// The delivery id (for deduplication), if the source gives one.
+    /// What the delivery is deduplicated by ([`body_digest`], or Slack's `event_id`).
     pub delivery: Option<String>,
     /// The project (configured).
     pub project: String,
@@ -354,24 +374,81 @@ pub fn issue_request(event: IssueEvent, trigger: Trigger, delivery: Option<Strin
     }
 }
 
-/// The whole path of a ticket source after verification: parse, decide, accept, answer.
+/// The whole path of a ticket source after verification: parse, decide, check who asked,
+/// accept, answer. `body` is the verified body, whose digest deduplicates the delivery.
 pub async fn handle_issue_delivery(
     state: &AppState,
     parsed: Result<Parsed, PayloadError>,
-    delivery: Option<String>,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
     let event = match parsed.map_err(PayloadError::bad_request)? {
         Parsed::Ping => return Ok(Json(json!({"status": "pong"})).into_response()),
         Parsed::Ignore(reason) => return Ok(ignored(&reason)),
         Parsed::Issue(event) => *event,
     };
-    match decide(&state.settings, &event) {
-        Ok(trigger) => {
-            let submission = accept(state, issue_request(event, trigger, delivery)).await?;
-            Ok(answer(&submission))
-        }
-        Err(reason) => Ok(ignored(&reason)),
+    let trigger = match decide(&state.settings, &event) {
+        Ok(trigger) => trigger,
+        Err(reason) => return Ok(ignored(&reason)),
+    };
+    let ask = Ask {
+        source: event.source,
+        project: &trigger.project,
+        scope: &event.scope,
+        actor: event.actor.as_ref(),
+        channel: None,
+        comment: event.comment.is_some(),
+    };
+    match access::check(&state.settings, &ask).await {
+        Ok(Verdict::Allowed) => {}
+        Ok(Verdict::Refused(refusal)) => return refuse_issue(state, &event, &ask, refusal).await,
+        Err(error) => return Err(unchecked(event.source, &error)),
     }
+    let request = issue_request(event, trigger, Some(body_digest(body)));
+    Ok(answer(&accept(state, request).await?))
+}
+
+/// A refused trigger on a ticket: counted and logged; a person is told why on the ticket
+/// (once per ticket and person within the dedup window, so a stranger's burst of comments
+/// is not answered comment by comment); a bot is ignored. 200 either way, so the sender
+/// does not retry.
+async fn refuse_issue(
+    state: &AppState,
+    event: &IssueEvent,
+    ask: &Ask<'_>,
+    refusal: Refusal,
+) -> Result<Response, ApiError> {
+    access::record(state, ask, &refusal);
+    if refusal.why == Why::Bot {
+        return Ok(ignored(&format!("it needs {}", refusal.reason)));
+    }
+    let actor = ask.actor.map_or("", |a| a.id.as_str());
+    let once = format!("{}:refused:{}:{actor}", event.source.as_str(), event.ticket);
+    if state.queue.first_delivery(&once).await? {
+        let text = refusal.answer(ask.actor, "start an agent here");
+        state
+            .queue
+            .send_reply(&ReplyBody::Text {
+                origin: event.origin.clone(),
+                text,
+                response_url: None,
+            })
+            .await?;
+    }
+    Ok(
+        Json(json!({"status": "refused", "reason": format!("it needs {}", refusal.reason)}))
+            .into_response(),
+    )
+}
+
+/// 503 when a provider could not say who someone is: nothing is queued, and a sender that
+/// retries will try again.
+fn unchecked(source: Source, error: &LookupError) -> ApiError {
+    warn!(source = source.as_str(), error = %error, "who may trigger could not be checked");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "access_unchecked",
+        format!("who may start jobs could not be checked ({error}); nothing was queued, try again"),
+    )
 }
 
 /// The text of a JSON value at `pointer`, if it is a non-empty string.

@@ -5,7 +5,13 @@
 //!
 //! A command is answered within Slack's three seconds with an ephemeral message, after the
 //! job is durable; progress and the result follow through the command's `response_url`
-//! (or `chat.postMessage`), from the outbox.
+//! (or `chat.postMessage`), from the outbox. A `response_url` whose host is not in
+//! `sources.slack.response_url_hosts` is never stored or called.
+//!
+//! Who may start a job in a project, cancel or retry one, or see one in `status` and `list`
+//! is the project's `access.slack` ([`super::access`]). A slash command's delivery is known
+//! by the digest of its signed body, an event by its `event_id`, a button click by the
+//! digest of its body: a click replayed within Slack's five minutes does nothing twice.
 
 use std::collections::HashMap;
 
@@ -16,17 +22,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
+use super::access::{self, Actor, ActorKind, Ask, Refusal, Verdict};
 use super::command::{self, truncate, Command};
 use super::signature::verify_slack;
 use super::{
-    accept, disabled, header, project_for, refused, unix_now, PayloadError, Request, Source,
+    accept, body_digest, disabled, header, project_for, refused, unix_now, PayloadError, Request,
+    Source,
 };
 use crate::api::error::ApiError;
 use crate::context::AppState;
 use crate::notify::message::Message;
-use crate::notify::providers::slack_payload;
+use crate::notify::providers::{response_url_host, slack_payload};
 use crate::settings::Settings;
 use queue::{CancelOutcome, Job, JobFilter, Origin, ReplyBody, RetryOutcome, Submission};
 
@@ -80,6 +88,20 @@ pub fn parse_command(body: &[u8]) -> Result<SlashCommand, PayloadError> {
 pub enum SlackEvent {
     /// The endpoint check when the URL is saved: echo the challenge.
     UrlVerification(String),
+    /// A bot or app mentioned the app (the event has a `bot_id`): ignored unless a project
+    /// lists the bot.
+    BotMention {
+        /// The delivery id.
+        event_id: String,
+        /// The bot's id (`B…`).
+        bot_id: String,
+        /// Where.
+        channel: String,
+        /// The thread to answer in.
+        thread_ts: String,
+        /// The text without the leading mention.
+        text: String,
+    },
     /// Someone mentioned the app.
     Mention {
         /// The delivery id.
@@ -112,6 +134,15 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, PayloadError> {
             }
             let ts = super::required(&value, "/event/ts")?;
             let text = super::required(&value, "/event/text")?;
+            if let Some(bot_id) = super::text_at(&value, "/event/bot_id") {
+                return Ok(SlackEvent::BotMention {
+                    event_id: super::required(&value, "/event_id")?,
+                    bot_id,
+                    channel: super::required(&value, "/event/channel")?,
+                    thread_ts: super::text_at(&value, "/event/thread_ts").unwrap_or(ts),
+                    text: strip_mentions(&text),
+                });
+            }
             Ok(SlackEvent::Mention {
                 event_id: super::required(&value, "/event_id")?,
                 user: super::required(&value, "/event/user")?,
@@ -209,8 +240,9 @@ fn ephemeral_message(message: &Message) -> Response {
     Json(payload).into_response()
 }
 
-/// Who may act on a job: its requester and the configured admins.
-fn may_act(settings: &Settings, job: &Job, user: &str) -> bool {
+/// Whether `user` is the job's requester or an admin: the first condition for cancelling
+/// or retrying it (the project's access is the second).
+fn requester_or_admin(settings: &Settings, job: &Job, user: &str) -> bool {
     let requester = matches!(&job.origin, Some(Origin::Slack { user: u, .. }) if u == user);
     requester || settings.sources.slack.admins.iter().any(|a| a == user)
 }
@@ -245,8 +277,7 @@ fn job_line(job: &Job) -> String {
 
 /// Where a command's answer goes and who asked.
 struct Asker<'a> {
-    user_id: &'a str,
-    user_name: &'a str,
+    actor: Actor,
     channel: &'a str,
     thread_ts: Option<&'a str>,
     response_url: Option<&'a str>,
@@ -254,6 +285,24 @@ struct Asker<'a> {
     /// Whether answers can go in the HTTP response (slash commands) or must be posted
     /// (app mentions).
     in_response: bool,
+}
+
+/// What a command comes to.
+struct Answer {
+    /// What to tell the asker.
+    message: Message,
+    /// Whether the outbox tells it already (a queued job's replies) or there is nothing
+    /// new to tell (a duplicate delivery); a mention's other answers are posted.
+    told: bool,
+}
+
+impl From<Message> for Answer {
+    fn from(message: Message) -> Self {
+        Self {
+            message,
+            told: false,
+        }
+    }
 }
 
 /// An ephemeral text answer.
@@ -278,44 +327,39 @@ async fn run_command(
     state: &AppState,
     asker: &Asker<'_>,
     command: Command,
-) -> Result<Message, ApiError> {
+) -> Result<Answer, ApiError> {
     let settings = &state.settings;
     let (project, task, ticket) = match command {
         Command::Help => {
-            return Ok(private_text(command::usage(
-                &settings.sources.slack.command,
-            )))
+            return Ok(private_text(command::usage(&settings.sources.slack.command)).into())
         }
         Command::Fix { ticket, project } => match fix_project(settings, asker, &ticket, project) {
             Ok(project) => (project, format!("fix {ticket}"), Some(ticket)),
-            Err(answer) => return Ok(private_text(answer)),
+            Err(answer) => return Ok(private_text(answer).into()),
         },
         Command::Run { project, task } => {
             if !settings.projects.contains_key(&project) {
                 return Ok(private_text(format!(
                     "There is no project `{project}`. Projects: {}.",
                     project_names(settings)
-                )));
+                ))
+                .into());
             }
             (project, task, None)
         }
-        Command::Status(Some(id)) => {
-            return Ok(match state.queue.get(&id).await? {
-                Some(job) => private_text(job_line(&job)),
-                None => private_text(format!("There is no job `{id}`.")),
-            })
-        }
-        Command::Status(None) => return list_jobs(state, asker, true).await,
-        Command::List => return list_jobs(state, asker, false).await,
+        Command::Status(Some(id)) => return Ok(job_status(state, asker, &id).await?.into()),
+        Command::Status(None) => return Ok(list_jobs(state, asker, true).await?.into()),
+        Command::List => return Ok(list_jobs(state, asker, false).await?.into()),
         Command::Cancel(id) => {
-            return Ok(private_text(
-                act(state, asker.user_id, "cancel", &id).await?,
-            ))
+            return Ok(private_text(act(state, asker, "cancel", &id).await?).into())
         }
         Command::Retry(id) => {
-            return Ok(private_text(act(state, asker.user_id, "retry", &id).await?))
+            return Ok(private_text(act(state, asker, "retry", &id).await?).into())
         }
     };
+    if let Some(refusal) = refusal(state, asker, &project).await {
+        return Ok(private_text(refusal.answer(Some(&asker.actor), "start an agent here")).into());
+    }
     start_job(state, asker, project, task, ticket).await
 }
 
@@ -343,19 +387,82 @@ fn fix_project(
     }
 }
 
-/// The latest jobs (the asker's own with `mine`), ten at most.
+/// Why the asker may not act in `project` (counted and logged), or `None` when they may.
+/// A provider that cannot be asked refuses too: a command is answered at once, and asking
+/// again is one command away.
+async fn refusal(state: &AppState, asker: &Asker<'_>, project: &str) -> Option<Refusal> {
+    let ask = Ask {
+        source: Source::Slack,
+        project,
+        scope: "",
+        actor: Some(&asker.actor),
+        channel: Some(asker.channel),
+        comment: false,
+    };
+    let refusal = match access::check(&state.settings, &ask).await {
+        Ok(Verdict::Allowed) => return None,
+        Ok(Verdict::Refused(refusal)) => refusal,
+        Err(error) => Refusal::unchecked(&error),
+    };
+    access::record(state, &ask, &refusal);
+    Some(refusal)
+}
+
+/// Whether the asker may see `job` in `status` and `list`: its project's access admits
+/// them (and a job of no project, from the API, only an admin). `seen` remembers the
+/// verdict per project within one answer.
+async fn may_see(
+    state: &AppState,
+    asker: &Asker<'_>,
+    job: &Job,
+    seen: &mut HashMap<String, bool>,
+) -> bool {
+    let settings = &state.settings;
+    let Some(project) = job.project.as_deref() else {
+        return settings.sources.slack.admins.contains(&asker.actor.id);
+    };
+    if let Some(known) = seen.get(project) {
+        return *known;
+    }
+    let ask = Ask {
+        source: Source::Slack,
+        project,
+        scope: "",
+        actor: Some(&asker.actor),
+        channel: Some(asker.channel),
+        comment: false,
+    };
+    let may = matches!(access::check(settings, &ask).await, Ok(Verdict::Allowed));
+    seen.insert(project.to_string(), may);
+    may
+}
+
+/// One job's line, if the asker may see it.
+async fn job_status(state: &AppState, asker: &Asker<'_>, id: &str) -> Result<Message, ApiError> {
+    let job = state.queue.get(id).await?;
+    Ok(match job {
+        Some(job) if may_see(state, asker, &job, &mut HashMap::new()).await => {
+            private_text(job_line(&job))
+        }
+        _ => private_text(format!("There is no job `{id}` you may see.")),
+    })
+}
+
+/// The latest jobs the asker may see (their own with `mine`), ten at most.
 async fn list_jobs(state: &AppState, asker: &Asker<'_>, mine: bool) -> Result<Message, ApiError> {
     let page = state.queue.list(&JobFilter::default(), None, 200).await?;
-    let jobs: Vec<String> = page
-        .jobs
-        .iter()
-        .filter(|job| {
-            !mine
-                || matches!(&job.origin, Some(Origin::Slack { user, .. }) if user == asker.user_id)
-        })
-        .take(10)
-        .map(job_line)
-        .collect();
+    let mut seen = HashMap::new();
+    let mut jobs = Vec::new();
+    for job in &page.jobs {
+        let own =
+            matches!(&job.origin, Some(Origin::Slack { user, .. }) if *user == asker.actor.id);
+        if (own || !mine) && may_see(state, asker, job, &mut seen).await {
+            jobs.push(job_line(job));
+        }
+        if jobs.len() == 10 {
+            break;
+        }
+    }
     let title = if mine {
         "Your latest jobs"
     } else {
@@ -375,7 +482,7 @@ async fn start_job(
     project: String,
     task: String,
     ticket: Option<String>,
-) -> Result<Message, ApiError> {
+) -> Result<Answer, ApiError> {
     let request = Request {
         source: Source::Slack,
         delivery: asker.delivery.clone(),
@@ -385,10 +492,10 @@ async fn start_job(
         title: None,
         description: None,
         url: None,
-        requester: Some(asker.user_name.to_string()),
+        requester: Some(asker.actor.name.clone()),
         origin: Origin::Slack {
             channel: asker.channel.to_string(),
-            user: asker.user_id.to_string(),
+            user: asker.actor.id.clone(),
             thread_ts: asker.thread_ts.map(str::to_string),
         },
         response_url: asker.response_url.map(str::to_string),
@@ -404,7 +511,7 @@ async fn start_job(
                 truncate(&task, 200),
                 // A name, not a `<@U…>` mention: the answer's text is escaped as mrkdwn,
                 // which would show a mention as literal markup.
-                asker.user_name
+                asker.actor.name
             );
             m
         }
@@ -414,18 +521,29 @@ async fn start_job(
             private_text(format!("Already queued as `{job_id}`."))
         }
     };
-    Ok(Message {
-        ephemeral: true,
-        ..message
+    Ok(Answer {
+        message: Message {
+            ephemeral: true,
+            ..message
+        },
+        // The outbox tells a mention's thread of its job (queued, already running); a
+        // duplicate was answered the first time.
+        told: true,
     })
 }
 
-/// Cancels or retries a job for `user`, if they may; says what happened.
-async fn act(state: &AppState, user: &str, action: &str, job_id: &str) -> Result<String, ApiError> {
+/// Cancels or retries a job for the asker, if they may; says what happened.
+async fn act(
+    state: &AppState,
+    asker: &Asker<'_>,
+    action: &str,
+    job_id: &str,
+) -> Result<String, ApiError> {
+    let user = asker.actor.id.as_str();
     let Some(job) = state.queue.get(job_id).await? else {
         return Ok(format!("There is no job `{job_id}`."));
     };
-    if !may_act(&state.settings, &job, user) {
+    if !requester_or_admin(&state.settings, &job, user) {
         info!(
             job_id,
             user, action, "refused: not the requester or an admin"
@@ -433,6 +551,13 @@ async fn act(state: &AppState, user: &str, action: &str, job_id: &str) -> Result
         return Ok(format!(
             "Only the job's requester or an admin (sources.slack.admins) may {action} `{job_id}`."
         ));
+    }
+    // The requester must still pass the project's rules: access taken away since the job
+    // started takes its buttons away too.
+    if let Some(project) = job.project.as_deref() {
+        if let Some(refusal) = refusal(state, asker, project).await {
+            return Ok(refusal.answer(Some(&asker.actor), &format!("{action} `{job_id}`")));
+        }
     }
     Ok(if action == "cancel" {
         match state
@@ -454,6 +579,20 @@ async fn act(state: &AppState, user: &str, action: &str, job_id: &str) -> Result
     })
 }
 
+/// A command's `response_url` if its host is allowed; one elsewhere is dropped (and
+/// logged by its host, never the URL, which is a credential), so replies take
+/// `chat.postMessage`.
+fn allowed_response_url(settings: &Settings, url: Option<String>) -> Option<String> {
+    let url = url?;
+    match response_url_host(&url, &settings.sources.slack.response_url_hosts) {
+        Ok(_) => Some(url),
+        Err(why) => {
+            warn!(reason = %why, "a command's response_url was dropped");
+            None
+        }
+    }
+}
+
 /// `POST /webhooks/slack/commands`.
 #[instrument(skip_all, fields(source = "slack", delivery_id))]
 pub async fn commands(
@@ -469,17 +608,26 @@ pub async fn commands(
         Ok(command) => command,
         Err(unusable) => return Ok(ephemeral(unusable.to_string())),
     };
+    let response_url = allowed_response_url(&state.settings, slash.response_url.clone());
     let asker = Asker {
-        user_id: &slash.user_id,
-        user_name: &slash.user_name,
+        actor: Actor::person(&slash.user_id, &slash.user_name),
         channel: &slash.channel_id,
         thread_ts: None,
-        response_url: slash.response_url.as_deref(),
-        delivery: slash.trigger_id.clone(),
+        response_url: response_url.as_deref(),
+        delivery: Some(body_digest(&body)),
         in_response: true,
     };
-    let message = run_command(&state, &asker, command).await?;
-    Ok(ephemeral_message(&message))
+    let answer = run_command(&state, &asker, command).await?;
+    Ok(ephemeral_message(&answer.message))
+}
+
+/// A mention, from a person or a bot.
+struct Mention {
+    event_id: String,
+    actor: Actor,
+    channel: String,
+    thread_ts: String,
+    text: String,
 }
 
 /// `POST /webhooks/slack/events`.
@@ -490,28 +638,81 @@ pub async fn events(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     verify(&state, &headers, &body)?;
-    let (event_id, user, channel, thread_ts, text) =
-        match parse_event(&body).map_err(PayloadError::bad_request)? {
-            SlackEvent::UrlVerification(challenge) => {
-                return Ok(Json(json!({"challenge": challenge})).into_response())
-            }
-            SlackEvent::Other(reason) => return Ok(super::ignored(&reason)),
-            SlackEvent::Mention {
-                event_id,
-                user,
-                channel,
-                thread_ts,
-                text,
-            } => (event_id, user, channel, thread_ts, text),
-        };
-    tracing::Span::current().record("delivery_id", event_id.as_str());
-    let name = &state.settings.sources.slack.command;
-    let origin = Origin::Slack {
-        channel: channel.clone(),
-        user: user.clone(),
-        thread_ts: Some(thread_ts.clone()),
+    let mention = match parse_event(&body).map_err(PayloadError::bad_request)? {
+        SlackEvent::UrlVerification(challenge) => {
+            return Ok(Json(json!({"challenge": challenge})).into_response())
+        }
+        SlackEvent::Other(reason) => return Ok(super::ignored(&reason)),
+        SlackEvent::Mention {
+            event_id,
+            user,
+            channel,
+            thread_ts,
+            text,
+        } => Mention {
+            event_id,
+            actor: Actor::person(&user, &user),
+            channel,
+            thread_ts,
+            text,
+        },
+        SlackEvent::BotMention {
+            event_id,
+            bot_id,
+            channel,
+            thread_ts,
+            text,
+        } => Mention {
+            event_id,
+            actor: Actor {
+                id: bot_id.clone(),
+                name: bot_id,
+                kind: ActorKind::Bot,
+            },
+            channel,
+            thread_ts,
+            text,
+        },
     };
-    let command = command::parse(&text, name);
+    tracing::Span::current().record("delivery_id", mention.event_id.as_str());
+    if let Some(ignored) = unlisted_bot(&state, &mention.actor) {
+        return Ok(ignored);
+    }
+    answer_mention(&state, mention).await
+}
+
+/// A bot's mention when no project lists the bot: counted, logged and ignored, never
+/// answered (bots answering bots would not stop).
+fn unlisted_bot(state: &AppState, actor: &Actor) -> Option<Response> {
+    let settings = &state.settings;
+    let listed = settings
+        .projects
+        .values()
+        .any(|p| p.access.slack.bots.contains(&actor.id));
+    if actor.kind != ActorKind::Bot || listed {
+        return None;
+    }
+    let refusal = Refusal {
+        why: access::Why::Bot,
+        reason: "a person, or a bot listed in a project's access.slack.bots".into(),
+    };
+    let ask = Ask {
+        source: Source::Slack,
+        project: "",
+        scope: "",
+        actor: Some(actor),
+        channel: None,
+        comment: false,
+    };
+    access::record(state, &ask, &refusal);
+    Some(super::ignored(&format!("it needs {}", refusal.reason)))
+}
+
+/// Runs a mention's command and answers in its thread.
+async fn answer_mention(state: &AppState, mention: Mention) -> Result<Response, ApiError> {
+    let name = &state.settings.sources.slack.command;
+    let event_id = &mention.event_id;
+    let command = command::parse(&mention.text, name);
     let creates_job = matches!(command, Ok(Command::Fix { .. } | Command::Run { .. }));
     // A job's delivery is deduplicated by the submit itself; any other answer here, so a
     // retried event (X-Slack-Retry-Num) does not cancel twice or answer twice.
@@ -524,28 +725,33 @@ pub async fn events(
         return Ok(Json(json!({"status": "duplicate"})).into_response());
     }
     let answer = match command {
-        Err(unusable) => Message::text(unusable.to_string()),
+        Err(unusable) => Message::text(unusable.to_string()).into(),
         Ok(command) => {
             let asker = Asker {
-                user_id: &user,
-                user_name: &user,
-                channel: &channel,
-                thread_ts: Some(&thread_ts),
+                actor: mention.actor.clone(),
+                channel: &mention.channel,
+                thread_ts: Some(&mention.thread_ts),
                 response_url: None,
                 delivery: Some(event_id.clone()),
                 in_response: false,
             };
-            run_command(&state, &asker, command).await?
+            run_command(state, &asker, command).await?
         }
     };
     // A new job's replies (queued, started, finished) come from the outbox; anything else
-    // is answered in the thread through it too, since an event's response is not shown.
-    if !creates_job {
+    // (a refusal too) is answered in the thread through it, since an event's response is
+    // not shown; once, should Slack retry the event.
+    let answered = format!("slack:answered:{event_id}");
+    if !answer.told && (!creates_job || state.queue.first_delivery(&answered).await?) {
         state
             .queue
             .send_reply(&ReplyBody::Text {
-                origin,
-                text: answer.mrkdwn(),
+                origin: Origin::Slack {
+                    channel: mention.channel.clone(),
+                    user: mention.actor.id.clone(),
+                    thread_ts: Some(mention.thread_ts.clone()),
+                },
+                text: answer.message.mrkdwn(),
                 response_url: None,
             })
             .await?;
@@ -554,7 +760,8 @@ pub async fn events(
 }
 
 /// `POST /webhooks/slack/interactions`: Cancel and Retry buttons. The answer goes to the
-/// clicker through the interaction's `response_url`, from the outbox.
+/// clicker through the interaction's `response_url`, from the outbox. A click is done once:
+/// the same signed body again (a replay within Slack's five minutes) does nothing.
 #[instrument(skip_all, fields(source = "slack", job_id))]
 pub async fn interactions(
     State(state): State<AppState>,
@@ -566,7 +773,20 @@ pub async fn interactions(
         return Ok(super::ignored("not a Cancel or Retry button"));
     };
     tracing::Span::current().record("job_id", click.job_id.as_str());
-    let outcome = act(&state, &click.user, &click.action, &click.job_id).await?;
+    let delivery = format!("slack:{}", body_digest(&body));
+    if !state.queue.first_delivery(&delivery).await? {
+        info!(action = %click.action, "a button click seen before; nothing done");
+        return Ok(Json(json!({"status": "duplicate"})).into_response());
+    }
+    let asker = Asker {
+        actor: Actor::person(&click.user, &click.user),
+        channel: &click.channel,
+        thread_ts: None,
+        response_url: click.response_url.as_deref(),
+        delivery: None,
+        in_response: false,
+    };
+    let outcome = act(&state, &asker, &click.action, &click.job_id).await?;
     state
         .queue
         .send_reply(&ReplyBody::Text {

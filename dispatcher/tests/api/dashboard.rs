@@ -1,7 +1,7 @@
 //! The dashboard over HTTP: its page and assets (content types, caching), the overview
 //! endpoint, and who may read what. The browser tests are in `dashboard/browser.rs`.
 
-mod browser;
+pub(crate) mod browser;
 
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use serde_json::{json, Value};
@@ -167,6 +167,7 @@ async fn the_overview_and_other_api_calls_without_a_token_are_refused() {
         let response = app
             .http
             .post(format!("{}/v1/jobs/{id}/{action}", app.address))
+            .json(&json!({}))
             .send()
             .await
             .unwrap();
@@ -296,6 +297,7 @@ async fn public_read_opens_reads_without_a_token_but_never_actions() {
         let response = app
             .http
             .post(format!("{}/v1/jobs/{id}/{action}", app.address))
+            .json(&json!({}))
             .send()
             .await
             .unwrap();

@@ -175,6 +175,7 @@ impl TestApp {
         self.http
             .post(format!("{}/v1/jobs/{id}/{action}", self.address))
             .bearer_auth(TOKEN)
+            .json(&json!({}))
             .send()
             .await
             .expect("the dispatcher answers")

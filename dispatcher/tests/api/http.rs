@@ -139,6 +139,7 @@ async fn unknown_profile_project_or_job_is_404() {
         .http
         .post(format!("{}/v1/jobs/zzzzzzzzzzzz/cancel", app.address))
         .bearer_auth(TOKEN)
+        .json(&json!({}))
         .send()
         .await
         .unwrap();

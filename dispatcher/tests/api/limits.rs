@@ -113,3 +113,40 @@ async fn jobs_sharing_a_concurrency_key_run_one_at_a_time_in_submission_order() 
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A concurrency key may be any name the API accepts, `:` included: `d:queue` is its own
+/// key and never key `d`'s queue (they once shared a Redis name, and every admission after
+/// them failed with WRONGTYPE, stopping the queue for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_key_named_like_another_keys_queue_is_a_key_of_its_own() {
+    let dir = temp_dir("ckey-names");
+    let log = dir.join("intervals");
+    let app = spawn_app(|s| {
+        s.queue.max_concurrent_jobs = 1;
+        s.agents.insert("interval".into(), interval_agent(&log));
+    })
+    .await;
+    let mut ids = Vec::new();
+    for (n, key) in ["d:queue", "d", "d:queue", "d", "d:queue:queue"]
+        .iter()
+        .enumerate()
+    {
+        let (status, body) = app
+            .post_job(json!({"agent": "interval", "task": format!("k{n}"), "concurrency_key": key}))
+            .await;
+        assert_eq!(status, 202, "{key}: {body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        assert_eq!(app.wait_for_end(id, LIMIT).await.state, JobState::Succeeded);
+    }
+    let (max, order) = overlap(&log);
+    assert_eq!(max, 1, "the global limit held");
+    assert_eq!(
+        order,
+        ["k0", "k1", "k2", "k3", "k4"],
+        "jobs started in order"
+    );
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -43,10 +43,14 @@ fn hostile_result() -> String {
     .to_string()
 }
 
-/// Every source enabled and replying to `fake`; one project, `payments` (Jira's `PAY`,
-/// GitHub's and GitLab's `acme/shop`), whose agent leaves [`hostile_result`].
+/// Every source enabled and replying to `fake` (whose `response_url`s are allowed); one
+/// project, `payments` (Jira's `PAY`, GitHub's and GitLab's `acme/shop`), whose agent
+/// leaves [`hostile_result`]; `ann` may start jobs there (GitHub write, GitLab Developer).
 fn configure(s: &mut Settings, fake: &FakeApi) {
+    fake.grant_github("acme/shop", "ann", "write");
+    fake.grant_gitlab("acme/shop", 1, 30);
     let sources = &mut s.sources;
+    sources.slack.response_url_hosts = vec!["127.0.0.1".into()];
     sources.slack.enabled = true;
     sources.slack.signing_secret = SecretString::from(SLACK_SECRET);
     sources.slack.bot_token = SecretString::from("xoxb-test-bot-token");
@@ -111,7 +115,7 @@ fn from_github(app: &TestApp) -> RequestBuilder {
 fn from_gitlab(app: &TestApp) -> RequestBuilder {
     let body = json!({
         "object_kind": "note",
-        "user": {"username": "ann"},
+        "user": {"id": 1, "username": "ann"},
         "project": {"path_with_namespace": "acme/shop"},
         "object_attributes": {"note": "/agent fix", "noteable_type": "Issue",
                               "url": "https://gitlab.example/acme/shop/-/issues/4#note_1"},

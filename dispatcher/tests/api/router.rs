@@ -208,12 +208,12 @@ async fn the_runner_route_refuses_a_missing_token_or_one_of_another_job_or_attem
 #[tokio::test]
 async fn ready_is_200_until_the_context_fails_then_503_saying_failed_and_why() {
     let routed = Routed::new().await;
-    let (status, body) = routed.call(Method::GET, "/ready", None, None).await;
+    let (status, body) = routed.call(Method::GET, "/ready", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["backend"], "recording", "{body}");
     routed.ctx.fail("the scheduler ended: test");
-    let (status, body) = routed.call(Method::GET, "/ready", None, None).await;
+    let (status, body) = routed.call(Method::GET, "/ready", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "failed", "{body}");
     assert_eq!(body["failure"], "the scheduler ended: test", "{body}");
@@ -225,12 +225,12 @@ async fn ready_is_200_until_the_context_fails_then_503_saying_failed_and_why() {
 async fn ready_is_503_naming_the_spawner_while_its_backend_is_unreachable() {
     let routed = Routed::new().await;
     routed.spawner.set_unreachable(true);
-    let (status, body) = routed.call(Method::GET, "/ready", None, None).await;
+    let (status, body) = routed.call(Method::GET, "/ready", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
     assert_eq!(body["redis"], "ok", "{body}");
     assert_ne!(body["spawner"], "ok", "{body}");
     routed.spawner.set_unreachable(false);
-    let (status, body) = routed.call(Method::GET, "/ready", None, None).await;
+    let (status, body) = routed.call(Method::GET, "/ready", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -97,9 +97,15 @@
     }
   }
 
+  // Actions (POST) send a JSON body, `{}` when there is nothing to say: the API refuses
+  // any other content type, which is what keeps other sites' pages from posting to it.
   async function api(path, options) {
     const opts = Object.assign({ method: "GET" }, options || {});
     opts.headers = Object.assign({ Accept: "application/json" }, auth.headers(), opts.headers || {});
+    if (opts.method !== "GET") {
+      opts.headers["Content-Type"] = "application/json";
+      if (opts.body === undefined) opts.body = "{}";
+    }
     let response;
     try {
       response = await fetch(path, opts);

@@ -21,7 +21,7 @@ const INSTALL: &str = "apt-get install -y chromium chromium-driver (scripts/test
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A `chromedriver` child process, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     profile: PathBuf,
@@ -45,7 +45,7 @@ fn chromedriver_path() -> PathBuf {
 }
 
 /// Starts `chromedriver` on a free port and waits until it is ready.
-async fn start_driver() -> Driver {
+pub(crate) async fn start_driver() -> Driver {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is not installed: {INSTALL}"
@@ -80,7 +80,7 @@ async fn start_driver() -> Driver {
     driver
 }
 
-async fn connect(driver: &Driver) -> Client {
+pub(crate) async fn connect(driver: &Driver) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(

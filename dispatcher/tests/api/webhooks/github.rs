@@ -81,13 +81,16 @@ async fn a_second_github_trigger_for_an_issue_whose_job_runs_comments_already_ru
     assert_eq!(status, 202, "{first}");
     let id = first["job_id"].as_str().unwrap().to_string();
     app.wait_for_state(&id, JobState::Running, LIMIT).await;
-    // The label removed and added again: a new delivery for the same issue.
+    // The label removed and added again: a new delivery for the same issue (a new body:
+    // the issue was updated since).
+    let mut again = github_labeled("acme/shop", 7, "agent");
+    again["issue"]["updated_at"] = serde_json::json!("2026-01-05T10:00:00Z");
     let (status, second) = send(to_github(
         &app,
         Sign::Right,
         "issues",
         "d-2",
-        issue.as_bytes(),
+        again.to_string().as_bytes(),
     ))
     .await;
     assert_eq!(status, 200, "{second}");

@@ -11,12 +11,20 @@
 //! | [`github`] | labelled issues, already-running comments, replies retried |
 //! | [`gitlab`] | `/agent fix` notes |
 //! | [`jira`] | issues labelled `agent` |
+//! | [`access`] | who may trigger, per source: roles, access levels, accounts, groups, bots; the polite refusal |
+//! | [`replay`] | captured deliveries and button clicks replayed: no second job, no second retry |
+//! | [`reply_urls`] | `response_url` hosts allowed; provider URLs built from encoded segments |
+//! | [`intent`] | what the agent sees is what the allowed actor triggered on, whatever is edited later |
 
+mod access;
 mod deliveries;
 mod github;
 mod gitlab;
 mod hostile;
+mod intent;
 mod jira;
+mod replay;
+mod reply_urls;
 mod slack;
 
 use std::path::{Path, PathBuf};
@@ -54,14 +62,21 @@ const REQUESTER: &str = "U0ANN";
 const OTHER: &str = "U0BOB";
 /// A Slack admin (`sources.slack.admins`).
 const ADMIN: &str = "U0ADMIN";
+/// Ann's GitLab user id.
+const GITLAB_ANN: u64 = 1;
 
 /// What the agents leave as their result.
 const RESULT: &str = r#"printf '{"summary":"done","links":[{"title":"PR","url":"https://example.invalid/pr/1"}]}' > "$AGENTSMITH_RESULT_FILE""#;
 
-/// Every source enabled with its secret and pointed at `fake`; one project, `payments`, that
-/// Jira's `PAY`, GitHub's and GitLab's `acme/shop` belong to, run by an agent that leaves a
-/// summary and a link; replies retried after 50 ms.
+/// Every source enabled with its secret and pointed at `fake` (whose `response_url`s are
+/// allowed); one project, `payments`, that Jira's `PAY`, GitHub's and GitLab's `acme/shop`
+/// belong to, run by an agent that leaves a summary and a link; replies retried after
+/// 50 ms. The fake says `ann` may write to `acme/shop` on GitHub and is a Developer there
+/// on GitLab (user [`GITLAB_ANN`]), so her triggers pass the default access.
 fn configure(s: &mut Settings, fake: &FakeApi) {
+    fake.grant_github("acme/shop", "ann", "write");
+    fake.grant_gitlab("acme/shop", GITLAB_ANN, 30);
+    s.sources.slack.response_url_hosts = vec!["hooks.slack.com".into(), "127.0.0.1".into()];
     let sources = &mut s.sources;
     sources.slack.enabled = true;
     sources.slack.signing_secret = SecretString::from(SLACK_SECRET);
