@@ -92,6 +92,7 @@ async fn cancel_later(ctx: Arc<Ctx>, id: String, first: usize) {
             .http
             .post(ctx.url(replica, &format!("/v1/jobs/{id}/cancel")))
             .bearer_auth(TOKEN)
+            .json(&serde_json::json!({}))
             .send()
             .await;
         if let Ok(r) = r {
