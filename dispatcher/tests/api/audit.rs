@@ -108,7 +108,9 @@ projects:
     agent: audit
     github_repos: ["acme/audited"]
     jira_projects: ["AUD"]
-    access: {github: {min_permission: none}}
+    access:
+      github:
+        min_permission: none
 agents:
   audit:
     command: ["sh", "-c", "echo working on $AGENTSMITH_TASK; test -n \"$SECRET_ENV\" && echo the secret is set"]
