@@ -146,6 +146,8 @@ impl Application {
         let app = crate::api::router(Arc::clone(&ctx));
         let shutdown = ctx.shutdown.clone();
         let drain_ctx = Arc::clone(&ctx);
+        // The peer's address lets anonymous stream followers be capped per client.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.cancelled().await;
             drain_ctx.start_draining();
