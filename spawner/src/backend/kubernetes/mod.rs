@@ -41,7 +41,7 @@ use client::{api_code, unavailable, RateLimit};
 pub use manifest::{credential_secret, job_manifest};
 use manifest::{credential_secret_name, owned_by, selector};
 pub use settings::KubernetesSettings;
-use status::workload_status;
+use status::{has_ended, workload_status};
 
 use crate::{
     Error, Installation, JobHandle, JobSpawner, JobSpec, LogLine, LogStream, Result, WorkloadStatus,
@@ -363,6 +363,14 @@ impl JobSpawner for KubernetesSpawner {
         // The pod's terminationGracePeriodSeconds (the job's grace plus the runner's
         // margin) is its grace: deleting the Job sends SIGTERM, then SIGKILL after it.
         let c = self.connected().await?;
+        // An attempt that ended by itself (evicted, say) is left to its TTL, so that its
+        // pod, logs and credential Secret stay for `kubectl describe` until then.
+        if let Some(job) = self.get_job(&c, &handle.name).await? {
+            let pods = self.pods_of(&c, &handle.job_id, handle.attempt);
+            if has_ended(&job, pods.first().map(|p| p.as_ref())) {
+                return Ok(());
+            }
+        }
         let api: Api<Job> = Api::namespaced(c.client.clone(), &c.namespace);
         let params = DeleteParams::background();
         match self

@@ -164,6 +164,17 @@ fn terminated_status(pod: &Pod) -> Option<WorkloadStatus> {
     })
 }
 
+/// Whether the attempt is over by itself: the Job has its final condition, or its newest
+/// pod has succeeded or failed (evicted included; with `backoffLimit: 0` no other pod
+/// follows). Such a workload needs no stopping: its TTL removes it, logs and all.
+pub(super) fn has_ended(job: &Job, pod: Option<&Pod>) -> bool {
+    let pod_over = pod
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+    job_condition(job).is_some() || pod_over
+}
+
 /// The Job's final condition, if it has one: (type, reason, message).
 fn job_condition(job: &Job) -> Option<(String, Option<String>, Option<String>)> {
     job.status
@@ -216,6 +227,39 @@ mod tests {
             }),
             ..Pod::default()
         }
+    }
+
+    #[test]
+    fn an_evicted_or_finished_attempt_has_ended_and_a_stuck_one_has_not() {
+        let stuck = waiting_pod("ImagePullBackOff", "Back-off pulling image");
+        assert!(matches!(
+            workload_status(&job(), Some(&stuck), 600),
+            WorkloadStatus::Failed { .. }
+        ));
+        assert!(
+            !has_ended(&job(), Some(&stuck)),
+            "a stuck pod must be stopped"
+        );
+        assert!(!has_ended(&job(), None));
+        let evicted = Pod {
+            status: Some(PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some("Evicted".into()),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        assert!(has_ended(&job(), Some(&evicted)));
+        let mut failed = job();
+        failed.status = Some(k8s_openapi::api::batch::v1::JobStatus {
+            conditions: Some(vec![k8s_openapi::api::batch::v1::JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(has_ended(&failed, None));
     }
 
     #[test]
