@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
+use crate::webhooks::membership::Directory;
 
 /// The state every HTTP handler gets.
 pub type AppState = Arc<Context>;
@@ -40,6 +41,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The followers of event streams (SSE): one Redis reader for all, and their caps.
     pub fanout: Fanout,
+    /// Who is who at the providers (for who may trigger), remembered briefly.
+    pub directory: Directory,
     draining: AtomicBool,
     failure: Mutex<Option<String>>,
 }
@@ -76,6 +79,7 @@ impl Context {
             callback_base,
             shutdown,
             fanout,
+            directory: Directory::new(),
             draining: AtomicBool::new(false),
             failure: Mutex::new(None),
         }

@@ -19,9 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tracing::info;
 
-use super::membership::{directory, LookupError};
+use super::membership::{Directory, LookupError};
 use super::Source;
-use crate::context::AppState;
+use crate::context::{AppState, Context};
 use crate::settings::agents::{AccessSettings, GithubPermission, GITLAB_DEVELOPER};
 use crate::settings::Settings;
 
@@ -160,7 +160,8 @@ pub enum Verdict {
 
 /// Checks `ask` against its project's rules, asking the provider when a rule needs it.
 /// `Err` when the provider could not be asked: neither allowed nor refused.
-pub async fn check(settings: &Settings, ask: &Ask<'_>) -> Result<Verdict, LookupError> {
+pub async fn check(ctx: &Context, ask: &Ask<'_>) -> Result<Verdict, LookupError> {
+    let (settings, directory) = (&ctx.settings, &ctx.directory);
     let Some(project) = settings.projects.get(ask.project) else {
         return Ok(Verdict::Refused(Refusal::not_allowed(format!(
             "a project named {}",
@@ -172,10 +173,10 @@ pub async fn check(settings: &Settings, ask: &Ask<'_>) -> Result<Verdict, Lookup
         return Ok(bot_verdict(access, ask, actor));
     }
     match ask.source {
-        Source::Slack => slack(settings, access, ask).await,
-        Source::Github => github(settings, access, ask).await,
-        Source::Gitlab => gitlab(settings, access, ask).await,
-        Source::Jira => jira(settings, access, ask).await,
+        Source::Slack => slack(settings, directory, access, ask).await,
+        Source::Github => github(settings, directory, access, ask).await,
+        Source::Gitlab => gitlab(settings, directory, access, ask).await,
+        Source::Jira => jira(settings, directory, access, ask).await,
     }
 }
 
@@ -206,6 +207,7 @@ fn bot_verdict(access: &AccessSettings, ask: &Ask<'_>, bot: &Actor) -> Verdict {
 /// everyone when nothing is listed.
 async fn slack(
     settings: &Settings,
+    directory: &Directory,
     access: &AccessSettings,
     ask: &Ask<'_>,
 ) -> Result<Verdict, LookupError> {
@@ -220,7 +222,7 @@ async fn slack(
         return Ok(Verdict::Allowed);
     }
     for group in &rules.user_groups {
-        let members = directory()
+        let members = directory
             .slack_group_members(&settings.sources.slack, group)
             .await?;
         if members.iter().any(|m| m == user) {
@@ -236,6 +238,7 @@ async fn slack(
 /// GitHub: the actor's role on the repository, asked of the API.
 async fn github(
     settings: &Settings,
+    directory: &Directory,
     access: &AccessSettings,
     ask: &Ask<'_>,
 ) -> Result<Verdict, LookupError> {
@@ -250,7 +253,7 @@ async fn github(
             ask.scope
         ))));
     };
-    let role = directory()
+    let role = directory
         .github_permission(&settings.sources.github, ask.scope, &actor.id)
         .await?;
     Ok(if role >= min {
@@ -286,6 +289,7 @@ fn gitlab_role(level: u32) -> &'static str {
 /// GitLab: the member's access level in the project, asked of the API.
 async fn gitlab(
     settings: &Settings,
+    directory: &Directory,
     access: &AccessSettings,
     ask: &Ask<'_>,
 ) -> Result<Verdict, LookupError> {
@@ -299,7 +303,7 @@ async fn gitlab(
             "{needs}, and the delivery does not say who you are"
         ))));
     };
-    let level = directory()
+    let level = directory
         .gitlab_access_level(&settings.sources.gitlab, ask.scope, &actor.id)
         .await?;
     Ok(if level >= min {
@@ -316,6 +320,7 @@ async fn gitlab(
 /// is listed; a service desk customer only when listed.
 async fn jira(
     settings: &Settings,
+    directory: &Directory,
     access: &AccessSettings,
     ask: &Ask<'_>,
 ) -> Result<Verdict, LookupError> {
@@ -343,7 +348,7 @@ async fn jira(
         return Ok(Verdict::Allowed);
     }
     if !rules.groups.is_empty() {
-        let groups = directory()
+        let groups = directory
             .jira_groups(&settings.sources.jira, &actor.id)
             .await?;
         if groups.iter().any(|g| rules.groups.contains(g)) {

@@ -9,7 +9,7 @@
 //! dispatchers sharing a process (tests) never share answers.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::{RequestBuilder, StatusCode};
@@ -91,12 +91,6 @@ pub struct Directory {
     gitlab: Cache<u32>,
     slack_groups: Cache<Vec<String>>,
     jira_groups: Cache<Vec<String>>,
-}
-
-/// The process's directory.
-pub fn directory() -> &'static Directory {
-    static DIRECTORY: LazyLock<Directory> = LazyLock::new(Directory::new);
-    &DIRECTORY
 }
 
 impl Default for Directory {

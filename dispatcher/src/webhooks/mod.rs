@@ -398,7 +398,7 @@ pub async fn handle_issue_delivery(
         channel: None,
         comment: event.comment.is_some(),
     };
-    match access::check(&state.settings, &ask).await {
+    match access::check(state, &ask).await {
         Ok(Verdict::Allowed) => {}
         Ok(Verdict::Refused(refusal)) => return refuse_issue(state, &event, &ask, refusal).await,
         Err(error) => return Err(unchecked(event.source, &error)),

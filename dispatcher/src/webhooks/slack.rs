@@ -399,7 +399,7 @@ async fn refusal(state: &AppState, asker: &Asker<'_>, project: &str) -> Option<R
         channel: Some(asker.channel),
         comment: false,
     };
-    let refusal = match access::check(&state.settings, &ask).await {
+    let refusal = match access::check(state, &ask).await {
         Ok(Verdict::Allowed) => return None,
         Ok(Verdict::Refused(refusal)) => refusal,
         Err(error) => Refusal::unchecked(&error),
@@ -432,7 +432,7 @@ async fn may_see(
         channel: Some(asker.channel),
         comment: false,
     };
-    let may = matches!(access::check(settings, &ask).await, Ok(Verdict::Allowed));
+    let may = matches!(access::check(state, &ask).await, Ok(Verdict::Allowed));
     seen.insert(project.to_string(), may);
     may
 }

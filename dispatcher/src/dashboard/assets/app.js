@@ -125,7 +125,9 @@
   /**
    * Follows an SSE endpoint with fetch(), calling onEvent(type, data, id) per event.
    * Reconnects after a drop (resuming with Last-Event-ID) unless `once` is set and the
-   * server ended the stream cleanly. Returns a function that stops it.
+   * server ended the stream cleanly. A `lagged` end (this reader fell behind the server's
+   * bounded buffer) is not clean: it resumes at once from the event named in it.
+   * Returns a function that stops it.
    */
   function follow(path, onEvent, { once = false, onState } = {}) {
     let stopped = false;
@@ -139,7 +141,9 @@
         controller = new AbortController();
         const headers = Object.assign({ Accept: "text/event-stream" }, auth.headers());
         if (lastId) headers["Last-Event-ID"] = lastId;
+        const resumedFrom = lastId;
         let clean = false;
+        let lagged = false;
         try {
           const response = await fetch(path, { headers, signal: controller.signal, cache: "no-store" });
           if (response.status === 401) { needSignIn(auth.token ? "That token was not accepted." : ""); return; }
@@ -162,7 +166,10 @@
                   if (event.id) lastId = event.id;
                   let data = null;
                   try { data = JSON.parse(event.data.join("\n")); } catch (_) { /* not JSON */ }
-                  if (data) onEvent(event.type, data, event.id);
+                  if (event.type === "lagged") {
+                    lagged = true;
+                    if (data && data.resume_after) lastId = data.resume_after;
+                  } else if (data) onEvent(event.type, data, event.id);
                 }
                 event = { type: "message", data: [], id: null };
               } else if (!line.startsWith(":")) {
@@ -176,11 +183,12 @@
               }
             }
           }
-          clean = true;
+          clean = !lagged;
         } catch (e) {
           if (stopped) return;
         }
         if (clean && once) { status("ended"); return; }
+        if (lagged && lastId !== resumedFrom) continue;
         status("reconnecting");
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 15000);
