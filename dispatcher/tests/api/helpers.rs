@@ -241,6 +241,15 @@ impl TestApp {
             .expect("redis answers")
     }
 
+    /// The ids of a job's stored events, oldest first.
+    pub async fn event_ids(&self, id: &str) -> Vec<String> {
+        self.events(id)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The log lines of a job.
     pub async fn log_lines(&self, id: &str) -> Vec<String> {
         self.events(id)

@@ -47,12 +47,7 @@ async fn event_stream_replays_history_then_follows_live_until_the_job_ends() {
         .collect();
     assert_eq!(lines, ["step 1", "step 2", "step 3"]);
     // The stream and Redis agree, in order.
-    let stored: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let stored: Vec<String> = app.event_ids(&id).await;
     let streamed: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     assert_eq!(streamed, stored);
     app.stop().await;
@@ -63,12 +58,7 @@ async fn last_event_id_resumes_after_that_event() {
     let app = spawn_app(|_| {}).await;
     let id = app.submit("ok", "resume").await;
     app.wait_for_end(&id, Duration::from_secs(60)).await;
-    let all: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let all: Vec<String> = app.event_ids(&id).await;
     assert!(all.len() >= 5, "{all:?}");
     let response = app
         .http

@@ -338,12 +338,7 @@ async fn a_follower_that_reads_nothing_is_dropped_with_a_lagged_event_and_buffer
         "{most} bytes buffered for one stream"
     );
     assert_eq!(app.job(&id).await.state, JobState::Succeeded);
-    let stored: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let stored: Vec<String> = app.event_ids(&id).await;
     assert!(stored.len() > lines, "{} events", stored.len());
 
     // Now it reads: what fitted in the buffers, then `lagged`, then the end.
@@ -425,12 +420,7 @@ async fn late_joiners_get_the_history_then_live_events_each_once() {
     }
     let job = app.wait_for_end(&id, Duration::from_secs(90)).await;
     assert_eq!(job.state, JobState::Succeeded);
-    let stored: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let stored: Vec<String> = app.event_ids(&id).await;
     for (n, (after, follower)) in followers.into_iter().enumerate() {
         let got = follower.await.unwrap();
         let ids: Vec<String> = got.iter().map(|e| e.id.clone().unwrap()).collect();

@@ -20,6 +20,13 @@ fn refused_count(app: &TestApp, source: &str, reason: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// `login` (a `User` or a `Bot`) labels issue `number` `agent`, a signed delivery: its answer.
+async fn label(app: &TestApp, number: u64, login: &str, kind: &str) -> (u16, Value) {
+    let body = labelled_by(number, login, kind);
+    let delivery = format!("d-{number}-{login}");
+    send(to_github(app, Sign::Right, "issues", &delivery, &body)).await
+}
+
 /// GitHub's `issues` event: `login` (a `User` or a `Bot`) labelled issue `number` `agent`.
 fn labelled_by(number: u64, login: &str, kind: &str) -> Vec<u8> {
     let mut issue = github_labeled("acme/shop", number, "agent");
@@ -47,14 +54,7 @@ async fn github_triggers_run_for_write_and_admin_and_a_read_actor_is_refused_pol
     fake.grant_github("acme/shop", "wade", "write");
     fake.grant_github("acme/shop", "adam", "admin");
     let app = webhook_app(&fake, |_| {}).await;
-    let (status, refused) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "d-1",
-        &labelled_by(7, "rita", "User"),
-    ))
-    .await;
+    let (status, refused) = label(&app, 7, "rita", "User").await;
     assert_eq!(status, 200, "{refused}");
     assert_eq!(refused["status"], "refused", "{refused}");
     assert!(
@@ -92,9 +92,7 @@ async fn github_triggers_run_for_write_and_admin_and_a_read_actor_is_refused_pol
     assert_eq!(again["status"], "refused", "{again}");
     assert_eq!(refused_count(&app, "github", "not_allowed"), 2);
     for (number, login) in [(8, "wade"), (9, "adam")] {
-        let delivery = format!("d-{login}");
-        let body = labelled_by(number, login, "User");
-        let (status, answer) = send(to_github(&app, Sign::Right, "issues", &delivery, &body)).await;
+        let (status, answer) = label(&app, number, login, "User").await;
         assert_eq!(status, 202, "{login}: {answer}");
         let job = app.job(answer["job_id"].as_str().unwrap()).await;
         assert_eq!(job.requester.as_deref(), Some(login));
@@ -126,25 +124,11 @@ async fn a_bots_label_is_ignored_unless_the_project_lists_the_bot() {
         s.projects.get_mut("payments").unwrap().access.github.bots = vec!["renovate[bot]".into()];
     })
     .await;
-    let (status, ignored) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "d-1",
-        &labelled_by(7, "spam[bot]", "Bot"),
-    ))
-    .await;
+    let (status, ignored) = label(&app, 7, "spam[bot]", "Bot").await;
     assert_eq!(status, 200, "{ignored}");
     assert_eq!(ignored["status"], "ignored", "{ignored}");
     assert_eq!(refused_count(&app, "github", "bot"), 1);
-    let (status, queued) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "d-2",
-        &labelled_by(8, "renovate[bot]", "Bot"),
-    ))
-    .await;
+    let (status, queued) = label(&app, 8, "renovate[bot]", "Bot").await;
     assert_eq!(status, 202, "{queued}");
     let id = queued["job_id"].as_str().unwrap().to_string();
     app.wait_for_end(&id, LIMIT).await;
@@ -425,21 +409,8 @@ async fn a_requester_the_project_no_longer_allows_can_neither_cancel_nor_see_the
     };
     let id = job.id;
     app.wait_for_state(&id, JobState::Running, LIMIT).await;
-    let click = button("cancel", &id, REQUESTER, &response_url(&fake, "click"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let answer = fake
-        .wait_for("the answer to the click", LIMIT, |r| {
-            r.path == "/slack/response/click"
-        })
-        .await;
+    click(&app, &fake, "cancel", &id, REQUESTER, "click").await;
+    let answer = answer_at(&fake, "click").await;
     assert!(
         answer
             .text()
@@ -467,16 +438,7 @@ async fn a_requester_the_project_no_longer_allows_can_neither_cancel_nor_see_the
         JobState::Running,
         "the click changed nothing"
     );
-    let click = button("cancel", &id, ADMIN, &response_url(&fake, "admin"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
+    click(&app, &fake, "cancel", &id, ADMIN, "admin").await;
     app.wait_for_state(&id, JobState::Cancelled, LIMIT).await;
     app.stop().await;
 }

@@ -458,6 +458,44 @@ fn response_url(fake: &FakeApi, name: &str) -> String {
     format!("{}/slack/response/{name}", fake.url)
 }
 
+/// `user` clicks the `action` button of `job_id`, signed and now, with a response URL named
+/// `name` on the fake: answered 200.
+async fn click(app: &TestApp, fake: &FakeApi, action: &str, job_id: &str, user: &str, name: &str) {
+    let click = button(action, job_id, user, &response_url(fake, name));
+    let (status, body) = send(to_slack(
+        app,
+        "interactions",
+        &click,
+        Sign::Right,
+        unix_now(),
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `user` sends the slash command `text` (trigger `trigger_id`), signed and now, with a
+/// response URL named `name` on the fake: answered 200, with this answer.
+async fn command(
+    app: &TestApp,
+    fake: &FakeApi,
+    text: &str,
+    user: &str,
+    trigger_id: &str,
+    name: &str,
+) -> Value {
+    let command = slash_command(text, user, trigger_id, &response_url(fake, name));
+    let (status, answer) = send(to_slack(app, "commands", &command, Sign::Right, unix_now())).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// What Slack got at the response URL named `name` (see [`response_url`]).
+async fn answer_at(fake: &FakeApi, name: &str) -> Recorded {
+    let path = format!("/slack/response/{name}");
+    fake.wait_for("the answer at a response URL", LIMIT, |r| r.path == path)
+        .await
+}
+
 /// The jobs, as `GET /v1/jobs` lists them.
 async fn listed_jobs(app: &TestApp) -> Vec<Value> {
     let response = app

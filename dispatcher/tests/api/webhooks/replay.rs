@@ -37,16 +37,7 @@ async fn a_captured_ticket_delivery_replayed_with_a_fresh_delivery_id_makes_no_s
 async fn a_retry_click_sent_twice_runs_the_job_again_once() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |_| {}).await;
-    let command = slash_command("fix PAY-12", REQUESTER, "t.1", &response_url(&fake, "c"));
-    let (status, answer) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    command(&app, &fake, "fix PAY-12", REQUESTER, "t.1", "c").await;
     let id = only_job_id(&app).await;
     app.wait_for_end(&id, LIMIT).await;
     let click = button("retry", &id, REQUESTER, &response_url(&fake, "click"));

@@ -15,16 +15,7 @@ async fn a_response_url_outside_the_allowed_hosts_is_never_called() {
         s.sources.slack.response_url_hosts = vec!["hooks.slack.com".into()];
     })
     .await;
-    let command = slash_command("fix PAY-12", REQUESTER, "t.1", &response_url(&fake, "cmd"));
-    let (status, answer) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    command(&app, &fake, "fix PAY-12", REQUESTER, "t.1", "cmd").await;
     let id = only_job_id(&app).await;
     assert_eq!(app.job(&id).await.response_url, None, "not even stored");
     app.wait_for_end(&id, LIMIT).await;
@@ -37,16 +28,7 @@ async fn a_response_url_outside_the_allowed_hosts_is_never_called() {
         finished.path, "/chat.postMessage",
         "the bot token takes over"
     );
-    let click = button("retry", &id, REQUESTER, &response_url(&fake, "click"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
+    click(&app, &fake, "retry", &id, REQUESTER, "click").await;
     app.wait_for(&id, "attempt 2 ended", LIMIT, |j| {
         j.attempt == 2 && j.state.is_terminal()
     })

@@ -61,25 +61,8 @@ async fn a_slack_event_retried_by_slack_and_a_repeated_command_make_one_job_each
     assert_eq!(status, 200, "{body}");
     let mentioned = only_job_id(&app).await;
 
-    let command = slash_command("fix PAY-13", REQUESTER, "t.42", &response_url(&fake, "1"));
-    let (status, first) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{first}");
-    let (status, again) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{again}");
+    command(&app, &fake, "fix PAY-13", REQUESTER, "t.42", "1").await;
+    let again = command(&app, &fake, "fix PAY-13", REQUESTER, "t.42", "1").await;
     let jobs = listed_jobs(&app).await;
     assert_eq!(jobs.len(), 2, "{jobs:#?}");
     let commanded = jobs
@@ -110,21 +93,15 @@ async fn a_slack_event_retried_by_slack_and_a_repeated_command_make_one_job_each
 async fn a_slack_fix_command_answers_queued_runs_the_job_and_replies_at_the_response_url() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |_| {}).await;
-    let command = slash_command(
+    let answer = command(
+        &app,
+        &fake,
         "fix PAY-12",
         REQUESTER,
         "13345224609.738474920.8088930838d88f008e0",
-        &response_url(&fake, "command-1"),
-    );
-    let (status, answer) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
+        "command-1",
+    )
     .await;
-    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["response_type"], "ephemeral");
     let id = only_job_id(&app).await;
     let text = answer["text"].as_str().unwrap_or_default();
@@ -182,26 +159,13 @@ async fn the_requesters_cancel_button_cancels_the_running_job() {
     let fake = FakeApi::start().await;
     let gate = Gate::new();
     let (app, id) = running_slack_job(&fake, &gate).await;
-    let click = button("cancel", &id, REQUESTER, &response_url(&fake, "click"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
+    click(&app, &fake, "cancel", &id, REQUESTER, "click").await;
     let job = app.wait_for_state(&id, JobState::Cancelled, LIMIT).await;
     assert!(
         job.reason.as_deref().is_some_and(|r| r.contains(REQUESTER)),
         "{job:#?}"
     );
-    let answer = fake
-        .wait_for("the answer to the click", LIMIT, |r| {
-            r.path == "/slack/response/click"
-        })
-        .await;
+    let answer = answer_at(&fake, "click").await;
     assert!(
         answer.text().contains(&format!("Cancelled `{id}`.")),
         "{answer:?}"
@@ -218,39 +182,12 @@ async fn the_requesters_cancel_button_cancels_the_running_job() {
 async fn the_retry_button_runs_a_finished_job_again() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |_| {}).await;
-    let command = slash_command(
-        "fix PAY-12",
-        REQUESTER,
-        "t.1",
-        &response_url(&fake, "command"),
-    );
-    let (status, answer) = send(to_slack(
-        &app,
-        "commands",
-        &command,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    command(&app, &fake, "fix PAY-12", REQUESTER, "t.1", "command").await;
     let id = only_job_id(&app).await;
     let job = app.wait_for_end(&id, LIMIT).await;
     assert_eq!((job.state, job.attempt), (JobState::Succeeded, 1));
-    let click = button("retry", &id, REQUESTER, &response_url(&fake, "click"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let answer = fake
-        .wait_for("the answer to the click", LIMIT, |r| {
-            r.path == "/slack/response/click"
-        })
-        .await;
+    click(&app, &fake, "retry", &id, REQUESTER, "click").await;
+    let answer = answer_at(&fake, "click").await;
     assert!(
         answer
             .text()
@@ -287,16 +224,7 @@ async fn a_button_click_by_someone_neither_requester_nor_admin_is_refused_and_ch
     let gate = Gate::new();
     let (app, id) = running_slack_job(&fake, &gate).await;
     for action in ["cancel", "retry"] {
-        let click = button(action, &id, OTHER, &response_url(&fake, action));
-        let (status, body) = send(to_slack(
-            &app,
-            "interactions",
-            &click,
-            Sign::Right,
-            unix_now(),
-        ))
-        .await;
-        assert_eq!(status, 200, "{body}");
+        click(&app, &fake, action, &id, OTHER, action).await;
         let refusal = fake
             .wait_for("the refusal", LIMIT, |r| {
                 r.path == format!("/slack/response/{action}")
@@ -316,16 +244,7 @@ async fn a_button_click_by_someone_neither_requester_nor_admin_is_refused_and_ch
         (JobState::Running, 1),
         "the refused clicks changed nothing"
     );
-    let click = button("cancel", &id, ADMIN, &response_url(&fake, "admin"));
-    let (status, body) = send(to_slack(
-        &app,
-        "interactions",
-        &click,
-        Sign::Right,
-        unix_now(),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
+    click(&app, &fake, "cancel", &id, ADMIN, "admin").await;
     app.wait_for_state(&id, JobState::Cancelled, LIMIT).await;
     let answer = fake
         .wait_for("the answer to the admin", LIMIT, |r| {
