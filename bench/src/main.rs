@@ -7,12 +7,14 @@
 //! (one load generator for both). It starts its own `redis-server`, and prints a table of
 //! measured figures against targets.
 //! `bench hello --port N` is the hello-world server it compares with; `bench printer` is
-//! the agent of `--only streams` (followers of one busy job's events).
+//! the agent of `--only streams` (followers of one busy job's events). `--only lists`
+//! measures filtered job lists with 100,000 jobs stored.
 
 mod api;
 mod docker;
 mod kubernetes;
 mod lifecycle;
+mod lists;
 mod redis_info;
 mod report;
 mod slack;
@@ -82,6 +84,8 @@ enum Only {
     /// Followers of one busy job's events: server RSS, Redis clients, line latency, lagged
     /// drops (not part of `all`).
     Streams,
+    /// Filtered `GET /v1/jobs` latency with `--list-jobs` jobs stored (not part of `all`).
+    Lists,
 }
 
 /// Options of a run.
@@ -150,6 +154,12 @@ struct Opts {
     /// Seconds the followed job prints (`--only streams`).
     #[arg(long, default_value_t = 20)]
     print_secs: u64,
+    /// Jobs stored before the lists are measured (`--only lists`; at least 10,000).
+    #[arg(long, default_value_t = 100_000)]
+    list_jobs: usize,
+    /// Measured requests per list query (`--only lists`).
+    #[arg(long, default_value_t = 200)]
+    list_requests: usize,
     /// Run only one part.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
@@ -227,7 +237,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             .to_path_buf(),
     };
     // Only the API phase runs the agentsmith binary; the others build it in-process.
-    if !matches!(opts.only, Only::Lifecycle | Only::Slack)
+    if !matches!(opts.only, Only::Lifecycle | Only::Slack | Only::Lists)
         && !opts.no_build
         && opts.bin_dir.is_none()
     {
@@ -287,6 +297,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if opts.only == Only::Lists {
+        let outcome = lists_phase(&opts, &redis, &tag).await?;
+        println!("{}", lists::render(&outcome));
+        return Ok(());
+    }
     if opts.only == Only::Streams {
         let outcome = streams_phase(&opts, &redis, &tag, &bin_dir, dir.path()).await?;
         println!("{}", streams::render(&outcome));
@@ -317,6 +332,31 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// `--only lists`: filtered job lists with many jobs stored (see `lists.rs`).
+async fn lists_phase(opts: &Opts, redis: &BenchRedis, tag: &str) -> anyhow::Result<lists::Outcome> {
+    if opts.list_jobs < lists::MIN_JOBS || opts.list_requests == 0 {
+        bail!(
+            "--list-jobs must be at least {} and --list-requests greater than 0",
+            lists::MIN_JOBS
+        );
+    }
+    let cfg = lists::Config {
+        jobs: opts.list_jobs,
+        requests: opts.list_requests,
+        fillers: opts.submitters.max(1),
+        prefix: format!("bench-{tag}-lists:"),
+    };
+    eprintln!(
+        "bench: lists: storing {} jobs ({} at a time), then {} requests per query",
+        cfg.jobs, cfg.fillers, cfg.requests
+    );
+    let outcome = lists::run(redis, &cfg).await;
+    if !redis.private {
+        let _ = redis.clean(&cfg.prefix).await;
+    }
+    outcome.context("lists phase")
 }
 
 /// `--only streams`: followers of one busy job (see `streams.rs`).

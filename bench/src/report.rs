@@ -123,7 +123,7 @@ fn verdict(pass: bool) -> &'static str {
     }
 }
 
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let n = value.round() as i64;
     let digits = n.abs().to_string();
     let mut reversed = String::new();

@@ -12,7 +12,7 @@ use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Limits};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage, StageLabels, OTHER};
 use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
@@ -83,6 +83,36 @@ impl Context {
             draining: AtomicBool::new(false),
             failure: Mutex::new(None),
         }
+    }
+
+    /// Records that `stage` of `job` took `seconds` (nothing for a negative span: clocks of
+    /// two replicas may disagree by a little).
+    pub fn observe_stage(&self, stage: Stage, job: &Job, seconds: f64) {
+        let source = job.origin.as_ref().map_or("api", |o| o.source());
+        let profile = if self.settings.agents.contains_key(&job.agent) {
+            job.agent.clone()
+        } else {
+            OTHER.to_string()
+        };
+        self.observe(stage, source, profile, seconds);
+    }
+
+    /// Records how long a webhook delivery from `source` took to answer.
+    pub fn observe_acknowledgement(&self, source: &'static str, seconds: f64) {
+        self.observe(Stage::Acknowledge, source, "none".to_string(), seconds);
+    }
+
+    fn observe(&self, stage: Stage, source: &'static str, profile: String, seconds: f64) {
+        if seconds < 0.0 {
+            return;
+        }
+        let labels = StageLabels {
+            stage: stage.as_str(),
+            source,
+            backend: self.spawner.backend(),
+            profile,
+        };
+        self.metrics.stages.get_or_create(&labels).observe(seconds);
     }
 
     /// Marks the dispatcher as draining: `/ready` answers 503 from now on.

@@ -61,6 +61,68 @@ pub struct ReplyLabels {
     pub outcome: String,
 }
 
+/// A stage of a job's life, timed by `agentsmith_stage_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// A webhook delivery received → answered (the job durable, when it made one).
+    Acknowledge,
+    /// Queued → admitted: the first attempt's wait for a slot.
+    Queue,
+    /// Admitted → workload created (the spawner's call and its record).
+    Spawn,
+    /// Workload created → the agent running (its runner's first report).
+    Start,
+    /// Agent running → the attempt ended.
+    Run,
+    /// Job ended → its final reply delivered where the request came from.
+    Reply,
+}
+
+impl Stage {
+    /// Every stage, in the order a job goes through them.
+    pub const ALL: [Stage; 6] = [
+        Stage::Acknowledge,
+        Stage::Queue,
+        Stage::Spawn,
+        Stage::Start,
+        Stage::Run,
+        Stage::Reply,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Acknowledge => "acknowledge",
+            Stage::Queue => "queue",
+            Stage::Spawn => "spawn",
+            Stage::Start => "start",
+            Stage::Run => "run",
+            Stage::Reply => "reply",
+        }
+    }
+}
+
+/// Seconds from `from_ms` to `to_ms` (ms since the epoch).
+pub fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
+    (to_ms - from_ms) as f64 / 1000.0
+}
+
+/// Labels of the stage histogram. Every value comes from a fixed set: the stage, the
+/// source (`api` or one of the four webhook sources), the backend of this dispatcher, and
+/// the profile, one of the configured ones (`other` for a job whose profile has since
+/// left the configuration, `none` for a delivery that is not yet a job).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// The stage ([`Stage::as_str`]).
+    pub stage: &'static str,
+    /// `api`, `slack`, `github`, `gitlab` or `jira`.
+    pub source: &'static str,
+    /// `process`, `docker` or `kubernetes`.
+    pub backend: &'static str,
+    /// The agent profile.
+    pub profile: String,
+}
+
 /// The metrics of one dispatcher process.
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +136,8 @@ pub struct Metrics {
     pub replies: Family<ReplyLabels, Counter>,
     /// Triggers refused by the projects' access rules, by source and reason.
     pub refused_triggers: Family<crate::webhooks::access::RefusalLabels, Counter>,
+    /// Seconds each stage of a job's life took, by stage, source, backend and profile.
+    pub stages: Family<StageLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -110,7 +174,17 @@ impl Metrics {
             "Replies to webhook sources by outcome (done, retried, given_up)",
             replies.clone(),
         );
+        // 5 ms to about 12 h: from an acknowledgement to a long agent run.
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 24))) as fn() -> Histogram,
+        );
+        registry.register(
+            "stage_seconds",
+            "Time each stage of a job's life took: acknowledge, queue, spawn, start, run, reply",
+            stages.clone(),
+        );
         Self {
+            stages,
             refused_triggers: crate::webhooks::access::register(&mut registry),
             registry,
             http_requests,

@@ -13,8 +13,9 @@ use tokio::task::JoinSet;
 use tracing::{info, instrument, warn};
 
 use crate::context::Context;
+use crate::metrics::{seconds_between, Stage};
 use crate::telemetry::chain;
-use queue::{Admission, AttemptFailure, Claim, Job, SpawnRecord};
+use queue::{now_ms, Admission, AttemptFailure, Claim, Job, SpawnRecord};
 
 /// Claims and spawns until `ctx.shutdown` is cancelled, with up to `queue.claim_batch`
 /// claims in flight: a slow spawn does not hold up the others. On shutdown it stops
@@ -110,6 +111,9 @@ async fn admit_all(ctx: &Context, claims: Vec<Claim>) -> Vec<(Claim, u32, Box<Jo
 #[instrument(skip(ctx, claim, job), fields(job_id = %claim.job_id, attempt))]
 pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &Job) {
     tracing::Span::current().record("attempt", attempt);
+    if attempt == 1 {
+        ctx.observe_stage(Stage::Queue, job, seconds_between(job.created_at, now_ms()));
+    }
     let spec = match ctx.job_spec(job, attempt) {
         Ok(spec) => spec,
         Err(reason) => {
@@ -121,9 +125,9 @@ pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &
     match ctx.spawner.spawn(&spec).await {
         Ok(handle) => match ctx.queue.record_spawn(claim, attempt, &handle).await {
             Ok(SpawnRecord::Recorded) => {
-                ctx.metrics
-                    .spawn_latency
-                    .observe(started.elapsed().as_secs_f64());
+                let seconds = started.elapsed().as_secs_f64();
+                ctx.metrics.spawn_latency.observe(seconds);
+                ctx.observe_stage(Stage::Spawn, job, seconds);
                 info!(workload = %handle.name, backend = ctx.spawner.backend(), "spawned");
             }
             Ok(record) => {

@@ -136,3 +136,45 @@ pub mod stats {
         CURRENT = "current:",
     }
 }
+
+/// Fields of an entry of the delivery journal (`delivery:{id}`).
+pub mod delivery {
+    names! { "D_";
+        /// When the delivery came (ms).
+        AT = "at",
+        /// The source (`github`, ...).
+        SOURCE = "source",
+        /// The webhook route after `/webhooks/` (`slack/commands`, `github`, ...).
+        ROUTE = "route",
+        /// The event type header (`X-GitHub-Event`, `X-Gitlab-Event`).
+        EVENT = "event",
+        /// The source's name for the delivery.
+        DELIVERY_ID = "delivery_id",
+        /// `sha256:<hex>` of the body as it came.
+        DIGEST = "digest",
+        /// Who acted, as the provider knows them.
+        ACTOR = "actor",
+        /// Their name.
+        ACTOR_NAME = "actor_name",
+        /// The HTTP status answered.
+        STATUS = "status",
+        /// What was decided (`queued`, `duplicate`, ...).
+        DECISION = "decision",
+        /// The job made or answered with.
+        JOB_ID = "job_id",
+        /// Why (ignored, refused, answered, error).
+        REASON = "reason",
+        /// The error's code.
+        CODE = "code",
+        /// The entry a replay replays.
+        REPLAY_OF = "replay_of",
+        /// The job a replay of this entry made.
+        REPLAY_JOB = "replay_job",
+        /// The size of the body as it came.
+        BODY_BYTES = "body_bytes",
+        /// `1` when the body is kept.
+        REPLAYABLE = "replayable",
+        /// The body, as replays need it (Slack's verification token removed).
+        BODY = "body",
+    }
+}

@@ -122,6 +122,9 @@ pub struct Job {
     /// When the current attempt was admitted (ms), while it is starting or running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admitted_at: Option<i64>,
+    /// When the current attempt's workload was recorded as created (ms), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawned_at: Option<i64>,
     /// When the agent started (ms), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<i64>,
@@ -234,6 +237,7 @@ impl Job {
             created_at: num(F::CREATED_AT)?,
             updated_at: num(F::UPDATED_AT).unwrap_or_default(),
             admitted_at: num(F::ADMITTED_AT),
+            spawned_at: num(F::SPAWNED_AT),
             started_at: num(F::STARTED_AT),
             finished_at: num(F::FINISHED_AT),
             exit_code: num(F::EXIT_CODE).map(|c| c as i32),

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use contract::JobHandle;
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
 use crate::fields::job as f;
 use crate::values::{flat_map, value_string};
-use crate::{new_job_id, valid_id, Job, JobState, NewJob, Queue, QueueError, Result};
+use crate::{new_job_id, valid_id, Job, JobState, Keys, NewJob, Queue, QueueError, Result};
 
 /// What a submit did.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +73,23 @@ pub struct JobFilter {
     pub project: Option<String>,
 }
 
+/// Index entries a page reads past its `limit` at most, skipping jobs that no longer pass
+/// its filter or no longer exist (see [`Queue::list`]).
+const MAX_SKIPPED: usize = 100;
+
 impl JobFilter {
+    /// The narrowest index holding every job that passes: a project's jobs in a state
+    /// (`jobs:project:{project}:state:{state}`), a project's (`jobs:project:{project}`), a
+    /// state's (`jobs:state:{state}`), or all (`jobs`); each scored by creation time.
+    pub fn index(&self, keys: &Keys) -> String {
+        match (&self.project, self.state) {
+            (Some(project), Some(state)) => keys.project_state_jobs(project, state.as_str()),
+            (Some(project), None) => keys.project_jobs(project),
+            (None, Some(state)) => keys.state_jobs(state.as_str()),
+            (None, None) => keys.jobs(),
+        }
+    }
+
     /// Whether `job` passes the filter.
     pub fn matches(&self, job: &Job) -> bool {
         self.state.is_none_or(|s| s == job.state)
@@ -149,6 +166,7 @@ impl Queue {
             self.keys.idempotency(&opt(&job.idempotency_key)),
             self.keys.dedup(&opt(&job.delivery)),
             self.keys.active(&opt(&job.exclusive)),
+            self.keys.project_of(),
         ];
         let reply: Vec<Value> = self.eval(&self.scripts.submit, &keys, &args).await?;
         let verdict = reply.first().map(value_string).unwrap_or_default();
@@ -187,8 +205,15 @@ impl Queue {
         .await
     }
 
-    /// A page of jobs, newest first, optionally only those in `state`. `cursor` is the
-    /// `next` of the previous page.
+    /// A page of the jobs that pass `filter`, newest first. `cursor` is the `next` of the
+    /// previous page.
+    ///
+    /// Reads the narrowest index for the filter ([`JobFilter::index`]) from the cursor on,
+    /// and the records of that page only: a page costs O(`limit`) however many jobs are
+    /// stored. Each record is checked against the filter again, since a job may change state
+    /// between the index read and the record read, or expire before the sweep drops it;
+    /// such entries are skipped, at most 100 past `limit` (`MAX_SKIPPED`), so a page may come
+    /// back short and still have a `next`.
     pub async fn list(
         &self,
         filter: &JobFilter,
@@ -196,60 +221,49 @@ impl Queue {
         limit: usize,
     ) -> Result<Page> {
         let limit = limit.clamp(1, 500);
+        let index = filter.index(&self.keys);
         self.bounded(async {
             let mut conn = self.conn().await?;
-            // The cursor is "<score>:<offset among equal scores>"; scanning by score keeps
-            // pages stable while new jobs arrive.
-            let (mut max, mut skip) = parse_cursor(cursor);
-            let mut jobs = Vec::new();
-            let batch = (limit * 2).max(50);
+            let mut position = Position::parse(cursor);
+            let mut jobs = Vec::with_capacity(limit);
+            let mut unread = limit + MAX_SKIPPED;
             loop {
-                let ids: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                    .arg(self.keys.jobs())
-                    .arg(&max)
-                    .arg("-inf")
-                    .arg("WITHSCORES")
-                    .arg("LIMIT")
-                    .arg(skip)
-                    .arg(batch)
-                    .query_async(&mut conn)
-                    .await?;
-                if ids.is_empty() {
+                let want = (limit - jobs.len()).min(unread);
+                let entries = position.entries(&mut conn, &index, want).await?;
+                unread -= entries.len();
+                let ended = entries.len() < want;
+                let records = self.records(&mut conn, &entries).await?;
+                for ((id, score), fields) in entries.into_iter().zip(records) {
+                    position.advance(score);
+                    let job = Job::from_fields(&id, &fields).filter(|job| filter.matches(job));
+                    jobs.extend(job);
+                }
+                if ended {
                     return Ok(Page { jobs, next: None });
                 }
-                let mut pipe = redis::pipe();
-                for (id, _) in &ids {
-                    pipe.hgetall(self.keys.job(id));
-                }
-                let records: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-                let fetched = ids.len();
-                for ((id, score), fields) in ids.into_iter().zip(records) {
-                    let score = format!("{}", score as i64);
-                    if score == max {
-                        skip += 1;
-                    } else {
-                        max = score;
-                        skip = 1;
-                    }
-                    let Some(job) = Job::from_fields(&id, &fields) else {
-                        continue;
-                    };
-                    if filter.matches(&job) {
-                        jobs.push(job);
-                        if jobs.len() == limit {
-                            return Ok(Page {
-                                jobs,
-                                next: Some(format!("{max}:{skip}")),
-                            });
-                        }
-                    }
-                }
-                if fetched < batch {
-                    return Ok(Page { jobs, next: None });
+                if jobs.len() == limit || unread == 0 {
+                    let next = Some(position.cursor());
+                    return Ok(Page { jobs, next });
                 }
             }
         })
         .await
+    }
+
+    /// The records of index entries, in one pipeline (empty for a job that is gone).
+    async fn records(
+        &self,
+        conn: &mut ConnectionManager,
+        entries: &[(String, f64)],
+    ) -> Result<Vec<HashMap<String, String>>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in entries {
+            pipe.hgetall(self.keys.job(id));
+        }
+        Ok(pipe.query_async(conn).await?)
     }
 
     /// Cancels a job; the caller stops the returned workload.
@@ -308,13 +322,66 @@ impl Queue {
     }
 }
 
-fn parse_cursor(cursor: Option<&str>) -> (String, usize) {
-    cursor
-        .and_then(|c| c.split_once(':'))
-        .and_then(|(score, skip)| {
-            Some((score.parse::<i64>().ok()?.to_string(), skip.parse().ok()?))
-        })
-        .unwrap_or_else(|| ("+inf".to_string(), 0))
+/// Where a listing stands in its index: below the score `max` (`+inf` at the start), past
+/// `skip` entries of score `max`. Paging by score keeps pages stable while new jobs arrive.
+#[derive(Debug)]
+struct Position {
+    max: String,
+    skip: usize,
+}
+
+impl Position {
+    /// The position a cursor (`<score>:<offset among equal scores>`) names; the newest end
+    /// without one, or with one that does not parse.
+    fn parse(cursor: Option<&str>) -> Self {
+        cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(score, skip)| {
+                Some(Self {
+                    max: score.parse::<i64>().ok()?.to_string(),
+                    skip: skip.parse().ok()?,
+                })
+            })
+            .unwrap_or_else(|| Self {
+                max: "+inf".into(),
+                skip: 0,
+            })
+    }
+
+    /// The cursor of this position.
+    fn cursor(&self) -> String {
+        format!("{}:{}", self.max, self.skip)
+    }
+
+    /// Moves past an entry of `score`, the next one read.
+    fn advance(&mut self, score: f64) {
+        let score = format!("{}", score as i64);
+        if score == self.max {
+            self.skip += 1;
+        } else {
+            self.max = score;
+            self.skip = 1;
+        }
+    }
+
+    /// The next `count` entries of `index` (id and score), newest first.
+    async fn entries(
+        &self,
+        conn: &mut ConnectionManager,
+        index: &str,
+        count: usize,
+    ) -> Result<Vec<(String, f64)>> {
+        Ok(redis::cmd("ZREVRANGEBYSCORE")
+            .arg(index)
+            .arg(&self.max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(self.skip)
+            .arg(count)
+            .query_async(conn)
+            .await?)
+    }
 }
 
 #[cfg(test)]
@@ -323,8 +390,33 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_default_to_the_newest() {
-        assert_eq!(parse_cursor(None), ("+inf".into(), 0));
-        assert_eq!(parse_cursor(Some("123:4")), ("123".into(), 4));
-        assert_eq!(parse_cursor(Some("junk")), ("+inf".into(), 0));
+        assert_eq!(Position::parse(None).cursor(), "+inf:0");
+        assert_eq!(Position::parse(Some("123:4")).cursor(), "123:4");
+        assert_eq!(Position::parse(Some("junk")).cursor(), "+inf:0");
+        let mut position = Position::parse(None);
+        for score in [9.0, 7.0, 7.0] {
+            position.advance(score);
+        }
+        assert_eq!(position.cursor(), "7:2", "past two entries of score 7");
+    }
+
+    #[test]
+    fn each_filter_reads_the_narrowest_index() {
+        let keys = Keys::new("P:");
+        let filter = |state: Option<JobState>, project: Option<&str>| JobFilter {
+            state,
+            project: project.map(String::from),
+        };
+        let failed = Some(JobState::Failed);
+        assert_eq!(filter(None, None).index(&keys), "P:jobs");
+        assert_eq!(filter(failed, None).index(&keys), "P:jobs:state:failed");
+        assert_eq!(
+            filter(None, Some("a:b")).index(&keys),
+            "P:jobs:project:a%3Ab"
+        );
+        assert_eq!(
+            filter(failed, Some("shop")).index(&keys),
+            "P:jobs:project:shop:state:failed"
+        );
     }
 }

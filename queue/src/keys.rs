@@ -4,9 +4,9 @@
 //! [`FIXED`] order, and the key builders of the families ([`FAMILIES`]) are generated into
 //! the scripts' prelude (see `scripts.rs`), so Rust and Lua cannot disagree about a name.
 //!
-//! A part that comes from outside (a concurrency key, a ticket, a delivery id) is encoded
-//! before it goes into a name ([`encode_part`]): `%`, `:`, `{` and `}` become `%XX`. An
-//! encoded part holds no `:`, so no part can reach into another family's shape (a
+//! A part that comes from outside (a concurrency key, a ticket, a delivery id, a project) is
+//! encoded before it goes into a name ([`encode_part`]): `%`, `:`, `{` and `}` become
+//! `%XX`. An encoded part holds no `:`, so no part can reach into another family's shape (a
 //! concurrency key `d:queue` would otherwise name key `d`'s queue), and no `{…}`, so no part
 //! can move a key to another Redis Cluster slot than the prefix's hash tag says.
 //!
@@ -102,9 +102,36 @@ pub const ACTIVE: Family = Family {
     head: "active:",
     tail: "",
 };
+/// `jobs:state:{state}`: zset scored by creation time (ms), the jobs in a state (the index
+/// of `GET /v1/jobs?state=`).
+pub const STATE_JOBS: Family = Family {
+    lua: "state_jobs_key",
+    head: "jobs:state:",
+    tail: "",
+};
+/// `jobs:project:{project}`: zset scored by creation time (ms), a project's jobs (the index
+/// of `GET /v1/jobs?project=`).
+pub const PROJECT_JOBS: Family = Family {
+    lua: "project_jobs_key",
+    head: "jobs:project:",
+    tail: "",
+};
+/// What follows a project's [`PROJECT_JOBS`] key, then the encoded state, in the key of its
+/// jobs in one state: `jobs:project:{project}:state:{state}`. The Lua prelude builds the same
+/// key (`project_state_jobs_key(project, state)`).
+pub const PROJECT_STATE_INFIX: &str = ":state:";
+
+/// `delivery:{id}`: hash with a ttl, an entry of the delivery journal (its fields are in
+/// [`crate::fields::delivery`]). Not in [`FAMILIES`]: no script of the prelude builds it (the
+/// journal's own script is given the head), and its ids are generated, never from outside.
+pub const DELIVERY: Family = Family {
+    lua: "delivery_key",
+    head: "delivery:",
+    tail: "",
+};
 
 /// Every family, for the generated Lua prelude.
-pub const FAMILIES: [Family; 7] = [
+pub const FAMILIES: [Family; 9] = [
     JOB,
     EVENTS,
     CONCURRENCY,
@@ -112,6 +139,8 @@ pub const FAMILIES: [Family; 7] = [
     IDEMPOTENCY,
     DEDUP,
     ACTIVE,
+    STATE_JOBS,
+    PROJECT_JOBS,
 ];
 
 /// The bytes a key part may not hold as they are: the separator, the hash-tag braces and
@@ -235,6 +264,38 @@ impl Keys {
         self.fixed(JOBS)
     }
 
+    /// `jobs:state:{state}`: zset scored by creation time (ms), the jobs in a state.
+    pub fn state_jobs(&self, state: &str) -> String {
+        self.of(STATE_JOBS, state)
+    }
+
+    /// `jobs:project:{project}`: zset scored by creation time (ms), a project's jobs.
+    pub fn project_jobs(&self, project: &str) -> String {
+        self.of(PROJECT_JOBS, project)
+    }
+
+    /// `jobs:project:{project}:state:{state}`: zset scored by creation time (ms), a
+    /// project's jobs in a state.
+    pub fn project_state_jobs(&self, project: &str, state: &str) -> String {
+        format!(
+            "{}{PROJECT_STATE_INFIX}{}",
+            self.project_jobs(project),
+            encode_part(state)
+        )
+    }
+
+    /// `jobs:project_of`: hash, job id → its project, for jobs with one: the sweep reads it
+    /// to find a project's indexes once the job's record has expired.
+    pub fn project_of(&self) -> String {
+        self.fixed("jobs:project_of")
+    }
+
+    /// `jobs:backfill`: string, how far the backfill of the state and project indexes has
+    /// walked `jobs` (`<score>:<offset>`), `done` once every job is indexed.
+    pub fn index_backfill(&self) -> String {
+        self.fixed("jobs:backfill")
+    }
+
     /// `feed`: stream, capped, every state change of every job (the dashboard's live view).
     pub fn feed(&self) -> String {
         self.fixed(FEED)
@@ -264,6 +325,16 @@ impl Keys {
     pub fn runner_secret(&self) -> String {
         self.fixed("runner_secret")
     }
+
+    /// `delivery:{id}`: hash with a ttl, an entry of the delivery journal.
+    pub fn delivery(&self, id: &str) -> String {
+        self.of(DELIVERY, id)
+    }
+
+    /// `deliveries`: zset scored by arrival (ms), the index of the delivery journal.
+    pub fn deliveries(&self) -> String {
+        self.fixed("deliveries")
+    }
 }
 
 #[cfg(test)]
@@ -282,9 +353,18 @@ pub(crate) mod tests {
         assert_eq!(keys.idempotency("k"), "P:idem:k");
         assert_eq!(keys.dedup("slack:1"), "P:dedup:slack%3A1");
         assert_eq!(keys.active("PAY-1"), "P:active:PAY-1");
+        assert_eq!(keys.delivery("k3x"), "P:delivery:k3x");
+        assert_eq!(keys.deliveries(), "P:deliveries");
         assert_eq!(keys.concurrency("d:queue"), "P:concurrency:d%3Aqueue");
         assert_eq!(keys.job("{x}%"), "P:job:%7Bx%7D%25");
         assert_eq!(keys.notify_delayed(), "P:notify:delayed");
+        assert_eq!(keys.state_jobs("queued"), "P:jobs:state:queued");
+        assert_eq!(keys.project_jobs("a:b"), "P:jobs:project:a%3Ab");
+        assert_eq!(
+            keys.project_state_jobs("a:state:b", "failed"),
+            "P:jobs:project:a%3Astate%3Ab:state:failed"
+        );
+        assert_eq!(keys.project_of(), "P:jobs:project_of");
         assert_eq!(keys.fixed_keys()[0], keys.queue());
         assert_eq!(keys.fixed_keys()[9], keys.notify_delayed());
     }
@@ -315,6 +395,12 @@ pub(crate) mod tests {
             "delayed",
             "notify:",
             "runner_secret",
+            "jobs:",
+            "state:",
+            ":state:",
+            "project:",
+            "project_of",
+            "backfill",
             "-",
             "é",
             " ",
@@ -338,7 +424,7 @@ pub(crate) mod tests {
             let mut named: HashMap<String, (usize, String)> = keys
                 .fixed_keys()
                 .into_iter()
-                .chain([keys.runner_secret()])
+                .chain([keys.runner_secret(), keys.project_of(), keys.index_backfill()])
                 .map(|k| (k, (usize::MAX, String::new())))
                 .collect();
             for part in &parts {
@@ -351,6 +437,19 @@ pub(crate) mod tests {
                             g == f && other == *part,
                             "{} is named by family {} with {:?} and family {} with {:?}",
                             key, g, other, f, part
+                        );
+                    }
+                }
+                // A project's jobs in a state: two parts, named as one more family.
+                for state in &parts {
+                    let key = keys.project_state_jobs(part, state);
+                    let pair = format!("{part:?} {state:?}");
+                    prop_assert_eq!(key.matches(['{', '}']).count(), 2, "{} moves its slot", &key);
+                    if let Some((g, other)) = named.insert(key.clone(), (FAMILIES.len(), pair.clone())) {
+                        prop_assert!(
+                            g == FAMILIES.len() && other == pair,
+                            "{} is named by family {} with {:?} and by project and state {}",
+                            key, g, other, pair
                         );
                     }
                 }

@@ -11,11 +11,12 @@
 //! | [`fields`] | every field name of a record, an outbox entry, a stream entry |
 //! | `scripts` (and `scripts/*.lua`) | the Lua transitions, with a prelude generated from `keys` and `fields` |
 //! | [`job`] | the job as stored and shown: [`Job`], [`JobState`], [`Origin`], [`JobEvent`], [`NewJob`] |
-//! | `jobs` | submit, read, list, cancel and retry jobs |
+//! | `jobs` | submit, read, list (by the state and project indexes), cancel and retry jobs |
 //! | `claims` | claim ready entries, admit them, record spawns and failed attempts |
-//! | `leases` | expired leases, extensions, due retries, the index sweep |
+//! | `leases` | expired leases, extensions, due retries, the index sweep and backfill |
 //! | `runner` | what a runner's batch of events does to its job |
 //! | `outbox` | replies waiting to be sent, retried until delivered |
+//! | `deliveries` (and `deliveries.lua`) | the delivery journal: verified webhook deliveries, their decisions and bodies, bounded |
 //! | `streams` (and `stream_page.lua`) | a job's events and the dispatcher-wide feed: paged by entries and bytes, followed by one reader |
 //! | `stats` | counters for metrics |
 //! | [`settings`] | the `redis:` and `queue:` sections of the configuration |
@@ -26,12 +27,15 @@ mod claims;
 #[cfg(test)]
 mod cluster;
 mod connection;
+mod deliveries;
 pub mod error;
 pub mod fields;
 pub mod job;
 mod jobs;
 pub mod keys;
 mod leases;
+#[cfg(test)]
+mod lists;
 mod outbox;
 mod runner;
 mod scripts;
@@ -49,6 +53,9 @@ use redis::{AsyncCommands, Script, Value};
 use tokio::sync::OnceCell;
 
 pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord};
+pub use deliveries::{
+    new_delivery_id, Decision, Delivery, DeliveryFilter, DeliveryPage, MAX_DELIVERY_BODY,
+};
 pub use error::{QueueError, Result};
 pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin};
 pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};

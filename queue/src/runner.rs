@@ -9,7 +9,7 @@
 
 use contract::{AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
 
-use crate::{now_ms, JobEvent, Queue, Result};
+use crate::{now_ms, JobEvent, JobState, Queue, QueueError, Result};
 
 /// The longest log line recorded, in bytes (the runner cuts at 16 KiB and notes the cut;
 /// this bounds what any sender can store).
@@ -31,6 +31,12 @@ pub struct BatchOutcome {
     /// Set when the batch was refused because it starts past the next sequence number
     /// expected, which it holds.
     pub gap: Option<u64>,
+    /// Whether this batch started the agent (moved the attempt from starting on): a batch
+    /// sent again does not.
+    pub started: bool,
+    /// Whether this batch ended the attempt, for good or to be retried (a batch sent again
+    /// finds it ended: `stop`).
+    pub ended: bool,
 }
 
 impl Queue {
@@ -62,19 +68,32 @@ impl Queue {
             let (kind, payload, code, verdict) = encode_runner_event(batch.attempt, event, now);
             args.extend([kind.to_string(), payload, code, verdict]);
         }
-        let (verdict, state): (String, String) = self
+        let answer: Vec<String> = self
             .eval(&self.scripts.runner_events, &self.job_keys(job_id), &args)
             .await?;
+        let [verdict, state, before @ ..] = answer.as_slice() else {
+            return Err(QueueError::Corrupt(format!(
+                "the runner events script answered {answer:?}"
+            )));
+        };
         if verdict == "gap" {
             return Ok(BatchOutcome {
                 state: String::new(),
                 stop: false,
                 gap: state.parse().ok(),
+                started: false,
+                ended: false,
             });
         }
+        // Only an attempt starting or running gets its batch applied ('ok').
+        let applied = verdict == "ok";
+        let before = before.first().map(String::as_str);
+        let live = |s: &str| s == JobState::Starting.as_str() || s == JobState::Running.as_str();
         Ok(BatchOutcome {
             stop: verdict == "stop",
-            state,
+            started: applied && before == Some(JobState::Starting.as_str()) && state != "starting",
+            ended: applied && !live(state),
+            state: state.clone(),
             gap: None,
         })
     }

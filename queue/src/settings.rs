@@ -111,8 +111,10 @@ pub struct QueueSettings {
     pub start_timeout_secs: u64,
     /// Idle time after which another dispatcher takes over an unrecorded claim.
     pub reclaim_idle_secs: u64,
-    /// How long finished jobs are kept.
+    /// How long finished jobs are kept (and entries of the delivery journal).
     pub retention_secs: u64,
+    /// Entries the delivery journal keeps at most (the newest); 0 keeps no journal.
+    pub deliveries_max_len: u64,
     /// How long an idempotency key maps to its job.
     pub idempotency_ttl_secs: u64,
     /// Events kept per job.
@@ -205,6 +207,7 @@ impl QueueSettings {
             start_timeout_secs: 30,
             reclaim_idle_secs: 30,
             retention_secs: 3600,
+            deliveries_max_len: 1000,
             idempotency_ttl_secs: 3600,
             events_max_len: 1000,
             output_bytes_per_attempt: 1 << 20,

@@ -6,7 +6,8 @@
 //! dashboard's sign-in can tell a wrong token even when reads are public.
 //!
 //! [`Insider`] is the stricter question a few routes ask (who may see internals such as
-//! backend errors): an accepted token, or the open API; public reads do not count.
+//! backend errors): an accepted token, or the open API; public reads do not count. [`Admin`]
+//! asks the same and refuses the others: the delivery journal's routes.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -67,6 +68,36 @@ impl FromRequestParts<AppState> for Insider {
         Ok(Insider(
             open || bearer(parts).is_some_and(|presented| accepted(state, presented)),
         ))
+    }
+}
+
+/// Proof that the caller may see and replay webhook deliveries (the delivery journal):
+/// who sent them and what they said, and doing again what they asked. The same trust as
+/// [`Insider`], as a rejection: an accepted token, or the open local API (no tokens, a
+/// loopback address only). Every API token is such an admin token: the API has no narrower
+/// kind, and a token already lets its holder start, cancel and retry any job. Public reads
+/// (`dashboard.public_read`) do not count: they open the jobs to watchers, not the
+/// deliveries, which name people and carry what they wrote.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.settings.api.tokens.is_empty() {
+            return Ok(Admin);
+        }
+        match bearer(parts) {
+            Some(presented) if accepted(state, presented) => Ok(Admin),
+            Some(_) => Err(ApiError::unauthorized("invalid bearer token")),
+            None => Err(ApiError::unauthorized(
+                "missing bearer token: the delivery journal needs an API token \
+                 (dashboard.public_read opens the jobs, not the deliveries)",
+            )),
+        }
     }
 }
 

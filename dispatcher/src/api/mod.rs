@@ -1,6 +1,7 @@
 //! The HTTP surface. Every route is in [`router`].
 
 pub mod auth;
+mod deliveries;
 pub mod error;
 mod feed;
 pub mod guard;
@@ -58,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/cancel", json_post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", json_post(jobs::retry))
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/{id}", get(deliveries::show))
+        .route("/v1/deliveries/{id}/replay", json_post(deliveries::replay))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/version", get(health::version))

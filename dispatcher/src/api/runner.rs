@@ -18,7 +18,8 @@ use tracing::instrument;
 
 use super::error::ApiError;
 use super::AppState;
-use queue::{now_ms, valid_id, Exchange, JobState};
+use crate::metrics::{seconds_between, Stage};
+use queue::{now_ms, valid_id, BatchOutcome, Exchange};
 
 /// The most events one batch may carry (the runner sends at most 200).
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -124,13 +125,33 @@ pub async fn events(
         let reply = RunnerReply { stop: true };
         return Ok((StatusCode::CONFLICT, Json(reply)).into_response());
     }
-    if let Ok(job_state) = outcome.state.parse::<JobState>() {
-        if job_state.is_terminal() {
-            if let Ok(Some(job)) = state.queue.get(&job_id).await {
-                let seconds = (now_ms() - job.created_at).max(0) as f64 / 1000.0;
-                state.metrics.end_to_end_latency.observe(seconds);
-            }
-        }
+    if outcome.started || outcome.ended {
+        observe_stages(&state, &job_id, &outcome).await;
     }
     Ok(Json(RunnerReply { stop: false }).into_response())
+}
+
+/// The stages a batch closed: the agent's start (from its workload's record), its run and
+/// the job's whole life when it ended. An attempt that ended to be retried times its run
+/// too. Best effort: a job that cannot be read is not timed.
+async fn observe_stages(state: &AppState, job_id: &str, outcome: &BatchOutcome) {
+    let Ok(Some(job)) = state.queue.get(job_id).await else {
+        return;
+    };
+    let now = now_ms();
+    if outcome.started {
+        if let (Some(spawned), Some(started)) = (job.spawned_at, job.started_at) {
+            state.observe_stage(Stage::Start, &job, seconds_between(spawned, started));
+        }
+    }
+    if outcome.ended {
+        if let Some(started) = job.started_at {
+            let ended = job.finished_at.unwrap_or(now);
+            state.observe_stage(Stage::Run, &job, seconds_between(started, ended));
+        }
+        if job.state.is_terminal() {
+            let seconds = seconds_between(job.created_at, now).max(0.0);
+            state.metrics.end_to_end_latency.observe(seconds);
+        }
+    }
 }

@@ -5,23 +5,16 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::client::Client;
+use super::Remote;
 use crate::api::SubmitRequest;
 use queue::{Job, JobEvent, JobState};
 
 /// Options shared by every `jobs` subcommand.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// The dispatcher's base URL.
-    #[arg(
-        long,
-        env = "AGENTSMITH_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
+    /// The dispatcher, and how to print.
+    #[command(flatten)]
+    pub remote: Remote,
     /// What to do.
     #[command(subcommand)]
     pub command: JobsCommand,
@@ -89,9 +82,8 @@ pub enum JobsCommand {
 
 /// Runs a `jobs` subcommand.
 pub async fn run(args: JobsArgs) -> ExitCode {
-    let token = std::env::var("AGENTSMITH_API_TOKEN").ok();
-    let client = Client::new(&args.url, token);
-    match execute(&client, args.command, args.json).await {
+    let client = args.remote.client();
+    match execute(&client, args.command, args.remote.json).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("agentsmith: {e:#}");

@@ -1,7 +1,8 @@
-//! The `agentsmith` command line: `serve`, `config check`, `jobs ...` talking to a
-//! running dispatcher's API, and `spawner render`.
+//! The `agentsmith` command line: `serve`, `config check`, `jobs ...` and `deliveries ...`
+//! talking to a running dispatcher's API, and `spawner render`.
 
 pub mod client;
+mod deliveries;
 mod jobs;
 mod render;
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use spawner::JobSpawner;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +44,38 @@ pub enum Command {
     },
     /// Submit and inspect jobs through a running dispatcher.
     Jobs(jobs::JobsArgs),
+    /// List, inspect and replay webhook deliveries (the delivery journal; needs an API token).
+    Deliveries(deliveries::DeliveriesArgs),
     /// Inspect what a spawner would create.
     Spawner {
         /// What to do.
         #[command(subcommand)]
         command: SpawnerCommand,
     },
+}
+
+/// Where the API commands (`jobs`, `deliveries`) find the dispatcher, and how they print.
+/// The API token is read from `AGENTSMITH_API_TOKEN`.
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// The dispatcher's base URL.
+    #[arg(
+        long,
+        env = "AGENTSMITH_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Remote {
+    /// A client of the dispatcher, with the token of `AGENTSMITH_API_TOKEN` if set.
+    pub fn client(&self) -> client::Client {
+        client::Client::new(&self.url, std::env::var("AGENTSMITH_API_TOKEN").ok())
+    }
 }
 
 /// `agentsmith spawner ...`
@@ -113,6 +140,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Jobs(args) => runtime().block_on(jobs::run(args)),
+        Command::Deliveries(args) => runtime().block_on(deliveries::run(args)),
         Command::Spawner {
             command:
                 SpawnerCommand::Render {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::api::auth::ApiCaller;
 use crate::api::error::ApiError;
 use crate::context::AppState;
+use crate::metrics::Stage;
 use queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.
@@ -30,7 +31,9 @@ pub struct Overview {
     pub entered: BTreeMap<String, i64>,
     /// Jobs created in the last hour, by their state now.
     pub last_hour: Recent,
-    /// Latency percentiles observed by this dispatcher process since it started.
+    /// Latency percentiles observed by this dispatcher process since it started: each
+    /// stage of a job's life (`acknowledge`, `queue`, `spawn`, `start`, `run`, `reply`)
+    /// and `end_to_end`.
     pub latency: BTreeMap<&'static str, Percentiles>,
     /// Whether Redis answers.
     pub redis: Reachability,
@@ -129,16 +132,19 @@ pub async fn overview(
     let stats = state.queue.stats().await?;
     let last_hour = recent(&state).await?;
     let text = state.metrics.render(None);
-    let latency = BTreeMap::from([
+    // The stages (`spawn` among them), then the whole life of a job.
+    let mut latency = BTreeMap::from([(
+        "end_to_end",
+        percentiles(&text, "agentsmith_job_end_to_end_seconds"),
+    )]);
+    latency.extend(Stage::ALL.map(|stage| {
+        let label = format!("stage=\"{}\"", stage.as_str());
+        let name = stage.as_str();
         (
-            "spawn",
-            percentiles(&text, "agentsmith_spawn_latency_seconds"),
-        ),
-        (
-            "end_to_end",
-            percentiles(&text, "agentsmith_job_end_to_end_seconds"),
-        ),
-    ]);
+            name,
+            percentiles_of(&text, "agentsmith_stage_seconds", &label),
+        )
+    }));
     let current = JobState::ALL
         .iter()
         .filter(|s| !s.is_terminal())
@@ -210,21 +216,43 @@ async fn recent(state: &AppState) -> Result<Recent, ApiError> {
 
 /// Percentiles of the histogram `name` in OpenMetrics `text` (cumulative `_bucket` lines).
 pub fn percentiles(text: &str, name: &str) -> Percentiles {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut buckets: Vec<(f64, u64)> = text
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(&prefix)?;
-            let (le, rest) = rest.split_once("\"}")?;
-            let count = rest.split_whitespace().next()?.parse::<u64>().ok()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse::<f64>().ok()?
-            };
-            Some((le, count))
-        })
-        .collect();
+    percentiles_of(text, name, "")
+}
+
+/// Percentiles of the series of histogram `name` whose labels hold `label` (such as
+/// `stage="run"`; `""` for all), their buckets summed.
+pub fn percentiles_of(text: &str, name: &str, label: &str) -> Percentiles {
+    let prefix = format!("{name}_bucket{{");
+    let mut summed: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((labels, count)) = line
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once("} "))
+        else {
+            continue;
+        };
+        let le = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("le=\""))
+            .and_then(|v| v.strip_suffix('"'));
+        let count = count
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse::<u64>().ok());
+        let (Some(le), Some(count)) = (le, count) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            let Ok(le) = le.parse::<f64>() else { continue };
+            le
+        };
+        if labels.contains(label) {
+            summed.entry(le.to_bits()).or_insert((le, 0)).1 += count;
+        }
+    }
+    let mut buckets: Vec<(f64, u64)> = summed.into_values().collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let count = buckets.last().map(|b| b.1).unwrap_or(0);
     let quantile = |q: f64| -> Option<f64> {
@@ -294,5 +322,29 @@ x_count 20
         assert_eq!(p.count, 1);
         let p50 = p.p50.unwrap();
         assert!(p50 > 0.01 && p50 <= 0.02, "{p:?}");
+    }
+
+    #[test]
+    fn a_stages_series_are_summed_and_other_stages_left_out() {
+        let metrics = crate::metrics::Metrics::new();
+        let labels = |stage: Stage, profile: &str| crate::metrics::StageLabels {
+            stage: stage.as_str(),
+            source: "api",
+            backend: "process",
+            profile: profile.into(),
+        };
+        for (profile, seconds) in [("a", 0.02), ("b", 0.02), ("b", 0.02)] {
+            let series = metrics.stages.get_or_create(&labels(Stage::Run, profile));
+            series.observe(seconds);
+        }
+        let queue = metrics.stages.get_or_create(&labels(Stage::Queue, "a"));
+        queue.observe(100.0);
+        let text = metrics.render(None);
+        let run = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"run\"");
+        assert_eq!(run.count, 3, "{text}");
+        assert!(run.p99.unwrap() <= 0.02, "{run:?}");
+        let queue = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"queue\"");
+        assert_eq!(queue.count, 1);
+        assert!(queue.p50.unwrap() > 50.0, "{queue:?}");
     }
 }

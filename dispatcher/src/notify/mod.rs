@@ -24,6 +24,7 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
+use crate::metrics::{seconds_between, Stage};
 use crate::telemetry::chain;
 use message::Message;
 use providers::SendError;
@@ -114,7 +115,14 @@ impl Notifier {
                 };
                 let message =
                     Message::for_state(&job, *state, *attempt, self.job_url(job_id), lines);
-                self.send(&origin, &message, Some(&job)).await
+                let sent = self.send(&origin, &message, Some(&job)).await;
+                if let (Ok(()), Some(ended)) = (&sent, job.finished_at) {
+                    if state.is_terminal() {
+                        let seconds = seconds_between(ended, queue::now_ms());
+                        self.ctx.observe_stage(Stage::Reply, &job, seconds);
+                    }
+                }
+                sent
             }
             ReplyBody::AlreadyRunning { job_id, origin } => {
                 let job = match queue.get(job_id).await {

@@ -167,7 +167,19 @@ mod tests {
         let settings = Settings::load_from(None, &[]).unwrap();
         assert_eq!(settings.queue.max_attempts, 3);
         assert_eq!(settings.queue.retention_secs, 7 * 24 * 3600);
+        assert_eq!(settings.queue.deliveries_max_len, 10_000);
         assert!(settings.agents.contains_key("echo"));
+    }
+
+    #[test]
+    fn the_delivery_journal_cap_is_set_by_its_key_and_a_misspelt_one_is_refused() {
+        let settings = load_yaml("queue:\n  deliveries_max_len: 0\n", &[]).unwrap();
+        assert_eq!(settings.queue.deliveries_max_len, 0, "0 keeps no journal");
+        let err = load_yaml("queue:\n  deliveries_max: 10\n", &[]).unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.key == "queue.deliveries_max"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -161,7 +161,15 @@ pub enum Verdict {
 /// Checks `ask` against its project's rules, asking the provider when a rule needs it.
 /// `Err` when the provider could not be asked: neither allowed nor refused.
 pub async fn check(ctx: &Context, ask: &Ask<'_>) -> Result<Verdict, LookupError> {
-    let (settings, directory) = (&ctx.settings, &ctx.directory);
+    verdict(&ctx.settings, &ctx.directory, ask).await
+}
+
+/// [`check`] with the settings and the directory of answers it asks through.
+async fn verdict(
+    settings: &Settings,
+    directory: &Directory,
+    ask: &Ask<'_>,
+) -> Result<Verdict, LookupError> {
     let Some(project) = settings.projects.get(ask.project) else {
         return Ok(Verdict::Refused(Refusal::not_allowed(format!(
             "a project named {}",
@@ -445,13 +453,20 @@ mod tests {
         });
         let listed = bot("renovate[bot]");
         let other = bot("spam[bot]");
-        let verdict = |actor, comment| {
+        let judge = |actor, comment| {
             let settings = &settings;
-            async move { check(settings, &ask(Source::Github, actor, comment)).await }
+            async move {
+                verdict(
+                    settings,
+                    &Directory::new(),
+                    &ask(Source::Github, actor, comment),
+                )
+                .await
+            }
         };
-        assert_eq!(verdict(&listed, false).await, Ok(Verdict::Allowed));
+        assert_eq!(judge(&listed, false).await, Ok(Verdict::Allowed));
         for (actor, comment) in [(&listed, true), (&other, false), (&other, true)] {
-            let Ok(Verdict::Refused(refusal)) = verdict(actor, comment).await else {
+            let Ok(Verdict::Refused(refusal)) = judge(actor, comment).await else {
                 panic!("{actor:?} passed");
             };
             assert_eq!(refusal.why, Why::Bot);
@@ -463,20 +478,25 @@ mod tests {
         let ann = Actor::person("U1", "ann");
         let open = settings(|_| {});
         assert_eq!(
-            check(&open, &ask(Source::Slack, &ann, false)).await,
+            verdict(&open, &Directory::new(), &ask(Source::Slack, &ann, false)).await,
             Ok(Verdict::Allowed)
         );
         let mut closed = settings(|a| a.slack.users = vec!["U2".into()]);
-        let refused = check(&closed, &ask(Source::Slack, &ann, false)).await;
+        let refused = verdict(&closed, &Directory::new(), &ask(Source::Slack, &ann, false)).await;
         assert!(matches!(refused, Ok(Verdict::Refused(_))), "{refused:?}");
         closed.sources.slack.admins = vec!["U1".into()];
         assert_eq!(
-            check(&closed, &ask(Source::Slack, &ann, false)).await,
+            verdict(&closed, &Directory::new(), &ask(Source::Slack, &ann, false)).await,
             Ok(Verdict::Allowed)
         );
         let by_channel = settings(|a| a.slack.channels = vec!["C1".into()]);
         assert_eq!(
-            check(&by_channel, &ask(Source::Slack, &ann, false)).await,
+            verdict(
+                &by_channel,
+                &Directory::new(),
+                &ask(Source::Slack, &ann, false)
+            )
+            .await,
             Ok(Verdict::Allowed)
         );
     }
@@ -491,20 +511,30 @@ mod tests {
         let user = Actor::person("5b10", "Ann");
         let open = settings(|_| {});
         assert_eq!(
-            check(&open, &ask(Source::Jira, &user, true)).await,
+            verdict(&open, &Directory::new(), &ask(Source::Jira, &user, true)).await,
             Ok(Verdict::Allowed)
         );
         assert!(matches!(
-            check(&open, &ask(Source::Jira, &customer, true)).await,
+            verdict(
+                &open,
+                &Directory::new(),
+                &ask(Source::Jira, &customer, true)
+            )
+            .await,
             Ok(Verdict::Refused(_))
         ));
         let listed = settings(|a| a.jira.account_ids = vec!["qm:1".into()]);
         assert_eq!(
-            check(&listed, &ask(Source::Jira, &customer, true)).await,
+            verdict(
+                &listed,
+                &Directory::new(),
+                &ask(Source::Jira, &customer, true)
+            )
+            .await,
             Ok(Verdict::Allowed)
         );
         assert!(matches!(
-            check(&listed, &ask(Source::Jira, &user, true)).await,
+            verdict(&listed, &Directory::new(), &ask(Source::Jira, &user, true)).await,
             Ok(Verdict::Refused(_))
         ));
     }

@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use tracing::instrument;
 
 use super::access::{Actor, ActorKind};
+use super::journal::{self, Route, Verified};
 use super::signature::verify_hub;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
@@ -104,11 +105,21 @@ pub async fn webhook(
         &body,
     )
     .map_err(|e| refused(Source::Github, e))?;
-    let delivery = header(&headers, "x-github-delivery").map(str::to_string);
-    tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
-    let event = header(&headers, "x-github-event")
+    let delivery = header(&headers, "x-github-delivery");
+    tracing::Span::current().record("delivery_id", delivery.unwrap_or(""));
+    let verified = Verified::new(Route::Github, body)
+        .event(header(&headers, "x-github-event"))
+        .delivery_id(delivery);
+    journal::handle(&state, verified).await
+}
+
+/// A verified delivery, live or replayed: its event type, then the ticket sources' path.
+pub(super) async fn process(state: &AppState, delivery: &Verified) -> Result<Response, ApiError> {
+    let event = delivery
+        .event
+        .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing X-GitHub-Event header"))?;
-    handle_issue_delivery(&state, parse(event, &body), &body).await
+    handle_issue_delivery(state, parse(event, &delivery.body), &delivery.digest).await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use super::access::{Actor, ActorKind};
+use super::journal::{self, Route, Verified};
 use super::signature::verify_gitlab;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, required_number,
@@ -166,11 +167,18 @@ pub async fn webhook(
         header(&headers, "x-gitlab-token"),
     )
     .map_err(|e| refused(Source::Gitlab, e))?;
-    let delivery = header(&headers, "idempotency-key")
-        .or_else(|| header(&headers, "x-gitlab-event-uuid"))
-        .map(str::to_string);
-    tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
-    handle_issue_delivery(&state, parse(&body), &body).await
+    let delivery =
+        header(&headers, "idempotency-key").or_else(|| header(&headers, "x-gitlab-event-uuid"));
+    tracing::Span::current().record("delivery_id", delivery.unwrap_or(""));
+    let verified = Verified::new(Route::Gitlab, body)
+        .event(header(&headers, "x-gitlab-event"))
+        .delivery_id(delivery);
+    journal::handle(&state, verified).await
+}
+
+/// A verified delivery, live or replayed: the ticket sources' path.
+pub(super) async fn process(state: &AppState, delivery: &Verified) -> Result<Response, ApiError> {
+    handle_issue_delivery(state, parse(&delivery.body), &delivery.digest).await
 }
 
 #[cfg(test)]

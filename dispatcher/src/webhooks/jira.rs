@@ -14,6 +14,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use super::access::{Actor, ActorKind};
+use super::journal::{self, Route, Verified};
 use super::signature::verify_hub;
 use super::{
     disabled, handle_issue_delivery, header, json_body, refused, required, text_at, IssueEvent,
@@ -177,9 +178,16 @@ pub async fn webhook(
         &body,
     )
     .map_err(|e| refused(Source::Jira, e))?;
-    let delivery = header(&headers, "x-atlassian-webhook-identifier").map(str::to_string);
-    tracing::Span::current().record("delivery_id", delivery.as_deref().unwrap_or(""));
-    handle_issue_delivery(&state, parse(&body, &settings.base_url), &body).await
+    let delivery = header(&headers, "x-atlassian-webhook-identifier");
+    tracing::Span::current().record("delivery_id", delivery.unwrap_or(""));
+    let verified = Verified::new(Route::Jira, body).delivery_id(delivery);
+    journal::handle(&state, verified).await
+}
+
+/// A verified delivery, live or replayed: the ticket sources' path.
+pub(super) async fn process(state: &AppState, delivery: &Verified) -> Result<Response, ApiError> {
+    let base_url = &state.settings.sources.jira.base_url;
+    handle_issue_delivery(state, parse(&delivery.body, base_url), &delivery.digest).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! into a source-neutral [`IssueEvent`] or a Slack [`command::Command`], checked against
 //! the projects' triggers ([`decide`]) and against who may trigger them ([`access`]), and
 //! turned into a job that is durable in Redis before the answer goes out ([`accept`]).
-//! Replies travel through the outbox ([`crate::notify`]).
+//! Replies travel through the outbox ([`crate::notify`]). Every verified delivery, and what
+//! was decided about it, is kept in the delivery journal, from which an admin may replay it
+//! ([`journal`]).
 //!
 //! | file | what |
 //! |---|---|
@@ -11,7 +13,8 @@
 //! | `command.rs` | the command grammar of Slack and of issue comments |
 //! | `access.rs` | who may start, cancel and retry a project's jobs, per source |
 //! | `membership.rs` | what the providers say about someone (roles, access levels, groups), cached briefly |
-//! | `slack.rs`, `github.rs`, `gitlab.rs`, `jira.rs` | one source each: parser and handler |
+//! | `journal.rs` | the delivery journal: what each verified delivery came to, and replays |
+//! | `slack/`, `github.rs`, `gitlab.rs`, `jira.rs` | one source each: parser and handler (Slack's in three: routes, `payload`, `conversation`) |
 //!
 //! Rules every source keeps: a disabled source is 404; a missing or wrong signature 401 with
 //! nothing queued; a malformed body 400 naming the problem; an event that is not a trigger
@@ -27,6 +30,7 @@ pub mod command;
 pub mod github;
 pub mod gitlab;
 pub mod jira;
+pub mod journal;
 pub mod membership;
 pub mod signature;
 pub mod slack;
@@ -45,6 +49,7 @@ use queue::{NewJob, Origin, ReplyBody, Submission};
 
 use access::{Actor, Ask, Refusal, Verdict, Why};
 use command::{parse_comment, truncate, CommentCommand};
+use journal::{decided, submitted};
 use membership::LookupError;
 use signature::SignatureError;
 
@@ -305,7 +310,7 @@ pub async fn accept(state: &AppState, request: Request) -> Result<Submission, Ap
 /// The answer to a ticket source's delivery: 202 with the new job, else 200 saying what
 /// happened.
 pub fn answer(submission: &Submission) -> Response {
-    match submission {
+    let response = match submission {
         Submission::Created(job) => (
             StatusCode::ACCEPTED,
             Json(json!({"status": "queued", "job_id": job.id})),
@@ -320,12 +325,18 @@ pub fn answer(submission: &Submission) -> Response {
         Submission::Duplicate { job_id, .. } => {
             Json(json!({"status": "duplicate", "job_id": job_id})).into_response()
         }
-    }
+    };
+    decided(response, submitted(submission))
 }
 
 /// 200 with nothing queued, saying why (senders do not retry a 2xx).
 pub fn ignored(reason: &str) -> Response {
-    Json(json!({"status": "ignored", "reason": reason})).into_response()
+    decided(
+        Json(json!({"status": "ignored", "reason": reason})).into_response(),
+        queue::Decision::Ignored {
+            reason: reason.to_string(),
+        },
+    )
 }
 
 /// 404 for a source that is not enabled: it is off, never open.
@@ -375,14 +386,22 @@ pub fn issue_request(event: IssueEvent, trigger: Trigger, delivery: Option<Strin
 }
 
 /// The whole path of a ticket source after verification: parse, decide, check who asked,
-/// accept, answer. `body` is the verified body, whose digest deduplicates the delivery.
+/// accept, answer. `digest` is the verified body's ([`body_digest`]), which deduplicates
+/// the delivery.
 pub async fn handle_issue_delivery(
     state: &AppState,
     parsed: Result<Parsed, PayloadError>,
-    body: &[u8],
+    digest: &str,
 ) -> Result<Response, ApiError> {
     let event = match parsed.map_err(PayloadError::bad_request)? {
-        Parsed::Ping => return Ok(Json(json!({"status": "pong"})).into_response()),
+        Parsed::Ping => {
+            return Ok(decided(
+                Json(json!({"status": "pong"})).into_response(),
+                queue::Decision::Answered {
+                    reason: "ping".into(),
+                },
+            ))
+        }
         Parsed::Ignore(reason) => return Ok(ignored(&reason)),
         Parsed::Issue(event) => *event,
     };
@@ -403,7 +422,7 @@ pub async fn handle_issue_delivery(
         Ok(Verdict::Refused(refusal)) => return refuse_issue(state, &event, &ask, refusal).await,
         Err(error) => return Err(unchecked(event.source, &error)),
     }
-    let request = issue_request(event, trigger, Some(body_digest(body)));
+    let request = issue_request(event, trigger, Some(digest.to_string()));
     Ok(answer(&accept(state, request).await?))
 }
 
@@ -434,10 +453,11 @@ async fn refuse_issue(
             })
             .await?;
     }
-    Ok(
+    Ok(decided(
         Json(json!({"status": "refused", "reason": format!("it needs {}", refusal.reason)}))
             .into_response(),
-    )
+        journal::refused(&refusal),
+    ))
 }
 
 /// 503 when a provider could not say who someone is: nothing is queued, and a sender that

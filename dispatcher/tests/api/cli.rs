@@ -122,3 +122,100 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `jobs logs -f` whose output is not read for a while (its stdout a full pipe) falls
+/// behind the dispatcher's buffer and is dropped with `lagged`; it reconnects after the last
+/// event it printed and prints every line once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_logs_follow_resumes_after_a_lagged_drop_without_gaps_or_repeats() {
+    use std::time::Duration;
+
+    use agentsmith::fanout::Fanout;
+    use tokio::io::AsyncReadExt;
+
+    let gate = temp_dir("cli-lag-gate").join("go");
+    // More output than the ring, both sockets' buffers (at their largest) and the pipe hold.
+    let buffer_max = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(2)?.parse::<usize>().ok())
+            .unwrap_or(8 << 20)
+    };
+    let bytes = buffer_max("tcp_wmem") + buffer_max("tcp_rmem") + 4 * Fanout::RING_BYTES;
+    let lines = bytes / 15_000 + 200;
+    let script = format!(
+        "while [ ! -e '{gate}' ]; do sleep 0.05; done; \
+         l=$(head -c 15000 /dev/zero | tr '\\0' x); i=1; \
+         while [ $i -le {lines} ]; do echo \"$i $l\"; i=$((i+1)); done",
+        gate = gate.display()
+    );
+    let app = spawn_app(|s| {
+        s.queue.output_bytes_per_attempt = (2 * lines * 15_100) as u64;
+        s.agents.insert("loud".into(), sh_agent(&script));
+    })
+    .await;
+    let id = app.submit("loud", "print a lot").await;
+    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentsmith"))
+        .args(["jobs", "logs", "--follow", &id])
+        .env("AGENTSMITH_URL", &app.address)
+        .env("AGENTSMITH_API_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let fanout = &app.ctx.fanout;
+    let live = wait_until(Duration::from_secs(30), || async {
+        fanout.live_followers() == 1
+    })
+    .await;
+    assert!(live, "the follower never went live");
+    std::fs::write(&gate, b"go").unwrap();
+    // Nothing reads the follower's output until the job has printed everything.
+    let finished = wait_until(Duration::from_secs(180), || async {
+        app.job(&id).await.state.is_terminal()
+    })
+    .await;
+    assert!(finished, "the loud job did not finish");
+    let mut stdout = follower.stdout.take().unwrap();
+    let mut printed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), stdout.read_to_end(&mut printed))
+        .await
+        .expect("the follower prints everything and ends")
+        .unwrap();
+    let status = follower.wait().await.unwrap();
+    let mut stderr = String::new();
+    follower
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    let printed = String::from_utf8(printed).unwrap();
+    let numbers: Vec<usize> = printed
+        .lines()
+        .filter_map(|line| line.trim_start().split_once(" xxx"))
+        .map(|(n, _)| n.parse().unwrap())
+        .collect();
+    let expected: Vec<usize> = (1..=lines).collect();
+    assert_eq!(numbers.len(), expected.len(), "every line once");
+    assert_eq!(numbers, expected, "in order, without gaps");
+    assert!(
+        printed.contains("succeeded"),
+        "the follower saw the end: {}",
+        &printed[printed.len().saturating_sub(500)..]
+    );
+    let metrics = app.ctx.metrics.render(None);
+    let streams = "agentsmith_http_requests_total{route=\"/v1/jobs/{id}/events\",method=\"GET\",status=\"200\"} ";
+    let opened: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(streams))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    assert!(
+        opened >= 2,
+        "the follower was dropped and came back: {opened} streams"
+    );
+    app.stop().await;
+}

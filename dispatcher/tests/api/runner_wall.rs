@@ -261,3 +261,41 @@ async fn oversized_batches_and_bodies_are_refused_and_results_are_bounded() {
         .all(|l| l.url.len() <= queue::MAX_URL_BYTES));
     app.stop().await;
 }
+
+/// A batch sent again (the runner did not hear the answer) is not timed again: the agent
+/// starts once and runs once in `agentsmith_stage_seconds`, however often it is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_timed_once() {
+    let (app, id) = started_job(|_| {}).await;
+    for _ in 0..2 {
+        let (status, body) = app.post_batch(&id, 0, vec![RunnerEvent::Started]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let finished = || RunnerEvent::Finished {
+        outcome: RunOutcome::Exited { code: 0 },
+        result: None,
+    };
+    let (status, body) = app.post_batch(&id, 1, vec![finished()]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post_batch(&id, 1, vec![finished()]).await;
+    assert_eq!(status, 409, "an ended attempt stops its runner: {body}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for stage in ["start", "run"] {
+        let count = format!("agentsmith_stage_seconds_count{{stage=\"{stage}\",");
+        let line = metrics.lines().find(|l| l.starts_with(&count));
+        assert!(
+            line.is_some_and(|l| l.ends_with(" 1")),
+            "{stage}: {line:?} in\n{metrics}"
+        );
+    }
+    app.stop().await;
+}

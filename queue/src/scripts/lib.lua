@@ -1,7 +1,8 @@
 -- Shared logic of every agentsmith script, run after the generated prelude (scripts.rs),
 -- which names the common arguments (prefix, now, events_max, retention_ms, max_running,
 -- start_lease_ms), the key builders (job_key, events_key, concurrency_key, key_queue,
--- idem_key, dedup_key, active_key) and the consumer groups. The fixed keys (K_*) and every
+-- idem_key, dedup_key, active_key, state_jobs_key, project_jobs_key,
+-- project_state_jobs_key) and the consumer groups. The fixed keys (K_*) and every
 -- field name (F_* of a job record, O_* of an outbox entry, S_* of a stream entry, C_* of the
 -- counters) are written by name here and replaced by the loader with KEYS[n] and the quoted
 -- field. A script's own keys follow as KEYS[11..] and its arguments as ARGV[7..].
@@ -22,8 +23,33 @@ local function emit(id, event)
   redis.call('XADD', events_key(id), 'MAXLEN', '~', events_max, '*', S_EVENT, encoded)
 end
 
--- Moves a job between states: the record, the counters and a state event.
+-- Moves a job into the list indexes of state `to` (every job's, and its project's) and out
+-- of those of the state its record holds, scored by creation time as K_JOBS is. Every change
+-- of state passes here (by transition), so the indexes change with the record.
+local function index_state(id, to)
+  local f = redis.call('HMGET', job_key(id), F_STATE, F_PROJECT, F_CREATED_AT)
+  local from, project, created = f[1], f[2], f[3] or now
+  local in_project = project and project ~= ''
+  if from and from ~= to then
+    redis.call('ZREM', state_jobs_key(from), id)
+    if in_project then redis.call('ZREM', project_state_jobs_key(project, from), id) end
+  end
+  redis.call('ZADD', state_jobs_key(to), created, id)
+  if in_project then redis.call('ZADD', project_state_jobs_key(project, to), created, id) end
+end
+
+-- Puts a job of a project in its project's list index, and notes its project in `project_of`
+-- (the hash of jobs' projects), where the sweep finds it after the record has expired.
+local function index_project(project_of, id, project, created)
+  if project and project ~= '' then
+    redis.call('ZADD', project_jobs_key(project), created, id)
+    redis.call('HSET', project_of, id, project)
+  end
+end
+
+-- Moves a job between states: the record, the list indexes, the counters and a state event.
 local function transition(id, from, to, attempt, reason)
+  index_state(id, to)
   redis.call('HSET', job_key(id), F_STATE, to, F_UPDATED_AT, now)
   redis.call('HINCRBY', K_STATS, C_ENTERED .. to, 1)
   if from and not TERMINAL[from] then redis.call('HINCRBY', K_STATS, C_CURRENT .. from, -1) end

@@ -8,8 +8,8 @@
 -- the profile says so) or 'infra:<why>' (retried while attempts remain).
 -- Events the job already has (by sequence number) are skipped; a batch that would leave a
 -- gap is refused whole (a second writer cannot jump the sequence past the runner's).
--- Returns {'ok', state}, {'stop', state} when the attempt is no longer wanted, or
--- {'gap', next sequence number expected}.
+-- Returns {'ok', state, state before the batch}, {'stop', state} when the attempt is no
+-- longer wanted, or {'gap', next sequence number expected}.
 local K_JOB = KEYS[11]
 local id = ARGV[7]
 local attempt = tonumber(ARGV[8])
@@ -75,4 +75,4 @@ end
 if seq > next_seq then redis.call('HSET', K_JOB, F_RUNNER_SEQ, seq) end
 if output_bytes ~= recorded_bytes then redis.call('HSET', K_JOB, F_OUTPUT_BYTES, output_bytes) end
 if state == 'running' then redis.call('ZADD', K_RUNNING, 'XX', now + lease_ms, id) end
-return { 'ok', state }
+return { 'ok', state, f[1] }

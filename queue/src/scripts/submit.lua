@@ -1,6 +1,7 @@
 -- Creates a job and puts it on the ready queue, unless one it should be answered with
 -- exists. KEYS[11] the job's record, KEYS[12] its events, KEYS[13] the idempotency key's
--- key, KEYS[14] the delivery's, KEYS[15] the ticket's (each of '' when there is none).
+-- key, KEYS[14] the delivery's, KEYS[15] the ticket's (each of '' when there is none),
+-- KEYS[16] the hash of jobs' projects.
 -- ARGV[7] id, ARGV[8] idempotency key ('' for none), ARGV[9] its ttl (ms), ARGV[10]
 -- delivery ('source:delivery-id', '' for none), ARGV[11] its ttl (ms), ARGV[12] exclusive
 -- key (a ticket that may have one unfinished job, '' for none), ARGV[13] the origin (JSON)
@@ -52,6 +53,7 @@ local seq = redis.call('INCR', K_SEQ)
 redis.call('HSET', K_JOB, F_SEQ, seq, F_STATE, 'queued', F_ATTEMPT, 1,
   F_CREATED_AT, now, F_UPDATED_AT, now, F_RUNNER_SEQ, 0)
 redis.call('ZADD', K_JOBS, now, id)
+index_project(KEYS[16], id, redis.call('HGET', K_JOB, F_PROJECT), now)
 transition(id, nil, 'queued', 1)
 make_ready(id)
 remember(id)

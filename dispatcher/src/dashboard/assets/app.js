@@ -644,7 +644,14 @@
           h("h2", {}, "Latency"),
           h("table", { class: "latency" },
             h("thead", {}, h("tr", {}, ["", "observed", "p50", "p90", "p99"].map((c) => h("th", { scope: "col" }, c)))),
-            h("tbody", {}, lat("Spawn (admitted → spawned)", o.latency.spawn), lat("End to end (submitted → ended)", o.latency.end_to_end))),
+            h("tbody", {},
+              lat("Acknowledge (webhook received → answered)", o.latency.acknowledge),
+              lat("Queue (submitted → admitted)", o.latency.queue),
+              lat("Spawn (admitted → workload created)", o.latency.spawn),
+              lat("Start (workload created → agent running)", o.latency.start),
+              lat("Run (agent running → ended)", o.latency.run),
+              lat("Reply (ended → final reply delivered)", o.latency.reply),
+              lat("End to end (submitted → ended)", o.latency.end_to_end))),
           h("p", { class: "muted small" }, "Estimated from this dispatcher's histogram buckets (as /metrics shows them) since it started.")));
     }
     await load();

@@ -14,6 +14,8 @@
 //! | [`access`] | who may trigger, per source: roles, access levels, accounts, groups, bots; the polite refusal |
 //! | [`replay`] | captured deliveries and button clicks replayed: no second job, no second retry |
 //! | [`reply_urls`] | `response_url` hosts allowed; provider URLs built from encoded segments |
+//! | [`journal`] | the delivery journal: what is kept, its bounds, a restart, replays, its API and CLI |
+//! | [`stages`] | a job from a signed delivery to its delivered reply, timed in every stage |
 //! | [`intent`] | what the agent sees is what the allowed actor triggered on, whatever is edited later |
 
 mod access;
@@ -23,9 +25,11 @@ mod gitlab;
 mod hostile;
 mod intent;
 mod jira;
+mod journal;
 mod replay;
 mod reply_urls;
 mod slack;
+mod stages;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
