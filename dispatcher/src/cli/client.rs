@@ -13,6 +13,10 @@ use queue::{Delivery, Job, JobEvent};
 /// reading slower than the job writes, and another try would not change that.
 pub const MAX_LAGGED_WITHOUT_PROGRESS: u32 = 3;
 
+/// The most pages `jobs list` reads to fill its `--limit` (each page moves the cursor on,
+/// so this only bounds a list whose pages keep coming back short).
+const MAX_LIST_PAGES: usize = 100;
+
 /// Talks to one dispatcher.
 pub struct Client {
     http: reqwest::Client,
@@ -74,16 +78,39 @@ impl Client {
         .await
     }
 
-    /// `GET /v1/jobs`.
-    pub async fn list(&self, state: Option<&str>, limit: usize) -> anyhow::Result<Vec<Job>> {
-        let mut query = vec![("limit", limit.to_string())];
-        if let Some(state) = state {
-            query.push(("state", state.to_string()));
+    /// `GET /v1/jobs`: up to `limit` jobs, newest first, in `state` and of `project` when
+    /// given. A page may come back short (a job changed state while it was read): the
+    /// next one is asked for until `limit` jobs are in or there is no next page.
+    pub async fn list(
+        &self,
+        state: Option<&str>,
+        project: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Job>> {
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut query = vec![("limit", (limit - jobs.len()).to_string())];
+            let filters = [
+                ("state", state),
+                ("project", project),
+                ("cursor", cursor.as_deref()),
+            ];
+            query.extend(
+                filters
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v?.to_string()))),
+            );
+            let page: Value = self
+                .send(self.request(reqwest::Method::GET, "/v1/jobs").query(&query))
+                .await?;
+            jobs.extend(serde_json::from_value::<Vec<Job>>(page["jobs"].clone())?);
+            cursor = page["next_cursor"].as_str().map(str::to_string);
+            if jobs.len() >= limit || cursor.is_none() {
+                break;
+            }
         }
-        let page: Value = self
-            .send(self.request(reqwest::Method::GET, "/v1/jobs").query(&query))
-            .await?;
-        Ok(serde_json::from_value(page["jobs"].clone())?)
+        Ok(jobs)
     }
 
     /// `GET /v1/jobs/{id}`.

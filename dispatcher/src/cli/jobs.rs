@@ -51,6 +51,9 @@ pub enum JobsCommand {
         /// Only jobs in this state.
         #[arg(long)]
         state: Option<String>,
+        /// Only jobs of this project.
+        #[arg(long)]
+        project: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -124,8 +127,14 @@ async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
                 return follow_job(client, &job.id, json).await;
             }
         }
-        JobsCommand::List { state, limit } => {
-            let jobs = client.list(state.as_deref(), limit).await?;
+        JobsCommand::List {
+            state,
+            project,
+            limit,
+        } => {
+            let jobs = client
+                .list(state.as_deref(), project.as_deref(), limit)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {

@@ -219,3 +219,60 @@ async fn jobs_logs_follow_resumes_after_a_lagged_drop_without_gaps_or_repeats() 
     );
     app.stop().await;
 }
+
+/// `agentsmith jobs list --project p --limit n`: the newest n jobs of that project, read
+/// page after page until n are in or there are no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_list_filters_by_project_and_fills_its_limit() {
+    let app = spawn_app(|s| {
+        for name in ["shop", "ops"] {
+            let project = agentsmith::settings::ProjectSettings {
+                agent: "ok".into(),
+                ..Default::default()
+            };
+            s.projects.insert(name.into(), project);
+        }
+    })
+    .await;
+    let mut shop = Vec::new();
+    for (project, n) in [
+        ("shop", 1),
+        ("ops", 1),
+        ("shop", 2),
+        ("shop", 3),
+        ("ops", 2),
+    ] {
+        let (status, job) = app
+            .post_job(serde_json::json!({"project": project, "task": format!("{project} {n}")}))
+            .await;
+        assert_eq!(status, 202, "{job}");
+        if project == "shop" {
+            shop.push(job["id"].as_str().unwrap().to_string());
+        }
+    }
+    shop.reverse();
+    let list = |limit: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
+            .args([
+                "jobs",
+                "list",
+                "--json",
+                "--project",
+                "shop",
+                "--limit",
+                limit,
+            ])
+            .env("AGENTSMITH_URL", &app.address)
+            .env("AGENTSMITH_API_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let jobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        jobs.iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list("2"), shop[..2], "the newest two of shop");
+    assert_eq!(list("10"), shop, "all of shop, and nothing of ops");
+    app.stop().await;
+}

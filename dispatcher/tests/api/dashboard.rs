@@ -184,16 +184,7 @@ async fn the_overview_and_other_api_calls_without_a_token_are_refused() {
 
     app.wait_for_end(&id, std::time::Duration::from_secs(30))
         .await;
-    let overview: Value = app
-        .http
-        .get(format!("{}/v1/overview", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: Value = app.get_json("/v1/overview").await;
     assert_eq!(overview["queue"]["max_concurrent_jobs"], 10, "{overview}");
     assert_eq!(overview["redis"]["ok"], true, "{overview}");
     assert_eq!(overview["spawner"]["ok"], true, "{overview}");

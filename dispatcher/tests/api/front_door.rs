@@ -329,15 +329,7 @@ async fn invented_methods_and_unknown_paths_do_not_grow_metrics() {
             assert!(status == 404 || status == 405, "{path}: {status}");
         }
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let series = http_series(&metrics);
     let mut methods: Vec<&str> = series.iter().map(|(_, m, _)| m.as_str()).collect();
     methods.sort_unstable();

@@ -241,6 +241,31 @@ impl TestApp {
             .expect("redis answers")
     }
 
+    /// The text of `/metrics` (asked without a token, as a scraper may).
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// The JSON answer to `GET path` with the API token: 200.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// The ids of a job's stored events, oldest first.
     pub async fn event_ids(&self, id: &str) -> Vec<String> {
         self.events(id)

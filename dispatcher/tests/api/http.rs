@@ -279,15 +279,7 @@ async fn health_version_and_metrics_answer() {
             .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for needle in [
         "agentsmith_jobs_entered_total{state=\"succeeded\"} 1",
         "agentsmith_jobs{state=\"running\"} 0",

@@ -279,16 +279,7 @@ async fn a_batch_sent_again_is_timed_once() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = app.post_batch(&id, 1, vec![finished()]).await;
     assert_eq!(status, 409, "an ended attempt stops its runner: {body}");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for stage in ["start", "run"] {
         let count = format!("agentsmith_stage_seconds_count{{stage=\"{stage}\",");
         let line = metrics.lines().find(|l| l.starts_with(&count));

@@ -10,18 +10,7 @@ use super::*;
 async fn a_github_issue_labelled_agent_runs_a_job_and_comments_the_result_with_the_token() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |_| {}).await;
-    let issue = github_labeled("acme/shop", 7, "agent").to_string();
-    let (status, answer) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-        issue.as_bytes(),
-    ))
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["status"], "queued");
-    let id = answer["job_id"].as_str().unwrap().to_string();
+    let id = github_issue_queued(&app, "72d3162e-cc78-11e3-81ab-4c9367dc0958").await;
     assert_eq!(only_job_id(&app).await, id);
     let job = app.job(&id).await;
     assert_eq!(job.ticket.as_deref(), Some("acme/shop#7"));
@@ -69,17 +58,7 @@ async fn a_second_github_trigger_for_an_issue_whose_job_runs_comments_already_ru
     let fake = FakeApi::start().await;
     let gate = Gate::new();
     let app = gated_app(&fake, &gate).await;
-    let issue = github_labeled("acme/shop", 7, "agent").to_string();
-    let (status, first) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "d-1",
-        issue.as_bytes(),
-    ))
-    .await;
-    assert_eq!(status, 202, "{first}");
-    let id = first["job_id"].as_str().unwrap().to_string();
+    let id = github_issue_queued(&app, "d-1").await;
     app.wait_for_state(&id, JobState::Running, LIMIT).await;
     // The label removed and added again: a new delivery for the same issue (a new body:
     // the issue was updated since).
@@ -120,17 +99,7 @@ async fn a_reply_the_provider_refuses_three_times_arrives_exactly_once_afterward
     let fake = FakeApi::start().await;
     fake.fail_next(3, "Finished");
     let app = webhook_app(&fake, |_| {}).await;
-    let issue = github_labeled("acme/shop", 7, "agent").to_string();
-    let (status, answer) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "d-1",
-        issue.as_bytes(),
-    ))
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["job_id"].as_str().unwrap().to_string();
+    let id = github_issue_queued(&app, "d-1").await;
     app.wait_for_end(&id, LIMIT).await;
     let headline = format!("Finished {id}");
     let finished = fake

@@ -462,6 +462,23 @@ fn response_url(fake: &FakeApi, name: &str) -> String {
     format!("{}/slack/response/{name}", fake.url)
 }
 
+/// Issue 7 of `acme/shop` labelled `agent`, a signed delivery with the id `delivery`:
+/// queued (202); the job's id.
+async fn github_issue_queued(app: &TestApp, delivery: &str) -> String {
+    let issue = github_labeled("acme/shop", 7, "agent").to_string();
+    let (status, answer) = send(to_github(
+        app,
+        Sign::Right,
+        "issues",
+        delivery,
+        issue.as_bytes(),
+    ))
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "queued", "{answer}");
+    answer["job_id"].as_str().unwrap().to_string()
+}
+
 /// `user` clicks the `action` button of `job_id`, signed and now, with a response URL named
 /// `name` on the fake: answered 200.
 async fn click(app: &TestApp, fake: &FakeApi, action: &str, job_id: &str, user: &str, name: &str) {

@@ -10,17 +10,7 @@ use super::*;
 async fn a_job_from_a_signed_webhook_to_its_delivered_reply_is_timed_in_every_stage() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |_| {}).await;
-    let issue = github_labeled("acme/shop", 7, "agent").to_string();
-    let (status, answer) = send(to_github(
-        &app,
-        Sign::Right,
-        "issues",
-        "stages-1",
-        issue.as_bytes(),
-    ))
-    .await;
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["job_id"].as_str().unwrap().to_string();
+    let id = github_issue_queued(&app, "stages-1").await;
     let job = app.wait_for_end(&id, LIMIT).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     fake.wait_for("the Finished comment", LIMIT, |r| {
@@ -28,7 +18,7 @@ async fn a_job_from_a_signed_webhook_to_its_delivered_reply_is_timed_in_every_st
     })
     .await;
     wait_for_outbox_drained(&app).await;
-    let metrics = metrics_text(&app).await;
+    let metrics = app.metrics_text().await;
     let profile = job.agent.as_str();
     for (stage, profile) in [
         ("acknowledge", "none"),
@@ -51,32 +41,10 @@ async fn a_job_from_a_signed_webhook_to_its_delivered_reply_is_timed_in_every_st
         observed, 6,
         "one series per stage, nothing else:\n{metrics}"
     );
-    let overview: Value = app
-        .http
-        .get(format!("{}/v1/overview", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: Value = app.get_json("/v1/overview").await;
     for stage in ["acknowledge", "queue", "spawn", "start", "run", "reply"] {
         let count = &overview["latency"][stage]["count"];
         assert_eq!(count, 1, "the overview's {stage}: {overview}");
     }
     app.stop().await;
-}
-
-/// The text of `/metrics`.
-async fn metrics_text(app: &TestApp) -> String {
-    let response = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
 }
