@@ -143,18 +143,7 @@ async fn jobs_logs_follow_resumes_after_a_lagged_drop_without_gaps_or_repeats() 
     };
     let bytes = buffer_max("tcp_wmem") + buffer_max("tcp_rmem") + 4 * Fanout::RING_BYTES;
     let lines = bytes / 15_000 + 200;
-    let script = format!(
-        "while [ ! -e '{gate}' ]; do sleep 0.05; done; \
-         l=$(head -c 15000 /dev/zero | tr '\\0' x); i=1; \
-         while [ $i -le {lines} ]; do echo \"$i $l\"; i=$((i+1)); done",
-        gate = gate.display()
-    );
-    let app = spawn_app(|s| {
-        s.queue.output_bytes_per_attempt = (2 * lines * 15_100) as u64;
-        s.agents.insert("loud".into(), sh_agent(&script));
-    })
-    .await;
-    let id = app.submit("loud", "print a lot").await;
+    let (app, id) = loud_job(&gate, lines).await;
     let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentsmith"))
         .args(["jobs", "logs", "--follow", &id])
         .env("AGENTSMITH_URL", &app.address)

@@ -294,6 +294,25 @@ impl TestApp {
     }
 }
 
+/// A dispatcher with one job whose agent waits for the file `gate`, then prints `lines`
+/// numbered lines of 15,000 bytes each (its output limit leaves room for all of them): the
+/// app and the job's id.
+pub async fn loud_job(gate: &std::path::Path, lines: usize) -> (TestApp, String) {
+    let script = format!(
+        "while [ ! -e '{gate}' ]; do sleep 0.05; done; \
+         l=$(head -c 15000 /dev/zero | tr '\\0' x); i=1; \
+         while [ $i -le {lines} ]; do echo \"$i $l\"; i=$((i+1)); done",
+        gate = gate.display()
+    );
+    let app = spawn_app(|s| {
+        s.queue.output_bytes_per_attempt = (2 * lines * 15_100) as u64;
+        s.agents.insert("loud".into(), sh_agent(&script));
+    })
+    .await;
+    let id = app.submit("loud", "print a lot").await;
+    (app, id)
+}
+
 /// Whether a process is gone (or a zombie, which has stopped running).
 pub fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

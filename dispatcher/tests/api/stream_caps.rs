@@ -290,18 +290,7 @@ async fn a_follower_that_reads_nothing_is_dropped_with_a_lagged_event_and_buffer
     // Once the test says go, far more output than the ring, the server's socket buffer (at
     // most tcp_wmem's maximum) and a 4 KiB receive buffer can hold between them.
     let lines = (socket_buffer_max() + 4 * Fanout::RING_BYTES + (4 << 20)) / 15_000;
-    let script = format!(
-        "while [ ! -e '{gate}' ]; do sleep 0.05; done; \
-         l=$(head -c 15000 /dev/zero | tr '\\0' x); i=1; \
-         while [ $i -le {lines} ]; do echo \"$i $l\"; i=$((i+1)); done",
-        gate = gate.display()
-    );
-    let app = spawn_app(|s| {
-        s.queue.output_bytes_per_attempt = (2 * lines * 15_100) as u64;
-        s.agents.insert("loud".into(), sh_agent(&script));
-    })
-    .await;
-    let id = app.submit("loud", "print a lot").await;
+    let (app, id) = loud_job(&gate, lines).await;
 
     // A client that asks and then reads nothing, with a small receive buffer.
     let port = app.address.rsplit(':').next().unwrap();
