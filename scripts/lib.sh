@@ -2,7 +2,9 @@
 
 # Installs the Debian packages given when their command is missing: "command:package ...".
 ensure_packages() {
-  local missing=()
+  local missing=() extra=()
+  # --no-recommends: the packages alone (promtool's package recommends a node exporter).
+  if [ "${1:-}" = --no-recommends ]; then extra+=(--no-install-recommends); shift; fi
   for pair in "$@"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
@@ -11,7 +13,7 @@ ensure_packages() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${extra[@]}" "${missing[@]}" >/dev/null
 }
 
 # Whether something listens on 127.0.0.1:$1.
