@@ -12,7 +12,7 @@ use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Limits};
-use crate::metrics::{Metrics, Stage, StageLabels, OTHER};
+use crate::metrics::{Metrics, Stage, OTHER};
 use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
@@ -106,13 +106,9 @@ impl Context {
         if seconds < 0.0 {
             return;
         }
-        let labels = StageLabels {
-            stage: stage.as_str(),
-            source,
-            backend: self.spawner.backend(),
-            profile,
-        };
-        self.metrics.stages.get_or_create(&labels).observe(seconds);
+        let backend = self.spawner.backend();
+        self.metrics
+            .observe_stage(stage, source, backend, profile, seconds);
     }
 
     /// Marks the dispatcher as draining: `/ready` answers 503 from now on.

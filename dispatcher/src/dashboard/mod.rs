@@ -4,8 +4,9 @@
 //!
 //! - [`assets`]: the embedded files, served with content-hashed names so they can be
 //!   cached for a year while `/` itself is revalidated on every load.
-//! - [`overview`]: queue depth, admissions against the limit, jobs per state, latency
-//!   percentiles and whether Redis and the spawner are reachable.
+//! - [`overview`](mod@overview): queue depth, admissions against the limit, jobs per
+//!   state, latency percentiles (each stage's over the last hour) and whether Redis and
+//!   the spawner are reachable.
 //!
 //! The app reads everything else from `/v1` with the token the user signs in with (kept in
 //! `sessionStorage`), following the SSE streams with `fetch()` so the token travels in the

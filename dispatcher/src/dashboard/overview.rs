@@ -1,5 +1,5 @@
 //! `GET /v1/overview`: the facts of `/ready` and `/metrics` in one JSON object, for the
-//! dashboard's overview page.
+//! dashboard's overview page, and each stage's latency over the last hour.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::api::auth::ApiCaller;
 use crate::api::error::ApiError;
 use crate::context::AppState;
-use crate::metrics::Stage;
+use crate::metrics::{Percentiles, Stage};
 use queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.
@@ -35,6 +35,9 @@ pub struct Overview {
     /// stage of a job's life (`acknowledge`, `queue`, `spawn`, `start`, `run`, `reply`)
     /// and `end_to_end`.
     pub latency: BTreeMap<&'static str, Percentiles>,
+    /// Latency percentiles of each stage observed by this dispatcher process in the last
+    /// hour (to the minute: sixty one-minute slots, the same buckets as `/metrics`).
+    pub latency_last_hour: BTreeMap<&'static str, Percentiles>,
     /// Whether Redis answers.
     pub redis: Reachability,
     /// Whether the spawner's backend answers.
@@ -100,20 +103,6 @@ impl<E: std::fmt::Display> From<Result<(), E>> for Reachability {
     }
 }
 
-/// Percentiles estimated from a histogram's buckets, in seconds (as Prometheus's
-/// `histogram_quantile` does: linear within the bucket).
-#[derive(Debug, Default, PartialEq, Serialize)]
-pub struct Percentiles {
-    /// Observations.
-    pub count: u64,
-    /// Median.
-    pub p50: Option<f64>,
-    /// 90th percentile.
-    pub p90: Option<f64>,
-    /// 99th percentile.
-    pub p99: Option<f64>,
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -145,6 +134,9 @@ pub async fn overview(
             percentiles_of(&text, "agentsmith_stage_seconds", &label),
         )
     }));
+    let latency_last_hour = Stage::ALL
+        .map(|stage| (stage.as_str(), state.metrics.stage_last_hour(stage)))
+        .into();
     let current = JobState::ALL
         .iter()
         .filter(|s| !s.is_terminal())
@@ -172,6 +164,7 @@ pub async fn overview(
         entered,
         last_hour,
         latency,
+        latency_last_hour,
         redis,
         spawner,
         backend: state.spawner.backend(),
@@ -254,37 +247,7 @@ pub fn percentiles_of(text: &str, name: &str, label: &str) -> Percentiles {
     }
     let mut buckets: Vec<(f64, u64)> = summed.into_values().collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let count = buckets.last().map(|b| b.1).unwrap_or(0);
-    let quantile = |q: f64| -> Option<f64> {
-        if count == 0 {
-            return None;
-        }
-        let rank = q * count as f64;
-        let mut lower = (0.0, 0u64);
-        for &(le, cumulative) in &buckets {
-            if cumulative as f64 >= rank {
-                if le.is_infinite() {
-                    // Beyond the last finite bucket: its bound is the best we can say.
-                    return Some(lower.0);
-                }
-                let in_bucket = (cumulative - lower.1) as f64;
-                let fraction = if in_bucket > 0.0 {
-                    (rank - lower.1 as f64) / in_bucket
-                } else {
-                    1.0
-                };
-                return Some(lower.0 + (le - lower.0) * fraction);
-            }
-            lower = (le, cumulative);
-        }
-        None
-    };
-    Percentiles {
-        count,
-        p50: quantile(0.5),
-        p90: quantile(0.9),
-        p99: quantile(0.99),
-    }
+    Percentiles::from_cumulative(&buckets)
 }
 
 #[cfg(test)]
@@ -327,18 +290,10 @@ x_count 20
     #[test]
     fn a_stages_series_are_summed_and_other_stages_left_out() {
         let metrics = crate::metrics::Metrics::new();
-        let labels = |stage: Stage, profile: &str| crate::metrics::StageLabels {
-            stage: stage.as_str(),
-            source: "api",
-            backend: "process",
-            profile: profile.into(),
-        };
         for (profile, seconds) in [("a", 0.02), ("b", 0.02), ("b", 0.02)] {
-            let series = metrics.stages.get_or_create(&labels(Stage::Run, profile));
-            series.observe(seconds);
+            metrics.observe_stage(Stage::Run, "api", "process", profile.into(), seconds);
         }
-        let queue = metrics.stages.get_or_create(&labels(Stage::Queue, "a"));
-        queue.observe(100.0);
+        metrics.observe_stage(Stage::Queue, "api", "process", "a".into(), 100.0);
         let text = metrics.render(None);
         let run = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"run\"");
         assert_eq!(run.count, 3, "{text}");
@@ -346,5 +301,19 @@ x_count 20
         let queue = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"queue\"");
         assert_eq!(queue.count, 1);
         assert!(queue.p50.unwrap() > 50.0, "{queue:?}");
+    }
+
+    #[test]
+    fn a_stages_last_hour_agrees_with_its_histogram_while_all_is_recent() {
+        let metrics = crate::metrics::Metrics::new();
+        let seconds = [0.004, 0.03, 0.03, 0.7, 1.5, 9.0, 9.0, 120.0, 4000.0, 1e6];
+        for (i, s) in seconds.into_iter().enumerate() {
+            let source = if i % 2 == 0 { "api" } else { "jira" };
+            metrics.observe_stage(Stage::Spawn, source, "docker", "ok".into(), s);
+        }
+        let text = metrics.render(None);
+        let cumulative = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"spawn\"");
+        assert_eq!(cumulative.count, 10, "{text}");
+        assert_eq!(metrics.stage_last_hour(Stage::Spawn), cumulative);
     }
 }

@@ -6,7 +6,7 @@ pub(crate) mod browser;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TOKEN};
+use crate::helpers::{spawn_app, wait_until, TOKEN};
 
 /// The `/assets/...` paths `index.html` refers to.
 fn asset_paths(html: &str) -> Vec<String> {
@@ -208,6 +208,39 @@ async fn the_overview_and_other_api_calls_without_a_token_are_refused() {
         .as_array()
         .unwrap()
         .contains(&json!("ok")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_overview_reports_each_stage_of_a_finished_job_over_the_last_hour() {
+    let app = spawn_app(|_| {}).await;
+    let id = app.submit("ok", "time every stage").await;
+    app.wait_for_end(&id, std::time::Duration::from_secs(30))
+        .await;
+    // The run is timed when the runner's last batch is handled, just after the job ends.
+    let timed = wait_until(std::time::Duration::from_secs(10), || async {
+        app.get_json("/v1/overview").await["latency_last_hour"]["run"]["count"] == 1
+    })
+    .await;
+    let overview: Value = app.get_json("/v1/overview").await;
+    assert!(timed, "the run never reached the last hour: {overview}");
+    let last_hour = &overview["latency_last_hour"];
+    for stage in ["queue", "spawn", "start", "run"] {
+        let p = &last_hour[stage];
+        assert_eq!(p["count"], 1, "{stage}: {overview}");
+        let (p50, p99) = (p["p50"].as_f64(), p["p99"].as_f64());
+        assert!(
+            p50.is_some_and(|p50| p50 >= 0.0 && p99.is_some_and(|p99| p50 <= p99)),
+            "{stage}: {overview}"
+        );
+        // Everything this process observed is recent: the window agrees with the histogram.
+        assert_eq!(p, &overview["latency"][stage], "{stage}: {overview}");
+    }
+    // A job from the API is not a webhook delivery, and has no reply to deliver.
+    for stage in ["acknowledge", "reply"] {
+        let nothing = json!({"count": 0, "p50": null, "p90": null, "p99": null});
+        assert_eq!(last_hour[stage], nothing, "{stage}: {overview}");
+    }
     app.stop().await;
 }
 

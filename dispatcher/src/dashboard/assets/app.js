@@ -623,6 +623,10 @@
       const stateTable = (counts, caption) => h("table", { class: "states" },
         h("caption", {}, caption),
         h("tbody", {}, STATES.filter((s) => s in counts).map((s) => h("tr", {}, h("td", {}, badge(s)), h("td", { class: "num" }, String(counts[s]))))));
+      const latencyTable = (id, caption, rows) => h("table", { class: "latency", id },
+        h("caption", {}, caption),
+        h("thead", {}, h("tr", {}, ["", "observed", "p50", "p90", "p99"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows));
       const lat = (name, p) => h("tr", {}, h("th", { scope: "row" }, name), h("td", { class: "num" }, String(p.count)),
         h("td", { class: "num" }, fmtSeconds(p.p50)), h("td", { class: "num" }, fmtSeconds(p.p90)), h("td", { class: "num" }, fmtSeconds(p.p99)));
       body.replaceChildren(
@@ -640,19 +644,17 @@
           h("section", { class: "card" }, stateTable(o.last_hour.by_state, "Jobs created in the last hour, by state now")),
           h("section", { class: "card" }, stateTable(o.current, "Jobs now active, by state")),
           h("section", { class: "card" }, stateTable(o.entered, "Jobs that ever entered each state"))),
-        h("section", { class: "card" },
-          h("h2", {}, "Latency"),
-          h("table", { class: "latency" },
-            h("thead", {}, h("tr", {}, ["", "observed", "p50", "p90", "p99"].map((c) => h("th", { scope: "col" }, c)))),
-            h("tbody", {},
-              lat("Acknowledge (webhook received → answered)", o.latency.acknowledge),
-              lat("Queue (submitted → admitted)", o.latency.queue),
-              lat("Spawn (admitted → workload created)", o.latency.spawn),
-              lat("Start (workload created → agent running)", o.latency.start),
-              lat("Run (agent running → ended)", o.latency.run),
-              lat("Reply (ended → final reply delivered)", o.latency.reply),
-              lat("End to end (submitted → ended)", o.latency.end_to_end))),
-          h("p", { class: "muted small" }, "Estimated from this dispatcher's histogram buckets (as /metrics shows them) since it started.")));
+        h("section", { class: "card", id: "latency" },
+          latencyTable("stages", "Latency of each stage, last hour", [
+            lat("Acknowledge (webhook received → answered)", o.latency_last_hour.acknowledge),
+            lat("Queue (submitted → admitted)", o.latency_last_hour.queue),
+            lat("Spawn (admitted → workload created)", o.latency_last_hour.spawn),
+            lat("Start (workload created → agent running)", o.latency_last_hour.start),
+            lat("Run (agent running → ended)", o.latency_last_hour.run),
+            lat("Reply (ended → final reply delivered)", o.latency_last_hour.reply)]),
+          latencyTable("end-to-end", "Latency of whole jobs, since this dispatcher started", [
+            lat("End to end (submitted → ended)", o.latency.end_to_end)]),
+          h("p", { class: "muted small" }, "As this dispatcher observed them, estimated from the histogram buckets /metrics shows; the stages over the last hour, to the minute.")));
     }
     await load();
     const timer = setInterval(() => load().catch(() => {}), 5000);

@@ -403,6 +403,12 @@ async fn the_jobs_page_and_the_overview(c: &Client, app: &TestApp, jobs: &Jobs) 
     wait_text(c, "#admitted", "/ 10").await;
     wait_text(c, "#last-hour", "4").await;
     wait_text(c, "#admitted", "1 / 10").await;
+    // The stages are figures of the last hour (captions are set in capitals): the four
+    // jobs each waited in the queue.
+    wait_text(c, "#stages caption", "LAST HOUR").await;
+    wait_text(c, "#stages tbody tr:nth-child(2) th", "Queue").await;
+    wait_text(c, "#stages tbody tr:nth-child(2) td", "4").await;
+    wait_text(c, "#end-to-end caption", "SINCE THIS DISPATCHER STARTED").await;
     screenshot(c, "overview.png").await;
     busy
 }

@@ -45,6 +45,12 @@ async fn a_job_from_a_signed_webhook_to_its_delivered_reply_is_timed_in_every_st
     for stage in ["acknowledge", "queue", "spawn", "start", "run", "reply"] {
         let count = &overview["latency"][stage]["count"];
         assert_eq!(count, 1, "the overview's {stage}: {overview}");
+        let last_hour = &overview["latency_last_hour"][stage];
+        assert_eq!(last_hour["count"], 1, "the last hour's {stage}: {overview}");
+        assert!(
+            last_hour["p99"].is_f64(),
+            "the last hour's {stage}: {overview}"
+        );
     }
     app.stop().await;
 }

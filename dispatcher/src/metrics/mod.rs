@@ -1,6 +1,13 @@
 //! Prometheus metrics. Counters and histograms this process observes live in a
 //! `prometheus-client` registry; queue figures (jobs by state, queue depth, admitted jobs)
 //! are read from Redis at scrape time, so every replica reports the same truth.
+//!
+//! - [`percentiles`]: percentiles estimated from a histogram's buckets.
+//! - [`window`]: the last hour of a histogram in one-minute slots, for the dashboard; each
+//!   stage's is observed beside `agentsmith_stage_seconds` ([`Metrics::observe_stage`]).
+
+pub mod percentiles;
+pub mod window;
 
 use std::fmt::Write;
 
@@ -13,6 +20,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use queue::{JobState, Stats};
+
+pub use percentiles::Percentiles;
+pub use window::{Clock, Window};
 
 /// Labels of the HTTP request counter.
 ///
@@ -136,8 +146,13 @@ pub struct Metrics {
     pub replies: Family<ReplyLabels, Counter>,
     /// Triggers refused by the projects' access rules, by source and reason.
     pub refused_triggers: Family<crate::webhooks::access::RefusalLabels, Counter>,
-    /// Seconds each stage of a job's life took, by stage, source, backend and profile.
-    pub stages: Family<StageLabels, Histogram>,
+    /// Seconds each stage of a job's life took, by stage, source, backend and profile;
+    /// observed only through [`Metrics::observe_stage`], with `stages_last_hour`.
+    stages: Family<StageLabels, Histogram>,
+    /// The last hour of each stage (all its series together), indexed by [`Stage`].
+    stages_last_hour: [Window; Stage::ALL.len()],
+    /// What the windows tell time by.
+    clock: Clock,
 }
 
 impl Default for Metrics {
@@ -146,9 +161,20 @@ impl Default for Metrics {
     }
 }
 
+/// The buckets of `agentsmith_stage_seconds` and of the stages' windows: 5 ms to about
+/// 12 h, from an acknowledgement to a long agent run.
+fn stage_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.005, 2.0, 24)
+}
+
 impl Metrics {
-    /// A fresh registry.
+    /// A fresh registry, its windows on the [`window::monotonic`] clock.
     pub fn new() -> Self {
+        Self::with_clock(window::monotonic())
+    }
+
+    /// A fresh registry whose windows tell time by `clock` (a test moves it).
+    pub fn with_clock(clock: Clock) -> Self {
         let mut registry = Registry::with_prefix("agentsmith");
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
@@ -174,9 +200,8 @@ impl Metrics {
             "Replies to webhook sources by outcome (done, retried, given_up)",
             replies.clone(),
         );
-        // 5 ms to about 12 h: from an acknowledgement to a long agent run.
         let stages = Family::<StageLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.005, 2.0, 24))) as fn() -> Histogram,
+            (|| Histogram::new(stage_buckets())) as fn() -> Histogram,
         );
         registry.register(
             "stage_seconds",
@@ -185,6 +210,8 @@ impl Metrics {
         );
         Self {
             stages,
+            stages_last_hour: Stage::ALL.map(|_| Window::new(stage_buckets())),
+            clock,
             refused_triggers: crate::webhooks::access::register(&mut registry),
             registry,
             http_requests,
@@ -192,6 +219,32 @@ impl Metrics {
             end_to_end_latency,
             replies,
         }
+    }
+
+    /// Records that `stage` of a job from `source` on `backend` with `profile` took
+    /// `seconds`: in `agentsmith_stage_seconds` and in the stage's last hour.
+    pub fn observe_stage(
+        &self,
+        stage: Stage,
+        source: &'static str,
+        backend: &'static str,
+        profile: String,
+        seconds: f64,
+    ) {
+        let labels = StageLabels {
+            stage: stage.as_str(),
+            source,
+            backend,
+            profile,
+        };
+        self.stages.get_or_create(&labels).observe(seconds);
+        self.stages_last_hour[stage as usize].observe((self.clock)(), seconds);
+    }
+
+    /// The percentiles of `stage` over the last hour (every source, backend and profile
+    /// together), as this process observed it.
+    pub fn stage_last_hour(&self, stage: Stage) -> Percentiles {
+        self.stages_last_hour[stage as usize].percentiles((self.clock)())
     }
 
     /// The OpenMetrics text of this process's metrics plus the queue figures in `stats`.
@@ -266,7 +319,44 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+
+    /// Metrics on a clock the test moves, and its hand.
+    fn metrics_on_a_test_clock() -> (Metrics, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(0));
+        let hand = now.clone();
+        let metrics = Metrics::with_clock(Arc::new(move || hand.load(Ordering::SeqCst)));
+        (metrics, now)
+    }
+
+    #[test]
+    fn a_stage_leaves_its_last_hour_but_stays_in_the_cumulative_histogram() {
+        let (metrics, now) = metrics_on_a_test_clock();
+        metrics.observe_stage(Stage::Run, "api", "process", "ok".into(), 3.0);
+        metrics.observe_stage(Stage::Run, "slack", "process", "other".into(), 5.0);
+        let run = metrics.stage_last_hour(Stage::Run);
+        assert_eq!(run.count, 2, "{run:?}");
+        assert!(
+            run.p50.unwrap() > 2.56 && run.p99.unwrap() <= 5.12,
+            "{run:?}"
+        );
+        assert_eq!(metrics.stage_last_hour(Stage::Queue).count, 0);
+
+        now.store(61 * 60_000, Ordering::SeqCst);
+        metrics.observe_stage(Stage::Queue, "api", "process", "ok".into(), 0.1);
+        assert_eq!(metrics.stage_last_hour(Stage::Run), Percentiles::default());
+        assert_eq!(metrics.stage_last_hour(Stage::Queue).count, 1);
+        let text = metrics.render(None);
+        let run_total: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("agentsmith_stage_seconds_count{stage=\"run\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(run_total, 2, "Prometheus keeps counting: {text}");
+    }
 
     #[test]
     fn invented_methods_and_unmatched_routes_share_one_label_value() {
