@@ -7,6 +7,7 @@ use std::time::Duration;
 use contract::JobHandle;
 use redis::Value;
 
+use crate::batch::Batched;
 use crate::runner::to_json;
 use crate::values::{
     auto_claim, flat_map, read_group, read_stream_entries, stream_fields, value_string,
@@ -167,11 +168,11 @@ impl Queue {
             at: now_ms(),
         };
         let identity = format!("{}/{}", handle.name, handle.id.clone().unwrap_or_default());
-        let verdict: String = self
-            .eval(
-                &self.scripts.record_spawn,
-                &self.job_keys(&claim.job_id),
-                &[
+        let reply = self
+            .batched(
+                Batched::RecordSpawn,
+                self.job_keys(&claim.job_id).to_vec(),
+                vec![
                     claim.job_id.clone(),
                     attempt.to_string(),
                     to_json(handle),
@@ -182,6 +183,7 @@ impl Queue {
                 ],
             )
             .await?;
+        let verdict: String = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
         Ok(match verdict.as_str() {
             "ok" => SpawnRecord::Recorded,
             "duplicate" => SpawnRecord::Duplicate,

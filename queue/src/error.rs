@@ -56,6 +56,16 @@ pub enum QueueError {
     /// The Redis URL cannot be used.
     #[error("invalid redis url")]
     Url(#[source] redis::RedisError),
+    /// A script call that carried other calls too failed as a whole (the cause says why).
+    #[error(transparent)]
+    Shared(std::sync::Arc<QueueError>),
+    /// A script refused or failed the call (a command it ran was refused, say); the
+    /// other calls it carried are not affected.
+    #[error("a redis script failed: {0}")]
+    Script(String),
+    /// The call was dropped before Redis answered (the process is shutting down).
+    #[error("the call to redis was dropped before it was answered")]
+    Interrupted,
     /// A record in Redis is not what agentsmith writes.
     #[error("unexpected data in redis: {0}")]
     Corrupt(String),

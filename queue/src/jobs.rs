@@ -7,6 +7,7 @@ use contract::JobHandle;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
+use crate::batch::Batched;
 use crate::fields::job as f;
 use crate::values::{flat_map, value_string};
 use crate::{new_job_id, valid_id, Job, JobState, Keys, NewJob, Queue, QueueError, Result};
@@ -155,12 +156,12 @@ impl Queue {
             (f::RESPONSE_URL, opt(&job.response_url)),
             (f::KEY_LIMIT, self.limits.concurrency_key_limit.to_string()),
         ];
-        for (k, v) in fields {
-            args.push(k.into());
-            args.push(v);
+        for (k, v) in &fields {
+            args.push(k.to_string());
+            args.push(v.clone());
         }
         let [record, events] = self.job_keys(&id);
-        let keys = [
+        let keys = vec![
             record,
             events,
             self.keys.idempotency(&opt(&job.idempotency_key)),
@@ -168,12 +169,19 @@ impl Queue {
             self.keys.active(&opt(&job.exclusive)),
             self.keys.project_of(),
         ];
-        let reply: Vec<Value> = self.eval(&self.scripts.submit, &keys, &args).await?;
+        let reply = self.batched(Batched::Submit, keys, args).await?;
+        let reply: Vec<Value> = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
         let verdict = reply.first().map(value_string).unwrap_or_default();
-        let id = reply.get(1).map(value_string).unwrap_or_default();
-        let stored = reply
-            .get(2)
-            .and_then(|record| Job::from_fields(&id, &flat_map(record)));
+        let answered_id = reply.get(1).map(value_string).unwrap_or_default();
+        let mut record = reply.get(2).map(flat_map).unwrap_or_default();
+        if verdict == "created" && answered_id == id {
+            // The script answers with the fields it set; the others are those sent.
+            for (k, v) in fields {
+                record.entry(k.to_string()).or_insert(v);
+            }
+        }
+        let id = answered_id;
+        let stored = Job::from_fields(&id, &record);
         let found = |stored: Option<Job>| {
             stored.ok_or_else(|| QueueError::Corrupt(format!("job {id} is incomplete")))
         };

@@ -12,6 +12,7 @@
 //! | `scripts` (and `scripts/*.lua`) | the Lua transitions, with a prelude generated from `keys` and `fields` |
 //! | [`job`] | the job as stored and shown: [`Job`], [`JobState`], [`Origin`], [`JobEvent`], [`NewJob`] |
 //! | `jobs` | submit, read, list (by the state and project indexes), cancel and retry jobs |
+//! | `batch` | calls of the busiest scripts (submit, record a spawn, a runner's batch) made at once, combined into one script call |
 //! | `claims` | claim ready entries, admit them, record spawns and failed attempts |
 //! | `leases` | expired leases, extensions, due retries, the index sweep and backfill |
 //! | `runner` | what a runner's batch of events does to its job |
@@ -23,6 +24,7 @@
 //! | `connection` | the Redis client those settings describe: URL, credentials, TLS |
 //! | [`error`] | [`QueueError`] |
 
+mod batch;
 mod claims;
 #[cfg(test)]
 mod cluster;
@@ -84,9 +86,16 @@ pub struct Queue {
     /// The fixed keys, the first `KEYS` of every script, built once.
     fixed_keys: Arc<[String]>,
     scripts: Arc<Scripts>,
+    /// The busiest scripts' calls, combined (see `batch`).
+    batchers: Arc<batch::Batchers>,
     limits: QueueSettings,
     timeout: Duration,
     dedup_ttl: Duration,
+}
+
+/// Whether an item's reply says it failed (`{ITEM_FAILED, why}`, see `scripts.rs`).
+fn is_failure(parts: &[Value]) -> bool {
+    matches!(parts, [Value::BulkString(first), _] if first == scripts::ITEM_FAILED.as_bytes())
 }
 
 /// Milliseconds since the epoch.
@@ -108,6 +117,7 @@ impl Queue {
             keys: Keys::new(&redis.prefix),
             fixed_keys: Keys::new(&redis.prefix).fixed_keys().into(),
             scripts: Arc::new(Scripts::load()),
+            batchers: Arc::default(),
             limits: limits.clone(),
             timeout: Duration::from_secs(redis.timeout_secs),
             dedup_ttl: Duration::from_secs(86_400),
@@ -159,33 +169,75 @@ impl Queue {
         Ok(manager.clone())
     }
 
-    /// Runs `script` with the fixed keys followed by `keys`, and the common arguments
-    /// followed by `args` (see `scripts.rs`).
+    /// Runs `script` for one item: the fixed keys followed by `keys`, and the common
+    /// arguments followed by `args` (see `scripts.rs`).
     async fn eval<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         keys: &[String],
         args: &[String],
     ) -> Result<T> {
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            let mut invocation = script.prepare_invoke();
-            for key in self.fixed_keys.iter().chain(keys) {
-                invocation.key(key);
-            }
-            invocation
-                .arg(self.keys.prefix())
-                .arg(now_ms())
-                .arg(self.limits.events_max_len)
-                .arg(self.limits.retention_secs * 1000)
-                .arg(self.limits.max_concurrent_jobs)
-                .arg(self.limits.start_timeout_secs * 1000);
-            for arg in args {
-                invocation.arg(arg);
-            }
-            Ok(invocation.invoke_async(&mut conn).await?)
-        })
-        .await
+        let reply = self
+            .eval_items(script, &[(keys, args)])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| QueueError::Corrupt("a script answered no item".into()))??;
+        Ok(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
+    }
+
+    /// Runs `script` once for all `items` (each its keys and its arguments); one reply per
+    /// item, in order: its value, or the error it met.
+    async fn eval_items(
+        &self,
+        script: &Script,
+        items: &[(&[String], &[String])],
+    ) -> Result<Vec<Result<Value>>> {
+        let replies: Vec<Value> = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                let mut invocation = script.prepare_invoke();
+                for key in self.fixed_keys.iter() {
+                    invocation.key(key);
+                }
+                for (keys, _) in items {
+                    for key in keys.iter() {
+                        invocation.key(key);
+                    }
+                }
+                invocation
+                    .arg(self.keys.prefix())
+                    .arg(now_ms())
+                    .arg(self.limits.events_max_len)
+                    .arg(self.limits.retention_secs * 1000)
+                    .arg(self.limits.max_concurrent_jobs)
+                    .arg(self.limits.start_timeout_secs * 1000)
+                    .arg(items.len());
+                for (keys, args) in items {
+                    invocation.arg(keys.len()).arg(args.len());
+                    for arg in args.iter() {
+                        invocation.arg(arg);
+                    }
+                }
+                Ok(invocation.invoke_async(&mut conn).await?)
+            })
+            .await?;
+        if replies.len() != items.len() {
+            return Err(QueueError::Corrupt(format!(
+                "a script answered {} items of {}",
+                replies.len(),
+                items.len()
+            )));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::Array(ref parts) if is_failure(parts) => Err(QueueError::Script(
+                    parts.get(1).map(values::value_string).unwrap_or_default(),
+                )),
+                reply => Ok(reply),
+            })
+            .collect())
     }
 
     /// The record and event keys of a job: what scripts about one job declare after the

@@ -9,6 +9,7 @@
 
 use contract::{AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
 
+use crate::batch::Batched;
 use crate::{now_ms, JobEvent, JobState, Queue, QueueError, Result};
 
 /// The longest log line recorded, in bytes (the runner cuts at 16 KiB and notes the cut;
@@ -68,9 +69,11 @@ impl Queue {
             let (kind, payload, code, verdict) = encode_runner_event(batch.attempt, event, now);
             args.extend([kind.to_string(), payload, code, verdict]);
         }
-        let answer: Vec<String> = self
-            .eval(&self.scripts.runner_events, &self.job_keys(job_id), &args)
+        let reply = self
+            .batched(Batched::RunnerEvents, self.job_keys(job_id).to_vec(), args)
             .await?;
+        let answer: Vec<String> =
+            redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
         let [verdict, state, before @ ..] = answer.as_slice() else {
             return Err(QueueError::Corrupt(format!(
                 "the runner events script answered {answer:?}"

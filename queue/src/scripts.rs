@@ -11,7 +11,9 @@
 //!
 //! Arguments: `KEYS[1..10]` are the installation's fixed keys ([`crate::keys::FIXED`]), then
 //! the keys of the job the script acts on (its header says which); `ARGV[1..6]` are the
-//! common arguments ([`Common`]), then the script's own.
+//! common arguments ([`COMMON`]), then the script's own. That is what a body sees: one call
+//! carries any number of such items (see [`ITEMS`]), so the calls of many tasks can share
+//! one script call (`batch.rs`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -43,6 +45,44 @@ const BODIES: [(&str, &str); 14] = [
         include_str!("scripts/exchange_credential.lua"),
     ),
 ];
+
+/// What follows every script's body (wrapped as `item(KEYS, ARGV)`): one call runs the body
+/// for each of its items, each seeing the fixed keys then its own as `KEYS`, the common
+/// arguments then its own as `ARGV`, as if it were a call of its own. The items are
+/// `ARGV[7]` (how many), then for each its number of keys and of arguments, then its
+/// arguments; their keys follow the fixed keys in order. An item that fails (a Lua error, a
+/// refused command) answers `{ITEM_FAILED, why}` (an error inside the reply would fail the
+/// whole reply in the client), and the items after it still run. Then what the items leave
+/// to the end is done once: waiting jobs admitted if a slot was freed, the feed trimmed, and
+/// the counters the items moved written, once each (see lib.lua).
+const ITEMS: &str = "\
+local replies = {}
+local ki, ai = FIXED_KEYS + 1, COMMON_ARGS + 2
+for r = 1, tonumber(ARGV[COMMON_ARGS + 1]) do
+  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  ai = ai + 2
+  local keys, args = {}, {}
+  for j = 1, FIXED_KEYS do keys[j] = KEYS[j] end
+  for j = 1, nk do keys[FIXED_KEYS + j] = KEYS[ki + j - 1] end
+  for j = 1, COMMON_ARGS do args[j] = ARGV[j] end
+  for j = 1, na do args[COMMON_ARGS + j] = ARGV[ai + j - 1] end
+  ki, ai = ki + nk, ai + na
+  local ok, reply = pcall(item, keys, args)
+  if not ok then
+    if type(reply) == 'table' then reply = reply.err end
+    reply = { ITEM_FAILED, tostring(reply) }
+  end
+  if reply == nil then reply = false end
+  replies[r] = reply
+end
+if PUMP then pump() end
+trim_feed()
+flush_counts()
+return replies
+";
+
+/// The first value of an item's reply that says the item failed; the second says why.
+pub(crate) const ITEM_FAILED: &str = "agentsmith:item-failed";
 
 /// The names of the common arguments, `ARGV[1..]` of every script, in order.
 pub(crate) const COMMON: [&str; 6] = [
@@ -85,14 +125,24 @@ fn prelude() -> String {
         };
         let _ = writeln!(lua, "local {name} = {value}");
     }
+    // `now` as Redis sent it, for the commands that store it (a Lua number would be
+    // formatted back into text for each).
+    let _ = writeln!(lua, "local NOW = ARGV[2]");
+    let _ = writeln!(lua, "local ITEM_FAILED = '{ITEM_FAILED}'");
+    let _ = writeln!(lua, "local FIXED_KEYS = {}", FIXED.len());
+    let _ = writeln!(lua, "local COMMON_ARGS = {}", COMMON.len());
     let _ = writeln!(lua, "local GROUP = '{}'", keys::GROUP);
     let _ = writeln!(lua, "local NOTIFY_GROUP = '{}'", keys::NOTIFY_GROUP);
     // Lua's twin of keys::encode_part: every escaped character as %XX.
     let escaped: String = keys::ESCAPED.iter().map(|c| format!("%{c}")).collect();
+    // Each part is encoded once per call: a transition names its job's keys many times.
     let _ = writeln!(
         lua,
-        "local function encode_part(part) return (string.gsub(part, '[{escaped}]', \
-         function(c) return string.format('%%%02X', string.byte(c)) end)) end"
+        "local ENCODED = {{}}\n\
+         local function encode_part(part) local e = ENCODED[part] if e then return e end \
+         e = (string.gsub(part, '[{escaped}]', \
+         function(c) return string.format('%%%02X', string.byte(c)) end)) \
+         ENCODED[part] = e return e end"
     );
     for family in FAMILIES {
         let tail = if family.tail.is_empty() {
@@ -172,6 +222,22 @@ fn expand(lua: &str, names: &HashMap<&'static str, String>) -> String {
     out
 }
 
+/// The whole text of script `name`: the prelude, the shared logic, its body as the function
+/// of one item, and the loop over the items.
+fn source(shebang: &str, name: &str) -> String {
+    let names = names();
+    let body = BODIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, body)| expand(body, &names))
+        .expect("every script named here is in BODIES");
+    format!(
+        "{shebang}{}{}\nlocal function item(KEYS, ARGV)\n{body}\nend\n{ITEMS}",
+        prelude(),
+        expand(LIB, &names)
+    )
+}
+
 impl Scripts {
     /// Every script, with its prelude and the shared logic.
     pub(crate) fn load() -> Self {
@@ -187,17 +253,7 @@ impl Scripts {
     }
 
     fn load_with(shebang: &str) -> Self {
-        let prelude = format!("{shebang}{}", prelude());
-        let names = names();
-        let lib = expand(LIB, &names);
-        let script = |name: &str| {
-            let body = BODIES
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, body)| expand(body, &names))
-                .expect("every script named here is in BODIES");
-            Script::new(&format!("{prelude}{lib}\n{body}"))
-        };
+        let script = |name: &str| Script::new(&source(shebang, name));
         Self {
             submit: script("submit"),
             claim: script("claim"),

@@ -4,21 +4,22 @@
 -- {'spawn', attempt, record}: the caller spawns and then records the spawn (which acks);
 -- {'wait'}: no slot, the job waits its turn (acked); {'skip'}: nothing to do (acked).
 local function decide(id, entry)
-  local f = redis.call('HMGET', job_key(id), F_STATE, F_ATTEMPT, F_CONCURRENCY_KEY, F_KEY_LIMIT, F_HANDLE, F_SEQ)
-  local state = f[1]
+  local f = redis.call('HMGET', job_key(id), F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN,
+    F_RESPONSE_URL, F_CONCURRENCY_KEY, F_ATTEMPT, F_KEY_LIMIT, F_HANDLE, F_SEQ)
+  local state, attempt = f[1], f[7]
   if state == 'queued' then
-    if fits(id, f[3], f[4]) then
-      admit(id, f[2], f[3])
-      return { 'spawn', tonumber(f[2]), redis.call('HGETALL', job_key(id)) }
+    if fits(id, f[6], f[8]) then
+      admit(id, attempt, f[6], f)
+      return { 'spawn', tonumber(attempt), redis.call('HGETALL', job_key(id)) }
     end
     ack(entry)
-    redis.call('ZADD', K_WAITING, tonumber(f[6]), id)
-    emit(id, { type = 'waiting', attempt = tonumber(f[2]), reason = 'waiting for a free slot' })
+    redis.call('ZADD', K_WAITING, tonumber(f[10]), id)
+    emit(id, { type = 'waiting', attempt = tonumber(attempt), reason = 'waiting for a free slot' })
     return { 'wait' }
   end
-  if state == 'starting' and (f[5] == false or f[5] == '') then
+  if state == 'starting' and (f[9] == false or f[9] == '') then
     -- Admitted by a pump, or claimed by a dispatcher that died before recording its spawn.
-    return { 'spawn', tonumber(f[2]), redis.call('HGETALL', job_key(id)) }
+    return { 'spawn', tonumber(attempt), redis.call('HGETALL', job_key(id)) }
   end
   ack(entry)
   return { 'skip' }
@@ -29,5 +30,5 @@ for i = 7, #ARGV, 2 do
   replies[#replies + 1] = decide(ARGV[i], ARGV[i + 1])
 end
 -- An admission can make a waiting job the head of its key's queue.
-if redis.call('ZCARD', K_WAITING) > 0 then pump() end
+if redis.call('ZCARD', K_WAITING) > 0 then PUMP = true end
 return replies

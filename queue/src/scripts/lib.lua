@@ -13,22 +13,46 @@ local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out 
 -- not when an infrastructure retry puts it back).
 local REPLY_STATES = { queued = true, running = true, succeeded = true, failed = true, cancelled = true, timed_out = true }
 
+-- The counters' changes of this call, written once each when the call ends (flush_counts,
+-- run by every script after its items): a transition moves two or three of them.
+local COUNTS = {}
+local function count(field, delta) COUNTS[field] = (COUNTS[field] or 0) + delta end
+local function flush_counts()
+  for field, delta in pairs(COUNTS) do
+    if delta ~= 0 then redis.call('HINCRBY', K_STATS, field, delta) end
+  end
+  COUNTS = {}
+end
+
 -- Appends an event (a table, or an already encoded JSON string) to the job's stream.
+-- Returns the encoded event. Only an attempt's output can make a stream long (a job has a
+-- few state events per attempt, and a bounded number of attempts), so only output lines
+-- trim it (emit_line), which spares the other events the cost of checking.
 local function emit(id, event)
   local encoded = event
   if type(event) == 'table' then
     event.at = now
     encoded = cjson.encode(event)
   end
+  redis.call('XADD', events_key(id), '*', S_EVENT, encoded)
+  return encoded
+end
+
+-- Appends a line of output (encoded) to the job's stream, keeping it near events_max long.
+local function emit_line(id, encoded)
   redis.call('XADD', events_key(id), 'MAXLEN', '~', events_max, '*', S_EVENT, encoded)
 end
 
+-- Whether this call added to the feed: it is trimmed once, when the call ends.
+local FED = false
+local function trim_feed()
+  if FED then redis.call('XTRIM', K_FEED, 'MAXLEN', '~', FEED_MAX) end
+end
+
 -- Moves a job into the list indexes of state `to` (every job's, and its project's) and out
--- of those of the state its record holds, scored by creation time as K_JOBS is. Every change
--- of state passes here (by transition), so the indexes change with the record.
-local function index_state(id, to)
-  local f = redis.call('HMGET', job_key(id), F_STATE, F_PROJECT, F_CREATED_AT)
-  local from, project, created = f[1], f[2], f[3] or now
+-- of those of the state `from` its record holds, scored by creation time as K_JOBS is. Every
+-- change of state passes here (by transition), so the indexes change with the record.
+local function index_state(id, from, to, project, created)
   local in_project = project and project ~= ''
   if from and from ~= to then
     redis.call('ZREM', state_jobs_key(from), id)
@@ -47,25 +71,48 @@ local function index_project(project_of, id, project, created)
   end
 end
 
--- Moves a job between states: the record, the list indexes, the counters and a state event.
-local function transition(id, from, to, attempt, reason)
-  index_state(id, to)
-  redis.call('HSET', job_key(id), F_STATE, to, F_UPDATED_AT, now)
-  redis.call('HINCRBY', K_STATS, C_ENTERED .. to, 1)
-  if from and not TERMINAL[from] then redis.call('HINCRBY', K_STATS, C_CURRENT .. from, -1) end
-  if not TERMINAL[to] then redis.call('HINCRBY', K_STATS, C_CURRENT .. to, 1) end
-  local event = { type = 'state', state = to, attempt = tonumber(attempt) }
-  if reason and reason ~= '' then event.reason = reason end
-  emit(id, event)
-  event.job_id = id
-  redis.call('XADD', K_FEED, 'MAXLEN', '~', FEED_MAX, '*', S_EVENT, cjson.encode(event))
+-- The fields of a record a transition and the end of a job read. A script that reads its
+-- job's record anyway asks for these six first, in this order, and hands the answer on as
+-- `rec`.
+local function record_of(id)
+  return redis.call('HMGET', job_key(id), F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN,
+    F_RESPONSE_URL, F_CONCURRENCY_KEY)
+end
+
+-- Whether a job left a slot this call: the waiting jobs are admitted once, when the call
+-- ends (see scripts.rs), not after each job.
+local PUMP = false
+
+-- Moves a job between states: the record (with the field/value pairs of `extra`, if any),
+-- the list indexes, the counters and a state event. `rec` is the job's record_of (read here
+-- when nil); its state becomes `to`.
+local function transition(id, from, to, attempt, reason, rec, extra)
+  local f = rec or record_of(id)
+  index_state(id, f[1], to, f[2], f[3] or NOW)
+  local set = { F_STATE, to, F_UPDATED_AT, NOW }
+  if extra then
+    for i = 1, #extra do set[#set + 1] = extra[i] end
+  end
+  redis.call('HSET', job_key(id), unpack(set))
+  f[1] = to
+  count(C_ENTERED .. to, 1)
+  if from and not TERMINAL[from] then count(C_CURRENT .. from, -1) end
+  if not TERMINAL[to] then count(C_CURRENT .. to, 1) end
+  -- The state event, written out (a state is one of ours and the attempt a number; only the
+  -- reason needs encoding), and the feed's entry: the same with the job's id in front.
+  local tail = '"type":"state","state":"' .. to .. '","attempt":' .. tonumber(attempt)
+    .. ',"at":' .. NOW
+  if reason and reason ~= '' then tail = tail .. ',"reason":' .. cjson.encode(reason) end
+  tail = tail .. '}'
+  emit(id, '{' .. tail)
+  redis.call('XADD', K_FEED, '*', S_EVENT, '{"job_id":' .. cjson.encode(id) .. ',' .. tail)
+  FED = true
   -- A job that came from a webhook gets a reply in the outbox, in the same transaction as
   -- the change it tells of, so no reply is lost and none is sent for a change not made.
   if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from]) then
-    local f = redis.call('HMGET', job_key(id), F_ORIGIN, F_RESPONSE_URL)
-    local origin = f[1]
+    local origin = f[4]
     -- A slash command's "queued" was said in the command's own response.
-    local answered = to == 'queued' and f[2] and f[2] ~= ''
+    local answered = to == 'queued' and f[5] and f[5] ~= ''
     if origin and origin ~= '' and not answered then
       redis.call('XADD', K_NOTIFY, '*', O_KIND, 'state', O_JOB, id, O_STATE, to, O_ATTEMPT, attempt, O_TRIES, 0)
     end
@@ -99,19 +146,21 @@ local function make_ready(id)
 end
 
 -- Admits a queued job: it takes a slot and becomes starting.
-local function admit(id, attempt, ckey)
+local function admit(id, attempt, ckey, rec)
   redis.call('ZADD', K_RUNNING, now + start_lease_ms, id)
   if ckey and ckey ~= '' then
     redis.call('SADD', concurrency_key(ckey), id)
     redis.call('ZREM', key_queue(ckey), id)
   end
-  redis.call('HSET', job_key(id), F_HANDLE, '', F_HANDLE_IDENTITY, '', F_ADMITTED_AT, now)
-  transition(id, 'queued', 'starting', attempt)
+  transition(id, 'queued', 'starting', attempt, nil, rec,
+    { F_HANDLE, '', F_HANDLE_IDENTITY, '', F_ADMITTED_AT, NOW })
 end
 
-local function release(id)
+local function release(id, rec)
   redis.call('ZREM', K_RUNNING, id)
-  local ckey = redis.call('HGET', job_key(id), F_CONCURRENCY_KEY)
+  PUMP = true
+  local ckey
+  if rec then ckey = rec[6] else ckey = redis.call('HGET', job_key(id), F_CONCURRENCY_KEY) end
   if ckey and ckey ~= '' then
     redis.call('SREM', concurrency_key(ckey), id)
     redis.call('ZREM', key_queue(ckey), id)
@@ -126,47 +175,47 @@ local function pump()
   local waiters = redis.call('ZRANGE', K_WAITING, 0, 199)
   for _, id in ipairs(waiters) do
     if free <= 0 then break end
-    local f = redis.call('HMGET', job_key(id), F_STATE, F_ATTEMPT, F_CONCURRENCY_KEY, F_KEY_LIMIT)
+    local f = redis.call('HMGET', job_key(id), F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN,
+      F_RESPONSE_URL, F_CONCURRENCY_KEY, F_ATTEMPT, F_KEY_LIMIT)
     if f[1] ~= 'queued' then
       redis.call('ZREM', K_WAITING, id)
-    elseif fits(id, f[3], f[4]) then
+    elseif fits(id, f[6], f[8]) then
       redis.call('ZREM', K_WAITING, id)
-      admit(id, f[2], f[3])
+      admit(id, f[7], f[6], f)
       redis.call('XADD', K_QUEUE, '*', S_JOB, id)
       free = free - 1
     end
   end
 end
 
--- Ends a job for good: frees its slot, schedules its expiry, admits waiters.
-local function finish(id, from, to, attempt, reason)
-  release(id)
-  redis.call('ZREM', K_DELAYED, id)
+-- Ends a job for good: frees its slot, schedules its expiry (waiters are admitted when the
+-- call ends).
+local function finish(id, from, to, attempt, reason, rec)
+  release(id, rec)
+  -- Only a retrying job waits in the delayed set. The waiting set may still name a job
+  -- admitted through a claim of its queue entry.
+  if from == 'retrying' then redis.call('ZREM', K_DELAYED, id) end
   redis.call('ZREM', K_WAITING, id)
-  redis.call('HSET', job_key(id), F_FINISHED_AT, now, F_REASON, reason or '')
-  transition(id, from, to, attempt, reason)
+  transition(id, from, to, attempt, reason, rec, { F_FINISHED_AT, NOW, F_REASON, reason or '' })
   redis.call('PEXPIRE', job_key(id), retention_ms)
   redis.call('PEXPIRE', events_key(id), retention_ms)
-  pump()
 end
 
 -- An attempt failed for a reason outside the agent: retry after delay_ms while attempts
 -- remain, else fail the job with the reason.
-local function fail_attempt(id, from, attempt, reason, retryable, delay_ms)
+local function fail_attempt(id, from, attempt, reason, retryable, delay_ms, rec)
   local max_attempts = tonumber(redis.call('HGET', job_key(id), F_MAX_ATTEMPTS))
   attempt = tonumber(attempt)
   if retryable and attempt < max_attempts then
-    release(id)
-    redis.call('HSET', job_key(id), F_ATTEMPT, attempt + 1, F_HANDLE, '', F_HANDLE_IDENTITY, '',
-      F_REASON, reason, F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0)
+    release(id, rec)
     redis.call('ZADD', K_DELAYED, now + delay_ms, id)
-    transition(id, from, 'retrying', attempt, reason)
-    pump()
+    transition(id, from, 'retrying', attempt, reason, rec, { F_ATTEMPT, attempt + 1, F_HANDLE, '',
+      F_HANDLE_IDENTITY, '', F_REASON, reason, F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0 })
     return 'retrying'
   end
   local why = reason
   if retryable then why = reason .. ' (gave up after ' .. attempt .. ' attempts)' end
-  finish(id, from, 'failed', attempt, why)
+  finish(id, from, 'failed', attempt, why, rec)
   return 'failed'
 end
 

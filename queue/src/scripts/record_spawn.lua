@@ -21,7 +21,7 @@ if f[3] and f[3] ~= '' then
   if f[3] == ARGV[10] then return 'ok' end
   return 'duplicate'
 end
-redis.call('HSET', K_JOB, F_HANDLE, ARGV[9], F_HANDLE_IDENTITY, ARGV[10], F_SPAWNED_AT, now)
+redis.call('HSET', K_JOB, F_HANDLE, ARGV[9], F_HANDLE_IDENTITY, ARGV[10], F_SPAWNED_AT, NOW)
 if state == 'starting' then
   -- From now on the lease is the runner's: a runner that dies before reporting is noticed
   -- within one lease, not only after the start timeout.

@@ -13,20 +13,24 @@
 local K_JOB = KEYS[11]
 local id = ARGV[7]
 local attempt = tonumber(ARGV[8])
-local f = redis.call('HMGET', K_JOB, F_STATE, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE,
-  F_OUTPUT_BYTES)
+-- The record's fields a transition reads, then this script's.
+local f = redis.call('HMGET', K_JOB, F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN, F_RESPONSE_URL,
+  F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES)
 local state = f[1]
+local before = state
 if not state then return { 'stop', 'gone' } end
-if tonumber(f[2]) ~= attempt or (state ~= 'starting' and state ~= 'running') then
+if tonumber(f[7]) ~= attempt or (state ~= 'starting' and state ~= 'running') then
   return { 'stop', state }
 end
 local seq = tonumber(ARGV[9])
-local next_seq = tonumber(f[3] or 0)
+local next_seq = tonumber(f[8] or 0)
 if seq > next_seq then return { 'gap', tostring(next_seq) } end
 local lease_ms = tonumber(ARGV[10])
 local delay_ms = tonumber(ARGV[11])
 local output_limit = tonumber(ARGV[12])
-local output_bytes = tonumber(f[5] or 0)
+local output_bytes = tonumber(f[10] or 0)
+-- The record's fields this batch sets, written in one HSET at the end.
+local set = {}
 local recorded_bytes = output_bytes
 local i = 14
 while i + 3 <= #ARGV do
@@ -35,36 +39,39 @@ while i + 3 <= #ARGV do
   if seq >= next_seq and not TERMINAL[state] and state ~= 'retrying' then
     if kind == 'started' then
       if state == 'starting' then
-        redis.call('HSET', K_JOB, F_STARTED_AT, now)
-        transition(id, 'starting', 'running', attempt)
+        transition(id, 'starting', 'running', attempt, nil, f, { F_STARTED_AT, NOW })
         state = 'running'
       end
     elseif kind == 'log' then
       if output_bytes <= output_limit then
         output_bytes = output_bytes + #payload
-        if output_bytes > output_limit then emit(id, ARGV[13]) else emit(id, payload) end
+        if output_bytes > output_limit then emit_line(id, ARGV[13]) else emit_line(id, payload) end
       end
     elseif kind == 'finished' then
       if payload ~= '' then
         emit(id, payload)
-        redis.call('HSET', K_JOB, F_RESULT, payload)
+        set[#set + 1] = F_RESULT
+        set[#set + 1] = payload
       end
-      if code ~= '' then redis.call('HSET', K_JOB, F_EXIT_CODE, code) end
+      if code ~= '' then
+        set[#set + 1] = F_EXIT_CODE
+        set[#set + 1] = code
+      end
       if reason == '' then
-        finish(id, state, 'succeeded', attempt, '')
+        finish(id, state, 'succeeded', attempt, '', f)
         state = 'succeeded'
       elseif reason == 'timed_out' then
         local limit = redis.call('HGET', K_JOB, F_TIMEOUT_SECS) or '?'
-        finish(id, state, 'timed_out', attempt, 'agent exceeded its time limit of ' .. limit .. 's')
+        finish(id, state, 'timed_out', attempt, 'agent exceeded its time limit of ' .. limit .. 's', f)
         state = 'timed_out'
       elseif string.sub(reason, 1, 6) == 'infra:' then
-        state = fail_attempt(id, state, attempt, string.sub(reason, 7), true, delay_ms)
+        state = fail_attempt(id, state, attempt, string.sub(reason, 7), true, delay_ms, f)
       else
         local why = string.sub(reason, 7)
-        if f[4] == '1' then
-          state = fail_attempt(id, state, attempt, why, true, delay_ms)
+        if f[9] == '1' then
+          state = fail_attempt(id, state, attempt, why, true, delay_ms, f)
         else
-          finish(id, state, 'failed', attempt, why)
+          finish(id, state, 'failed', attempt, why, f)
           state = 'failed'
         end
       end
@@ -72,7 +79,17 @@ while i + 3 <= #ARGV do
   end
   seq = seq + 1
 end
-if seq > next_seq then redis.call('HSET', K_JOB, F_RUNNER_SEQ, seq) end
-if output_bytes ~= recorded_bytes then redis.call('HSET', K_JOB, F_OUTPUT_BYTES, output_bytes) end
+-- A retried job's next attempt counts from nothing (fail_attempt reset its counters).
+if state ~= 'retrying' then
+  if seq > next_seq then
+    set[#set + 1] = F_RUNNER_SEQ
+    set[#set + 1] = seq
+  end
+  if output_bytes ~= recorded_bytes then
+    set[#set + 1] = F_OUTPUT_BYTES
+    set[#set + 1] = output_bytes
+  end
+end
+if #set > 0 then redis.call('HSET', K_JOB, unpack(set)) end
 if state == 'running' then redis.call('ZADD', K_RUNNING, 'XX', now + lease_ms, id) end
-return { 'ok', state, f[1] }
+return { 'ok', state, before }

@@ -7,7 +7,8 @@
 -- key (a ticket that may have one unfinished job, '' for none), ARGV[13] the origin (JSON)
 -- to tell "already running" when the ticket's job is unfinished ('' for none: the caller
 -- answers in its response), ARGV[14..] field/value pairs of the record.
--- Returns {verdict, id, record}: 'created'; 'existing' (the idempotency key's job);
+-- Returns {verdict, id, record}: 'created' (the record's fields the script set: the caller
+-- sent the others); 'existing' (the idempotency key's job);
 -- 'duplicate' (the job this delivery made or was answered with, record empty if it is
 -- gone); 'running' (the ticket's unfinished job).
 local K_JOB, K_IDEM, K_DEDUP, K_ACTIVE = KEYS[11], KEYS[13], KEYS[14], KEYS[15]
@@ -46,15 +47,27 @@ if exclusive ~= '' then
   end
   redis.call('SET', K_ACTIVE, id, 'PX', retention_ms)
 end
-local fields = {}
-for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', K_JOB, unpack(fields))
 local seq = redis.call('INCR', K_SEQ)
-redis.call('HSET', K_JOB, F_SEQ, seq, F_STATE, 'queued', F_ATTEMPT, 1,
-  F_CREATED_AT, now, F_UPDATED_AT, now, F_RUNNER_SEQ, 0)
-redis.call('ZADD', K_JOBS, now, id)
-index_project(KEYS[16], id, redis.call('HGET', K_JOB, F_PROJECT), now)
-transition(id, nil, 'queued', 1)
-make_ready(id)
+-- The fields the script sets, which the caller adds to those it sent for the record.
+local set = { F_SEQ, seq, F_ATTEMPT, 1, F_CREATED_AT, NOW, F_RUNNER_SEQ, 0 }
+local fields = { unpack(set) }
+local given = {}
+for i = 14, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  given[ARGV[i]] = ARGV[i + 1]
+end
+redis.call('ZADD', K_JOBS, NOW, id)
+index_project(KEYS[16], id, given[F_PROJECT], NOW)
+-- The record is written with the transition's own fields, in one HSET.
+transition(id, nil, 'queued', 1, nil,
+  { false, given[F_PROJECT], NOW, given[F_ORIGIN], given[F_RESPONSE_URL],
+    given[F_CONCURRENCY_KEY] }, fields)
+enqueue_key(id, given[F_CONCURRENCY_KEY], seq)
+redis.call('XADD', K_QUEUE, '*', S_JOB, id)
 remember(id)
-return { 'created', id, redis.call('HGETALL', K_JOB) }
+set[#set + 1] = F_STATE
+set[#set + 1] = 'queued'
+set[#set + 1] = F_UPDATED_AT
+set[#set + 1] = NOW
+return { 'created', id, set }
