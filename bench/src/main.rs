@@ -4,13 +4,15 @@
 //! no-op spawner, simulated runners), `POST /v1/jobs` throughput of the real
 //! `agentsmith serve` binary against an axum hello-world, the server's memory, and signed
 //! Slack slash commands against an in-process dispatcher beside an in-process hello-world
-//! (one load generator for both). It starts its own `redis-server`, and prints a table of
-//! measured figures against targets.
+//! (one load generator for both), and BullMQ's add and process rates and Redis CPU per job
+//! in a `redis-server` of its own, for the ratios against it. It starts its own
+//! `redis-server`, and prints a table of measured figures against targets.
 //! `bench hello --port N` is the hello-world server it compares with; `bench printer` is
 //! the agent of `--only streams` (followers of one busy job's events). `--only lists`
 //! measures filtered job lists with 100,000 jobs stored.
 
 mod api;
+mod bullmq;
 mod docker;
 mod kubernetes;
 mod lifecycle;
@@ -67,11 +69,14 @@ enum Sub {
 /// Which parts to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Only {
-    /// Everything.
+    /// Everything of the table: lifecycle, BullMQ, API, Slack.
     All,
-    /// Lifecycle throughput only.
+    /// Lifecycle throughput.
     Lifecycle,
-    /// API throughput and RSS only.
+    /// BullMQ: its add rate (p50/p99), its process rate and its Redis CPU per job, in a
+    /// redis-server of its own (installs BullMQ into the npm cache first when needed).
+    Bullmq,
+    /// API throughput and RSS.
     Api,
     /// Signed Slack slash commands per second and their ack latency, beside a hello-world.
     Slack,
@@ -160,9 +165,42 @@ struct Opts {
     /// Measured requests per list query (`--only lists`).
     #[arg(long, default_value_t = 200)]
     list_requests: usize,
-    /// Run only one part.
-    #[arg(long, value_enum, default_value_t = Only::All)]
-    only: Only,
+    /// Concurrency of BullMQ's worker (the BullMQ phase).
+    #[arg(long, default_value_t = 100)]
+    bullmq_concurrency: usize,
+    /// BullMQ `Queue.add` calls in flight (the BullMQ phase).
+    #[arg(long, default_value_t = 50)]
+    bullmq_in_flight: usize,
+    /// Run only these parts, comma-separated (e.g. `--only lifecycle,bullmq` for the
+    /// ratio rows of the two); docker, kubernetes, streams and lists run alone.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    only: Vec<Only>,
+}
+
+impl Opts {
+    /// Whether the table's part `part` runs.
+    fn runs(&self, part: Only) -> bool {
+        self.only
+            .iter()
+            .any(|only| *only == Only::All || *only == part)
+    }
+
+    /// The separate measurement asked for (it runs alone), if any.
+    fn alone(&self) -> anyhow::Result<Option<Only>> {
+        let separate = |only: &Only| {
+            matches!(
+                only,
+                Only::Docker | Only::Kubernetes | Only::Streams | Only::Lists
+            )
+        };
+        match self.only.as_slice() {
+            [one] if separate(one) => Ok(Some(*one)),
+            many if many.iter().any(separate) => {
+                bail!("--only docker, kubernetes, streams and lists run alone")
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -236,11 +274,14 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             .context("the bench binary has no directory")?
             .to_path_buf(),
     };
-    // Only the API phase runs the agentsmith binary; the others build it in-process.
-    if !matches!(opts.only, Only::Lifecycle | Only::Slack | Only::Lists)
-        && !opts.no_build
-        && opts.bin_dir.is_none()
-    {
+    let alone = opts.alone()?;
+    // The API, docker, kubernetes and streams phases run the agentsmith binary; the others
+    // build the dispatcher in-process.
+    let runs_binary = match alone {
+        Some(only) => only != Only::Lists,
+        None => opts.runs(Only::Api),
+    };
+    if runs_binary && !opts.no_build && opts.bin_dir.is_none() {
         build_binaries()?;
     }
 
@@ -260,7 +301,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         if redis.private { " (private)" } else { "" }
     );
 
-    if opts.only == Only::Docker {
+    if alone == Some(Only::Docker) {
         let cfg = docker::Config {
             agentsmith: bin_dir.join("agentsmith"),
             runner: bin_dir.join("agent-runner"),
@@ -274,7 +315,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         println!("{}", docker::render(&outcome.context("docker phase")?));
         return Ok(());
     }
-    if opts.only == Only::Kubernetes {
+    if alone == Some(Only::Kubernetes) {
         let cfg = kubernetes::Config {
             agentsmith: bin_dir.join("agentsmith"),
             runner: bin_dir.join("agent-runner"),
@@ -297,12 +338,12 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if opts.only == Only::Lists {
+    if alone == Some(Only::Lists) {
         let outcome = lists_phase(&opts, &redis, &tag).await?;
         println!("{}", lists::render(&outcome));
         return Ok(());
     }
-    if opts.only == Only::Streams {
+    if alone == Some(Only::Streams) {
         let outcome = streams_phase(&opts, &redis, &tag, &bin_dir, dir.path()).await?;
         println!("{}", streams::render(&outcome));
         return Ok(());
@@ -320,15 +361,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
             }
         }
     }
-    let (lifecycle, api, slack) = result?;
+    let outcomes = result?;
     println!(
         "{}",
         report::render(
             &machine,
             &opts_summary(&opts),
-            lifecycle.as_ref(),
-            api.as_ref(),
-            slack.as_ref()
+            outcomes.lifecycle.as_ref(),
+            outcomes.bullmq.as_ref(),
+            outcomes.api.as_ref(),
+            outcomes.slack.as_ref()
         )
     );
     Ok(())
@@ -391,19 +433,32 @@ async fn streams_phase(
     outcome.context("streams phase")
 }
 
+/// What the phases of a run measured (`None`: not run).
+struct Outcomes {
+    lifecycle: Option<lifecycle::Outcome>,
+    bullmq: Option<bullmq::Outcome>,
+    api: Option<api::Outcome>,
+    slack: Option<slack::Outcome>,
+}
+
+/// The phases of the table, in an order that keeps BullMQ right beside the lifecycle
+/// phase: lifecycle, BullMQ, API, Slack.
 async fn phases(
     opts: &Opts,
     redis: &BenchRedis,
     dir: &TempDir,
     tag: &str,
     bin_dir: &std::path::Path,
-) -> anyhow::Result<(
-    Option<lifecycle::Outcome>,
-    Option<api::Outcome>,
-    Option<slack::Outcome>,
-)> {
+) -> anyhow::Result<Outcomes> {
+    // Installed (or found in the cache) first, so a missing node or npm fails the run
+    // before anything is measured.
+    let bullmq_install = if opts.runs(Only::Bullmq) {
+        Some(bullmq::install().await.context("installing BullMQ")?)
+    } else {
+        None
+    };
     let mut lifecycle_outcome = None;
-    if matches!(opts.only, Only::All | Only::Lifecycle) {
+    if opts.runs(Only::Lifecycle) {
         let cfg = lifecycle::Config {
             jobs: opts.jobs,
             submitters: opts.submitters,
@@ -431,8 +486,35 @@ async fn phases(
             .context("cleaning up after the lifecycle phase")?;
         lifecycle_outcome = Some(outcome);
     }
+    let mut bullmq_outcome = None;
+    if let Some(install) = &bullmq_install {
+        let cfg = bullmq::Config {
+            jobs: opts.jobs,
+            concurrency: opts.bullmq_concurrency,
+            in_flight: opts.bullmq_in_flight,
+        };
+        eprintln!(
+            "bench: bullmq: adding {} jobs ({} adds in flight), then a worker of concurrency {} (bullmq {}, node {}, its own redis-server)",
+            cfg.jobs,
+            cfg.in_flight,
+            cfg.concurrency,
+            install.version,
+            install.node
+        );
+        let outcome = bullmq::run(install, &cfg, &dir.path().join("bullmq"))
+            .await
+            .context("BullMQ phase")?;
+        eprintln!(
+            "bench: bullmq: {:.0} adds/s (p99 {:.2} ms), {:.0} jobs/s processed, {:.0} µs of Redis CPU per job",
+            outcome.add.rate(),
+            outcome.add.p99.as_secs_f64() * 1e3,
+            outcome.process.rate(),
+            outcome.redis_cpu_us_per_job()
+        );
+        bullmq_outcome = Some(outcome);
+    }
     let mut api_outcome = None;
-    if matches!(opts.only, Only::All | Only::Api) {
+    if opts.runs(Only::Api) {
         let cfg = api::Config {
             agentsmith: bin_dir.join("agentsmith"),
             runner: bin_dir.join("agent-runner"),
@@ -458,7 +540,7 @@ async fn phases(
         api_outcome = Some(outcome);
     }
     let mut slack_outcome = None;
-    if matches!(opts.only, Only::All | Only::Slack) {
+    if opts.runs(Only::Slack) {
         let cfg = slack::Config {
             connections: opts.connections,
             threads: opts.wrk_threads,
@@ -480,19 +562,26 @@ async fn phases(
             .context("cleaning up after the slack phase")?;
         slack_outcome = Some(outcome);
     }
-    Ok((lifecycle_outcome, api_outcome, slack_outcome))
+    Ok(Outcomes {
+        lifecycle: lifecycle_outcome,
+        bullmq: bullmq_outcome,
+        api: api_outcome,
+        slack: slack_outcome,
+    })
 }
 
 fn opts_summary(opts: &Opts) -> String {
     format!(
-        "--jobs {} --duration {} (submitters {}, runners {}, claim_batch {}, wrk -t{} -c{})",
+        "--jobs {} --duration {} (submitters {}, runners {}, claim_batch {}, wrk -t{} -c{}; BullMQ worker concurrency {}, {} adds in flight)",
         opts.jobs,
         opts.duration,
         opts.submitters,
         opts.runners,
         opts.claim_batch,
         opts.wrk_threads,
-        opts.connections
+        opts.connections,
+        opts.bullmq_concurrency,
+        opts.bullmq_in_flight
     )
 }
 
@@ -521,4 +610,37 @@ fn build_binaries() -> anyhow::Result<()> {
         bail!("cargo build failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Opts {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("valid arguments");
+        cli.opts
+    }
+
+    #[test]
+    fn the_default_run_includes_bullmq_beside_every_table_phase() {
+        let all = opts(&[]);
+        for part in [Only::Lifecycle, Only::Bullmq, Only::Api, Only::Slack] {
+            assert!(all.runs(part), "{part:?}");
+        }
+        assert_eq!(all.alone().expect("no conflict"), None);
+    }
+
+    #[test]
+    fn only_takes_several_table_phases_but_separate_measurements_alone() {
+        let two = opts(&["--only", "lifecycle,bullmq"]);
+        assert!(two.runs(Only::Lifecycle) && two.runs(Only::Bullmq));
+        assert!(!two.runs(Only::Api) && !two.runs(Only::Slack));
+        assert!(!opts(&["--only", "bullmq"]).runs(Only::Lifecycle));
+        assert_eq!(
+            opts(&["--only", "lists"]).alone().expect("alone"),
+            Some(Only::Lists)
+        );
+        assert!(opts(&["--only", "lists,bullmq"]).alone().is_err());
+    }
 }

@@ -86,6 +86,17 @@ impl BenchRedis {
         Ok(redis)
     }
 
+    /// The port of its URL (`redis://host:PORT[/db]`), for clients given a host and a port.
+    pub fn port(&self) -> Option<u16> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        host_port.rsplit_once(':')?.1.parse().ok()
+    }
+
     /// A new multiplexed connection.
     pub async fn conn(&self) -> anyhow::Result<MultiplexedConnection> {
         let connect = self.client.get_multiplexed_async_connection();
@@ -252,6 +263,24 @@ impl Delta {
     pub fn calls_of(&self, name: &str) -> u64 {
         self.calls.get(name).copied().unwrap_or(0)
     }
+
+    /// The cost of two phases together (`self`, then `other`).
+    pub fn plus(&self, other: &Delta) -> Delta {
+        let sum = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            let mut out = a.clone();
+            for (name, n) in b {
+                *out.entry(name.clone()).or_default() += n;
+            }
+            out
+        };
+        Delta {
+            cpu_secs: self.cpu_secs + other.cpu_secs,
+            commands: self.commands + other.commands,
+            reads: self.reads + other.reads,
+            calls: sum(&self.calls, &other.calls),
+            usec: sum(&self.usec, &other.usec),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,5 +304,46 @@ mod tests {
         assert_eq!(d.calls_of("evalsha"), 6);
         assert_eq!(d.calls_of("hset"), 3);
         assert_eq!(after.version, "7.0.15");
+    }
+
+    #[test]
+    fn two_phases_add_up() {
+        let mut add = Delta {
+            cpu_secs: 1.5,
+            commands: 10,
+            reads: 2,
+            ..Delta::default()
+        };
+        add.calls.insert("evalsha".into(), 4);
+        let mut process = Delta {
+            cpu_secs: 0.5,
+            commands: 5,
+            reads: 1,
+            ..Delta::default()
+        };
+        process.calls.insert("evalsha".into(), 2);
+        process.calls.insert("bzpopmin".into(), 1);
+        let both = add.plus(&process);
+        assert!((both.cpu_secs - 2.0).abs() < 1e-9);
+        assert_eq!((both.commands, both.reads), (15, 3));
+        assert_eq!(both.calls_of("evalsha"), 6);
+        assert_eq!(both.calls_of("bzpopmin"), 1);
+    }
+
+    #[test]
+    fn the_port_is_read_from_the_url() {
+        for (url, port) in [
+            ("redis://127.0.0.1:6390", Some(6390)),
+            ("redis://:secret@127.0.0.1:6391/2", Some(6391)),
+            ("redis://localhost", None),
+        ] {
+            let redis = BenchRedis {
+                url: url.into(),
+                private: false,
+                server: None,
+                client: redis::Client::open(url).expect("a valid url"),
+            };
+            assert_eq!(redis.port(), port, "{url}");
+        }
     }
 }
