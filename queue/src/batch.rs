@@ -193,6 +193,8 @@ mod tests {
             prefix: format!("test-batch-{}:", new_job_id()),
             timeout_secs: 5,
             tls: Default::default(),
+            sentinel: Default::default(),
+            min_replicas_acked: 0,
         };
         Queue::new(&redis, &QueueSettings::for_tests()).unwrap()
     }

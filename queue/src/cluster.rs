@@ -49,6 +49,8 @@ fn queue(url: &str, prefix: &str) -> Queue {
         prefix: prefix.to_string(),
         timeout_secs: 5,
         tls: Default::default(),
+        sentinel: Default::default(),
+        min_replicas_acked: 0,
     };
     let limits = QueueSettings::for_tests();
     Queue::new(&redis, &limits).unwrap().strict()

@@ -494,6 +494,8 @@ mod tests {
             prefix: format!("deliveries-{:016x}:", rand::random::<u64>()),
             timeout_secs: 5,
             tls: Default::default(),
+            sentinel: Default::default(),
+            min_replicas_acked: 0,
         };
         let mut limits = QueueSettings::for_tests();
         limits.deliveries_max_len = max_len;

@@ -21,7 +21,7 @@
 //! | `streams` (and `stream_page.lua`) | a job's events and the dispatcher-wide feed: paged by entries and bytes, followed by one reader |
 //! | `stats` | counters for metrics |
 //! | [`settings`] | the `redis:` and `queue:` sections of the configuration |
-//! | `connection` | the Redis client those settings describe: URL, credentials, TLS |
+//! | `connection` | the Redis client those settings describe: URL, credentials, TLS, the primary Sentinel names |
 //! | [`error`] | [`QueueError`] |
 
 mod batch;
@@ -41,6 +41,8 @@ mod lists;
 mod outbox;
 mod runner;
 mod scripts;
+#[cfg(test)]
+mod sentinel;
 pub mod settings;
 mod stats;
 mod streams;
@@ -50,9 +52,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
-use tokio::sync::OnceCell;
 
 pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord};
 pub use deliveries::{
@@ -66,7 +67,7 @@ pub use outbox::{Reply, ReplyBody};
 pub use runner::{
     BatchOutcome, Exchange, MAX_LINKS, MAX_RECORDED_LINE_BYTES, MAX_SUMMARY_BYTES, MAX_URL_BYTES,
 };
-pub use settings::{QueueSettings, RedisSettings, RedisTlsSettings};
+pub use settings::{QueueSettings, RedisSentinelSettings, RedisSettings, RedisTlsSettings};
 pub use stats::Stats;
 pub use streams::{RawEntry, StreamPage, StreamReader};
 
@@ -80,8 +81,11 @@ use scripts::Scripts;
 /// health-check round trip per checkout, which doubled the round trips per job.
 #[derive(Clone)]
 pub struct Queue {
-    shared: Arc<OnceCell<ConnectionManager>>,
-    client: redis::Client,
+    shared: Arc<connection::Shared>,
+    /// The server, or the sentinels that name it.
+    target: connection::Target,
+    /// Replicas each script's writes must reach before the call succeeds (`WAIT`); 0: none.
+    min_replicas_acked: u32,
     keys: Keys,
     /// The fixed keys, the first `KEYS` of every script, built once.
     fixed_keys: Arc<[String]>,
@@ -110,10 +114,11 @@ impl Queue {
     /// Creates the queue; no connection is made until the first command. Fails on a URL
     /// that does not parse and on `redis.tls` files that cannot be read or used.
     pub fn new(redis: &RedisSettings, limits: &QueueSettings) -> Result<Self> {
-        let client = connection::client(redis)?;
+        let target = connection::Target::new(redis)?;
         Ok(Self {
             shared: Arc::default(),
-            client,
+            target,
+            min_replicas_acked: redis.min_replicas_acked,
             keys: Keys::new(&redis.prefix),
             fixed_keys: Keys::new(&redis.prefix).fixed_keys().into(),
             scripts: Arc::new(Scripts::load()),
@@ -154,19 +159,10 @@ impl Queue {
             .map_err(|_| QueueError::Timeout(self.timeout))?
     }
 
-    /// The shared connection, made on first use (and again after a failed first attempt).
+    /// The shared connection, made on first use (and again after a failed attempt, or
+    /// after the sentinels named another primary).
     async fn conn(&self) -> Result<ConnectionManager> {
-        let manager = self
-            .shared
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await?;
-        Ok(manager.clone())
+        self.shared.manager(&self.target, self.timeout).await
     }
 
     /// Runs `script` for one item: the fixed keys followed by `keys`, and the common
@@ -219,7 +215,10 @@ impl Queue {
                         invocation.arg(arg);
                     }
                 }
-                Ok(invocation.invoke_async(&mut conn).await?)
+                let replies = invocation.invoke_async(&mut conn).await;
+                self.shared
+                    .written(replies, &mut conn, self.min_replicas_acked, self.timeout)
+                    .await
             })
             .await?;
         if replies.len() != items.len() {
@@ -281,18 +280,10 @@ impl Queue {
         self.ensure_group_of(&self.keys.queue(), keys::GROUP).await
     }
 
-    /// A connection for blocking reads (claims, following events).
+    /// A connection for blocking reads (claims, following events); with Sentinel, to the
+    /// primary the sentinels name when it is made.
     pub async fn dedicated_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(None);
-        self.bounded(async {
-            Ok(self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?)
-        })
-        .await
+        self.bounded(self.target.dedicated(self.timeout)).await
     }
 
     /// The key of runner tokens: `configured` if set, else one generated once and kept in

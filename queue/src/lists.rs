@@ -30,6 +30,8 @@ fn queue_at(url: &str, retention_secs: u64) -> Queue {
         prefix: format!("test-lists-{}:", new_job_id()),
         timeout_secs: 5,
         tls: Default::default(),
+        sentinel: Default::default(),
+        min_replicas_acked: 0,
     };
     let mut limits = QueueSettings::for_tests();
     limits.max_concurrent_jobs = 1_000;

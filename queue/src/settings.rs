@@ -20,6 +20,72 @@ pub struct RedisSettings {
     pub timeout_secs: u64,
     /// The certificates of a `rediss://` connection.
     pub tls: RedisTlsSettings,
+    /// Redis Sentinel: when set, the primary the sentinels name is used instead of `url`.
+    #[serde(default)]
+    pub sentinel: RedisSentinelSettings,
+    /// Replicas that must acknowledge each write (Redis `WAIT`) before the queue reports
+    /// it done; 0 waits for none.
+    #[serde(default)]
+    pub min_replicas_acked: u32,
+}
+
+/// `redis.sentinel.*`: a primary with replicas watched by Redis Sentinel. The queue asks
+/// the sentinels for the primary, and asks again when it fails over.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelSettings {
+    /// The name the sentinels know the primary by (`sentinel monitor NAME ...`).
+    pub master_name: String,
+    /// The sentinels, as `redis://HOST:PORT` URLs (a sentinel that wants a password has
+    /// it in its URL, `redis://:PASSWORD@HOST:26379`); empty: no Sentinel.
+    pub nodes: Vec<String>,
+    /// The password of the primary and its replicas (empty: none).
+    pub password: SecretString,
+    /// The ACL user of the primary and its replicas (empty: the default user).
+    pub username: String,
+}
+
+impl RedisSentinelSettings {
+    /// Whether Sentinel is configured.
+    pub fn is_set(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    /// Every value that cannot work, as (key within `redis`, message).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.nodes.is_empty() {
+            if !self.master_name.is_empty() {
+                problems.push((
+                    "sentinel.nodes".into(),
+                    "is needed with sentinel.master_name: list the sentinels (redis://HOST:26379)"
+                        .into(),
+                ));
+            }
+            return problems;
+        }
+        if self.master_name.is_empty() {
+            problems.push((
+                "sentinel.master_name".into(),
+                "is needed with sentinel.nodes: the name the sentinels monitor the primary by"
+                    .into(),
+            ));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.starts_with("redis://") {
+                problems.push((
+                    format!("sentinel.nodes[{i}]"),
+                    "must start with redis:// (TLS to sentinels is not supported)".into(),
+                ));
+            } else if node.as_str().into_connection_info().is_err() {
+                problems.push((
+                    format!("sentinel.nodes[{i}]"),
+                    "is not a Redis URL (redis://HOST:PORT)".into(),
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// `redis.tls.*`: the certificates of a `rediss://` connection, as PEM files. Every one
@@ -131,7 +197,21 @@ pub struct QueueSettings {
 impl RedisSettings {
     /// Every value that parses but cannot work, as (key within `redis`, message).
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
+        let mut problems = self.sentinel.problems();
+        if self.sentinel.is_set() {
+            if self.tls.is_set() {
+                problems.push((
+                    "tls".into(),
+                    "is not used with redis.sentinel (TLS to a Sentinel-managed primary is not supported)"
+                        .into(),
+                ));
+            }
+            if self.timeout_secs == 0 {
+                problems.push(("timeout_secs".into(), "must be at least 1".into()));
+            }
+            // redis.url is not used: the sentinels name the primary.
+            return problems;
+        }
         let url = self.url.expose_secret();
         if !["redis://", "rediss://", "unix://"]
             .iter()
@@ -159,6 +239,9 @@ impl RedisSettings {
     /// What works but is risky, as (key within `redis`, message): a Redis without a
     /// password on an address other programs (agents in containers or pods) may reach.
     pub fn warnings(&self) -> Vec<(String, String)> {
+        if self.sentinel.is_set() {
+            return Vec::new();
+        }
         let Ok(info) = self.url.expose_secret().into_connection_info() else {
             return Vec::new();
         };
@@ -273,7 +356,51 @@ mod tests {
             prefix: "agentsmith:".into(),
             timeout_secs: 5,
             tls,
+            sentinel: RedisSentinelSettings::default(),
+            min_replicas_acked: 0,
         }
+    }
+
+    fn sentinel(master_name: &str, nodes: &[&str]) -> RedisSettings {
+        RedisSettings {
+            sentinel: RedisSentinelSettings {
+                master_name: master_name.into(),
+                nodes: nodes.iter().map(|n| n.to_string()).collect(),
+                ..Default::default()
+            },
+            ..redis("redis://127.0.0.1:6379", RedisTlsSettings::default())
+        }
+    }
+
+    #[test]
+    fn sentinel_nodes_without_a_master_name_are_a_problem_naming_the_key() {
+        let problems = sentinel("", &["redis://10.0.0.1:26379"]).problems();
+        assert_eq!(keys(&problems), ["sentinel.master_name"], "{problems:?}");
+        let problems = sentinel("mymaster", &[]).problems();
+        assert_eq!(keys(&problems), ["sentinel.nodes"], "{problems:?}");
+        let problems = sentinel("mymaster", &["rediss://10.0.0.1:26379", "nope"]).problems();
+        assert_eq!(
+            keys(&problems),
+            ["sentinel.nodes[0]", "sentinel.nodes[1]"],
+            "{problems:?}"
+        );
+        let fine = sentinel("mymaster", &["redis://10.0.0.1:26379", "redis://h:26379"]);
+        assert!(fine.problems().is_empty(), "{:?}", fine.problems());
+        assert!(
+            fine.warnings().is_empty(),
+            "redis.url is not used with sentinel"
+        );
+    }
+
+    #[test]
+    fn an_unknown_sentinel_key_does_not_parse() {
+        let parsed = serde_json::from_value::<RedisSentinelSettings>(serde_json::json!({
+            "master_name": "mymaster",
+            "nodes": ["redis://127.0.0.1:26379"],
+            "master": "typo",
+        }));
+        let message = parsed.unwrap_err().to_string();
+        assert!(message.contains("unknown field `master`"), "{message}");
     }
 
     fn keys(found: &[(String, String)]) -> Vec<&str> {

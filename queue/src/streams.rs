@@ -298,6 +298,8 @@ mod tests {
             prefix: format!("streams-{:016x}:", rand::random::<u64>()),
             timeout_secs: 5,
             tls: Default::default(),
+            sentinel: Default::default(),
+            min_replicas_acked: 0,
         };
         Queue::new(&redis, &QueueSettings::for_tests()).unwrap()
     }

@@ -7,6 +7,7 @@
 //! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
 //! | [`temp`] | unique names and temporary directories |
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
+//! | [`sentinel`] | a primary, a replica and three sentinels as real processes ([`sentinel::SentinelSet`]), for failover tests |
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
 //! | [`procs`] | processes found again by a marker in their argv |
 //! | [`stand_in`] | a stand-in for the dispatcher's runner callback, recording what a runner posts |
@@ -19,6 +20,7 @@ pub mod fake_api;
 pub mod net;
 pub mod procs;
 pub mod redis;
+pub mod sentinel;
 pub mod sign;
 pub mod stand_in;
 pub mod temp;

@@ -31,6 +31,7 @@ pub(super) fn env_layer(env: &[(String, String)]) -> Result<Value, ConfigError> 
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("api.tokens")
+                .with_list_parse_key("redis.sentinel.nodes")
                 .source(Some(source)),
         )
         .build()

@@ -224,6 +224,28 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_settings_are_checked_by_key_and_nodes_come_as_a_list_from_the_environment() {
+        let err = load_yaml(
+            "redis:\n  sentinel:\n    nodes: [\"redis://10.0.0.1:26379\"]\n    master: x\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"redis.sentinel.master"), "{err}");
+        assert!(keys.contains(&"redis.sentinel.master_name"), "{err}");
+        let settings = load_yaml(
+            "redis:\n  sentinel:\n    master_name: mymaster\n  min_replicas_acked: 1\n",
+            &[(
+                "AGENTSMITH__REDIS__SENTINEL__NODES",
+                "redis://10.0.0.1:26379,redis://10.0.0.2:26379",
+            )],
+        )
+        .unwrap();
+        assert_eq!(settings.redis.sentinel.nodes.len(), 2);
+        assert_eq!(settings.redis.min_replicas_acked, 1);
+    }
+
+    #[test]
     fn user_agents_replace_the_built_in_ones_and_keep_case() {
         let settings = load_yaml(
             "agents:\n  mine:\n    command: [\"true\"]\n    env:\n      MY_VAR: One\n",
