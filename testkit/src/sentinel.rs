@@ -143,7 +143,7 @@ impl Sentinel {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("starting redis-server --sentinel ({e}): apt-get install redis-sentinel")
+                panic!("starting redis-server --sentinel ({e}): apt-get install redis-server")
             });
         let sentinel = Self {
             port,
