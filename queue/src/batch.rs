@@ -194,6 +194,7 @@ mod tests {
             timeout_secs: 5,
             tls: Default::default(),
             sentinel: Default::default(),
+            cluster: false,
             min_replicas_acked: 0,
         };
         Queue::new(&redis, &QueueSettings::for_tests()).unwrap()

@@ -50,6 +50,7 @@ fn queue(url: &str, prefix: &str) -> Queue {
         timeout_secs: 5,
         tls: Default::default(),
         sentinel: Default::default(),
+        cluster: false,
         min_replicas_acked: 0,
     };
     let limits = QueueSettings::for_tests();
@@ -96,7 +97,7 @@ fn batch(attempt: u32, first_seq: u64, events: Vec<RunnerEvent>) -> RunnerBatch 
 /// Submits two jobs of one concurrency key, runs the first to success (which admits the
 /// second), fails the second for good, retries and cancels it, and works the outbox and the
 /// leases: every script runs at least once. The first error is returned.
-async fn lifecycle(queue: &Queue) -> Result<()> {
+pub(crate) async fn lifecycle(queue: &Queue) -> Result<()> {
     queue.ensure_group().await?;
     queue.ensure_notify_group().await?;
     let first = queue

@@ -495,6 +495,7 @@ mod tests {
             timeout_secs: 5,
             tls: Default::default(),
             sentinel: Default::default(),
+            cluster: false,
             min_replicas_acked: 0,
         };
         let mut limits = QueueSettings::for_tests();

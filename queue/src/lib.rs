@@ -31,6 +31,8 @@ mod cluster;
 mod connection;
 mod deliveries;
 pub mod error;
+#[cfg(test)]
+mod failover;
 pub mod fields;
 pub mod job;
 mod jobs;
@@ -41,8 +43,6 @@ mod lists;
 mod outbox;
 mod runner;
 mod scripts;
-#[cfg(test)]
-mod sentinel;
 pub mod settings;
 mod stats;
 mod streams;

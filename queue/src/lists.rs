@@ -31,6 +31,7 @@ fn queue_at(url: &str, retention_secs: u64) -> Queue {
         timeout_secs: 5,
         tls: Default::default(),
         sentinel: Default::default(),
+        cluster: false,
         min_replicas_acked: 0,
     };
     let mut limits = QueueSettings::for_tests();

@@ -23,6 +23,10 @@ pub struct RedisSettings {
     /// Redis Sentinel: when set, the primary the sentinels name is used instead of `url`.
     #[serde(default)]
     pub sentinel: RedisSentinelSettings,
+    /// Redis Cluster: `url` names a node of the cluster (any), and the queue uses the
+    /// primary serving its keys' hash slot, following it through failovers.
+    #[serde(default)]
+    pub cluster: bool,
     /// Replicas that must acknowledge each write (Redis `WAIT`) before the queue reports
     /// it done; 0 waits for none.
     #[serde(default)]
@@ -198,6 +202,9 @@ impl RedisSettings {
     /// Every value that parses but cannot work, as (key within `redis`, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = self.sentinel.problems();
+        if self.cluster {
+            problems.extend(self.cluster_problems());
+        }
         if self.sentinel.is_set() {
             if self.tls.is_set() {
                 problems.push((
@@ -233,6 +240,35 @@ impl RedisSettings {
             ));
         }
         problems.extend(self.tls.problems());
+        problems
+    }
+
+    /// What cannot work on Redis Cluster, as (key within `redis`, message).
+    fn cluster_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.sentinel.is_set() {
+            problems.push((
+                "cluster".into(),
+                "cannot be used with redis.sentinel: a cluster fails over by itself".into(),
+            ));
+        }
+        if self.url.expose_secret().starts_with("unix://") {
+            problems.push((
+                "url".into(),
+                "must be redis:// or rediss:// with redis.cluster (a node of the cluster)".into(),
+            ));
+        }
+        if crate::connection::hash_tag(self.prefix.as_bytes()).is_none() {
+            problems.push((
+                "prefix".into(),
+                format!(
+                    "needs a hash tag with redis.cluster, e.g. \"{{agentsmith}}:\": the queue's \
+                     scripts reach many of its keys at once, so they must share one hash slot \
+                     ({:?} has no non-empty {{...}})",
+                    self.prefix
+                ),
+            ));
+        }
         problems
     }
 
@@ -357,6 +393,7 @@ mod tests {
             timeout_secs: 5,
             tls,
             sentinel: RedisSentinelSettings::default(),
+            cluster: false,
             min_replicas_acked: 0,
         }
     }
@@ -370,6 +407,37 @@ mod tests {
             },
             ..redis("redis://127.0.0.1:6379", RedisTlsSettings::default())
         }
+    }
+
+    fn cluster(url: &str, prefix: &str) -> RedisSettings {
+        RedisSettings {
+            cluster: true,
+            prefix: prefix.into(),
+            ..redis(url, RedisTlsSettings::default())
+        }
+    }
+
+    #[test]
+    fn a_cluster_wants_a_hash_tagged_prefix_and_a_tcp_node() {
+        assert!(cluster("redis://10.0.0.1:7000", "{agentsmith}:")
+            .problems()
+            .is_empty());
+        assert!(cluster("rediss://:pw@10.0.0.1:7000", "team-{a}:")
+            .problems()
+            .is_empty());
+        for prefix in ["agentsmith:", "{}agentsmith:", "{agentsmith:"] {
+            let problems = cluster("redis://10.0.0.1:7000", prefix).problems();
+            assert_eq!(keys(&problems), ["prefix"], "{problems:?}");
+            assert!(problems[0].1.contains("hash tag"), "{problems:?}");
+        }
+        let problems = cluster("unix:///run/redis.sock", "{a}:").problems();
+        assert_eq!(keys(&problems), ["url"], "{problems:?}");
+        let both = RedisSettings {
+            cluster: true,
+            prefix: "{a}:".into(),
+            ..sentinel("mymaster", &["redis://10.0.0.1:26379"])
+        };
+        assert_eq!(keys(&both.problems()), ["cluster"], "{:?}", both.problems());
     }
 
     #[test]

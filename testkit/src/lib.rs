@@ -7,6 +7,7 @@
 //! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
 //! | [`temp`] | unique names and temporary directories |
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
+//! | [`cluster`] | three primaries with a replica each as real processes ([`cluster::RedisCluster`]), for Redis Cluster failover tests |
 //! | [`sentinel`] | a primary, a replica and three sentinels as real processes ([`sentinel::SentinelSet`]), for failover tests |
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
 //! | [`procs`] | processes found again by a marker in their argv |
@@ -16,6 +17,7 @@
 // Test tooling: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod fake_api;
 pub mod net;
 pub mod procs;
