@@ -2,6 +2,8 @@
 //! environment) and turning them into [`Settings`], collecting every structural problem
 //! (unknown keys, wrong types) with the key that has it.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::{ConfigError, Problem, Settings};
@@ -45,6 +47,45 @@ pub(super) fn env_layer(env: &[(String, String)]) -> Result<Value, ConfigError> 
     Ok(built)
 }
 
+/// The text of each `AGENTSMITH__` variable by its dotted key (`redis.sentinel.password`).
+/// The environment layer parses what looks like a number or a boolean; where the setting is
+/// text (a password of digits, a token `007`, a name `true`), [`deserialize_all`] puts the
+/// variable's own text back instead of refusing it.
+pub(super) fn env_texts(env: &[(String, String)]) -> HashMap<String, String> {
+    env.iter()
+        .filter_map(|(name, text)| {
+            let key = name.strip_prefix("AGENTSMITH__")?;
+            let key = key
+                .split("__")
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            Some((key, text.clone()))
+        })
+        .collect()
+}
+
+/// The environment's text for `path` (`api.tokens[1]`: the second of its comma-separated
+/// items), if a variable set it.
+fn env_text(texts: &HashMap<String, String>, path: &str) -> Option<String> {
+    match split_index(path) {
+        (key, Some(index)) => texts
+            .get(key)?
+            .split(',')
+            .nth(index)
+            .map(|item| item.trim().to_string()),
+        (key, None) => texts.get(key).cloned(),
+    }
+}
+
+/// `a.b[2]` as (`a.b`, `Some(2)`); a path without an index as itself and `None`.
+fn split_index(path: &str) -> (&str, Option<usize>) {
+    path.strip_suffix(']')
+        .and_then(|rest| rest.rsplit_once('['))
+        .and_then(|(key, index)| Some((key, Some(index.parse().ok()?))))
+        .unwrap_or((path, None))
+}
+
 /// Lays `over` onto `base`: objects merge key by key, anything else replaces.
 pub(super) fn merge(base: &mut Value, over: Value) {
     match (base, over) {
@@ -67,9 +108,13 @@ pub(super) fn merge(base: &mut Value, over: Value) {
 /// reports all unknown keys and wrong types, and the settings that result can still be
 /// checked for the values that parse but cannot work. The settings are `None` when what is
 /// left cannot be read at all.
+///
+/// A value the environment layer parsed as a number or boolean where text is expected is
+/// given back as the variable's text (`texts`, see [`env_texts`]) instead.
 pub(super) fn deserialize_all(
     mut value: Value,
     defaults: &Value,
+    texts: &HashMap<String, String>,
 ) -> (Option<Settings>, Vec<Problem>) {
     let mut problems = Vec::new();
     for _ in 0..64 {
@@ -78,6 +123,13 @@ pub(super) fn deserialize_all(
             Err(err) => {
                 let path = err.path().to_string();
                 let inner = err.into_inner().to_string();
+                if inner.contains("expected a string") {
+                    if let Some(text) = env_text(texts, &path) {
+                        if replace_key(&mut value, &path, Value::String(text)) {
+                            continue;
+                        }
+                    }
+                }
                 let (key, message, removable) = describe(&path, &inner);
                 problems.push(Problem {
                     key: key.clone(),
@@ -101,11 +153,18 @@ fn lookup<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
     key.split('.').try_fold(value, |node, part| node.get(part))
 }
 
-/// Sets the value at a dotted `key` that exists; whether it did.
+/// Sets the value at a dotted `key` (which may end with an index, `a.b[2]`) that exists;
+/// whether it did.
 fn replace_key(value: &mut Value, key: &str, new: Value) -> bool {
+    let (key, index) = split_index(key);
     let slot = key
         .split('.')
         .try_fold(value, |node, part| node.get_mut(part));
+    let slot = match (slot, index) {
+        (Some(list), Some(index)) => list.get_mut(index),
+        (slot, None) => slot,
+        (None, Some(_)) => None,
+    };
     match slot {
         Some(slot) if *slot != new => {
             *slot = new;

@@ -33,7 +33,7 @@ pub use sources::{
     GithubSettings, GitlabSettings, JiraSettings, ReplySettings, SlackSettings, SourcesSettings,
 };
 
-use layers::{deserialize_all, env_layer, merge, yaml_value};
+use layers::{deserialize_all, env_layer, env_texts, merge, yaml_value};
 
 /// The built-in defaults, which are also the documented example.
 pub const DEFAULTS_YAML: &str = include_str!("../../../config/agentsmith.example.yml");
@@ -122,7 +122,7 @@ impl Settings {
             }
         }
         merge(&mut defaults, user);
-        let (settings, mut problems) = deserialize_all(defaults, &builtin);
+        let (settings, mut problems) = deserialize_all(defaults, &builtin, &env_texts(env));
         if let Some(settings) = &settings {
             problems.extend(settings.validate());
         }
@@ -243,6 +243,61 @@ mod tests {
         .unwrap();
         assert_eq!(settings.redis.sentinel.nodes.len(), 2);
         assert_eq!(settings.redis.min_replicas_acked, 1);
+    }
+
+    #[test]
+    fn text_settings_from_the_environment_keep_text_that_looks_like_a_number_or_a_boolean() {
+        let settings = load_yaml(
+            "redis:\n  prefix: \"{agentsmith}:\"\n",
+            &[
+                (
+                    "AGENTSMITH__REDIS__SENTINEL__NODES",
+                    "redis://10.0.0.1:26379",
+                ),
+                ("AGENTSMITH__REDIS__SENTINEL__MASTER_NAME", "12"),
+                ("AGENTSMITH__REDIS__SENTINEL__USERNAME", "true"),
+                ("AGENTSMITH__REDIS__SENTINEL__PASSWORD", "00123456"),
+                (
+                    "AGENTSMITH__API__TOKENS",
+                    "0123456789012345678901234567890123,abcdefabcdefabcdefabcdefabcdef12",
+                ),
+                ("AGENTSMITH__QUEUE__MAX_CONCURRENT_JOBS", "7"),
+            ],
+        )
+        .unwrap();
+        let sentinel = &settings.redis.sentinel;
+        assert_eq!(sentinel.master_name, "12");
+        assert_eq!(sentinel.username, "true");
+        assert_eq!(sentinel.password.expose_secret(), "00123456");
+        let tokens: Vec<&str> = settings
+            .api
+            .tokens
+            .iter()
+            .map(|t| t.expose_secret())
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                "0123456789012345678901234567890123",
+                "abcdefabcdefabcdefabcdefabcdef12"
+            ]
+        );
+        // Numbers stay numbers where the setting is one.
+        assert_eq!(settings.queue.max_concurrent_jobs, 7);
+
+        let cluster = load_yaml(
+            "redis:\n  prefix: \"{agentsmith}:\"\n",
+            &[("AGENTSMITH__REDIS__CLUSTER", "true")],
+        )
+        .unwrap();
+        assert!(cluster.redis.cluster);
+        let err = load_yaml("redis:\n  cluster: true\n", &[]).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == "redis.prefix" && p.message.contains("hash tag")),
+            "{err}"
+        );
     }
 
     #[test]
