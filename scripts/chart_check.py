@@ -6,18 +6,20 @@
  - `helm lint --strict` with the test and example values; the values schema accepts the values
    it should and refuses bad ones, and the templates fail with a clear message on contradictory
    ones;
- - sixteen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
+ - seventeen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
    (labels, RBAC rules (secrets written, never read), security contexts, probes, Secrets: the
    generated API token and Redis password, Redis's --requirepass and authenticated probes, the
-   dispatcher's Redis URL, optional objects, NOTES), and its agentsmith.yml passing
-   `agentsmith config check` with the Deployment's environment;
+   dispatcher's Redis URL or Sentinel settings, optional objects, NOTES), and its
+   agentsmith.yml passing `agentsmith config check` with the Deployment's environment;
  - every NetworkPolicy evaluated as a network plugin would (chartkit.allowed): which addresses,
    ports and pods agent pods and Redis can and cannot reach, range by range, for the defaults,
    agents in their own namespace, clusterCidrs and extra rules, other public ports, and
    networkPolicy.enabled false (the test cluster enforces no NetworkPolicy: this is where they
    are checked);
  - checksum annotations (stable with generated secrets), webhook source secrets, the
-   PodDisruptionBudget's API version, proxies, the agents' disk;
+   PodDisruptionBudget's API version, proxies, the agents' disk, Redis Sentinel and WAIT
+   (externalRedis.sentinel, externalRedis.minReplicasAcked: the variables and agentsmith.yml
+   keys the dispatcher reads, passwords only from Secrets, the defaults left as they were);
  - both Kustomize overlays (kubectl kustomize), checked the same way;
  - every object valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict);
  - hadolint on the Dockerfiles.
@@ -181,6 +183,18 @@ sources:
     email: "agentsmith@acme.example"
 """
 
+# Redis Sentinel: three sentinels (an address, a name with a port of its own, IPv6 without a
+# port), the primary's password and the sentinels' own from one Secret, an ACL user, WAIT on one
+# replica.
+SENTINEL_PASSWORD = "sentinel0password0123456789"
+SENTINEL_DATA_PASSWORD = "primary0password0123456789"
+SENTINEL = merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {
+    "minReplicasAcked": 1,
+    "sentinel": {"masterName": "mymaster", "nodes": ["10.0.0.1:26379", "redis://sentinel-1.example.com:26380", "[fd00::5]"],
+                 "username": "agentsmith", "existingSecret": "redis-sentinel",
+                 "existingSecretSentinelPasswordKey": "sentinel-password"}}})
+SENTINEL_SECRETS = {"redis-sentinel": {"redis-password": SENTINEL_DATA_PASSWORD, "sentinel-password": SENTINEL_PASSWORD}}
+
 # name -> (values, Secrets that exist outside the chart: {name: {key: value}})
 SCENARIOS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
@@ -205,6 +219,7 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
                                              "tls": {"enabled": True}}}),
         {"redis-creds": {"redis-password": "external0password0123456789"}},
     ),
+    "external Redis through Sentinel, WAIT on a replica": (SENTINEL, SENTINEL_SECRETS),
     "Redis password from an existing Secret": (
         merge(WITH_TOKEN, {"redis": {"auth": {"existingSecret": "redis-auth", "existingSecretKey": "password"}}}),
         {"redis-auth": {"password": "mine0password0123456789"}},
@@ -263,7 +278,8 @@ def check_lint(helm) -> None:
     checks.start("helm lint (strict)")
     for label, values in [("default values", {}), ("test values", WITH_TOKEN), ("opened egress", OPENED),
                           ("values.local.yaml.example", SCENARIOS["values.local.yaml.example"][0]),
-                          ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0])]:
+                          ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0]),
+                          ("Redis Sentinel and WAIT", SENTINEL)]:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
         checks.ok(f"lint with {label}: no warnings or errors", not problems, problems)
@@ -309,6 +325,18 @@ def check_schema(helm, chart) -> None:
         ("externalRedis.host with a scheme", {"externalRedis": {"host": "redis://r.example.com"}}, "/externalRedis/host"),
         ("externalRedis.tls.enabled \"true\"", {"externalRedis": {"tls": {"enabled": "true"}}}, "/externalRedis/tls/enabled"),
         ("agents.disk as a list", {"agents": {"disk": ["10Gi"]}}, "/agents/disk"),
+        ("a sentinel over TLS (rediss://: not supported)", {"externalRedis": {"sentinel": {"nodes": ["rediss://s.example.com:26379"]}}},
+         "/externalRedis/sentinel/nodes/0"),
+        ("a sentinel with its password in the value", {"externalRedis": {"sentinel": {"nodes": ["redis://:pw@s.example.com:26379"]}}},
+         "/externalRedis/sentinel/nodes/0"),
+        ("sentinel nodes as one comma-separated string", {"externalRedis": {"sentinel": {"nodes": "a:26379,b:26379"}}},
+         "/externalRedis/sentinel/nodes"),
+        ("a sentinel master name as a number", {"externalRedis": {"sentinel": {"masterName": 12}}}, "/externalRedis/sentinel/masterName"),
+        ("a password as a value under externalRedis.sentinel", {"externalRedis": {"sentinel": {"password": "x"}}}, "password"),
+        ("a sentinel password key with a '/'", {"externalRedis": {"sentinel": {"existingSecretSentinelPasswordKey": "a/b"}}},
+         "/externalRedis/sentinel/existingSecretSentinelPasswordKey"),
+        ("externalRedis.minReplicasAcked -1", {"externalRedis": {"minReplicasAcked": -1}}, "/externalRedis/minReplicasAcked"),
+        ("externalRedis.minReplicasAcked \"1\"", {"externalRedis": {"minReplicasAcked": "1"}}, "/externalRedis/minReplicasAcked"),
     ]
     for label, bad, where in refused:
         values = merge(WITH_TOKEN, bad)
@@ -329,6 +357,10 @@ def check_schema(helm, chart) -> None:
          {"redis": {"enabled": False}, "externalRedis": {"host": "redis.example.com", "port": 6380, "existingSecret": "r",
                                                          "existingSecretPasswordKey": "pw", "tls": {"enabled": True}}}),
         ("agents.disk 20Gi", {"agents": {"disk": "20Gi"}}),
+        ("an external Redis through Sentinel, with WAIT", SENTINEL),
+        ("sentinels by name, address and IPv6, with and without a port and redis://",
+         {"redis": {"enabled": False}, "externalRedis": {"sentinel": {
+             "masterName": "m", "nodes": ["s1", "s2.example.com:26380", "redis://10.0.0.3", "redis://[fd00::3]:26379/"]}}}),
         ("agents in their own namespace", {"agents": {"namespace": "agentsmith-agents"}}),
     ]
     for label, good in accepted:
@@ -357,6 +389,25 @@ def check_template_failures(helm, chart) -> None:
          merge(WITH_TOKEN, {"config": {"content": "sources:\n  slack:\n    signing_secret: x\n"}}),
          "config.content sets sources.slack.signing_secret"),
         ("config.content that is not a mapping", merge(WITH_TOKEN, {"config": {"content": "- a\n- b\n"}}), "config.content is not a YAML mapping"),
+        ("config.content with redis.sentinel",
+         merge(WITH_TOKEN, {"config": {"content": "redis:\n  sentinel:\n    password: x\n"}}), "config.content sets redis.sentinel"),
+        ("sentinel nodes without a master name",
+         merge(SENTINEL, {"externalRedis": {"sentinel": {"masterName": ""}}}),
+         "externalRedis.sentinel.masterName is needed with externalRedis.sentinel.nodes"),
+        ("a sentinel master name without nodes",
+         merge(SENTINEL, {"externalRedis": {"sentinel": {"nodes": []}}}),
+         "externalRedis.sentinel.nodes is needed with externalRedis.sentinel.masterName"),
+        ("Sentinel with the bundled Redis", merge(SENTINEL, {"redis": {"enabled": True}, "externalRedis": {"minReplicasAcked": 0}}),
+         "externalRedis.sentinel is set but redis.enabled is true"),
+        ("Sentinel and externalRedis.host together", merge(SENTINEL, {"externalRedis": {"host": "r.example.com"}}),
+         "externalRedis.sentinel is set together with externalRedis.url, externalRedis.host or externalRedis.existingSecret"),
+        ("Sentinel with TLS", merge(SENTINEL, {"externalRedis": {"tls": {"enabled": True}}}),
+         "externalRedis.tls.enabled is not supported with externalRedis.sentinel"),
+        ("a sentinel password key without its Secret",
+         merge(SENTINEL, {"externalRedis": {"sentinel": {"existingSecret": ""}}}),
+         "externalRedis.sentinel.existingSecretSentinelPasswordKey is set without externalRedis.sentinel.existingSecret"),
+        ("WAIT on replicas of the bundled Redis (it has none)", merge(WITH_TOKEN, {"externalRedis": {"minReplicasAcked": 1}}),
+         "externalRedis.minReplicasAcked is 1, but the bundled Redis (redis.enabled) has no replicas"),
     ]
     for label, values, message in cases:
         try:
@@ -543,8 +594,7 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
        and re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/secret", "")) is not None, annotations)
     env_names = [e["name"] for e in main["env"] if e["name"].startswith("AGENTSMITH__")]
     equal(f"{label}: the dispatcher's AGENTSMITH__ variables", env_names,
-          ["AGENTSMITH__REDIS__URL", "AGENTSMITH__API__TOKENS", "AGENTSMITH__SERVER__RUNNER_SECRET",
-           *sorted(SOURCE_SECRETS)])
+          [*redis_env_names(v), "AGENTSMITH__API__TOKENS", "AGENTSMITH__SERVER__RUNNER_SECRET", *sorted(SOURCE_SECRETS)])
     ok(f"{label}: no proxy variables when no proxy is set",
        not any(e["name"].upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for e in main["env"]))
 
@@ -560,7 +610,8 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     ok(f"{label}: in-cluster access (no kubeconfig or context)", "kubeconfig" not in k8s and "context" not in k8s, k8s)
     ok(f"{label}: no spawner.kubernetes.env without a proxy (dispatchers before it refuse the key)", "env" not in k8s)
     ok(f"{label}: no secret in agentsmith.yml",
-       "tokens" not in (config.get("api") or {}) and "runner_secret" not in server and "url" not in (config.get("redis") or {}))
+       "tokens" not in (config.get("api") or {}) and "runner_secret" not in server and "url" not in (config.get("redis") or {})
+       and not {"password", "nodes"} & set((config.get("redis") or {}).get("sentinel") or {}))
     ok(f"{label}: every agent profile has an image", all(p.get("image") for p in config["agents"].values()), config["agents"])
     secrets = {**secrets_in(objects), **external}
     env, missing = deployment_env(dispatcher, "dispatcher", secrets)
@@ -569,9 +620,12 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
 
     # Redis, bundled or not, and the password the dispatcher's URL carries.
     redis_name = f"{FULLNAME}-redis"
-    url_var = next(e for e in main["env"] if e["name"] == "AGENTSMITH__REDIS__URL")
+    url_var = next((e for e in main["env"] if e["name"] == "AGENTSMITH__REDIS__URL"), {})
     url = env.get("AGENTSMITH__REDIS__URL")
     password = None
+    passwords: list[tuple[str, str]] = []  # (which, value): others than the URL's, Sentinel's
+    equal(f"{label}: agentsmith.yml's redis section: what externalRedis.sentinel and minReplicasAcked set, nothing else",
+          config.get("redis"), redis_config(v))
     if v["redis"]["enabled"]:
         redis = one(objects, "Deployment", redis_name)
         rspec = pod_spec(redis)
@@ -630,7 +684,9 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
         ok(f"{label}: no bundled Redis", not find(objects, "Deployment", redis_name) and not find(objects, "Service", redis_name)
            and not find(objects, "Secret", redis_name))
         external = v["externalRedis"]
-        if external["host"]:
+        if external["sentinel"]["nodes"]:
+            passwords = check_sentinel_env(label, external["sentinel"], main, env, secrets)
+        elif external["host"]:
             scheme = "rediss" if external["tls"]["enabled"] else "redis"
             if external["existingSecret"]:
                 password = secrets.get(external["existingSecret"], {}).get(external["existingSecretPasswordKey"])
@@ -644,9 +700,11 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
                       f"{scheme}://{external['host']}:{external['port']}")
         else:
             ok(f"{label}: the Redis URL comes from a Secret", "valueFrom" in url_var)
-    if password:
-        leaks = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["kind"] != "Secret" and password in json.dumps(o)]
-        ok(f"{label}: the Redis password is in no object but a Secret", not leaks, leaks)
+    for which, secret_value in [("the Redis password", password), *passwords]:
+        if not secret_value:
+            continue
+        leaks = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["kind"] != "Secret" and secret_value in json.dumps(o)]
+        ok(f"{label}: {which} is in no object but a Secret", not leaks, leaks)
 
     # The chart's own Secret: created unless existingSecret; what it holds.
     chart_secret = find(objects, "Secret", FULLNAME)
@@ -701,6 +759,76 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
        all(s in notes for s in ("/v1", "/webhooks", "helm test", "port-forward", "/ready")))
 
 
+def sentinel_on(v: dict) -> bool:
+    return not v["redis"]["enabled"] and bool(v["externalRedis"]["sentinel"]["nodes"])
+
+
+def sentinel_password_ref(sentinel: dict) -> dict | None:
+    """The Secret and key of the primary's (and its replicas') password, if there is one."""
+    if sentinel["existingSecret"] and sentinel["existingSecretPasswordKey"]:
+        return {"name": sentinel["existingSecret"], "key": sentinel["existingSecretPasswordKey"]}
+    return None
+
+
+def redis_env_names(v: dict) -> list[str]:
+    """The dispatcher's Redis variables: the URL, or with Sentinel the sentinels and the password."""
+    if sentinel_on(v):
+        password = ["AGENTSMITH__REDIS__SENTINEL__PASSWORD"] if sentinel_password_ref(v["externalRedis"]["sentinel"]) else []
+        return ["AGENTSMITH__REDIS__SENTINEL__NODES", *password]
+    return ["AGENTSMITH__REDIS__URL"]
+
+
+def redis_config(v: dict) -> dict | None:
+    """agentsmith.yml's `redis` section as the chart writes it (None: none, as before Sentinel)."""
+    redis: dict[str, Any] = {}
+    if sentinel_on(v):
+        sentinel = v["externalRedis"]["sentinel"]
+        redis["sentinel"] = {"master_name": sentinel["masterName"], **({"username": sentinel["username"]} if sentinel["username"] else {})}
+    if v["externalRedis"]["minReplicasAcked"]:
+        redis["min_replicas_acked"] = v["externalRedis"]["minReplicasAcked"]
+    return redis or None
+
+
+def sentinel_nodes(nodes: list[str], auth: str) -> str:
+    """AGENTSMITH__REDIS__SENTINEL__NODES for externalRedis.sentinel.nodes: redis://, the port 26379 when none."""
+    urls = []
+    for node in nodes:
+        address = node.removeprefix("redis://").rstrip("/")
+        urls.append(f"redis://{auth}{address}{'' if re.search(r':[0-9]+$', address) else ':26379'}")
+    return ",".join(urls)
+
+
+def check_sentinel_env(label: str, sentinel: dict, main: dict, env: dict[str, str],
+                       secrets: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
+    """The dispatcher's Sentinel variables: in the manifest, passwords by reference only; as the
+    kubelet resolves them, the sentinels' URLs with their password and the primary's password.
+    Returns the passwords, (which, value), for the leak check."""
+    ok, equal = checks.ok, checks.equal
+    variables = {e["name"]: e for e in main["env"]}
+    secret_name, sentinel_key = sentinel["existingSecret"], sentinel["existingSecretSentinelPasswordKey"]
+    auth_ref = f":$(REDIS_SECRET_{sentinel_key})@" if secret_name and sentinel_key else ""
+    ok(f"{label}: no AGENTSMITH__REDIS__URL with Sentinel (redis.url is not used)", "AGENTSMITH__REDIS__URL" not in variables)
+    equal(f"{label}: AGENTSMITH__REDIS__SENTINEL__NODES in the manifest: redis:// URLs, the sentinels' password by reference",
+          variables.get("AGENTSMITH__REDIS__SENTINEL__NODES"),
+          {"name": "AGENTSMITH__REDIS__SENTINEL__NODES", "value": sentinel_nodes(sentinel["nodes"], auth_ref)})
+    equal(f"{label}: ... its Secret by envFrom", main.get("envFrom"),
+          [{"prefix": "REDIS_SECRET_", "secretRef": {"name": secret_name}}] if auth_ref else None)
+    sentinel_password = secrets.get(secret_name, {}).get(sentinel_key) if auth_ref else None
+    equal(f"{label}: the sentinels' URLs as the kubelet makes them", env.get("AGENTSMITH__REDIS__SENTINEL__NODES"),
+          sentinel_nodes(sentinel["nodes"], f":{sentinel_password}@" if sentinel_password else ""))
+    ref = sentinel_password_ref(sentinel)
+    password_var = variables.get("AGENTSMITH__REDIS__SENTINEL__PASSWORD")
+    if ref:
+        equal(f"{label}: AGENTSMITH__REDIS__SENTINEL__PASSWORD only by secretKeyRef, to {ref['name']}/{ref['key']}", password_var,
+              {"name": "AGENTSMITH__REDIS__SENTINEL__PASSWORD", "valueFrom": {"secretKeyRef": ref}})
+    else:
+        ok(f"{label}: no AGENTSMITH__REDIS__SENTINEL__PASSWORD without a password Secret", password_var is None, password_var)
+    data_password = secrets.get(ref["name"], {}).get(ref["key"]) if ref else None
+    equal(f"{label}: the primary's password as the dispatcher gets it", env.get("AGENTSMITH__REDIS__SENTINEL__PASSWORD"), data_password)
+    return [(which, value) for which, value in (("the sentinels' password", sentinel_password),
+                                                ("the Sentinel primary's password", data_password)) if value]
+
+
 def source_values(v: dict) -> dict[str, str]:
     """The webhook sources' secrets given as values, by their key in the Secret."""
     sources = v["secrets"]
@@ -747,8 +875,8 @@ NON_PUBLIC = [
 PUBLIC = [("1.1.1.1", "a public resolver's address"), ("140.82.112.3", "github.com"), ("151.101.0.223", "pypi.org"),
           ("2606:4700:4700::1111", "a public IPv6 address"), ("2a00:1450:4001:80b::200e", "a public IPv6 address")]
 # Ports each address is tried on: the defaults' 443 and 80, and what they must not open.
-PROBE_PORTS = [(443, "TCP"), (80, "TCP"), (22, "TCP"), (25, "TCP"), (5432, "TCP"), (6379, "TCP"), (53, "UDP"), (53, "TCP"),
-               (443, "UDP")]
+PROBE_PORTS = [(443, "TCP"), (80, "TCP"), (22, "TCP"), (25, "TCP"), (5432, "TCP"), (6379, "TCP"), (26379, "TCP"), (53, "UDP"),
+               (53, "TCP"), (443, "UDP")]
 
 
 def port_listed(ports: list[dict], port: int, protocol: str) -> bool:
@@ -828,7 +956,8 @@ def check_policies(prefix: str, policies: list[dict], *, release_ns: str, agents
                                                        (dns, 53, "UDP"), (outside("169.254.169.254"), 80, "TCP"))))
     # The dispatcher has no policy: it reaches Redis, the API server and the providers, and takes
     # the Ingress controller's, the runners' and the probes' connections.
-    for target, port, what in (((redis or Endpoint("10.0.5.5")), 6379, "Redis"), (outside("10.96.0.1"), 443, "the API Service"),
+    for target, port, what in (((redis or Endpoint("10.0.5.5")), 6379, "Redis"), (outside("10.0.5.6"), 26379, "Redis Sentinel"),
+                               (outside("fd00::5"), 26379, "Redis Sentinel over IPv6"), (outside("10.96.0.1"), 443, "the API Service"),
                                (outside("172.17.0.1"), 6443, "the API server"), (outside("140.82.112.3"), 443, "the providers (github.com)")):
         ok(f"{prefix}the dispatcher reaches {what}", allowed(policies, dispatcher, target, port))
     ok(f"{prefix}the dispatcher takes connections on {dispatcher_port} from anywhere (Ingress controller, runners)",
@@ -982,6 +1111,129 @@ def check_disk(chart, binary: str, tmp: Path) -> None:
                  {"claude": "50Gi", "custom": "20Gi"})
     resolved, _ = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher", secrets_in(objects))
     config_check(binary, config, resolved, tmp, "with agents.disk")
+
+
+def check_sentinel(chart, binary: str, tmp: Path) -> None:
+    """externalRedis.sentinel and minReplicasAcked beyond the rendered scenario: the defaults left
+    as they were, exact variables, the variants without passwords, and WAIT without Sentinel."""
+    checks.start("Redis Sentinel and WAIT (externalRedis.sentinel, externalRedis.minReplicasAcked)")
+    ok, equal = checks.ok, checks.equal
+
+    def rendered(values: dict) -> tuple[list[dict], dict, str]:
+        out = render(chart, values)
+        objects = objects_of(out)
+        notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+        return objects, container(one(objects, "Deployment", FULLNAME), "dispatcher"), notes
+
+    # The defaults: what chart 0.3.0 rendered, no more.
+    for label, values in (("default values", {}), ("an API token given", WITH_TOKEN)):
+        objects, main, notes = rendered(values)
+        redis_vars = [e for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")]
+        equal(f"{label}: the dispatcher's only Redis variable is the bundled Redis's URL, as before", redis_vars,
+              [{"name": "AGENTSMITH__REDIS__URL", "value": f"redis://:$(REDIS_SECRET_redis-password)@{FULLNAME}-redis:6379"}])
+        equal(f"{label}: envFrom only the bundled Redis's password Secret, as before", main.get("envFrom"),
+              [{"prefix": "REDIS_SECRET_", "secretRef": {"name": f"{FULLNAME}-redis"}}])
+        ok(f"{label}: agentsmith.yml has no redis section (no sentinel, no min_replicas_acked)", "redis" not in config_of(objects),
+           config_of(objects).get("redis"))
+        ok(f"{label}: NOTES.txt says nothing of Sentinel or WAIT", "Sentinel" not in notes and "WAIT" not in notes)
+
+    # `helm upgrade --reuse-values` from chart 0.3.0 keeps that chart's values, which have neither
+    # key (null removes a default, as if it had never been there).
+    for label, values in (("the bundled Redis", WITH_TOKEN), ("an external Redis URL", merge(WITH_TOKEN, {
+            "redis": {"enabled": False}, "externalRedis": {"url": "redis://:pw@redis.example.com:6379/0"}}))):
+        what = f"{label}, values without externalRedis.sentinel and minReplicasAcked (kept from 0.3.0)"
+        try:
+            kept = objects_of(render(chart, merge(values, {"externalRedis": {"sentinel": None, "minReplicasAcked": None}})))
+            equal(f"{what}: render as with the defaults", [without_generated(o) for o in kept],
+                  [without_generated(o) for o in objects_of(render(chart, values))])
+        except Exception as e:  # noqa: BLE001 (the render's own error is the detail)
+            ok(f"{what}: render", False, e)
+
+    # Sentinel with both passwords and WAIT (also a rendered scenario): the manifest, exactly.
+    objects, main, notes = rendered(SENTINEL)
+    auth = ":$(REDIS_SECRET_sentinel-password)@"
+    equal("Sentinel: the Redis variables, exactly",
+          [e for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")],
+          [{"name": "AGENTSMITH__REDIS__SENTINEL__NODES",
+            "value": f"redis://{auth}10.0.0.1:26379,redis://{auth}sentinel-1.example.com:26380,redis://{auth}[fd00::5]:26379"},
+           {"name": "AGENTSMITH__REDIS__SENTINEL__PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "redis-sentinel", "key": "redis-password"}}}])
+    config = config_of(objects)
+    equal("Sentinel: agentsmith.yml's redis section (names and WAIT; the URLs and passwords are in the environment)",
+          config.get("redis"), {"sentinel": {"master_name": "mymaster", "username": "agentsmith"}, "min_replicas_acked": 1})
+    secret_values = [value for value in main["env"] if "value" in value]
+    ok("Sentinel: no plain env value holds a password (secretKeyRef, or $(REDIS_SECRET_...) from envFrom)",
+       not any(p in e["value"] for e in secret_values for p in (SENTINEL_PASSWORD, SENTINEL_DATA_PASSWORD)))
+    resolved, missing = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher", {**secrets_in(objects), **SENTINEL_SECRETS})
+    ok("Sentinel: every Secret key the Deployment needs is there", not missing, missing)
+    equal("Sentinel: the sentinels' URLs as the kubelet makes them", resolved.get("AGENTSMITH__REDIS__SENTINEL__NODES"),
+          f"redis://:{SENTINEL_PASSWORD}@10.0.0.1:26379,redis://:{SENTINEL_PASSWORD}@sentinel-1.example.com:26380,"
+          f"redis://:{SENTINEL_PASSWORD}@[fd00::5]:26379")
+    ok("Sentinel: NOTES.txt names the primary, the sentinels, the password's Secret and WAIT",
+       all(s in notes for s in ('through Sentinel: the primary "mymaster"', "10.0.0.1:26379, sentinel-1.example.com:26380, [fd00::5]:26379",
+                                "Secret/redis-sentinel key redis-password", "key sentinel-password", "on 1 Redis replica (WAIT")), notes)
+    policies = find(objects, "NetworkPolicy")
+    dispatcher = Endpoint("10.244.0.10", one(objects, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"], NAMESPACE)
+    agent = Endpoint("10.244.0.20", {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": FULLNAME}, NAMESPACE)
+    ok("Sentinel: the dispatcher reaches the sentinels (26379, 26380) and the primary they name (6379)",
+       all(allowed(policies, dispatcher, Endpoint(ip), port) for ip, port in (("10.0.0.1", 26379), ("10.0.0.2", 26380),
+                                                                               ("fd00::5", 26379), ("10.0.0.9", 6379))))
+    ok("Sentinel: agent pods reach neither the sentinels nor the primary",
+       not any(allowed(policies, agent, Endpoint(ip), port) for ip, port in (("10.0.0.1", 26379), ("fd00::5", 26379), ("10.0.0.9", 6379))))
+
+    # No password at all, a master name that looks like a number: it stays a string (in the
+    # environment the dispatcher would read it as a number, which is why it is in the file).
+    values = merge(WITH_TOKEN, {"redis": {"enabled": False},
+                                "externalRedis": {"sentinel": {"masterName": "12345", "nodes": ["sentinel.example.com"]}}})
+    objects, main, notes = rendered(values)
+    equal("Sentinel without passwords: the Redis variables",
+          [e for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")],
+          [{"name": "AGENTSMITH__REDIS__SENTINEL__NODES", "value": "redis://sentinel.example.com:26379"}])
+    ok("Sentinel without passwords: no envFrom", "envFrom" not in main, main.get("envFrom"))
+    text = one(objects, "ConfigMap", FULLNAME)["data"]["agentsmith.yml"]
+    equal("Sentinel: a numeric-looking master name stays a string in agentsmith.yml", yaml.safe_load(text).get("redis"),
+          {"sentinel": {"master_name": "12345"}})
+    ok("Sentinel without passwords: NOTES.txt says so", "NO password on the primary and its replicas" in notes, notes)
+    resolved, _ = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher", secrets_in(objects))
+    config_check(binary, yaml.safe_load(text), resolved, tmp, "Sentinel without passwords, a numeric master name")
+
+    # The primary's password only (the sentinels want none): no envFrom, the password by secretKeyRef.
+    values = merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {"sentinel": {
+        "masterName": "mymaster", "nodes": ["10.0.0.1:26379"], "existingSecret": "redis-sentinel"}}})
+    objects, main, _ = rendered(values)
+    equal("Sentinel, the primary's password only: the Redis variables",
+          [e for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")],
+          [{"name": "AGENTSMITH__REDIS__SENTINEL__NODES", "value": "redis://10.0.0.1:26379"},
+           {"name": "AGENTSMITH__REDIS__SENTINEL__PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "redis-sentinel", "key": "redis-password"}}}])
+    ok("Sentinel, the primary's password only: no envFrom", "envFrom" not in main, main.get("envFrom"))
+
+    # WAIT with an external Redis by URL, no Sentinel.
+    values = merge(WITH_TOKEN, {"redis": {"enabled": False},
+                                "externalRedis": {"url": "redis://:pw@redis.example.com:6379/0", "minReplicasAcked": 2}})
+    objects, main, notes = rendered(values)
+    equal("WAIT without Sentinel: redis.min_replicas_acked in agentsmith.yml", config_of(objects).get("redis"), {"min_replicas_acked": 2})
+    ok("WAIT without Sentinel: the URL still from the chart's Secret, no Sentinel variable",
+       [e["name"] for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")] == ["AGENTSMITH__REDIS__URL"])
+    ok("WAIT without Sentinel: NOTES.txt says 2 replicas", "on 2 Redis replicas (WAIT" in notes, notes)
+    resolved, _ = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher", secrets_in(objects))
+    config_check(binary, config_of(objects), resolved, tmp, "WAIT on 2 replicas of an external Redis")
+
+    # Sentinel's values hold no secret: checksum/secret leaves them out (the same values keep the
+    # checksum of chart 0.3.0); a change of them rolls the pods through the pod template itself.
+    def template(values: dict) -> dict:
+        return one(objects_of(render(chart, values)), "Deployment", FULLNAME)["spec"]["template"]
+
+    base = template(merge(SENTINEL, {"externalRedis": {"minReplicasAcked": 0}}))
+    equal("checksum/secret leaves externalRedis.sentinel and minReplicasAcked out",
+          base["metadata"]["annotations"]["checksum/secret"],
+          template(merge(SENTINEL, {"externalRedis": {"minReplicasAcked": 0, "sentinel": {
+              "nodes": ["10.0.0.9:26379"], "masterName": "other", "username": "someone"}}}))["metadata"]["annotations"]["checksum/secret"])
+    moved = template(merge(SENTINEL, {"externalRedis": {"sentinel": {"existingSecret": "redis-sentinel-2"}}}))
+    ok("another Sentinel password Secret changes the pod template (it rolls the pods)", moved["spec"] != base["spec"])
+    changed = template(merge(SENTINEL, {"externalRedis": {"minReplicasAcked": 2}}))
+    ok("another minReplicasAcked changes checksum/config (it rolls the pods)",
+       changed["metadata"]["annotations"]["checksum/config"] != template(SENTINEL)["metadata"]["annotations"]["checksum/config"])
 
 
 def check_policy_variants(chart) -> None:
@@ -1161,6 +1413,7 @@ def main() -> int:
         check_pdb_default(chart)
         check_proxy(chart, binary, tmp)
         check_disk(chart, binary, tmp)
+        check_sentinel(chart, binary, tmp)
         check_policy_variants(chart)
         groups.update(check_kustomize(kubectl, binary, tmp))
         check_validation(groups, tmp)

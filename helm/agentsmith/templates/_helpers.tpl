@@ -170,6 +170,9 @@ a secret (a ConfigMap is no place for one, and the Secret's environment would ov
 {{- if and (hasKey $user "redis") (hasKey (get $user "redis" | default dict) "url") -}}
 {{- fail "config.content sets redis.url: the chart sets it (bundled Redis), or give externalRedis.url / externalRedis.existingSecret instead" -}}
 {{- end -}}
+{{- if and (hasKey $user "redis") (hasKey (get $user "redis" | default dict) "sentinel") -}}
+{{- fail "config.content sets redis.sentinel: give externalRedis.sentinel instead (masterName, nodes, username, and the passwords in externalRedis.sentinel.existingSecret), so they stay out of the ConfigMap" -}}
+{{- end -}}
 {{- toYaml $user -}}
 {{- end -}}
 
@@ -240,6 +243,26 @@ namespace, service account and Secret it created) over both.
 {{- end -}}
 {{- if $enabled -}}
 {{- $_ := set $managed "sources" $enabled -}}
+{{- end -}}
+{{- /*
+  Redis Sentinel's names and WAIT's replica count, only when set (dispatchers that predate the
+  keys refuse them as unknown). The names go here rather than in the environment, where a
+  numeric-looking name would be read as a number; the sentinels' URLs and the passwords are
+  in the environment (agentsmith.redisEnv).
+*/ -}}
+{{- $redis := dict -}}
+{{- if include "agentsmith.sentinelEnabled" . -}}
+{{- $sentinel := dict "master_name" (toString .Values.externalRedis.sentinel.masterName) -}}
+{{- with .Values.externalRedis.sentinel.username -}}
+{{- $_ := set $sentinel "username" (toString .) -}}
+{{- end -}}
+{{- $_ := set $redis "sentinel" $sentinel -}}
+{{- end -}}
+{{- if gt (int .Values.externalRedis.minReplicasAcked) 0 -}}
+{{- $_ := set $redis "min_replicas_acked" (int .Values.externalRedis.minReplicasAcked) -}}
+{{- end -}}
+{{- if $redis -}}
+{{- $_ := set $managed "redis" $redis -}}
 {{- end -}}
 {{- $config := mergeOverwrite $defaults $user $managed -}}
 {{- /* In-cluster access, whatever config.content says (an empty value would not override). */ -}}
@@ -320,10 +343,21 @@ Secret holds already (generated at install, or given as values before); else a n
 A hash of the values the dispatcher's secrets are made from, for the checksum/secret annotation.
 Of the values and not of the rendered Secrets: a generated token or password is random in every
 render that cannot look it up (the checksum's own included), yet never changes in the cluster,
-and must not roll the pods.
+and must not roll the pods. externalRedis.sentinel and minReplicasAcked hold no secret (a change
+shows in the pod template or the ConfigMap) and are left out, so the same values keep the
+checksum chart 0.3.0 made and an upgrade to this chart does not roll the pods for nothing.
 */}}
 {{- define "agentsmith.secretsChecksum" -}}
-{{- dict "secrets" .Values.secrets "externalRedis" .Values.externalRedis "redisAuth" .Values.redis.auth "redis" .Values.redis.enabled | toJson | sha256sum -}}
+{{- $externalRedis := omit .Values.externalRedis "sentinel" "minReplicasAcked" -}}
+{{- dict "secrets" .Values.secrets "externalRedis" $externalRedis "redisAuth" .Values.redis.auth "redis" .Values.redis.enabled | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* "true" when the dispatcher finds its Redis through Sentinel (externalRedis.sentinel.nodes), else empty. */}}
+{{- define "agentsmith.sentinelEnabled" -}}
+{{- /* default dict: values kept from chart 0.3.0 (helm upgrade --reuse-values) have no sentinel. */ -}}
+{{- if and (not .Values.redis.enabled) (.Values.externalRedis.sentinel | default dict).nodes -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -338,6 +372,13 @@ appends new env entries after the existing ones (the URL came first in chart 0.1
 {{- if .Values.redis.enabled -}}
 name: {{ include "agentsmith.redis.secretName" . }}
 key: {{ include "agentsmith.redis.secretKey" . }}
+{{- else if include "agentsmith.sentinelEnabled" . -}}
+{{- with .Values.externalRedis.sentinel -}}
+{{- if and .existingSecret .existingSecretSentinelPasswordKey }}
+name: {{ .existingSecret }}
+key: {{ .existingSecretSentinelPasswordKey }}
+{{- end -}}
+{{- end -}}
 {{- else if and .Values.externalRedis.host .Values.externalRedis.existingSecret -}}
 name: {{ .Values.externalRedis.existingSecret }}
 key: {{ .Values.externalRedis.existingSecretPasswordKey }}
@@ -353,7 +394,30 @@ key: {{ .Values.externalRedis.existingSecretPasswordKey }}
 {{- end -}}
 {{- end -}}
 
-{{/* The dispatcher's AGENTSMITH__REDIS__URL: built here with the password by reference, or a Secret's. */}}
+{{/*
+The sentinels' URLs, comma-separated, as AGENTSMITH__REDIS__SENTINEL__NODES wants them:
+redis://[:$(REDIS_SECRET_<key>)@]host:port, each host:port of externalRedis.sentinel.nodes with
+the scheme added (the dispatcher refuses a node without it) and the sentinels' port when none is
+given (a Redis URL without a port would mean 6379). Takes (list context auth).
+*/}}
+{{- define "agentsmith.sentinelNodes" -}}
+{{- $auth := index . 1 -}}
+{{- $nodes := list -}}
+{{- range (index . 0).Values.externalRedis.sentinel.nodes -}}
+{{- $address := trimSuffix "/" (trimPrefix "redis://" .) -}}
+{{- if not (regexMatch ":[0-9]+$" $address) -}}
+{{- $address = printf "%s:26379" $address -}}
+{{- end -}}
+{{- $nodes = append $nodes (printf "redis://%s%s" $auth $address) -}}
+{{- end -}}
+{{- join "," $nodes -}}
+{{- end -}}
+
+{{/*
+The dispatcher's Redis variables: AGENTSMITH__REDIS__URL, built here with the password by
+reference or a Secret's; or, with Sentinel, the sentinels' URLs (their password by reference)
+and the password of the primary and its replicas from its Secret.
+*/}}
 {{- define "agentsmith.redisEnv" -}}
 {{- $source := include "agentsmith.redisPasswordSource" . | fromYaml -}}
 {{- $auth := "" -}}
@@ -363,6 +427,18 @@ key: {{ .Values.externalRedis.existingSecretPasswordKey }}
 {{- if .Values.redis.enabled -}}
 - name: AGENTSMITH__REDIS__URL
   value: {{ printf "redis://%s%s:6379" $auth (include "agentsmith.redis.fullname" .) | quote }}
+{{- else if include "agentsmith.sentinelEnabled" . -}}
+- name: AGENTSMITH__REDIS__SENTINEL__NODES
+  value: {{ include "agentsmith.sentinelNodes" (list . $auth) | quote }}
+{{- with .Values.externalRedis.sentinel -}}
+{{- if and .existingSecret .existingSecretPasswordKey }}
+- name: AGENTSMITH__REDIS__SENTINEL__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .existingSecretPasswordKey }}
+{{- end -}}
+{{- end -}}
 {{- else if .Values.externalRedis.host -}}
 - name: AGENTSMITH__REDIS__URL
   value: {{ printf "%s://%s%s:%d" (ternary "rediss" "redis" .Values.externalRedis.tls.enabled) $auth .Values.externalRedis.host (int .Values.externalRedis.port) | quote }}
@@ -416,9 +492,33 @@ private ones included, and is excluded.
 
 {{/* Fails on a Redis set-up that cannot work. */}}
 {{- define "agentsmith.checkRedis" -}}
+{{- $sentinel := .Values.externalRedis.sentinel | default dict -}}
+{{- if or $sentinel.nodes $sentinel.masterName -}}
+{{- if not $sentinel.masterName -}}
+{{- fail "externalRedis.sentinel.masterName is needed with externalRedis.sentinel.nodes: the name the sentinels monitor the primary by (`sentinel monitor <name> ...`)" -}}
+{{- end -}}
+{{- if not $sentinel.nodes -}}
+{{- fail "externalRedis.sentinel.nodes is needed with externalRedis.sentinel.masterName: list the sentinels (host:26379)" -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- fail "externalRedis.sentinel is set but redis.enabled is true (the bundled Redis): set redis.enabled=false to use the Sentinel-managed Redis" -}}
+{{- end -}}
+{{- if or .Values.externalRedis.url .Values.externalRedis.host .Values.externalRedis.existingSecret -}}
+{{- fail "externalRedis.sentinel is set together with externalRedis.url, externalRedis.host or externalRedis.existingSecret: give one (with Sentinel the sentinels name the primary; the passwords go in externalRedis.sentinel.existingSecret)" -}}
+{{- end -}}
+{{- if .Values.externalRedis.tls.enabled -}}
+{{- fail "externalRedis.tls.enabled is not supported with externalRedis.sentinel: the dispatcher speaks TLS neither to sentinels nor to a Sentinel-managed primary" -}}
+{{- end -}}
+{{- if and $sentinel.existingSecretSentinelPasswordKey (not $sentinel.existingSecret) -}}
+{{- fail "externalRedis.sentinel.existingSecretSentinelPasswordKey is set without externalRedis.sentinel.existingSecret: name the Secret that holds the sentinels' password" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (gt (int .Values.externalRedis.minReplicasAcked) 0) -}}
+{{- fail (printf "externalRedis.minReplicasAcked is %d, but the bundled Redis (redis.enabled) has no replicas: every write would fail; use it with an external Redis that has replicas, or leave it 0" (int .Values.externalRedis.minReplicasAcked)) -}}
+{{- end -}}
 {{- if not .Values.redis.enabled -}}
-{{- if and (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) (not .Values.externalRedis.host) -}}
-{{- fail "redis.enabled is false: set externalRedis.url, externalRedis.existingSecret (with externalRedis.existingSecretKey) naming a Secret that holds the Redis URL, or externalRedis.host (with the password in externalRedis.existingSecret)" -}}
+{{- if and (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) (not .Values.externalRedis.host) (not $sentinel.nodes) -}}
+{{- fail "redis.enabled is false: set externalRedis.url, externalRedis.existingSecret (with externalRedis.existingSecretKey) naming a Secret that holds the Redis URL, externalRedis.host (with the password in externalRedis.existingSecret), or externalRedis.sentinel (masterName and nodes)" -}}
 {{- end -}}
 {{- if and .Values.externalRedis.url .Values.externalRedis.host -}}
 {{- fail "externalRedis.url and externalRedis.host are both set: give one (host builds the URL from host, port, tls.enabled and the password in existingSecret)" -}}
