@@ -196,7 +196,10 @@ pub async fn show(
     Ok(Json(find(&state, &id).await?))
 }
 
-/// `POST /v1/jobs/{id}/cancel`: stops the job; 409 if it has already ended.
+/// `POST /v1/jobs/{id}/cancel`: stops the job; 409 if it has already ended otherwise.
+/// Cancelling a cancelled job answers as the first cancel did: a cancel refused with 503
+/// may have been written all the same (`redis.min_replicas_acked`), and its sender's retry
+/// must not read as a conflict.
 #[instrument(skip(state, _caller))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -209,6 +212,9 @@ pub async fn cancel(
     {
         CancelOutcome::Cancelled(_) => {
             info!("job cancelled");
+            Ok(Json(find(&state, &job_id).await?))
+        }
+        CancelOutcome::AlreadyFinished(JobState::Cancelled) => {
             Ok(Json(find(&state, &job_id).await?))
         }
         CancelOutcome::AlreadyFinished(s) => Err(ApiError::conflict(
