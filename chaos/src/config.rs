@@ -1,9 +1,12 @@
-//! The settings file each replica runs with (`replica<i>.yml` in the temp dir): the queue
-//! tuned for fast leases and retries, the spawner of the variant, and the four agent
-//! profiles `quick`, `fail`, `slow` and `sleeper`, which record every run they make.
+//! The settings file each replica runs with (`replica<i>.yml` in the temp dir): the Redis
+//! (one server, or the sentinels of the sentinel variant), the queue tuned for fast leases
+//! and retries, the spawner of the variant, and the four agent profiles `quick`, `fail`,
+//! `slow` and `sleeper`, which record every run they make.
 
 use serde_json::json;
+use testkit::sentinel::MASTER_NAME;
 
+use crate::args::RedisKind;
 use crate::world::{DockerRun, World};
 
 /// The API token both replicas accept.
@@ -36,14 +39,32 @@ pub fn replica(world: &World, i: usize) -> String {
     };
     format!(
         "server:\n  bind: \"{host}:{port}\"\n  public_url: \"http://{host}:{port}\"\n{installation}  shutdown_grace_secs: 3\n  runner_secret: \"chaos-runner-secret-0123456789abcdef\"\n\
-redis:\n  url: \"redis://127.0.0.1:{rport}\"\n  prefix: \"chaos:\"\n  timeout_secs: 2\n\
+{redis}\
 queue:\n  max_concurrent_jobs: {MAX_CONCURRENT}\n  lease_secs: 3\n  heartbeat_secs: 1\n  reclaim_idle_secs: 2\n  tick_ms: 200\n  backoff_base_secs: 1\n  backoff_max_secs: 2\n  max_attempts: 5\n  start_timeout_secs: 30\n\
 {spawner}\
 agents:\n  quick:\n{quick}  fail:\n{fail}  slow:\n{slow}  sleeper:\n{sleeper}\
 api:\n  tokens: [\"{TOKEN}\"]\n\
 log:\n  format: json\n",
-        rport = world.redis_port,
+        redis = redis(world),
     )
+}
+
+/// The `redis` section: the private server, or the sentinels of the set with
+/// `min_replicas_acked`. A 2 s timeout: a `WAIT` for the replica then waits 0.5 s at most.
+fn redis(world: &World) -> String {
+    let common = "  prefix: \"chaos:\"\n  timeout_secs: 2\n";
+    match world.redis_kind {
+        RedisKind::Single => format!(
+            "redis:\n  url: \"redis://127.0.0.1:{}\"\n{common}",
+            world.redis_port
+        ),
+        RedisKind::Sentinel => format!(
+            "redis:\n{common}  sentinel:\n    master_name: {name}\n    nodes: {nodes}\n  min_replicas_acked: {acked}\n",
+            name = yaml(MASTER_NAME),
+            nodes = json!(world.sentinels(|set| set.urls()).unwrap_or_default()),
+            acked = world.min_replicas_acked,
+        ),
+    }
 }
 
 /// The `spawner` section of the process variant.

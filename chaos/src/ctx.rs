@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::config::TOKEN;
+use crate::failover::Failover;
 use crate::kind::Acked;
 use crate::world::World;
 
@@ -39,6 +40,34 @@ pub struct Stats {
     pub over_limit: Mutex<Vec<String>>,
     /// Cancel requests by their answer.
     pub cancel_results: Mutex<BTreeMap<String, u64>>,
+    /// Every submit request sent, in the order they were answered.
+    pub tries: Mutex<Vec<Try>>,
+    /// The primary kills of the sentinel variant and what followed each.
+    pub failovers: Mutex<Vec<Failover>>,
+}
+
+/// One submit request and its answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Try {
+    /// When it was sent (ms since the epoch).
+    pub sent_ms: i64,
+    /// When its answer came (or it failed).
+    pub answered_ms: i64,
+    /// What came back.
+    pub outcome: TryOutcome,
+}
+
+/// How a submit request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// 200/202 with an id.
+    Acknowledged,
+    /// A 5xx (503: Redis unavailable, a failover under way).
+    Refused,
+    /// No answer: a connection error or a timeout (a replica killed or frozen).
+    NoAnswer,
+    /// Any other answer (a 4xx: a harness bug, reported as it happens).
+    Other,
 }
 
 impl Stats {

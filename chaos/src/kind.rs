@@ -57,6 +57,8 @@ pub struct Acked {
     pub id: String,
     /// When it was first submitted.
     pub submitted_ms: i64,
+    /// When it was acknowledged.
+    pub acked_ms: i64,
 }
 
 #[cfg(test)]

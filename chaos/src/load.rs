@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::config::TOKEN;
-use crate::ctx::{now_ms, Ctx};
+use crate::ctx::{now_ms, Ctx, Try, TryOutcome};
 use crate::kind::{Acked, Kind};
 
 /// Submits `jobs` evenly over `spread` and waits for every submit to finish.
@@ -43,6 +43,7 @@ async fn submit(ctx: Arc<Ctx>, index: usize, run_tag: String) {
     let mut tries = 0u64;
     while Instant::now() < deadline {
         tries += 1;
+        let sent_ms = now_ms();
         let r = ctx
             .http
             .post(ctx.url(replica, "/v1/jobs"))
@@ -50,26 +51,47 @@ async fn submit(ctx: Arc<Ctx>, index: usize, run_tag: String) {
             .json(&body)
             .send()
             .await;
-        if let Ok(r) = r {
-            let status = r.status().as_u16();
-            let value: Value = r.json().await.unwrap_or(Value::Null);
-            if status == 200 || status == 202 {
-                if let Some(id) = value["id"].as_str() {
-                    ctx.stats.acked.lock().expect("lock").push(Acked {
-                        index,
-                        kind,
-                        id: id.to_string(),
-                        submitted_ms,
-                    });
-                    ctx.stats
-                        .submit_retries
-                        .fetch_add(tries - 1, Ordering::Relaxed);
-                    if kind == Kind::Cancel {
-                        tokio::spawn(cancel_later(ctx.clone(), id.to_string(), replica));
-                    }
-                    return;
-                }
-            } else if status < 500 {
+        let answer = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                Some((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+            }
+            Err(_) => None,
+        };
+        let id = match &answer {
+            Some((200 | 202, value)) => value["id"].as_str().map(str::to_string),
+            _ => None,
+        };
+        let outcome = match (&answer, &id) {
+            (_, Some(_)) => TryOutcome::Acknowledged,
+            (None, _) => TryOutcome::NoAnswer,
+            (Some((status, _)), _) if *status >= 500 => TryOutcome::Refused,
+            (Some(_), _) => TryOutcome::Other,
+        };
+        let answered_ms = now_ms();
+        ctx.stats.tries.lock().expect("lock").push(Try {
+            sent_ms,
+            answered_ms,
+            outcome,
+        });
+        if let Some(id) = id {
+            ctx.stats.acked.lock().expect("lock").push(Acked {
+                index,
+                kind,
+                id: id.clone(),
+                submitted_ms,
+                acked_ms: answered_ms,
+            });
+            ctx.stats
+                .submit_retries
+                .fetch_add(tries - 1, Ordering::Relaxed);
+            if kind == Kind::Cancel {
+                tokio::spawn(cancel_later(ctx.clone(), id, replica));
+            }
+            return;
+        }
+        if let Some((status, value)) = &answer {
+            if *status < 500 && !matches!(status, 200 | 202) {
                 eprintln!("submit {index}: unexpected {status}: {value}");
                 break;
             }

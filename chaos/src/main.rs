@@ -2,7 +2,9 @@
 //! processes, injects faults (replica SIGKILLs, a SIGTERM rolling restart, runner SIGKILLs,
 //! a Redis SIGKILL and restart) while jobs flow, then checks that every acknowledged job
 //! reached exactly one end state. With `--spawner docker` the agents run in containers of
-//! the local agent image instead; everything else, the verdict included, is the same.
+//! the local agent image instead; with `--redis sentinel` Redis is a primary, a replica and
+//! three sentinels, and the primary is SIGKILLed while jobs flow (failovers) instead of the
+//! one server's crash; everything else, the verdict included, is the same.
 //! `chaos traffic` and `chaos judge` are the Helm chart live test's traffic and judge,
 //! pointed at a dispatcher someone else runs. See chaos/README.md.
 //!
@@ -16,6 +18,7 @@
 //! | [`kind`] | the four kinds of job, the end each should reach, an acknowledged job |
 //! | [`load`] | the jobs: submitting (retrying on the other replica), cancelling the sleepers |
 //! | [`faults`] | replica SIGKILL/SIGSTOP/SIGTERM, runner (or container) kills, the Redis crash |
+//! | [`failover`] | the sentinel variant: the primary SIGKILLed, the new one awaited, the old one back as replica |
 //! | [`verdict`] | inspecting every job, the concurrency samples, judging the promises |
 //! | [`report`] | the summary table, the lists and the `VERDICT:` line |
 //! | [`docker`] | the docker variant's engine: checks, the bridge gateway, this run's containers |
@@ -27,6 +30,7 @@ mod args;
 mod config;
 mod ctx;
 mod docker;
+mod failover;
 mod faults;
 mod judge;
 mod kind;

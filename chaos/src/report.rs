@@ -1,10 +1,13 @@
-//! The summary on stdout: a table of figures, the end states by kind, the lists behind
-//! every count (the first 20 of each), and the `VERDICT:` line.
+//! The summary on stdout: a table of figures, the end states by kind, the failovers of the
+//! sentinel variant, the lists behind every count (the first 20 of each), and the
+//! `VERDICT:` line.
 
 use std::sync::atomic::Ordering;
 
+use crate::args::RedisKind;
 use crate::config::MAX_CONCURRENT;
 use crate::ctx::Ctx;
+use crate::failover::Failover;
 use crate::recorder;
 use crate::verdict::Verdict;
 
@@ -18,10 +21,17 @@ pub fn print(
 ) -> Vec<String> {
     figures(ctx, verdict, jobs, drain_secs, recorded);
     end_states(ctx, verdict);
+    if ctx.world.redis_kind == RedisKind::Sentinel {
+        failovers(ctx);
+    }
     lists(ctx, verdict);
     if verdict.allowed_loss {
+        let cause = match ctx.world.redis_kind {
+            RedisKind::Single => "appendfsync everysec",
+            RedisKind::Sentinel => "min_replicas_acked 0",
+        };
         println!(
-            "appendfsync everysec: {} acknowledged job(s) lost across the Redis crash",
+            "{cause}: {} acknowledged job(s) lost across the Redis faults",
             verdict.lost.len()
         );
     }
@@ -130,6 +140,68 @@ fn end_states(ctx: &Ctx, v: &Verdict) {
     );
 }
 
+/// The sentinel variant's failovers: one row per primary kill.
+fn failovers(ctx: &Ctx) {
+    let failovers = ctx.stats.failovers.lock().expect("lock").clone();
+    let tries = ctx.stats.tries.lock().expect("lock").clone();
+    let secs = |from: i64, to: Option<i64>| {
+        to.map_or("never".to_string(), |to| {
+            format!("{:.1} s", (to - from) as f64 / 1000.0)
+        })
+    };
+    println!();
+    println!(
+        "failovers (min_replicas_acked {}; times from the kill):",
+        ctx.world.min_replicas_acked
+    );
+    println!("| # | primary killed | sentinels named the new primary after | first submit acknowledged after | submits refused 5xx / unanswered meanwhile | killed one restarted / a replica in sync after |");
+    println!("|---|---|---|---|---|---|");
+    for (n, f) in failovers.iter().enumerate() {
+        let submits = f.submits(&tries);
+        let promoted = f.promoted.map_or("never".to_string(), |(port, at)| {
+            format!("{} (port {port})", secs(f.killed_ms, Some(at)))
+        });
+        println!(
+            "| {} | port {} | {promoted} | {} | {} / {} | {} / {} |",
+            n + 1,
+            f.killed_port,
+            secs(
+                f.killed_ms,
+                submits.acknowledged_again_after.map(|d| f.killed_ms + d)
+            ),
+            submits.refused,
+            submits.unanswered,
+            secs(f.killed_ms, f.restarted_ms),
+            secs(f.killed_ms, f.in_sync_ms),
+        );
+    }
+    println!(
+        "(refused submits were not acknowledged, so they cannot be lost: each was sent again with its idempotency key)"
+    );
+}
+
+/// A lost job with when it was acknowledged, and in the sentinel variant how that was
+/// placed against the nearest primary kill.
+fn lost_job(ctx: &Ctx, id: &str) -> String {
+    let acked = ctx.stats.acked.lock().expect("lock").clone();
+    let Some(job) = acked.iter().find(|j| j.id == id) else {
+        return id.to_string();
+    };
+    let failovers: Vec<Failover> = ctx.stats.failovers.lock().expect("lock").clone();
+    let nearest = failovers
+        .iter()
+        .min_by_key(|f| (job.acked_ms - f.killed_ms).abs());
+    match nearest {
+        Some(f) => format!(
+            "{id} ({:?}, acknowledged {:+.2} s from the kill of the primary on port {})",
+            job.kind,
+            (job.acked_ms - f.killed_ms) as f64 / 1000.0,
+            f.killed_port
+        ),
+        None => format!("{id} ({:?}, acknowledged at {} ms)", job.kind, job.acked_ms),
+    }
+}
+
 /// The lists behind the counts, the first 20 of each non-empty one.
 fn lists(ctx: &Ctx, v: &Verdict) {
     let show = |title: &str, items: &[String]| {
@@ -144,7 +216,8 @@ fn lists(ctx: &Ctx, v: &Verdict) {
         "end state differs from the kind's expected one",
         &v.mismatch,
     );
-    show("LOST", &v.lost);
+    let lost: Vec<String> = v.lost.iter().map(|id| lost_job(ctx, id)).collect();
+    show("LOST", &lost);
     show("STUCK", &v.stuck);
     show("DUPLICATE SPAWN", &v.dup_spawn);
     show(

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::args::RunArgs;
+use crate::args::{RedisKind, RunArgs};
 use crate::config;
 use crate::ctx::{Ctx, Stats};
 use crate::kind::Acked;
 use crate::load;
 use crate::verdict::{self, Verdict};
 use crate::world::World;
-use crate::{faults, recorder, report};
+use crate::{failover, faults, recorder, report};
 
 /// The chaos run, from nothing to the verdict: whether every promise held. Everything it
 /// started is cleaned up before it returns, on Ctrl-C too.
@@ -55,7 +55,9 @@ async fn chaos(
         replica_ops: tokio::sync::Mutex::new(()),
     });
     let recorded = start_recorder(&world, recorder_listener)?;
-    world.start_redis()?;
+    // Blocking: a sentinel set takes seconds to settle.
+    let starting = world.clone();
+    tokio::task::spawn_blocking(move || starting.start_redis()).await??;
     config::start_replicas(&world)?;
     for i in 0..2 {
         if !ctx.wait_health(i, Duration::from_secs(30)).await {
@@ -68,10 +70,23 @@ async fn chaos(
     let (jobs, duration_secs) = (args.jobs(), args.duration());
     let duration = Duration::from_secs(duration_secs);
     let t0 = Instant::now();
+    let redis = match world.redis_kind {
+        RedisKind::Single => format!("redis on {}", world.redis_port),
+        RedisKind::Sentinel => world
+            .sentinels(|set| {
+                format!(
+                    "redis servers on {:?} (primary {:?}), sentinels {:?}, min_replicas_acked {}",
+                    set.server_ports(),
+                    set.primary_port(),
+                    set.urls(),
+                    world.min_replicas_acked
+                )
+            })
+            .unwrap_or_default(),
+    };
     eprintln!(
-        "replicas on {:?}, redis on {}, {} jobs over {} s, temp dir {}",
+        "replicas on {:?}, {redis}, {} jobs over {} s, temp dir {}",
         world.ports,
-        world.redis_port,
         jobs,
         duration_secs,
         world.dir.display()
@@ -85,7 +100,7 @@ async fn chaos(
 
     let sampling_done = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(verdict::sample_admitted(ctx.clone(), sampling_done.clone()));
-    load_and_faults(&ctx, jobs, duration).await;
+    load_and_faults(&ctx, jobs, duration, args.failovers).await;
     bring_up_both(&ctx).await?;
     eprintln!(
         "[{:>5.1}s] faults stopped; draining (up to {} s)",
@@ -122,17 +137,25 @@ fn start_recorder(
 }
 
 /// Submits `jobs` over `duration - 10 s` while the faults run for `duration`; returns once
-/// the faults have stopped and every submit has been answered (each bounded).
-async fn load_and_faults(ctx: &Arc<Ctx>, jobs: usize, duration: Duration) {
+/// the faults have stopped and every submit has been answered (each bounded). The Redis
+/// fault is one crash of the single server, or `failovers` primary kills of the sentinel
+/// set spread over the load.
+async fn load_and_faults(ctx: &Arc<Ctx>, jobs: usize, duration: Duration, failovers: u32) {
     let run_tag = format!("chaos-{:08x}", rand::random::<u32>());
     let spread = duration
         .saturating_sub(Duration::from_secs(10))
         .max(Duration::from_secs(1));
     let load = tokio::spawn(load::load(ctx.clone(), jobs, spread, run_tag));
+    let redis_fault = match ctx.world.redis_kind {
+        RedisKind::Single => tokio::spawn(faults::redis_fault(ctx.clone(), duration.mul_f64(0.4))),
+        RedisKind::Sentinel => {
+            tokio::spawn(failover::primary_faults(ctx.clone(), spread, failovers))
+        }
+    };
     let faults = [
         tokio::spawn(faults::replica_faults(ctx.clone(), duration)),
         tokio::spawn(faults::runner_faults(ctx.clone(), duration)),
-        tokio::spawn(faults::redis_fault(ctx.clone(), duration.mul_f64(0.4))),
+        redis_fault,
     ];
     tokio::time::sleep(duration).await;
     ctx.stop_faults.store(true, Ordering::SeqCst);

@@ -1,6 +1,7 @@
-//! The processes a chaos run owns: a private Redis, two `agentsmith serve` replicas, and
-//! the runners and agents (processes, or containers in the docker variant) they spawn;
-//! how they are started, signalled and found, and the cleanup that kills them all.
+//! The processes a chaos run owns: a private Redis (or, in the sentinel variant, a primary,
+//! a replica and three sentinels), two `agentsmith serve` replicas, and the runners and
+//! agents (processes, or containers in the docker variant) they spawn; how they are
+//! started, signalled and found, and the cleanup that kills them all.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -14,8 +15,9 @@ use anyhow::{bail, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testkit::redis::RedisServer;
+use testkit::sentinel::{SentinelSet, SetOptions};
 
-use crate::args::{RunArgs, SpawnerKind};
+use crate::args::{RedisKind, RunArgs, SpawnerKind};
 use crate::docker;
 
 /// What the docker variant adds to a run.
@@ -28,6 +30,14 @@ pub struct DockerRun {
     pub recorder_url: String,
 }
 
+/// The run's Redis.
+enum Redis {
+    /// One server, on [`World::redis_port`].
+    Single(RedisServer),
+    /// A primary, a replica and three sentinels, once started.
+    Sentinel(SetOptions, Option<SentinelSet>),
+}
+
 /// Every child process, container and path the run owns; cleans up on drop.
 pub struct World {
     /// The run's temp dir: settings, logs, the RUNS file, Redis's data, work dirs.
@@ -35,6 +45,10 @@ pub struct World {
     keep: bool,
     /// Redis's AOF fsync policy (`always` or `everysec`).
     pub appendfsync: String,
+    /// One Redis, or a Sentinel set.
+    pub redis_kind: RedisKind,
+    /// `redis.min_replicas_acked` of the replicas (sentinel variant; 0 otherwise).
+    pub min_replicas_acked: u32,
     agentsmith: PathBuf,
     /// The `agent-runner` binary (the process spawner's `runner_path`).
     pub runner: PathBuf,
@@ -43,11 +57,11 @@ pub struct World {
     pub host: String,
     /// Set in the docker variant.
     pub docker: Option<DockerRun>,
-    /// The private Redis's port.
+    /// The private Redis's port (not used in the sentinel variant).
     pub redis_port: u16,
     /// The replicas' ports.
     pub ports: [u16; 2],
-    redis: Mutex<RedisServer>,
+    redis: Mutex<Redis>,
     replicas: [Mutex<Option<Child>>; 2],
     /// How many times each replica was started (for log file names).
     starts: [AtomicU64; 2],
@@ -94,13 +108,30 @@ impl World {
         std::fs::create_dir_all(dir.join("redis"))?;
         std::fs::create_dir_all(dir.join("work"))?;
         let redis_port = testkit::free_port();
-        let redis = RedisServer::at(redis_port, &dir.join("redis"))
-            .args(&["--appendonly", "yes", "--appendfsync", &args.appendfsync])
-            .log(&dir.join("redis.log"));
+        let persistence = ["--appendonly", "yes", "--appendfsync", &args.appendfsync];
+        let redis = match args.redis {
+            RedisKind::Single => Redis::Single(
+                RedisServer::at(redis_port, &dir.join("redis"))
+                    .args(&persistence)
+                    .log(&dir.join("redis.log")),
+            ),
+            RedisKind::Sentinel => Redis::Sentinel(
+                SetOptions {
+                    dir: Some(dir.join("redis")),
+                    server_args: persistence.iter().map(|a| a.to_string()).collect(),
+                },
+                None,
+            ),
+        };
         let world = World {
             dir,
             keep: args.keep,
             appendfsync: args.appendfsync.clone(),
+            redis_kind: args.redis,
+            min_replicas_acked: match args.redis {
+                RedisKind::Single => 0,
+                RedisKind::Sentinel => args.min_replicas_acked,
+            },
             agentsmith,
             runner,
             redis_port,
@@ -123,18 +154,37 @@ impl World {
         self.dir.join("runs.txt")
     }
 
-    /// Starts Redis (again, after [`World::kill_redis`]) and waits until it listens.
+    /// Starts Redis (again, after [`World::kill_redis`]) and waits until it listens; in
+    /// the sentinel variant, starts the set and waits until it can fail over (blocks up
+    /// to a minute).
     pub fn start_redis(&self) -> anyhow::Result<()> {
-        self.redis
-            .lock()
-            .expect("lock")
-            .start()
-            .map_err(anyhow::Error::msg)
+        match &mut *self.redis.lock().expect("lock") {
+            Redis::Single(server) => server.start().map_err(anyhow::Error::msg),
+            Redis::Sentinel(options, set) => {
+                if set.is_none() {
+                    *set = Some(SentinelSet::start(options).map_err(anyhow::Error::msg)?);
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// SIGKILLs Redis, as a crash would.
+    /// SIGKILLs Redis, as a crash would; in the sentinel variant, every server and
+    /// sentinel of the set (the end of the run).
     pub fn kill_redis(&self) {
-        self.redis.lock().expect("lock").kill();
+        match &mut *self.redis.lock().expect("lock") {
+            Redis::Single(server) => server.kill(),
+            Redis::Sentinel(_, set) => drop(set.take()),
+        }
+    }
+
+    /// The sentinel variant: `f` on the running set (blocking: call it off the runtime's
+    /// threads); `None` in the single-Redis variant or before the set is started.
+    pub fn sentinels<T>(&self, f: impl FnOnce(&mut SentinelSet) -> T) -> Option<T> {
+        match &mut *self.redis.lock().expect("lock") {
+            Redis::Sentinel(_, Some(set)) => Some(f(set)),
+            _ => None,
+        }
     }
 
     /// Starts replica `i` (again), logging to a file of its own for each start.
