@@ -6,10 +6,10 @@
  - `helm lint --strict` with the test and example values; the values schema accepts the values
    it should and refuses bad ones, and the templates fail with a clear message on contradictory
    ones;
- - seventeen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
+ - eighteen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
    (labels, RBAC rules (secrets written, never read), security contexts, probes, Secrets: the
    generated API token and Redis password, Redis's --requirepass and authenticated probes, the
-   dispatcher's Redis URL or Sentinel settings, optional objects, NOTES), and its
+   dispatcher's Redis URL, Sentinel or Cluster settings, optional objects, NOTES), and its
    agentsmith.yml passing `agentsmith config check` with the Deployment's environment;
  - every NetworkPolicy evaluated as a network plugin would (chartkit.allowed): which addresses,
    ports and pods agent pods and Redis can and cannot reach, range by range, for the defaults,
@@ -19,7 +19,9 @@
  - checksum annotations (stable with generated secrets), webhook source secrets, the
    PodDisruptionBudget's API version, proxies, the agents' disk, Redis Sentinel and WAIT
    (externalRedis.sentinel, externalRedis.minReplicasAcked: the variables and agentsmith.yml
-   keys the dispatcher reads, passwords only from Secrets, the defaults left as they were);
+   keys the dispatcher reads, passwords only from Secrets, the defaults left as they were),
+   Redis Cluster (externalRedis.cluster: redis.cluster and a hash-tagged redis.prefix in
+   agentsmith.yml, the chart refusing exactly the prefixes the dispatcher refuses);
  - both Kustomize overlays (kubectl kustomize), checked the same way;
  - every object valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict);
  - hadolint on the Dockerfiles.
@@ -195,6 +197,14 @@ SENTINEL = merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {
                  "existingSecretSentinelPasswordKey": "sentinel-password"}}})
 SENTINEL_SECRETS = {"redis-sentinel": {"redis-password": SENTINEL_DATA_PASSWORD, "sentinel-password": SENTINEL_PASSWORD}}
 
+# Redis Cluster: a managed cluster's configuration endpoint by host, its password from a Secret,
+# TLS, WAIT on the shard's replica; no prefix given (the chart's hash-tagged one applies).
+CLUSTER_PASSWORD = "cluster0password0123456789"
+CLUSTER = merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {
+    "cluster": True, "host": "clustercfg.agentsmith.abc123.euw1.cache.amazonaws.com", "existingSecret": "redis-cluster",
+    "tls": {"enabled": True}, "minReplicasAcked": 1}})
+CLUSTER_SECRETS = {"redis-cluster": {"redis-password": CLUSTER_PASSWORD}}
+
 # name -> (values, Secrets that exist outside the chart: {name: {key: value}})
 SCENARIOS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
@@ -220,6 +230,7 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
         {"redis-creds": {"redis-password": "external0password0123456789"}},
     ),
     "external Redis through Sentinel, WAIT on a replica": (SENTINEL, SENTINEL_SECRETS),
+    "external Redis Cluster by host, password Secret, TLS, WAIT on a replica": (CLUSTER, CLUSTER_SECRETS),
     "Redis password from an existing Secret": (
         merge(WITH_TOKEN, {"redis": {"auth": {"existingSecret": "redis-auth", "existingSecretKey": "password"}}}),
         {"redis-auth": {"password": "mine0password0123456789"}},
@@ -279,7 +290,7 @@ def check_lint(helm) -> None:
     for label, values in [("default values", {}), ("test values", WITH_TOKEN), ("opened egress", OPENED),
                           ("values.local.yaml.example", SCENARIOS["values.local.yaml.example"][0]),
                           ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0]),
-                          ("Redis Sentinel and WAIT", SENTINEL)]:
+                          ("Redis Sentinel and WAIT", SENTINEL), ("Redis Cluster and WAIT", CLUSTER)]:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
         checks.ok(f"lint with {label}: no warnings or errors", not problems, problems)
@@ -337,6 +348,7 @@ def check_schema(helm, chart) -> None:
          "/externalRedis/sentinel/existingSecretSentinelPasswordKey"),
         ("externalRedis.minReplicasAcked -1", {"externalRedis": {"minReplicasAcked": -1}}, "/externalRedis/minReplicasAcked"),
         ("externalRedis.minReplicasAcked \"1\"", {"externalRedis": {"minReplicasAcked": "1"}}, "/externalRedis/minReplicasAcked"),
+        ("externalRedis.cluster \"true\"", {"externalRedis": {"cluster": "true"}}, "/externalRedis/cluster"),
     ]
     for label, bad, where in refused:
         values = merge(WITH_TOKEN, bad)
@@ -358,6 +370,9 @@ def check_schema(helm, chart) -> None:
                                                          "existingSecretPasswordKey": "pw", "tls": {"enabled": True}}}),
         ("agents.disk 20Gi", {"agents": {"disk": "20Gi"}}),
         ("an external Redis through Sentinel, with WAIT", SENTINEL),
+        ("an external Redis Cluster by host, with WAIT", CLUSTER),
+        ("an external Redis Cluster by URL", {"redis": {"enabled": False}, "externalRedis": {
+            "cluster": True, "url": "rediss://:pw@clustercfg.example.com:6379"}}),
         ("sentinels by name, address and IPv6, with and without a port and redis://",
          {"redis": {"enabled": False}, "externalRedis": {"sentinel": {
              "masterName": "m", "nodes": ["s1", "s2.example.com:26380", "redis://10.0.0.3", "redis://[fd00::3]:26379/"]}}}),
@@ -408,6 +423,23 @@ def check_template_failures(helm, chart) -> None:
          "externalRedis.sentinel.existingSecretSentinelPasswordKey is set without externalRedis.sentinel.existingSecret"),
         ("WAIT on replicas of the bundled Redis (it has none)", merge(WITH_TOKEN, {"externalRedis": {"minReplicasAcked": 1}}),
          "externalRedis.minReplicasAcked is 1, but the bundled Redis (redis.enabled) has no replicas"),
+        ("Redis Cluster with the bundled Redis", merge(WITH_TOKEN, {"externalRedis": {"cluster": True}}),
+         "externalRedis.cluster is true but redis.enabled is true"),
+        ("Redis Cluster with Sentinel", merge(SENTINEL, {"externalRedis": {"cluster": True}}),
+         "externalRedis.cluster and externalRedis.sentinel are both set"),
+        ("Redis Cluster with a master name alone", merge(CLUSTER, {"externalRedis": {"sentinel": {"masterName": "mymaster"}}}),
+         "externalRedis.cluster and externalRedis.sentinel are both set"),
+        ("Redis Cluster by a unix:// URL", merge(WITH_TOKEN, {"redis": {"enabled": False},
+                                                            "externalRedis": {"cluster": True, "url": "unix:///run/redis.sock"}}),
+         "externalRedis.url is a unix:// socket, but externalRedis.cluster needs a node of the cluster"),
+        *((f"Redis Cluster with config.content's redis.prefix {prefix!r} (no hash tag)",
+           merge(CLUSTER, {"config": {"content": f"redis:\n  prefix: {json.dumps(prefix)}\n"}}),
+           f"config.content sets redis.prefix {json.dumps(prefix)}, which has no hash tag")
+          for prefix in ("agentsmith:", "{}agentsmith:", "{agentsmith:", "")),
+        ("config.content with redis.cluster (not externalRedis.cluster)",
+         merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379"},
+                            "config": {"content": "redis:\n  cluster: true\n  prefix: \"{a}:\"\n"}}),
+         "config.content sets redis.cluster: set externalRedis.cluster=true instead"),
     ]
     for label, values, message in cases:
         try:
@@ -487,14 +519,19 @@ def secrets_in(objects: list[dict]) -> dict[str, dict[str, str]]:
             for s in find(objects, "Secret")}
 
 
-def config_check(binary: str, config: dict, env: dict[str, str], tmp: Path, label: str) -> None:
+def dispatcher_verdict(binary: str, config: dict, env: dict[str, str], tmp: Path) -> tuple[bool, str]:
+    """Whether `agentsmith config check` accepts agentsmith.yml with that environment, and what it said."""
     path = tmp / "agentsmith.yml"
     path.write_text(yaml.safe_dump(config))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSMITH")}
     result = subprocess.run([binary, "config", "check", "--config", str(path)], env={**clean, **env},
                             capture_output=True, text=True, timeout=60)
+    return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+
+def config_check(binary: str, config: dict, env: dict[str, str], tmp: Path, label: str) -> None:
     checks.ok(f"{label}: agentsmith.yml passes `agentsmith config check` (with the Deployment's env)",
-              result.returncode == 0, (result.stdout + result.stderr).strip())
+              *dispatcher_verdict(binary, config, env, tmp))
 
 
 def check_renders(helm, chart, binary: str, tmp: Path) -> dict[str, list[tuple[dict, set[str]]]]:
@@ -624,7 +661,7 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     url = env.get("AGENTSMITH__REDIS__URL")
     password = None
     passwords: list[tuple[str, str]] = []  # (which, value): others than the URL's, Sentinel's
-    equal(f"{label}: agentsmith.yml's redis section: what externalRedis.sentinel and minReplicasAcked set, nothing else",
+    equal(f"{label}: agentsmith.yml's redis section: what externalRedis.sentinel, cluster and minReplicasAcked set, nothing else",
           config.get("redis"), redis_config(v))
     if v["redis"]["enabled"]:
         redis = one(objects, "Deployment", redis_name)
@@ -763,6 +800,10 @@ def sentinel_on(v: dict) -> bool:
     return not v["redis"]["enabled"] and bool(v["externalRedis"]["sentinel"]["nodes"])
 
 
+def cluster_on(v: dict) -> bool:
+    return not v["redis"]["enabled"] and bool(v["externalRedis"]["cluster"])
+
+
 def sentinel_password_ref(sentinel: dict) -> dict | None:
     """The Secret and key of the primary's (and its replicas') password, if there is one."""
     if sentinel["existingSecret"] and sentinel["existingSecretPasswordKey"]:
@@ -779,8 +820,11 @@ def redis_env_names(v: dict) -> list[str]:
 
 
 def redis_config(v: dict) -> dict | None:
-    """agentsmith.yml's `redis` section as the chart writes it (None: none, as before Sentinel)."""
+    """agentsmith.yml's `redis` section as the chart writes it (None: none, as before Sentinel),
+    for value sets whose config.content has no redis section."""
     redis: dict[str, Any] = {}
+    if cluster_on(v):
+        redis.update({"cluster": True, "prefix": "{agentsmith}:"})
     if sentinel_on(v):
         sentinel = v["externalRedis"]["sentinel"]
         redis["sentinel"] = {"master_name": sentinel["masterName"], **({"username": sentinel["username"]} if sentinel["username"] else {})}
@@ -1141,9 +1185,10 @@ def check_sentinel(chart, binary: str, tmp: Path) -> None:
     # key (null removes a default, as if it had never been there).
     for label, values in (("the bundled Redis", WITH_TOKEN), ("an external Redis URL", merge(WITH_TOKEN, {
             "redis": {"enabled": False}, "externalRedis": {"url": "redis://:pw@redis.example.com:6379/0"}}))):
-        what = f"{label}, values without externalRedis.sentinel and minReplicasAcked (kept from 0.3.0)"
+        what = f"{label}, values without externalRedis.sentinel, cluster and minReplicasAcked (kept from 0.3.0)"
         try:
-            kept = objects_of(render(chart, merge(values, {"externalRedis": {"sentinel": None, "minReplicasAcked": None}})))
+            kept = objects_of(render(chart, merge(values, {"externalRedis": {"sentinel": None, "cluster": None,
+                                                                             "minReplicasAcked": None}})))
             equal(f"{what}: render as with the defaults", [without_generated(o) for o in kept],
                   [without_generated(o) for o in objects_of(render(chart, values))])
         except Exception as e:  # noqa: BLE001 (the render's own error is the detail)
@@ -1234,6 +1279,124 @@ def check_sentinel(chart, binary: str, tmp: Path) -> None:
     changed = template(merge(SENTINEL, {"externalRedis": {"minReplicasAcked": 2}}))
     ok("another minReplicasAcked changes checksum/config (it rolls the pods)",
        changed["metadata"]["annotations"]["checksum/config"] != template(SENTINEL)["metadata"]["annotations"]["checksum/config"])
+
+
+# Key prefixes and whether they carry a hash tag as Redis reads one (the text between the first
+# "{" and the first "}" after it, not empty): the chart and the dispatcher must agree on each.
+CLUSTER_PREFIXES = [
+    ("{agentsmith}:", True), ("team-{a}:", True), ("}{a}:", True), ("{{a}:", True), ("a{b}c{d}:", True), ("{agentsmith}", True),
+    ("agentsmith:", False), ("{}agentsmith:", False), ("{}{a}:", False), ("{agentsmith:", False), ("}agentsmith{:", False),
+    ("", False),
+]
+
+
+def check_cluster(helm, chart, binary: str, tmp: Path) -> None:
+    """externalRedis.cluster beyond the rendered scenario: the exact variables and agentsmith.yml,
+    a node by URL or by a Secret's URL, a prefix of one's own, the chart refusing exactly the
+    prefixes the dispatcher refuses, checksums, and the dispatcher's reach."""
+    checks.start("Redis Cluster (externalRedis.cluster)")
+    ok, equal = checks.ok, checks.equal
+
+    def rendered(label: str, values: dict, external: dict | None = None) -> tuple[list[dict], dict, str, dict[str, str]]:
+        out = render(chart, values)
+        objects = objects_of(out)
+        notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+        resolved, missing = deployment_env(one(objects, "Deployment", FULLNAME), "dispatcher",
+                                           {**secrets_in(objects), **(external or {})})
+        ok(f"{label}: every Secret key the Deployment needs is there", not missing, missing)
+        return objects, container(one(objects, "Deployment", FULLNAME), "dispatcher"), notes, resolved
+
+    def redis_vars(main: dict) -> list[dict]:
+        return [e for e in main["env"] if e["name"].startswith("AGENTSMITH__REDIS__")]
+
+    for label, values in (("default values", {}), ("an external Redis URL, cluster false", merge(WITH_TOKEN, {
+            "redis": {"enabled": False}, "externalRedis": {"url": "redis://:pw@redis.example.com:6379/0"}}))):
+        out = render(chart, values)
+        notes = next(text for path, text in out.items() if path.endswith("NOTES.txt"))
+        ok(f"{label}: agentsmith.yml has no redis.cluster or redis.prefix",
+           not {"cluster", "prefix"} & set(config_of(objects_of(out)).get("redis") or {}))
+        ok(f"{label}: NOTES.txt says nothing of Redis Cluster", "Cluster" not in notes, notes)
+
+    # The rendered scenario (a configuration endpoint by host, its password, TLS, WAIT): exactly.
+    label = "Cluster by host"
+    objects, main, notes, resolved = rendered(label, CLUSTER, CLUSTER_SECRETS)
+    host = CLUSTER["externalRedis"]["host"]
+    equal(f"{label}: the Redis variables, exactly (a node's URL, the password by reference)", redis_vars(main),
+          [{"name": "AGENTSMITH__REDIS__URL", "value": f"rediss://:$(REDIS_SECRET_redis-password)@{host}:6379"}])
+    equal(f"{label}: ... its Secret by envFrom", main.get("envFrom"), [{"prefix": "REDIS_SECRET_", "secretRef": {"name": "redis-cluster"}}])
+    equal(f"{label}: the URL as the kubelet makes it", resolved.get("AGENTSMITH__REDIS__URL"), f"rediss://:{CLUSTER_PASSWORD}@{host}:6379")
+    equal(f"{label}: agentsmith.yml's redis section: cluster, the chart's hash-tagged prefix, WAIT", config_of(objects).get("redis"),
+          {"cluster": True, "prefix": "{agentsmith}:", "min_replicas_acked": 1})
+    ok(f"{label}: no plain env value holds the password", not any(CLUSTER_PASSWORD in e.get("value", "") for e in main["env"]))
+    ok(f"{label}: NOTES.txt names Redis Cluster, the prefix and WAIT",
+       all(s in notes for s in (f"rediss://{host}:6379 (password from Secret/redis-cluster key redis-password)",
+                                'Redis Cluster (externalRedis.cluster)', 'its key prefix "{agentsmith}:"',
+                                "on 1 Redis replica (WAIT")), notes)
+
+    # A node by URL (in the chart's Secret), and by a Secret's URL; each through `config check`.
+    for label, values, external in (
+            ("Cluster by URL", merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {
+                "cluster": True, "url": "redis://:pw@10.0.0.5:7000"}}), {}),
+            ("Cluster by a Secret's URL", merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {
+                "cluster": True, "existingSecret": "redis-cluster-url", "existingSecretKey": "url", "minReplicasAcked": 2}}),
+             {"redis-cluster-url": {"url": "rediss://agentsmith:pw@clustercfg.example.com:6379"}})):
+        objects, main, _, resolved = rendered(label, values, external)
+        url = values["externalRedis"].get("url") or external["redis-cluster-url"]["url"]
+        equal(f"{label}: the dispatcher's Redis URL", resolved.get("AGENTSMITH__REDIS__URL"), url)
+        equal(f"{label}: agentsmith.yml's redis section", config_of(objects).get("redis"),
+              redis_config(merge(chart_yaml("values.yaml"), values)))
+        ok(f"{label}: no Redis Cluster variable (it is in agentsmith.yml)",
+           not {"AGENTSMITH__REDIS__CLUSTER", "AGENTSMITH__REDIS__PREFIX"} & {e["name"] for e in main["env"]})
+        config_check(binary, config_of(objects), resolved, tmp, label)
+
+    # A prefix of one's own with a tag wins over the chart's; the rest of the user's redis section
+    # stays; redis.cluster there too is allowed alongside the value.
+    label = "Cluster, config.content's own prefix"
+    values = merge(CLUSTER, {"config": {"content": 'redis:\n  prefix: "team-{a}:"\n  timeout_secs: 3\n  cluster: true\n'}})
+    objects, main, notes, resolved = rendered(label, values, CLUSTER_SECRETS)
+    equal(f"{label}: agentsmith.yml's redis section", config_of(objects).get("redis"),
+          {"cluster": True, "prefix": "team-{a}:", "timeout_secs": 3, "min_replicas_acked": 1})
+    ok(f"{label}: NOTES.txt names that prefix", 'its key prefix "team-{a}:"' in notes, notes)
+    config_check(binary, config_of(objects), resolved, tmp, label)
+
+    # The chart refuses a prefix exactly when the dispatcher would: each prefix in config.content,
+    # rendered (or refused), and set into the scenario's agentsmith.yml for `config check`.
+    objects, _, _, resolved = rendered("Cluster by host, again", CLUSTER, CLUSTER_SECRETS)
+    base_config = config_of(objects)
+    for prefix, tagged in CLUSTER_PREFIXES:
+        label = f"Cluster, prefix {prefix!r}"
+        try:
+            render(chart, merge(CLUSTER, {"config": {"content": f"redis:\n  prefix: {json.dumps(prefix)}\n"}}))
+            chart_says, message = True, ""
+        except helm.HelmError as e:
+            chart_says, message = False, str(e)
+        accepts, output = dispatcher_verdict(binary, merge(base_config, {"redis": {"prefix": prefix}}), resolved, tmp)
+        equal(f"{label}: the chart {'renders' if tagged else 'refuses'} it, as the dispatcher {'accepts' if tagged else 'refuses'} it",
+              (chart_says, accepts), (tagged, tagged))
+        if not tagged:
+            ok(f"{label}: the chart's message names config.content's redis.prefix",
+               f"config.content sets redis.prefix {json.dumps(prefix)}, which has no hash tag" in message, message)
+            ok(f"{label}: the dispatcher's names redis.prefix", "redis.prefix" in output and "hash tag" in output, output)
+
+    # Cluster holds no secret: checksum/secret leaves it out; turning it on rolls the pods
+    # through checksum/config.
+    def annotations(values: dict) -> dict:
+        return one(objects_of(render(chart, values)), "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]
+
+    off = annotations(merge(CLUSTER, {"externalRedis": {"cluster": False}}))
+    on = annotations(CLUSTER)
+    equal("checksum/secret leaves externalRedis.cluster out", on["checksum/secret"], off["checksum/secret"])
+    ok("turning externalRedis.cluster on changes checksum/config (it rolls the pods)", on["checksum/config"] != off["checksum/config"])
+
+    # The dispatcher has no NetworkPolicy: it reaches the cluster's nodes on their ports; agents do not.
+    objects = objects_of(render(chart, CLUSTER))
+    policies = find(objects, "NetworkPolicy")
+    dispatcher = Endpoint("10.244.0.10", one(objects, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"], NAMESPACE)
+    agent = Endpoint("10.244.0.20", {"app.kubernetes.io/managed-by": "agentsmith", "agentsmith.io/installation": FULLNAME}, NAMESPACE)
+    nodes = (("10.0.0.5", 6379), ("10.0.0.6", 7000), ("fd00::6", 7001))
+    ok("Cluster: the dispatcher reaches the cluster's nodes (6379, 7000, 7001)",
+       all(allowed(policies, dispatcher, Endpoint(ip), port) for ip, port in nodes))
+    ok("Cluster: agent pods reach none of them", not any(allowed(policies, agent, Endpoint(ip), port) for ip, port in nodes))
 
 
 def check_policy_variants(chart) -> None:
@@ -1414,6 +1577,7 @@ def main() -> int:
         check_proxy(chart, binary, tmp)
         check_disk(chart, binary, tmp)
         check_sentinel(chart, binary, tmp)
+        check_cluster(helm, chart, binary, tmp)
         check_policy_variants(chart)
         groups.update(check_kustomize(kubectl, binary, tmp))
         check_validation(groups, tmp)

@@ -173,6 +173,9 @@ a secret (a ConfigMap is no place for one, and the Secret's environment would ov
 {{- if and (hasKey $user "redis") (hasKey (get $user "redis" | default dict) "sentinel") -}}
 {{- fail "config.content sets redis.sentinel: give externalRedis.sentinel instead (masterName, nodes, username, and the passwords in externalRedis.sentinel.existingSecret), so they stay out of the ConfigMap" -}}
 {{- end -}}
+{{- if and (get (get $user "redis" | default dict) "cluster") (not .Values.externalRedis.cluster) -}}
+{{- fail "config.content sets redis.cluster: set externalRedis.cluster=true instead, so the chart checks the rest of the Redis set-up (the key prefix, Sentinel, the bundled Redis) against it" -}}
+{{- end -}}
 {{- toYaml $user -}}
 {{- end -}}
 
@@ -211,6 +214,15 @@ namespace, service account and Secret it created) over both.
 {{- $_ := set $k8sDefaults "affinity" .Values.agents.affinity -}}
 {{- end -}}
 {{- $defaults := dict "spawner" (dict "kubernetes" $k8sDefaults) -}}
+{{- /*
+  On Redis Cluster every key of the installation must be in one hash slot, so the prefix needs
+  a hash tag: "{agentsmith}:", the dispatcher's own "agentsmith:" with its name as the tag. A
+  default, so config.content's prefix is laid over it; agentsmith.checkRedis refuses one
+  without a tag. (README.md, "Redis Cluster", says why a default rather than a failure.)
+*/ -}}
+{{- if include "agentsmith.clusterEnabled" . -}}
+{{- $_ := set $defaults "redis" (dict "prefix" "{agentsmith}:") -}}
+{{- end -}}
 {{- $managedK8s := dict
       "namespace" (include "agentsmith.agentsNamespace" .)
       "service_account" (include "agentsmith.agentServiceAccountName" .)
@@ -245,12 +257,15 @@ namespace, service account and Secret it created) over both.
 {{- $_ := set $managed "sources" $enabled -}}
 {{- end -}}
 {{- /*
-  Redis Sentinel's names and WAIT's replica count, only when set (dispatchers that predate the
-  keys refuse them as unknown). The names go here rather than in the environment, where a
-  numeric-looking name would be read as a number; the sentinels' URLs and the passwords are
-  in the environment (agentsmith.redisEnv).
+  Redis Sentinel's names, Redis Cluster and WAIT's replica count, only when set (dispatchers
+  that predate the keys refuse them as unknown). The names go here rather than in the
+  environment, where a numeric-looking name would be read as a number; the sentinels' URLs and
+  the passwords are in the environment (agentsmith.redisEnv), as is a cluster node's URL.
 */ -}}
 {{- $redis := dict -}}
+{{- if include "agentsmith.clusterEnabled" . -}}
+{{- $_ := set $redis "cluster" true -}}
+{{- end -}}
 {{- if include "agentsmith.sentinelEnabled" . -}}
 {{- $sentinel := dict "master_name" (toString .Values.externalRedis.sentinel.masterName) -}}
 {{- with .Values.externalRedis.sentinel.username -}}
@@ -343,12 +358,12 @@ Secret holds already (generated at install, or given as values before); else a n
 A hash of the values the dispatcher's secrets are made from, for the checksum/secret annotation.
 Of the values and not of the rendered Secrets: a generated token or password is random in every
 render that cannot look it up (the checksum's own included), yet never changes in the cluster,
-and must not roll the pods. externalRedis.sentinel and minReplicasAcked hold no secret (a change
-shows in the pod template or the ConfigMap) and are left out, so the same values keep the
-checksum chart 0.3.0 made and an upgrade to this chart does not roll the pods for nothing.
+and must not roll the pods. externalRedis.sentinel, cluster and minReplicasAcked hold no secret
+(a change shows in the pod template or the ConfigMap) and are left out, so the same values keep
+the checksum chart 0.3.0 made and an upgrade to this chart does not roll the pods for nothing.
 */}}
 {{- define "agentsmith.secretsChecksum" -}}
-{{- $externalRedis := omit .Values.externalRedis "sentinel" "minReplicasAcked" -}}
+{{- $externalRedis := omit .Values.externalRedis "sentinel" "cluster" "minReplicasAcked" -}}
 {{- dict "secrets" .Values.secrets "externalRedis" $externalRedis "redisAuth" .Values.redis.auth "redis" .Values.redis.enabled | toJson | sha256sum -}}
 {{- end -}}
 
@@ -357,6 +372,27 @@ checksum chart 0.3.0 made and an upgrade to this chart does not roll the pods fo
 {{- /* default dict: values kept from chart 0.3.0 (helm upgrade --reuse-values) have no sentinel. */ -}}
 {{- if and (not .Values.redis.enabled) (.Values.externalRedis.sentinel | default dict).nodes -}}
 true
+{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the dispatcher's Redis is a Redis Cluster (externalRedis.cluster, with an external
+Redis), else empty. Values kept from chart 0.3.0 (helm upgrade --reuse-values) have no cluster.
+*/}}
+{{- define "agentsmith.clusterEnabled" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.cluster -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The key prefix agentsmith.yml gives the dispatcher, or nothing when it sets none (the
+dispatcher's own default then applies: "agentsmith:").
+*/}}
+{{- define "agentsmith.redisPrefix" -}}
+{{- $redis := get (include "agentsmith.configFile" . | fromYaml) "redis" | default dict -}}
+{{- if hasKey $redis "prefix" -}}
+{{- get $redis "prefix" | toString -}}
 {{- end -}}
 {{- end -}}
 
@@ -493,6 +529,22 @@ private ones included, and is excluded.
 {{/* Fails on a Redis set-up that cannot work. */}}
 {{- define "agentsmith.checkRedis" -}}
 {{- $sentinel := .Values.externalRedis.sentinel | default dict -}}
+{{- if .Values.externalRedis.cluster -}}
+{{- if .Values.redis.enabled -}}
+{{- fail "externalRedis.cluster is true but redis.enabled is true (the bundled Redis is one server, not a cluster): set redis.enabled=false and name a node of your cluster in externalRedis.url, externalRedis.host or externalRedis.existingSecret" -}}
+{{- end -}}
+{{- if or $sentinel.nodes $sentinel.masterName -}}
+{{- fail "externalRedis.cluster and externalRedis.sentinel are both set: give one (a Redis Cluster fails over by itself; Sentinel watches a primary with replicas)" -}}
+{{- end -}}
+{{- if hasPrefix "unix://" (toString .Values.externalRedis.url) -}}
+{{- fail "externalRedis.url is a unix:// socket, but externalRedis.cluster needs a node of the cluster: redis://host:port or rediss://host:port" -}}
+{{- end -}}
+{{- /* A hash tag as Redis reads one: the text between the first "{" and the first "}" after it, not empty. */ -}}
+{{- $prefix := include "agentsmith.redisPrefix" . -}}
+{{- if not (regexMatch "^[^{]*\\{[^}]+\\}" $prefix) -}}
+{{- fail (printf "config.content sets redis.prefix %q, which has no hash tag, and externalRedis.cluster is true: give it one, e.g. \"{agentsmith}:\" (the queue's scripts reach many of its keys at once, so on Redis Cluster they must share one hash slot), or leave redis.prefix out for the chart's \"{agentsmith}:\"" $prefix) -}}
+{{- end -}}
+{{- end -}}
 {{- if or $sentinel.nodes $sentinel.masterName -}}
 {{- if not $sentinel.masterName -}}
 {{- fail "externalRedis.sentinel.masterName is needed with externalRedis.sentinel.nodes: the name the sentinels monitor the primary by (`sentinel monitor <name> ...`)" -}}
