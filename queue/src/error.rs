@@ -160,7 +160,17 @@ impl QueueError {
                     || e.is_connection_refusal()
                     || e.is_connection_dropped()
                     || e.is_timeout()
+                    // A failover under way, or a server still loading its data.
+                    || e.code().is_some_and(|code| {
+                        crate::connection::FAILOVER_CODES.contains(&code)
+                            || code == "MASTERDOWN"
+                            || code == "LOADING"
+                    })
             }
+            // One failure of a call that carried several: as unavailable as its cause.
+            QueueError::Shared(cause) => cause.is_unavailable(),
+            // Dropped before Redis answered (shutting down): the sender may retry elsewhere.
+            QueueError::Interrupted => true,
             _ => false,
         }
     }
@@ -174,6 +184,34 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    #[test]
+    fn a_failure_shared_by_a_combined_call_is_unavailable_when_its_cause_is() {
+        let refused = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        let shared = QueueError::Shared(std::sync::Arc::new(QueueError::from(refused)));
+        assert!(shared.is_unavailable(), "{shared}");
+        let script = QueueError::Shared(std::sync::Arc::new(QueueError::Script("bad".into())));
+        assert!(!script.is_unavailable(), "{script}");
+        for code in [
+            "READONLY",
+            "MOVED",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "LOADING",
+        ] {
+            // The server's error line, parsed as the client parses it.
+            let line = format!("-{code} the server says so\r\n");
+            let error = redis::parse_redis_value(line.as_bytes())
+                .and_then(|value| value.extract_error())
+                .expect_err("an error line is an error");
+            let error = QueueError::from(error);
+            assert!(error.is_unavailable(), "{code}: {error:?}");
+        }
+    }
 
     #[test]
     fn a_redis_failure_says_its_cause_once() {
