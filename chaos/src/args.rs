@@ -51,6 +51,9 @@ pub enum RedisKind {
     /// A primary, a replica and three sentinels; the primary is SIGKILLed while jobs
     /// flow, the replicas follow the one the sentinels promote.
     Sentinel,
+    /// A cluster of three primaries with a replica each; the primary serving the queue's
+    /// slot is SIGKILLed while jobs flow, the replicas follow the one the cluster promotes.
+    Cluster,
 }
 
 /// The chaos run's flags.
@@ -59,26 +62,27 @@ pub struct RunArgs {
     /// The dispatcher's spawner: agents as local processes, or in Docker containers.
     #[arg(long, value_enum, default_value_t = SpawnerKind::Process)]
     pub spawner: SpawnerKind,
-    /// The Redis: one server, or a primary and a replica behind three sentinels.
+    /// The Redis: one server, a primary and a replica behind three sentinels, or a
+    /// cluster of three primaries with a replica each.
     #[arg(long, value_enum, default_value_t = RedisKind::Single)]
     pub redis: RedisKind,
-    /// With `--redis sentinel`: `redis.min_replicas_acked` of the replicas. 1: a job is
+    /// With `--redis sentinel|cluster`: `redis.min_replicas_acked` of the replicas. 1: a job is
     /// acknowledged once the replica has it, and none may be lost; 0: jobs acknowledged
     /// just before a primary dies may be lost (counted and reported, not a broken promise).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
     pub min_replicas_acked: u32,
-    /// With `--redis sentinel`: how many times the primary of the moment is killed.
+    /// With `--redis sentinel|cluster`: how many times the primary of the moment is killed.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub failovers: u32,
     /// The agent image of `--spawner docker` (built by `scripts/build-agent-image`).
     #[arg(long, default_value = "agentsmith-agent:test")]
     pub image: String,
     /// Jobs to submit [default: 1000; 100 with `--spawner docker`; 200 with `--redis
-    /// sentinel`].
+    /// sentinel|cluster`].
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Seconds of load and faults [default: 300; 60 with `--spawner docker` or `--redis
-    /// sentinel`].
+    /// sentinel|cluster`].
     #[arg(long)]
     pub duration: Option<u64>,
     /// Upper bound of the drain, in seconds.
@@ -99,12 +103,12 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// Jobs to submit: as given, else the variant's default (containers are slower to
-    /// start than processes on a 2-core machine; the sentinel variant is about its few
-    /// failovers, not volume).
+    /// start than processes on a 2-core machine; the sentinel and cluster variants are
+    /// about their few failovers, not volume).
     pub fn jobs(&self) -> usize {
         self.jobs.unwrap_or(match (self.spawner, self.redis) {
             (SpawnerKind::Docker, _) => 100,
-            (SpawnerKind::Process, RedisKind::Sentinel) => 200,
+            (SpawnerKind::Process, RedisKind::Sentinel | RedisKind::Cluster) => 200,
             (SpawnerKind::Process, RedisKind::Single) => 1000,
         })
     }
@@ -196,15 +200,20 @@ mod tests {
     }
 
     #[test]
-    fn the_sentinel_variant_waits_for_one_replica_and_fails_over_twice_by_default() {
-        let cli = parse(&["--redis", "sentinel"]).unwrap();
-        assert_eq!(cli.run.redis, RedisKind::Sentinel);
-        assert_eq!((cli.run.min_replicas_acked, cli.run.failovers), (1, 2));
-        assert_eq!((cli.run.jobs(), cli.run.duration()), (200, 60));
-        // One replica: waiting for two would refuse every write.
-        assert!(parse(&["--redis", "sentinel", "--min-replicas-acked", "2"]).is_err());
-        let cli = parse(&["--redis", "sentinel", "--min-replicas-acked", "0"]).unwrap();
-        assert_eq!(cli.run.min_replicas_acked, 0);
+    fn the_failover_variants_wait_for_one_replica_and_fail_over_twice_by_default() {
+        for (name, kind) in [
+            ("sentinel", RedisKind::Sentinel),
+            ("cluster", RedisKind::Cluster),
+        ] {
+            let cli = parse(&["--redis", name]).unwrap();
+            assert_eq!(cli.run.redis, kind);
+            assert_eq!((cli.run.min_replicas_acked, cli.run.failovers), (1, 2));
+            assert_eq!((cli.run.jobs(), cli.run.duration()), (200, 60));
+            // One replica: waiting for two would refuse every write.
+            assert!(parse(&["--redis", name, "--min-replicas-acked", "2"]).is_err());
+            let cli = parse(&["--redis", name, "--min-replicas-acked", "0"]).unwrap();
+            assert_eq!(cli.run.min_replicas_acked, 0);
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The settings file each replica runs with (`replica<i>.yml` in the temp dir): the Redis
-//! (one server, or the sentinels of the sentinel variant), the queue tuned for fast leases
+//! (one server, the sentinels of the sentinel variant, or a node of the cluster variant's
+//! cluster), the queue tuned for fast leases
 //! and retries, the spawner of the variant, and the four agent profiles `quick`, `fail`,
 //! `slow` and `sleeper`, which record every run they make.
 
 use serde_json::json;
-use testkit::sentinel::MASTER_NAME;
 
 use crate::args::RedisKind;
 use crate::world::{DockerRun, World};
@@ -13,6 +13,10 @@ use crate::world::{DockerRun, World};
 pub const TOKEN: &str = "chaos-token-0123456789abcdef";
 /// The admission limit configured (and checked).
 pub const MAX_CONCURRENT: u64 = 6;
+/// `redis.prefix` of both replicas. Its hash tag puts every key of the queue in one slot,
+/// as a cluster needs (the cluster variant kills that slot's primary); the other variants
+/// do not mind it.
+pub const PREFIX: &str = "{chaos}:";
 
 /// The `spawner` section of the docker variant: containers on the default bridge (whose
 /// gateway reaches the replicas and the recorder), never pulled, small limits so six fit
@@ -21,7 +25,7 @@ pub const MAX_CONCURRENT: u64 = 6;
 const DOCKER_SPAWNER: &str = "spawner:\n  type: docker\n  grace_secs: 2\n  reconcile_secs: 5\n  docker:\n    network: bridge\n    pull_policy: Never\n    ttl_after_finished_secs: 30\n    memory: \"128Mi\"\n    cpus: \"1\"\n    pids_limit: 64\n";
 
 /// A YAML string (JSON's quoting is valid YAML).
-fn yaml(s: &str) -> String {
+pub fn yaml(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
@@ -49,19 +53,19 @@ log:\n  format: json\n",
     )
 }
 
-/// The `redis` section: the private server, or the sentinels of the set with
+/// The `redis` section: the private server, or how to reach the primary of the sentinel
+/// set or the cluster (see [`crate::topology::Topology::settings`]) with
 /// `min_replicas_acked`. A 2 s timeout: a `WAIT` for the replica then waits 0.5 s at most.
 fn redis(world: &World) -> String {
-    let common = "  prefix: \"chaos:\"\n  timeout_secs: 2\n";
+    let common = format!("  prefix: {}\n  timeout_secs: 2\n", yaml(PREFIX));
     match world.redis_kind {
         RedisKind::Single => format!(
             "redis:\n  url: \"redis://127.0.0.1:{}\"\n{common}",
             world.redis_port
         ),
-        RedisKind::Sentinel => format!(
-            "redis:\n{common}  sentinel:\n    master_name: {name}\n    nodes: {nodes}\n  min_replicas_acked: {acked}\n",
-            name = yaml(MASTER_NAME),
-            nodes = json!(world.sentinels(|set| set.urls()).unwrap_or_default()),
+        RedisKind::Sentinel | RedisKind::Cluster => format!(
+            "redis:\n{common}{reach}  min_replicas_acked: {acked}\n",
+            reach = world.topology(|t| t.settings()).unwrap_or_default(),
             acked = world.min_replicas_acked,
         ),
     }

@@ -42,7 +42,7 @@ pub struct Stats {
     pub cancel_results: Mutex<BTreeMap<String, u64>>,
     /// Every submit request sent, in the order they were answered.
     pub tries: Mutex<Vec<Try>>,
-    /// The primary kills of the sentinel variant and what followed each.
+    /// The primary kills of the sentinel and cluster variants and what followed each.
     pub failovers: Mutex<Vec<Failover>>,
 }
 
@@ -62,8 +62,11 @@ pub struct Try {
 pub enum TryOutcome {
     /// 200/202 with an id.
     Acknowledged,
-    /// A 5xx (503: Redis unavailable, a failover under way).
+    /// 503: Redis unavailable (a failover under way); the answer that says "try again".
     Refused,
+    /// Another 5xx (500: an internal error), which a client need not take as "try again";
+    /// the load sends it again all the same.
+    Failed,
     /// No answer: a connection error or a timeout (a replica killed or frozen).
     NoAnswer,
     /// Any other answer (a 4xx: a harness bug, reported as it happens).

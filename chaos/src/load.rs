@@ -65,7 +65,8 @@ async fn submit(ctx: Arc<Ctx>, index: usize, run_tag: String) {
         let outcome = match (&answer, &id) {
             (_, Some(_)) => TryOutcome::Acknowledged,
             (None, _) => TryOutcome::NoAnswer,
-            (Some((status, _)), _) if *status >= 500 => TryOutcome::Refused,
+            (Some((503, _)), _) => TryOutcome::Refused,
+            (Some((status, _)), _) if *status >= 500 => TryOutcome::Failed,
             (Some(_), _) => TryOutcome::Other,
         };
         let answered_ms = now_ms();

@@ -3,8 +3,9 @@
 //! a Redis SIGKILL and restart) while jobs flow, then checks that every acknowledged job
 //! reached exactly one end state. With `--spawner docker` the agents run in containers of
 //! the local agent image instead; with `--redis sentinel` Redis is a primary, a replica and
-//! three sentinels, and the primary is SIGKILLed while jobs flow (failovers) instead of the
-//! one server's crash; everything else, the verdict included, is the same.
+//! three sentinels, with `--redis cluster` a cluster of three primaries with a replica each,
+//! and the queue's primary is SIGKILLed while jobs flow (failovers) instead of the one
+//! server's crash; everything else, the verdict included, is the same.
 //! `chaos traffic` and `chaos judge` are the Helm chart live test's traffic and judge,
 //! pointed at a dispatcher someone else runs. See chaos/README.md.
 //!
@@ -18,7 +19,8 @@
 //! | [`kind`] | the four kinds of job, the end each should reach, an acknowledged job |
 //! | [`load`] | the jobs: submitting (retrying on the other replica), cancelling the sleepers |
 //! | [`faults`] | replica SIGKILL/SIGSTOP/SIGTERM, runner (or container) kills, the Redis crash |
-//! | [`failover`] | the sentinel variant: the primary SIGKILLed, the new one awaited, the old one back as replica |
+//! | [`failover`] | the sentinel and cluster variants: the primary SIGKILLed, the new one awaited, the old one back as replica |
+//! | [`topology`] | what the failover needs of a Sentinel set or a cluster, and how the replicas reach each |
 //! | [`verdict`] | inspecting every job, the concurrency samples, judging the promises |
 //! | [`report`] | the summary table, the lists and the `VERDICT:` line |
 //! | [`docker`] | the docker variant's engine: checks, the bridge gateway, this run's containers |
@@ -38,6 +40,7 @@ mod load;
 mod recorder;
 mod report;
 mod run;
+mod topology;
 mod traffic;
 mod verdict;
 mod world;

@@ -1,5 +1,5 @@
 //! The summary on stdout: a table of figures, the end states by kind, the failovers of the
-//! sentinel variant, the lists behind every count (the first 20 of each), and the
+//! sentinel and cluster variants, the lists behind every count (the first 20 of each), and the
 //! `VERDICT:` line.
 
 use std::sync::atomic::Ordering;
@@ -21,14 +21,14 @@ pub fn print(
 ) -> Vec<String> {
     figures(ctx, verdict, jobs, drain_secs, recorded);
     end_states(ctx, verdict);
-    if ctx.world.redis_kind == RedisKind::Sentinel {
+    if ctx.world.redis_kind != RedisKind::Single {
         failovers(ctx);
     }
     lists(ctx, verdict);
     if verdict.allowed_loss {
         let cause = match ctx.world.redis_kind {
             RedisKind::Single => "appendfsync everysec",
-            RedisKind::Sentinel => "min_replicas_acked 0",
+            RedisKind::Sentinel | RedisKind::Cluster => "min_replicas_acked 0",
         };
         println!(
             "{cause}: {} acknowledged job(s) lost across the Redis faults",
@@ -140,7 +140,7 @@ fn end_states(ctx: &Ctx, v: &Verdict) {
     );
 }
 
-/// The sentinel variant's failovers: one row per primary kill.
+/// The sentinel and cluster variants' failovers: one row per primary kill.
 fn failovers(ctx: &Ctx) {
     let failovers = ctx.stats.failovers.lock().expect("lock").clone();
     let tries = ctx.stats.tries.lock().expect("lock").clone();
@@ -150,11 +150,12 @@ fn failovers(ctx: &Ctx) {
         })
     };
     println!();
+    let who = ctx.world.topology(|t| t.who()).unwrap_or("the topology");
     println!(
         "failovers (min_replicas_acked {}; times from the kill):",
         ctx.world.min_replicas_acked
     );
-    println!("| # | primary killed | sentinels named the new primary after | first submit acknowledged after | submits refused 5xx / unanswered meanwhile | killed one restarted / a replica in sync after |");
+    println!("| # | primary killed | {who} named the new primary after | first submit acknowledged after | submits refused 503 / 500 / unanswered meanwhile | killed one restarted / a replica in sync after |");
     println!("|---|---|---|---|---|---|");
     for (n, f) in failovers.iter().enumerate() {
         let submits = f.submits(&tries);
@@ -162,7 +163,7 @@ fn failovers(ctx: &Ctx) {
             format!("{} (port {port})", secs(f.killed_ms, Some(at)))
         });
         println!(
-            "| {} | port {} | {promoted} | {} | {} / {} | {} / {} |",
+            "| {} | port {} | {promoted} | {} | {} / {} / {} | {} / {} |",
             n + 1,
             f.killed_port,
             secs(
@@ -170,6 +171,7 @@ fn failovers(ctx: &Ctx) {
                 submits.acknowledged_again_after.map(|d| f.killed_ms + d)
             ),
             submits.refused,
+            submits.failed,
             submits.unanswered,
             secs(f.killed_ms, f.restarted_ms),
             secs(f.killed_ms, f.in_sync_ms),
@@ -180,7 +182,7 @@ fn failovers(ctx: &Ctx) {
     );
 }
 
-/// A lost job with when it was acknowledged, and in the sentinel variant how that was
+/// A lost job with when it was acknowledged, and in the failover variants how that was
 /// placed against the nearest primary kill.
 fn lost_job(ctx: &Ctx, id: &str) -> String {
     let acked = ctx.stats.acked.lock().expect("lock").clone();

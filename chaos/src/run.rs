@@ -55,7 +55,7 @@ async fn chaos(
         replica_ops: tokio::sync::Mutex::new(()),
     });
     let recorded = start_recorder(&world, recorder_listener)?;
-    // Blocking: a sentinel set takes seconds to settle.
+    // Blocking: a sentinel set or a cluster takes seconds to settle.
     let starting = world.clone();
     tokio::task::spawn_blocking(move || starting.start_redis()).await??;
     config::start_replicas(&world)?;
@@ -72,17 +72,11 @@ async fn chaos(
     let t0 = Instant::now();
     let redis = match world.redis_kind {
         RedisKind::Single => format!("redis on {}", world.redis_port),
-        RedisKind::Sentinel => world
-            .sentinels(|set| {
-                format!(
-                    "redis servers on {:?} (primary {:?}), sentinels {:?}, min_replicas_acked {}",
-                    set.server_ports(),
-                    set.primary_port(),
-                    set.urls(),
-                    world.min_replicas_acked
-                )
-            })
-            .unwrap_or_default(),
+        RedisKind::Sentinel | RedisKind::Cluster => format!(
+            "{}, min_replicas_acked {}",
+            world.topology(|t| t.describe()).unwrap_or_default(),
+            world.min_replicas_acked
+        ),
     };
     eprintln!(
         "replicas on {:?}, {redis}, {} jobs over {} s, temp dir {}",
@@ -139,7 +133,7 @@ fn start_recorder(
 /// Submits `jobs` over `duration - 10 s` while the faults run for `duration`; returns once
 /// the faults have stopped and every submit has been answered (each bounded). The Redis
 /// fault is one crash of the single server, or `failovers` primary kills of the sentinel
-/// set spread over the load.
+/// set or the cluster spread over the load.
 async fn load_and_faults(ctx: &Arc<Ctx>, jobs: usize, duration: Duration, failovers: u32) {
     let run_tag = format!("chaos-{:08x}", rand::random::<u32>());
     let spread = duration
@@ -148,7 +142,7 @@ async fn load_and_faults(ctx: &Arc<Ctx>, jobs: usize, duration: Duration, failov
     let load = tokio::spawn(load::load(ctx.clone(), jobs, spread, run_tag));
     let redis_fault = match ctx.world.redis_kind {
         RedisKind::Single => tokio::spawn(faults::redis_fault(ctx.clone(), duration.mul_f64(0.4))),
-        RedisKind::Sentinel => {
+        RedisKind::Sentinel | RedisKind::Cluster => {
             tokio::spawn(failover::primary_faults(ctx.clone(), spread, failovers))
         }
     };

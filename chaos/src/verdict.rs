@@ -28,11 +28,11 @@ pub fn is_terminal(state: &str) -> bool {
 
 /// Whether acknowledged jobs may be lost with this Redis set-up: with `appendfsync
 /// everysec` a Redis crash may lose what was acknowledged in its last second; with
-/// Sentinel and `min_replicas_acked: 0` a failover may lose what the replica had not
+/// Sentinel or a cluster and `min_replicas_acked: 0` a failover may lose what the replica had not
 /// received yet. Those are documented windows, measured and reported, not broken promises;
 /// otherwise one lost job breaks the verdict.
 pub fn loss_allowed(appendfsync: &str, redis: RedisKind, min_replicas_acked: u32) -> bool {
-    appendfsync == "everysec" || (redis == RedisKind::Sentinel && min_replicas_acked == 0)
+    appendfsync == "everysec" || (redis != RedisKind::Single && min_replicas_acked == 0)
 }
 
 /// Every 500 ms until `until` is set: `GET /v1/overview` (alternating replicas), recording
@@ -510,6 +510,8 @@ mod tests {
         assert!(loss_allowed("everysec", RedisKind::Single, 0));
         assert!(!loss_allowed("always", RedisKind::Sentinel, 1));
         assert!(loss_allowed("always", RedisKind::Sentinel, 0));
+        assert!(!loss_allowed("always", RedisKind::Cluster, 1));
+        assert!(loss_allowed("always", RedisKind::Cluster, 0));
     }
 
     #[test]

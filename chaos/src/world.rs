@@ -1,7 +1,8 @@
 //! The processes a chaos run owns: a private Redis (or, in the sentinel variant, a primary,
-//! a replica and three sentinels), two `agentsmith serve` replicas, and the runners and
-//! agents (processes, or containers in the docker variant) they spawn; how they are
-//! started, signalled and found, and the cleanup that kills them all.
+//! a replica and three sentinels; in the cluster variant, three primaries with a replica
+//! each), two `agentsmith serve` replicas, and the runners and agents (processes, or
+//! containers in the docker variant) they spawn; how they are started, signalled and
+//! found, and the cleanup that kills them all.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -14,11 +15,13 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use testkit::cluster::{ClusterOptions, RedisCluster};
 use testkit::redis::RedisServer;
 use testkit::sentinel::{SentinelSet, SetOptions};
 
 use crate::args::{RedisKind, RunArgs, SpawnerKind};
 use crate::docker;
+use crate::topology::Topology;
 
 /// What the docker variant adds to a run.
 pub struct DockerRun {
@@ -36,6 +39,8 @@ enum Redis {
     Single(RedisServer),
     /// A primary, a replica and three sentinels, once started.
     Sentinel(SetOptions, Option<SentinelSet>),
+    /// Three primaries with a replica each, once started.
+    Cluster(ClusterOptions, Option<RedisCluster>),
 }
 
 /// Every child process, container and path the run owns; cleans up on drop.
@@ -45,9 +50,10 @@ pub struct World {
     keep: bool,
     /// Redis's AOF fsync policy (`always` or `everysec`).
     pub appendfsync: String,
-    /// One Redis, or a Sentinel set.
+    /// One Redis, a Sentinel set or a cluster.
     pub redis_kind: RedisKind,
-    /// `redis.min_replicas_acked` of the replicas (sentinel variant; 0 otherwise).
+    /// `redis.min_replicas_acked` of the replicas (sentinel and cluster variants; 0
+    /// otherwise).
     pub min_replicas_acked: u32,
     agentsmith: PathBuf,
     /// The `agent-runner` binary (the process spawner's `runner_path`).
@@ -57,7 +63,7 @@ pub struct World {
     pub host: String,
     /// Set in the docker variant.
     pub docker: Option<DockerRun>,
-    /// The private Redis's port (not used in the sentinel variant).
+    /// The private Redis's port (not used in the sentinel and cluster variants).
     pub redis_port: u16,
     /// The replicas' ports.
     pub ports: [u16; 2],
@@ -109,6 +115,7 @@ impl World {
         std::fs::create_dir_all(dir.join("work"))?;
         let redis_port = testkit::free_port();
         let persistence = ["--appendonly", "yes", "--appendfsync", &args.appendfsync];
+        let server_args = persistence.iter().map(|a| a.to_string()).collect();
         let redis = match args.redis {
             RedisKind::Single => Redis::Single(
                 RedisServer::at(redis_port, &dir.join("redis"))
@@ -118,7 +125,14 @@ impl World {
             RedisKind::Sentinel => Redis::Sentinel(
                 SetOptions {
                     dir: Some(dir.join("redis")),
-                    server_args: persistence.iter().map(|a| a.to_string()).collect(),
+                    server_args,
+                },
+                None,
+            ),
+            RedisKind::Cluster => Redis::Cluster(
+                ClusterOptions {
+                    dir: Some(dir.join("redis")),
+                    server_args,
                 },
                 None,
             ),
@@ -130,7 +144,7 @@ impl World {
             redis_kind: args.redis,
             min_replicas_acked: match args.redis {
                 RedisKind::Single => 0,
-                RedisKind::Sentinel => args.min_replicas_acked,
+                RedisKind::Sentinel | RedisKind::Cluster => args.min_replicas_acked,
             },
             agentsmith,
             runner,
@@ -155,8 +169,8 @@ impl World {
     }
 
     /// Starts Redis (again, after [`World::kill_redis`]) and waits until it listens; in
-    /// the sentinel variant, starts the set and waits until it can fail over (blocks up
-    /// to a minute).
+    /// the sentinel and cluster variants, starts the set or the cluster and waits until
+    /// it can fail over (blocks up to a minute).
     pub fn start_redis(&self) -> anyhow::Result<()> {
         match &mut *self.redis.lock().expect("lock") {
             Redis::Single(server) => server.start().map_err(anyhow::Error::msg),
@@ -166,23 +180,32 @@ impl World {
                 }
                 Ok(())
             }
+            Redis::Cluster(options, cluster) => {
+                if cluster.is_none() {
+                    *cluster = Some(RedisCluster::start(options).map_err(anyhow::Error::msg)?);
+                }
+                Ok(())
+            }
         }
     }
 
-    /// SIGKILLs Redis, as a crash would; in the sentinel variant, every server and
-    /// sentinel of the set (the end of the run).
+    /// SIGKILLs Redis, as a crash would; in the sentinel and cluster variants, every
+    /// server, sentinel and node (the end of the run).
     pub fn kill_redis(&self) {
         match &mut *self.redis.lock().expect("lock") {
             Redis::Single(server) => server.kill(),
             Redis::Sentinel(_, set) => drop(set.take()),
+            Redis::Cluster(_, cluster) => drop(cluster.take()),
         }
     }
 
-    /// The sentinel variant: `f` on the running set (blocking: call it off the runtime's
-    /// threads); `None` in the single-Redis variant or before the set is started.
-    pub fn sentinels<T>(&self, f: impl FnOnce(&mut SentinelSet) -> T) -> Option<T> {
+    /// The sentinel and cluster variants: `f` on the running set or cluster (blocking:
+    /// call it off the runtime's threads); `None` in the single-Redis variant or before it
+    /// is started.
+    pub fn topology<T>(&self, f: impl FnOnce(&mut dyn Topology) -> T) -> Option<T> {
         match &mut *self.redis.lock().expect("lock") {
             Redis::Sentinel(_, Some(set)) => Some(f(set)),
+            Redis::Cluster(_, Some(cluster)) => Some(f(cluster)),
             _ => None,
         }
     }
