@@ -43,5 +43,9 @@ if [ "$only" = docker ]; then
   ensure_busybox
 fi
 
+# The fleet and streams phases hold two ends of thousands of local connections: raise the
+# soft limit on open files to the hard one (the bench checks it and says what it needs).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 cargo build --release -p agentsmith -p agent-runner -p bench
 exec "${CARGO_TARGET_DIR:-target}/release/bench" --no-build "$@"

@@ -9,11 +9,13 @@
 //! `redis-server`, and prints a table of measured figures against targets.
 //! `bench hello --port N` is the hello-world server it compares with; `bench printer` is
 //! the agent of `--only streams` (followers of one busy job's events). `--only lists`
-//! measures filtered job lists with 100,000 jobs stored.
+//! measures filtered job lists with 100,000 jobs stored. `--only fleet` runs a fleet of
+//! simulated runners against two dispatcher replicas (issue 17).
 
 mod api;
 mod bullmq;
 mod docker;
+mod fleet;
 mod kubernetes;
 mod lifecycle;
 mod lists;
@@ -91,6 +93,10 @@ enum Only {
     Streams,
     /// Filtered `GET /v1/jobs` latency with `--list-jobs` jobs stored (not part of `all`).
     Lists,
+    /// A fleet of simulated runners against two dispatcher replicas on one Redis, with SSE
+    /// followers: line latency, false lease expiries, CPU per 1,000 runners, then the
+    /// largest fleet meeting the latency target (not part of `all`).
+    Fleet,
 }
 
 /// Options of a run.
@@ -165,6 +171,30 @@ struct Opts {
     /// Measured requests per list query (`--only lists`).
     #[arg(long, default_value_t = 200)]
     list_requests: usize,
+    /// Simulated runners of the first fleet (`--only fleet`).
+    #[arg(long, default_value_t = 5_000)]
+    fleet_runners: usize,
+    /// Fleet sizes of the ramp after the first, comma-separated (`--only fleet`): those
+    /// above `--fleet-runners` while they meet the target when it did, else those below.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,1000,1500,2000,2500,3000,4000,6000,8000"
+    )]
+    fleet_sizes: Vec<usize>,
+    /// SSE followers of the fleet's jobs (`--only fleet`).
+    #[arg(long, default_value_t = 200)]
+    fleet_followers: usize,
+    /// Lines a second each simulated runner prints (`--only fleet`).
+    #[arg(long, default_value_t = 2)]
+    fleet_lines: u32,
+    /// Measured seconds of each fleet size, after its ramp-up (`--only fleet`).
+    #[arg(long, default_value_t = 20)]
+    fleet_duration: u64,
+    /// Worker threads of each dispatcher replica's runtime, and of the simulated fleet's
+    /// (`--only fleet`).
+    #[arg(long, default_value_t = 2)]
+    fleet_workers: usize,
     /// Concurrency of BullMQ's worker (the BullMQ phase).
     #[arg(long, default_value_t = 100)]
     bullmq_concurrency: usize,
@@ -190,13 +220,13 @@ impl Opts {
         let separate = |only: &Only| {
             matches!(
                 only,
-                Only::Docker | Only::Kubernetes | Only::Streams | Only::Lists
+                Only::Docker | Only::Kubernetes | Only::Streams | Only::Lists | Only::Fleet
             )
         };
         match self.only.as_slice() {
             [one] if separate(one) => Ok(Some(*one)),
             many if many.iter().any(separate) => {
-                bail!("--only docker, kubernetes, streams and lists run alone")
+                bail!("--only docker, kubernetes, streams, lists and fleet run alone")
             }
             _ => Ok(None),
         }
@@ -278,7 +308,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     // The API, docker, kubernetes and streams phases run the agentsmith binary; the others
     // build the dispatcher in-process.
     let runs_binary = match alone {
-        Some(only) => only != Only::Lists,
+        Some(only) => only != Only::Lists && only != Only::Fleet,
         None => opts.runs(Only::Api),
     };
     if runs_binary && !opts.no_build && opts.bin_dir.is_none() {
@@ -343,6 +373,11 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         println!("{}", lists::render(&outcome));
         return Ok(());
     }
+    if alone == Some(Only::Fleet) {
+        let outcome = fleet_phase(&opts, &redis, &tag).await?;
+        println!("{}", fleet::render(&outcome));
+        return Ok(());
+    }
     if alone == Some(Only::Streams) {
         let outcome = streams_phase(&opts, &redis, &tag, &bin_dir, dir.path()).await?;
         println!("{}", streams::render(&outcome));
@@ -399,6 +434,27 @@ async fn lists_phase(opts: &Opts, redis: &BenchRedis, tag: &str) -> anyhow::Resu
         let _ = redis.clean(&cfg.prefix).await;
     }
     outcome.context("lists phase")
+}
+
+/// `--only fleet`: simulated runners against two replicas (see `fleet/mod.rs`).
+async fn fleet_phase(opts: &Opts, redis: &BenchRedis, tag: &str) -> anyhow::Result<fleet::Outcome> {
+    if opts.fleet_runners == 0 || opts.fleet_duration == 0 || opts.fleet_followers == 0 {
+        bail!("--fleet-runners, --fleet-duration and --fleet-followers must be greater than 0");
+    }
+    let cfg = fleet::Config {
+        runners: opts.fleet_runners,
+        sizes: opts.fleet_sizes.clone(),
+        followers: opts.fleet_followers,
+        lines_per_sec: opts.fleet_lines,
+        duration: std::time::Duration::from_secs(opts.fleet_duration),
+        workers: opts.fleet_workers.max(1),
+        prefix: format!("bench-{tag}-fleet-"),
+    };
+    let outcome = fleet::run(redis, &cfg).await;
+    if !redis.private {
+        let _ = redis.clean(&cfg.prefix).await;
+    }
+    outcome.context("fleet phase")
 }
 
 /// `--only streams`: followers of one busy job (see `streams.rs`).
@@ -642,5 +698,9 @@ mod tests {
             Some(Only::Lists)
         );
         assert!(opts(&["--only", "lists,bullmq"]).alone().is_err());
+        assert_eq!(
+            opts(&["--only", "fleet"]).alone().expect("alone"),
+            Some(Only::Fleet)
+        );
     }
 }

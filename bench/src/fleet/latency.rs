@@ -1,0 +1,150 @@
+//! Time as the fleet measures it: one clock for the runners' stamps and the followers'
+//! readings, the measured window, and latency histograms in 1 ms steps.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The histograms' last bucket (ms): slower samples land in it.
+const MAX_MS: usize = 60_000;
+
+/// Microseconds since the epoch of `at`, from one reading of the wall clock taken the first
+/// time this is called: runners stamp lines and followers read them on the same monotonic
+/// clock, so a wall-clock step in between cannot show as latency.
+pub fn epoch_us(at: Instant) -> u64 {
+    static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+    let (base, base_us) = *BASE.get_or_init(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        (Instant::now(), now)
+    });
+    match at.checked_duration_since(base) {
+        Some(after) => base_us + after.as_micros() as u64,
+        None => base_us.saturating_sub(base.duration_since(at).as_micros() as u64),
+    }
+}
+
+/// The measured window, in [`epoch_us`]: closed (nothing counts) until opened.
+pub struct Window {
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            start: AtomicU64::new(u64::MAX),
+            end: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Window {
+    /// Opens the window now.
+    pub fn open(&self) {
+        self.start.store(epoch_us(Instant::now()), Ordering::SeqCst);
+    }
+
+    /// Closes the window now: later stamps no longer count.
+    pub fn close(&self) {
+        self.end.store(epoch_us(Instant::now()), Ordering::SeqCst);
+    }
+
+    /// Whether a stamp falls inside the window.
+    pub fn contains(&self, us: u64) -> bool {
+        us >= self.start.load(Ordering::Relaxed) && us < self.end.load(Ordering::Relaxed)
+    }
+}
+
+/// Percentiles of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// 50th.
+    pub p50: u64,
+    /// 99th.
+    pub p99: u64,
+    /// Largest (60,000 means at least that).
+    pub max: u64,
+}
+
+/// Counts in 1 ms buckets, shared by every task that records.
+pub struct Histogram(Vec<AtomicU64>);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self((0..=MAX_MS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl Histogram {
+    /// Records one sample of `ms` milliseconds.
+    pub fn record(&self, ms: u64) {
+        self.0[(ms as usize).min(MAX_MS)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The percentiles of what was recorded.
+    pub fn percentiles(&self) -> Percentiles {
+        let counts: Vec<u64> = self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        let at = |share: f64| {
+            let rank = ((count as f64) * share).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (ms, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return ms as u64;
+                }
+            }
+            MAX_MS as u64
+        };
+        Percentiles {
+            count,
+            p50: at(0.50),
+            p99: at(0.99),
+            max: counts.iter().rposition(|n| *n > 0).unwrap_or(0) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_percentiles_count_in_milliseconds() {
+        let h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(ms);
+        }
+        h.record(1_000_000);
+        let p = h.percentiles();
+        assert_eq!(
+            (p.count, p.p50, p.p99, p.max),
+            (101, 51, 100, MAX_MS as u64)
+        );
+    }
+
+    #[test]
+    fn a_closed_window_counts_nothing_and_an_open_one_what_follows() {
+        let window = Window::default();
+        let now = epoch_us(Instant::now());
+        assert!(!window.contains(now));
+        window.open();
+        assert!(window.contains(now + 1_000_000));
+        assert!(!window.contains(now.saturating_sub(1_000_000)));
+        window.close();
+        assert!(!window.contains(now + 1_000_000));
+    }
+
+    #[test]
+    fn stamps_follow_the_monotonic_clock() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(1500);
+        assert_eq!(epoch_us(later) - epoch_us(now), 1_500_000);
+    }
+}
