@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use testkit::cluster::{ClusterOptions, RedisCluster};
+use testkit::cluster::RedisCluster;
 use testkit::redis::RedisServer;
 use testkit::sentinel::{SentinelSet, SetOptions};
 
@@ -40,7 +40,7 @@ enum Redis {
     /// A primary, a replica and three sentinels, once started.
     Sentinel(SetOptions, Option<SentinelSet>),
     /// Three primaries with a replica each, once started.
-    Cluster(ClusterOptions, Option<RedisCluster>),
+    Cluster(SetOptions, Option<RedisCluster>),
 }
 
 /// Every child process, container and path the run owns; cleans up on drop.
@@ -130,7 +130,7 @@ impl World {
                 None,
             ),
             RedisKind::Cluster => Redis::Cluster(
-                ClusterOptions {
+                SetOptions {
                     dir: Some(dir.join("redis")),
                     server_args,
                 },

@@ -1,6 +1,6 @@
 //! Redis Cluster for the tests: three primaries with a replica each, all real processes
 //! on 127.0.0.1 (free ports for clients and for the cluster bus, files in temporary
-//! directories, or one the caller owns: [`ClusterOptions::dir`]), joined by `redis-cli
+//! directories, or one the caller owns: [`SetOptions::dir`]), joined by `redis-cli
 //! --cluster create`, killed when dropped.
 //!
 //! Nodes count a silent peer as failing after one second (`cluster-node-timeout 1000`),
@@ -9,26 +9,14 @@
 //! the others that its slots have a new owner and becomes that owner's replica, so the
 //! cluster can fail over once more ([`RedisCluster::ready`]).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::redis::RedisServer;
+use crate::redis::{RedisServer, SetOptions};
 
 /// How long the cluster may take to form: every node agreeing that every slot is served
 /// and every replica in sync.
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// How a cluster is started.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterOptions {
-    /// A directory of the caller's for the nodes' data (`node-<n>/`, `nodes.conf` in it)
-    /// and their logs (`node-<n>.log`); `None`: fresh temporary directories without logs,
-    /// removed with the cluster.
-    pub dir: Option<PathBuf>,
-    /// More arguments for every node (`["--appendonly", "yes"]`); later ones win.
-    pub server_args: Vec<String>,
-}
 
 /// Six nodes: three primaries, each with a replica.
 pub struct RedisCluster {
@@ -39,13 +27,13 @@ impl RedisCluster {
     /// Starts the nodes in temporary directories, creates the cluster and waits until it
     /// is ok everywhere with every replica in sync. Panics saying what did not happen.
     pub fn started() -> Self {
-        Self::start(&ClusterOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+        Self::start(&SetOptions::default()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the nodes as `options` say, creates the cluster and waits until it is ok
     /// everywhere with every replica in sync ([`RedisCluster::ready`]); the error says
     /// what did not happen.
-    pub fn start(options: &ClusterOptions) -> Result<Self, String> {
+    pub fn start(options: &SetOptions) -> Result<Self, String> {
         let mut nodes = Vec::new();
         for n in 0..6 {
             nodes.push(node(n, options)?);
@@ -219,7 +207,7 @@ impl RedisCluster {
 
 /// Node `n`, started: cluster mode, its own cluster bus port, files in a temporary
 /// directory or in `node-<n>/` of the options' directory, logging beside it.
-fn node(n: usize, options: &ClusterOptions) -> Result<RedisServer, String> {
+fn node(n: usize, options: &SetOptions) -> Result<RedisServer, String> {
     let server = match &options.dir {
         None => RedisServer::new(),
         Some(dir) => {

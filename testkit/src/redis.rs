@@ -38,6 +38,29 @@ pub fn test_url() -> String {
     url
 }
 
+/// How a set of servers (a Sentinel set, a cluster) is started.
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    /// A directory of the caller's for the servers' data and everyone's log (`*.log`);
+    /// `None`: fresh temporary directories without logs, removed with the set.
+    pub dir: Option<PathBuf>,
+    /// More arguments for every server (`["--appendonly", "yes"]`); later ones win.
+    pub server_args: Vec<String>,
+}
+
+/// Where a child's output goes: appended to `log`, or nowhere.
+pub(crate) fn output_to(log: Option<&Path>) -> Result<Stdio, String> {
+    match log {
+        None => Ok(Stdio::null()),
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .map_err(|e| format!("opening {}: {e}", path.display())),
+    }
+}
+
 fn default_args() -> Vec<String> {
     ["--save", "", "--appendonly", "no"]
         .iter()
@@ -144,25 +167,14 @@ impl RedisServer {
     /// Starts it (again, after [`RedisServer::kill`]) and waits until it accepts
     /// connections; the error names what went wrong.
     pub fn start(&mut self) -> Result<(), String> {
-        let output = |log: &Option<PathBuf>| -> Result<Stdio, String> {
-            match log {
-                None => Ok(Stdio::null()),
-                Some(path) => std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map(Stdio::from)
-                    .map_err(|e| format!("opening {}: {e}", path.display())),
-            }
-        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(output(&self.log)?)
-            .stderr(output(&self.log)?)
+            .stdout(output_to(self.log.as_deref())?)
+            .stderr(output_to(self.log.as_deref())?)
             .spawn()
             .map_err(|e| format!("starting redis-server ({e}): apt-get install redis-server"))?;
         self.child = Some(child);

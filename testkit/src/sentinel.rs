@@ -8,11 +8,11 @@
 //! primary by the sentinels, so the set can fail over once more
 //! ([`SentinelSet::ready`]).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::redis::RedisServer;
+pub use crate::redis::SetOptions;
+use crate::redis::{output_to, RedisServer};
 use crate::temp::TempDir;
 
 /// The name the sentinels monitor the primary by.
@@ -22,17 +22,6 @@ pub const MASTER_NAME: &str = "agentsmith-test";
 /// and of the replica): sentinels learn of replicas from the primary's `INFO`, every
 /// ten seconds, so this is generous for a slow machine.
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// How a set is started.
-#[derive(Debug, Clone, Default)]
-pub struct SetOptions {
-    /// A directory of the caller's for the servers' data (`redis-a/`, `redis-b/`), the
-    /// sentinels' files (`sentinel-<n>/`) and everyone's log (`*.log`); `None`: fresh
-    /// temporary directories without logs, removed with the set.
-    pub dir: Option<PathBuf>,
-    /// More arguments for both servers (`["--appendonly", "yes"]`); later ones win.
-    pub server_args: Vec<String>,
-}
 
 /// A primary, its replica and three sentinels watching them.
 pub struct SentinelSet {
@@ -244,23 +233,12 @@ impl Sentinel {
             ),
         )
         .map_err(|e| format!("writing {}: {e}", conf.display()))?;
-        let output = || -> Result<Stdio, String> {
-            match &log {
-                None => Ok(Stdio::null()),
-                Some(path) => std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map(Stdio::from)
-                    .map_err(|e| format!("opening {}: {e}", path.display())),
-            }
-        };
         let child = Command::new("redis-server")
             .arg(&conf)
             .arg("--sentinel")
             .stdin(Stdio::null())
-            .stdout(output()?)
-            .stderr(output()?)
+            .stdout(output_to(log.as_deref())?)
+            .stderr(output_to(log.as_deref())?)
             .spawn()
             .map_err(|e| {
                 format!("starting redis-server --sentinel ({e}): apt-get install redis-server")
