@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use agentsmith::app::Application;
 use agentsmith::settings::Settings;
 use anyhow::{bail, Context as _};
-use async_trait::async_trait;
 use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
 use queue::{NewJob, Queue, Submission};
-use spawner::backend::noop::NoopSpawner;
-use spawner::{JobHandle, JobSpawner, JobSpec, LogStream, WorkloadStatus};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::announcing_spawner::AnnouncingSpawner;
 use crate::redis_info::{BenchRedis, Delta};
 use crate::sys::{machine_cpu_secs, own_cpu_secs};
 
@@ -100,49 +98,6 @@ impl Outcome {
     }
 }
 
-/// A no-op spawner that announces every spawn to the simulated runners.
-struct AnnouncingSpawner {
-    inner: NoopSpawner,
-    spawned: mpsc::UnboundedSender<(String, u32)>,
-}
-
-#[async_trait]
-impl JobSpawner for AnnouncingSpawner {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn survives_restart(&self) -> bool {
-        self.inner.survives_restart()
-    }
-
-    async fn probe(&self) -> spawner::Result<()> {
-        self.inner.probe().await
-    }
-
-    async fn spawn(&self, job: &JobSpec) -> spawner::Result<JobHandle> {
-        let handle = self.inner.spawn(job).await?;
-        let _ = self.spawned.send((job.job_id.clone(), job.attempt));
-        Ok(handle)
-    }
-
-    async fn status(&self, handle: &JobHandle) -> spawner::Result<WorkloadStatus> {
-        self.inner.status(handle).await
-    }
-
-    async fn logs(&self, handle: &JobHandle, follow: bool) -> spawner::Result<LogStream> {
-        self.inner.logs(handle, follow).await
-    }
-
-    async fn cancel(&self, handle: &JobHandle, grace: Duration) -> spawner::Result<()> {
-        self.inner.cancel(handle, grace).await
-    }
-
-    async fn list(&self) -> spawner::Result<Vec<JobHandle>> {
-        self.inner.list().await
-    }
-}
-
 /// Shared tallies of the simulated runners.
 #[derive(Default)]
 struct Tally {
@@ -190,10 +145,9 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
     }
 
     let (spawned_tx, spawned_rx) = mpsc::unbounded_channel();
-    let spawner = Arc::new(AnnouncingSpawner {
-        inner: NoopSpawner::new(),
-        spawned: spawned_tx,
-    });
+    let spawner = Arc::new(AnnouncingSpawner::new(spawned_tx, |job| {
+        (job.job_id.clone(), job.attempt)
+    }));
     let shutdown = CancellationToken::new();
     let app = Application::build_with_spawner(settings, spawner, shutdown.clone())
         .await
@@ -366,25 +320,17 @@ async fn verify(
             problems.push(format!("stats: current[{state}] = {}", current(state)));
         }
     }
-    let mut conn = redis.conn().await?;
     let (mut ok, mut not_succeeded, mut no_handle) = (0usize, 0usize, 0usize);
-    for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HMGET")
-                .arg(queue.keys().job(id))
-                .arg("state")
-                .arg("handle_identity");
-        }
-        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
-        for (state, handle) in rows {
-            if state.as_deref() != Some("succeeded") {
-                not_succeeded += 1;
-            } else if handle.unwrap_or_default().is_empty() {
-                no_handle += 1;
-            } else {
-                ok += 1;
-            }
+    let rows = redis
+        .job_fields(queue, ids, ["state", "handle_identity"])
+        .await?;
+    for (state, handle) in rows {
+        if state.as_deref() != Some("succeeded") {
+            not_succeeded += 1;
+        } else if handle.unwrap_or_default().is_empty() {
+            no_handle += 1;
+        } else {
+            ok += 1;
         }
     }
     if ok != jobs {

@@ -12,16 +12,20 @@
 //! measures filtered job lists with 100,000 jobs stored. `--only fleet` runs a fleet of
 //! simulated runners against two dispatcher replicas (issue 17).
 
+mod announcing_spawner;
 mod api;
 mod bullmq;
 mod docker;
 mod fleet;
+mod histogram;
 mod kubernetes;
 mod lifecycle;
 mod lists;
 mod redis_info;
 mod report;
+mod runtime;
 mod slack;
+mod sse;
 mod streams;
 mod sys;
 mod wrk;

@@ -34,10 +34,10 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use spawner::backend::noop::NoopSpawner;
 use tokio::net::TcpStream;
-use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis_info::{BenchRedis, Delta};
+use crate::runtime::NamedRuntime;
 use crate::sys::{machine_cpu_secs, own_cpu_secs, threads_cpu_secs};
 
 /// The signing secret the bench configures and signs with.
@@ -122,7 +122,7 @@ pub struct Outcome {
 
 /// Runs the phase against `redis`.
 pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
-    let load = LoadRuntime::new(cfg.threads)?;
+    let load = NamedRuntime::new(LOAD_THREAD, cfg.threads)?;
     let (slack, jobs_stored, redis_delta) = slack_run(redis, cfg, &load).await?;
     let hello = hello_run(cfg, &load).await?;
     Ok(Outcome {
@@ -137,7 +137,7 @@ pub async fn run(redis: &BenchRedis, cfg: &Config) -> anyhow::Result<Outcome> {
 async fn slack_run(
     redis: &BenchRedis,
     cfg: &Config,
-    load: &LoadRuntime,
+    load: &NamedRuntime,
 ) -> anyhow::Result<(Run, i64, Delta)> {
     let mut settings = Settings::load_from(None, &[]).context("loading the default settings")?;
     settings.redis.url = redis.url.as_str().into();
@@ -192,7 +192,7 @@ async fn slack_run(
     Ok((run, jobs_stored, redis_delta.unwrap_or_default()))
 }
 
-async fn hello_run(cfg: &Config, load: &LoadRuntime) -> anyhow::Result<Run> {
+async fn hello_run(cfg: &Config, load: &NamedRuntime) -> anyhow::Result<Run> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("binding the hello-world")?;
@@ -269,41 +269,6 @@ impl Target {
 
     fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
         (self.make)(self.next.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The load generator's runtime, shut down without blocking when dropped (a runtime may
-/// not be dropped inside another's task).
-struct LoadRuntime(Option<Runtime>);
-
-impl LoadRuntime {
-    fn new(threads: usize) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name(LOAD_THREAD)
-            .enable_all()
-            .build()
-            .context("building the load generator's runtime")?;
-        Ok(Self(Some(runtime)))
-    }
-
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.0
-            .as_ref()
-            .expect("the runtime is only taken on drop")
-            .spawn(future)
-    }
-}
-
-impl Drop for LoadRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -402,7 +367,7 @@ async fn connection(target: Arc<Target>, from: Instant, until: Instant) -> anyho
 /// Loads `target` with `cfg.connections` connections for [`WARMUP`] and then
 /// `cfg.duration`; with `redis`, also what Redis did within the window.
 async fn drive(
-    load: &LoadRuntime,
+    load: &NamedRuntime,
     target: Arc<Target>,
     cfg: &Config,
     redis: Option<&BenchRedis>,

@@ -19,8 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TOKEN;
+use crate::histogram::{Histogram, Percentiles};
 use crate::redis_info::BenchRedis;
-use crate::sys::{cpu_secs, free_port, http, rss_bytes, wait_http_ok, ChildGuard};
+use crate::sse::{self, Seen};
+use crate::sys::{
+    cpu_secs, free_port, http, open_files_limit, rss_bytes, wait_http_ok, ChildGuard,
+};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -76,57 +80,6 @@ pub struct Outcome {
     pub printing: Duration,
     /// CPU seconds of the server and of Redis while the agent printed.
     pub cpu: (f64, f64),
-}
-
-/// Percentiles of a histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// 50th.
-    pub p50: u64,
-    /// 99th.
-    pub p99: u64,
-    /// Largest (bucketed; `MAX_MS` means at least that).
-    pub max: u64,
-}
-
-/// The histograms' last bucket (ms): slower samples land in it.
-const MAX_MS: usize = 60_000;
-
-/// Counts in 1 ms buckets, shared by every follower.
-struct Histogram(Vec<AtomicU64>);
-
-impl Histogram {
-    fn new() -> Self {
-        Self((0..=MAX_MS).map(|_| AtomicU64::new(0)).collect())
-    }
-
-    fn record(&self, ms: u64) {
-        self.0[(ms as usize).min(MAX_MS)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn percentiles(&self) -> Percentiles {
-        let counts: Vec<u64> = self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        let count: u64 = counts.iter().sum();
-        let at = |share: f64| {
-            let rank = ((count as f64) * share).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (ms, n) in counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return ms as u64;
-                }
-            }
-            MAX_MS as u64
-        };
-        Percentiles {
-            count,
-            p50: at(0.50),
-            p99: at(0.99),
-            max: counts.iter().rposition(|n| *n > 0).unwrap_or(0) as u64,
-        }
-    }
 }
 
 /// What the followers count, together.
@@ -186,8 +139,8 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, dir: &Path) -> anyhow::Result
     let clients_before = connected_clients(&mut sampler).await?;
 
     let tally = Arc::new(Tally {
-        latency_agent: Histogram::new(),
-        latency_redis: Histogram::new(),
+        latency_agent: Histogram::default(),
+        latency_redis: Histogram::default(),
         lines: AtomicU64::new(0),
         fast_complete: AtomicU64::new(0),
         slow_complete: AtomicU64::new(0),
@@ -262,13 +215,7 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, dir: &Path) -> anyhow::Result
 
 /// Fails early when this process could not hold a connection per follower.
 fn check_fd_limit(followers: usize) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok());
-    match soft {
+    match open_files_limit() {
         Some(n) if n < followers + 200 => bail!(
             "{followers} followers need about {} open files and the limit is {n}: raise it (ulimit -n)",
             followers + 200
@@ -478,18 +425,6 @@ struct Follower {
     stop: CancellationToken,
 }
 
-/// What a follower saw of one response.
-#[derive(Default)]
-struct Seen {
-    /// The id of the last event.
-    last_id: Option<String>,
-    lines: u64,
-    lagged: bool,
-    ended: bool,
-    /// A `log` event's data comes next (the line before was `event: log`).
-    log_next: bool,
-}
-
 impl Follower {
     async fn run(self, permit: tokio::sync::OwnedSemaphorePermit) {
         let mut permit = Some(permit);
@@ -546,11 +481,7 @@ impl Follower {
         let mut socket = socket
             .connect(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
             .await?;
-        let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
-        let request = format!(
-            "GET /v1/jobs/{}/events{query} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n",
-            self.job, self.port
-        );
+        let request = sse::request(&self.job, format!("127.0.0.1:{}", self.port), after);
         socket.write_all(request.as_bytes()).await?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut pending: Vec<u8> = Vec::new();
@@ -573,20 +504,16 @@ impl Follower {
             }
             pending.extend_from_slice(&buf[..n]);
             if head {
-                let Some(end) = find(&pending, b"\r\n\r\n") else {
+                if !sse::take_head(&mut pending)? {
                     continue;
-                };
-                if !pending.starts_with(b"HTTP/1.1 200") {
-                    bail!("{}", String::from_utf8_lossy(&pending[..end]));
                 }
-                pending.drain(..end + 4);
                 head = false;
                 if first {
                     self.tally.connected.fetch_add(1, Ordering::SeqCst);
                 }
                 permit.take();
             }
-            self.scan(&mut pending, &mut seen);
+            sse::scan(&mut pending, &mut seen, |data, id| self.time(data, id));
             if seen.ended || seen.lagged {
                 return Ok(seen);
             }
@@ -594,30 +521,6 @@ impl Follower {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-
-    /// Reads the complete lines of `pending` (and drops them).
-    fn scan(&self, pending: &mut Vec<u8>, seen: &mut Seen) {
-        let mut start = 0;
-        while let Some(nl) = pending[start..].iter().position(|b| *b == b'\n') {
-            let line = &pending[start..start + nl];
-            start += nl + 1;
-            if let Some(id) = line.strip_prefix(b"id: ") {
-                seen.last_id = Some(String::from_utf8_lossy(id).into_owned());
-            } else if line == b"event: log" {
-                seen.log_next = true;
-            } else if line == b"event: lagged" {
-                seen.lagged = true;
-            } else if line.starts_with(b"data: ") && seen.log_next {
-                seen.log_next = false;
-                seen.lines += 1;
-                self.time(line, seen.last_id.as_deref());
-            } else if line == b"0\r" {
-                // The last chunk of the response: the stream is over.
-                seen.ended = true;
-            }
-        }
-        pending.drain(..start);
     }
 
     /// Records the latency of a log line to a fast follower.
@@ -631,12 +534,7 @@ impl Follower {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         // The printer's line is "<n> <microseconds since the epoch>".
-        let printed = find(data, b"\"line\":\"").and_then(|at| {
-            let rest = &data[at + 8..];
-            let text = std::str::from_utf8(&rest[..rest.iter().position(|b| *b == b'"')?]).ok()?;
-            text.split_whitespace().nth(1)?.parse::<u64>().ok()
-        });
-        if let Some(printed) = printed {
+        if let Some(printed) = sse::line_stamp(data) {
             self.tally
                 .latency_agent
                 .record(now_us.saturating_sub(printed) / 1000);
@@ -648,10 +546,6 @@ impl Follower {
                 .record((now_us / 1000).saturating_sub(stored));
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `bench printer`: waits for `gate` to exist, then prints `rate` lines a second for
@@ -764,23 +658,4 @@ pub fn render(o: &Outcome) -> String {
         out.push_str(&format!("| {figure} | {value} |\n"));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles_count_in_milliseconds() {
-        let h = Histogram::new();
-        for ms in 1..=100 {
-            h.record(ms);
-        }
-        h.record(1_000_000);
-        let p = h.percentiles();
-        assert_eq!(p.count, 101);
-        assert_eq!(p.p50, 51);
-        assert_eq!(p.p99, 100);
-        assert_eq!(p.max, MAX_MS as u64);
-    }
 }

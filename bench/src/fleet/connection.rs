@@ -10,6 +10,8 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::sse::find;
+
 /// The limit on one request, answer included (the runner's default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -114,11 +116,6 @@ fn parse_head(head: &[u8]) -> anyhow::Result<(u16, usize, bool)> {
     }
     let length = length.with_context(|| format!("an answer without a length: {head:.200}"))?;
     Ok((status, length, close))
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ mod table;
 
 use std::time::Duration;
 
-use self::latency::Percentiles;
 pub use self::table::render;
+use crate::histogram::Percentiles;
 use crate::redis_info::BenchRedis;
 
 /// The p99 line-to-follower latency a fleet must stay under (issue 17).

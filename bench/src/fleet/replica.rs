@@ -7,125 +7,26 @@
 //! a workload the other one spawned gets the truth.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentsmith::app::Application;
 use agentsmith::settings::Settings;
 use anyhow::Context as _;
-use async_trait::async_trait;
 use queue::Queue;
-use spawner::backend::noop::NoopSpawner;
-use spawner::{JobHandle, JobSpawner, JobSpec, LogStream, WorkloadStatus};
-use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
+use spawner::JobSpawner;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::Spawned;
+use crate::announcing_spawner::AnnouncingSpawner;
+use crate::runtime::NamedRuntime;
 use crate::sys::threads_cpu_secs;
 
 /// The no-op backend of both replicas: announces every spawn to the simulated fleet and
 /// counts the watchdogs' questions about workloads, which they ask only of a job whose
 /// lease ran out.
-pub struct FleetSpawner {
-    inner: NoopSpawner,
-    spawned: mpsc::UnboundedSender<Spawned>,
-    /// `status` calls: lease checks of a watchdog (and reconciliations of unwanted
-    /// workloads, of which the fleet has none).
-    pub status_calls: AtomicU64,
-}
-
-impl FleetSpawner {
-    /// A backend that sends each spawned attempt to `spawned`.
-    pub fn new(spawned: mpsc::UnboundedSender<Spawned>) -> Self {
-        Self {
-            inner: NoopSpawner::new(),
-            spawned,
-            status_calls: AtomicU64::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl JobSpawner for FleetSpawner {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn survives_restart(&self) -> bool {
-        self.inner.survives_restart()
-    }
-
-    async fn probe(&self) -> spawner::Result<()> {
-        self.inner.probe().await
-    }
-
-    async fn spawn(&self, job: &JobSpec) -> spawner::Result<JobHandle> {
-        let handle = self.inner.spawn(job).await?;
-        let _ = self.spawned.send(Spawned {
-            job_id: job.job_id.clone(),
-            attempt: job.attempt,
-            credential: job.credential.clone(),
-            heartbeat_secs: job.heartbeat_secs,
-        });
-        Ok(handle)
-    }
-
-    async fn status(&self, handle: &JobHandle) -> spawner::Result<WorkloadStatus> {
-        self.status_calls.fetch_add(1, Ordering::Relaxed);
-        self.inner.status(handle).await
-    }
-
-    async fn logs(&self, handle: &JobHandle, follow: bool) -> spawner::Result<LogStream> {
-        self.inner.logs(handle, follow).await
-    }
-
-    async fn cancel(&self, handle: &JobHandle, grace: Duration) -> spawner::Result<()> {
-        self.inner.cancel(handle, grace).await
-    }
-
-    async fn list(&self) -> spawner::Result<Vec<JobHandle>> {
-        self.inner.list().await
-    }
-}
-
-/// A tokio runtime of named threads, shut down without waiting when dropped (a runtime may
-/// not be dropped inside another's task).
-pub struct Threads(Option<Runtime>);
-
-impl Threads {
-    /// A runtime of `workers` threads named `name` (at most 15 bytes, as `/proc` keeps them).
-    pub fn new(name: &'static str, workers: usize) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers.max(1))
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .with_context(|| format!("building the runtime of {name}"))?;
-        Ok(Self(Some(runtime)))
-    }
-
-    /// Spawns `future` on the runtime.
-    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.0
-            .as_ref()
-            .expect("the runtime is only taken on drop")
-            .spawn(future)
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
+pub type FleetSpawner = AnnouncingSpawner<Spawned>;
 
 /// One running replica; stopped (and its runtime shut down) when dropped.
 pub struct Replica {
@@ -138,7 +39,7 @@ pub struct Replica {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the shutdown token is cancelled first.
-    _threads: Threads,
+    _threads: NamedRuntime,
 }
 
 impl Replica {
@@ -151,7 +52,7 @@ impl Replica {
         spawner: Arc<dyn JobSpawner>,
     ) -> anyhow::Result<Self> {
         // Shut down however this function ends.
-        let threads = Threads::new(thread, workers)?;
+        let threads = NamedRuntime::new(thread, workers)?;
         let shutdown = CancellationToken::new();
         let (built_tx, built_rx) = oneshot::channel();
         let stop = shutdown.clone();

@@ -17,11 +17,13 @@ use std::time::Duration;
 use contract::{
     OutputStream, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION,
 };
+use spawner::JobSpec;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::latency::{epoch_us, Histogram, Window};
+use super::latency::{epoch_us, Window};
+use crate::histogram::Histogram;
 
 /// How long the runner's outbox waits after a batch's first event before sending it.
 pub const LINGER: Duration = Duration::from_millis(200);
@@ -40,6 +42,18 @@ pub struct Spawned {
     pub credential: String,
     /// Seconds between heartbeats.
     pub heartbeat_secs: u64,
+}
+
+impl Spawned {
+    /// What the backend announces of `job`.
+    pub fn of(job: &JobSpec) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            attempt: job.attempt,
+            credential: job.credential.clone(),
+            heartbeat_secs: job.heartbeat_secs,
+        }
+    }
 }
 
 /// What every runner counts, together.

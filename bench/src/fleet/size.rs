@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::follower::{self, Follower};
 use super::latency::Window;
-use super::replica::{FleetSpawner, Replica, Threads};
+use super::replica::{FleetSpawner, Replica};
 use super::runner::{self, Runner, Spawned};
 use super::{Config, Size};
 use crate::api::TOKEN;
 use crate::redis_info::{BenchRedis, Snapshot};
-use crate::sys::{machine_cpu_secs, own_cpu_secs, rss_bytes, threads_cpu_secs};
+use crate::runtime::NamedRuntime;
+use crate::sys::{machine_cpu_secs, open_files_limit, own_cpu_secs, rss_bytes, threads_cpu_secs};
 
 /// The names of the replicas' threads and of the simulated fleet's (read from `/proc`).
 const REPLICAS: [&str; 2] = ["fleet-disp-a", "fleet-disp-b"];
@@ -32,14 +33,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// Fails early when this process could not hold two ends of every connection.
 fn check_fd_limit(connections: usize) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok());
     let needed = connections * 2 + 1000;
-    match soft {
+    match open_files_limit() {
         Some(n) if n < needed => bail!(
             "{connections} connections need about {needed} open files (both ends are in this process) and the limit is {n}: raise it (ulimit -n; bench/run.sh raises the soft limit to the hard one)"
         ),
@@ -121,12 +116,12 @@ pub async fn run(redis: &BenchRedis, cfg: &Config, runners: usize) -> anyhow::Re
     let settings = settings(redis, &prefix, runners, cfg.followers)?;
     let heartbeat_secs = settings.queue.heartbeat_secs;
     let (spawned_tx, spawned_rx) = mpsc::unbounded_channel();
-    let spawner = Arc::new(FleetSpawner::new(spawned_tx));
+    let spawner = Arc::new(FleetSpawner::new(spawned_tx, Spawned::of));
     let replicas = [
         Replica::start(REPLICAS[0], cfg.workers, settings.clone(), spawner.clone()).await?,
         Replica::start(REPLICAS[1], cfg.workers, settings, spawner.clone()).await?,
     ];
-    let fleet = Threads::new(FLEET_THREAD, cfg.workers)?;
+    let fleet = NamedRuntime::new(FLEET_THREAD, cfg.workers)?;
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     let window = Arc::new(Window::default());
@@ -295,23 +290,13 @@ async fn verify(
         .iter()
         .map(|s| stats.entered.get(*s).copied().unwrap_or(0))
         .sum();
-    let mut conn = redis.conn().await?;
-    for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HMGET")
-                .arg(queue.keys().job(id))
-                .arg("state")
-                .arg("attempt");
-        }
-        let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
-        size.not_running += rows
-            .iter()
-            .filter(|(state, attempt)| {
-                state.as_deref() != Some("running") || attempt.as_deref() != Some("1")
-            })
-            .count();
-    }
+    let rows = redis.job_fields(queue, ids, ["state", "attempt"]).await?;
+    size.not_running += rows
+        .iter()
+        .filter(|(state, attempt)| {
+            state.as_deref() != Some("running") || attempt.as_deref() != Some("1")
+        })
+        .count();
     Ok(())
 }
 
