@@ -43,14 +43,15 @@ fn cluster_node() -> RedisServer {
     panic!("the one-node cluster did not become ok");
 }
 
-fn queue(url: &str, prefix: &str) -> Queue {
+/// A queue on the node of `url`, as a cluster node (`redis.cluster`) or as a plain server.
+fn queue(url: &str, prefix: &str, cluster: bool) -> Queue {
     let redis = RedisSettings {
         url: SecretString::from(url.to_string()),
         prefix: prefix.to_string(),
         timeout_secs: 5,
         tls: Default::default(),
         sentinel: Default::default(),
-        cluster: false,
+        cluster,
         min_replicas_acked: 0,
     };
     let limits = QueueSettings::for_tests();
@@ -211,14 +212,14 @@ pub(crate) async fn lifecycle(queue: &Queue) -> Result<()> {
 #[tokio::test]
 async fn with_a_hash_tagged_prefix_every_script_keeps_to_one_cluster_slot() {
     let node = cluster_node();
-    let queue = queue(&node.url(), "{agentsmith}:");
+    let queue = queue(&node.url(), "{agentsmith}:", true);
     lifecycle(&queue).await.unwrap();
 }
 
 #[tokio::test]
 async fn with_a_plain_prefix_the_scripts_cross_cluster_slots() {
     let node = cluster_node();
-    let queue = queue(&node.url(), "agentsmith:");
+    let queue = queue(&node.url(), "agentsmith:", true);
     let error = lifecycle(&queue).await.unwrap_err();
     let chain = format!(
         "{error}: {}",
@@ -229,5 +230,21 @@ async fn with_a_plain_prefix_the_scripts_cross_cluster_slots() {
     assert!(
         chain.contains("CROSSSLOT") || chain.contains("same slot"),
         "{chain}"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_node_taken_for_a_plain_server_is_refused_saying_to_set_redis_cluster() {
+    let node = cluster_node();
+    let queue = queue(&node.url(), "{agentsmith}:", false);
+    let error = queue.submit(&new_job("PAY-3")).await.unwrap_err();
+    assert!(matches!(error, crate::QueueError::ClusterNode), "{error:?}");
+    assert!(
+        error.to_string().contains("set redis.cluster: true"),
+        "{error}"
+    );
+    assert!(
+        error.is_unavailable(),
+        "a sender retries while the operator fixes it"
     );
 }

@@ -36,6 +36,13 @@ pub enum QueueError {
          clients needs redis.tls.cert_file and redis.tls.key_file, signed by a CA it trusts"
     )]
     ClientCertificate(#[source] redis::RedisError),
+    /// `redis.url` names a node of a Redis Cluster, and `redis.cluster` is off: the node
+    /// would answer most of the queue's commands with `MOVED`.
+    #[error(
+        "redis.url names a node of a Redis Cluster: set redis.cluster: true and give \
+         redis.prefix a hash tag (\"{{agentsmith}}:\")"
+    )]
+    ClusterNode,
     /// A file named in `redis.tls` cannot be read.
     #[error("cannot read redis.tls.{key} ({})", path.display())]
     TlsFile {
@@ -154,7 +161,8 @@ impl QueueError {
             | QueueError::Credentials(_)
             | QueueError::PasswordRequired(_)
             | QueueError::ServerCertificate(_)
-            | QueueError::ClientCertificate(_) => true,
+            | QueueError::ClientCertificate(_)
+            | QueueError::ClusterNode => true,
             QueueError::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_refusal()

@@ -206,7 +206,10 @@ impl Shared {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client, config).await?;
+        let mut manager = ConnectionManager::new_with_config(client, config).await?;
+        if matches!(target, Target::Direct(_)) && cluster_node(&mut manager).await {
+            return Err(QueueError::ClusterNode);
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         *self
             .current
@@ -227,6 +230,15 @@ impl Shared {
         }
         Ok(manager)
     }
+}
+
+/// Whether the server is a node of a Redis Cluster (`INFO cluster`). A server that does
+/// not answer (a proxy, an ACL user without `INFO`) is taken for a plain one: its commands
+/// say what is wrong, if anything is.
+async fn cluster_node(conn: &mut ConnectionManager) -> bool {
+    let info: redis::RedisResult<String> =
+        redis::cmd("INFO").arg("cluster").query_async(conn).await;
+    info.is_ok_and(|info| info.contains("cluster_enabled:1"))
 }
 
 /// Whether `e` is what a command meets when the primary moved: the connection broke, the
