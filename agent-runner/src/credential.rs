@@ -7,7 +7,7 @@
 //! dispatcher answers a second exchange only to the nonce that spent the credential, and
 //! the nonce never leaves this process except in that request.
 
-use contract::{TokenGrant, TokenRequest, PROTOCOL_VERSION};
+use contract::{Checkout, TokenGrant, TokenRequest, PROTOCOL_VERSION};
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 
@@ -18,8 +18,8 @@ use crate::sender::{http_client, Backoff, SenderSettings};
 /// What the exchange came to.
 #[derive(Debug)]
 pub enum Exchanged {
-    /// The attempt's token.
-    Token(Token),
+    /// The attempt's token, and the repository to check out (if any).
+    Token(Token, Option<Checkout>),
     /// The dispatcher no longer wants the attempt (409 or 410): nothing is to run.
     Gone {
         /// The HTTP status.
@@ -84,7 +84,9 @@ pub async fn exchange(job: &Job, settings: &SenderSettings) -> Result<Exchanged>
                     })
                 }
                 status if status.is_success() => match response.json::<TokenGrant>().await {
-                    Ok(grant) => return Ok(Exchanged::Token(Token::new(grant.token))),
+                    Ok(grant) => {
+                        return Ok(Exchanged::Token(Token::new(grant.token), grant.checkout))
+                    }
                     Err(e) => format!("reading the token: {}", describe(&e)),
                 },
                 status => format!("HTTP {status}"),

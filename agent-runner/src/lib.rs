@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`job`] | the job read from the environment ([`Job::from_env`]); the agent's environment |
 //! | [`credential`] | the one-time credential exchanged for the attempt's token; the runner sealed |
+//! | [`checkout`] | the repository checked out before the agent starts, its credential only in git's environment |
 //! | [`workspace`] | the work directory: intent file, result file, handing it to the agent's user |
 //! | [`agent`] | the agent's process group: start (as whom), SIGTERM, grace, SIGKILL, what it left behind |
 //! | [`reaper`] | the runner as subreaper: processes that left the agent's group end with it |
@@ -22,6 +23,7 @@
 //! | [`error`] | the crate's [`Error`] and the exit code of each failure |
 
 pub mod agent;
+pub mod checkout;
 pub mod credential;
 pub mod error;
 pub mod job;

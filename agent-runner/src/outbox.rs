@@ -271,7 +271,9 @@ fn approximate_size(event: &RunnerEvent) -> usize {
             OVERHEAD * 2 + (summary + links) * 2
         }
         RunnerEvent::Finished { outcome, .. } => match outcome {
-            RunOutcome::StartFailed { reason } => OVERHEAD * 2 + reason.len() * 2,
+            RunOutcome::StartFailed { reason } | RunOutcome::CheckoutFailed { reason } => {
+                OVERHEAD * 2 + reason.len() * 2
+            }
             _ => OVERHEAD * 2,
         },
         RunnerEvent::Started | RunnerEvent::Heartbeat | RunnerEvent::Dropped { .. } => OVERHEAD,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::{OutputStream, RunOutcome, RunnerEvent};
+use contract::{Checkout, OutputStream, RunOutcome, RunnerEvent};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::agent::{self, Agent, Launch};
+use crate::checkout;
 use crate::credential::{self, Exchanged};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -73,8 +74,8 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         });
     }
     let mut signals = Signals::install()?;
-    let token = match credential::exchange(&job, &settings.sender).await? {
-        Exchanged::Token(token) => token,
+    let (token, checkout) = match credential::exchange(&job, &settings.sender).await? {
+        Exchanged::Token(token, checkout) => (token, checkout),
         Exchanged::Gone { status } => {
             tracing::info!(
                 status,
@@ -95,10 +96,8 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     let sender = tokio::spawn(sender.run().in_current_span());
     tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
 
-    if let Err(e) = workspace.prepare(&job.intent_json).await {
-        tracing::error!(error = %e.chain(), "cannot prepare the work directory");
-        let reason = e.chain();
-        outbox.finish(RunOutcome::StartFailed { reason }, None);
+    if let Some(outcome) = prepare(&workspace, &job, checkout.as_ref(), &outbox).await {
+        outbox.finish(outcome, None);
         return delivered(sender).await;
     }
 
@@ -116,7 +115,9 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
             }
         };
     tracing::info!(pgid = agent.pgid(), command = ?job.command, "agent started");
-    outbox.push(RunnerEvent::Started);
+    if checkout.is_none() {
+        outbox.push(RunnerEvent::Started);
+    }
     let echo = Echo::default();
     let mut pumps = [
         output::pump(
@@ -181,6 +182,30 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     };
     outbox.finish(outcome, result);
     delivered(sender).await
+}
+
+/// Writes the intent file and checks the repository out (if the job has one); the outcome
+/// to end the attempt with when either fails.
+async fn prepare(
+    workspace: &Workspace,
+    job: &Job,
+    checkout: Option<&Checkout>,
+    outbox: &Outbox,
+) -> Option<RunOutcome> {
+    if let Err(e) = workspace.prepare(&job.intent_json).await {
+        tracing::error!(error = %e.chain(), "cannot prepare the work directory");
+        return Some(RunOutcome::StartFailed { reason: e.chain() });
+    }
+    let checkout = checkout?;
+    // The attempt runs from here: its lease is kept by heartbeats while git works.
+    outbox.push(RunnerEvent::Started);
+    match checkout::run(checkout, workspace.dir(), outbox, job.heartbeat).await {
+        Ok(()) => None,
+        Err(reason) => {
+            tracing::error!(%reason, "the checkout failed");
+            Some(RunOutcome::CheckoutFailed { reason })
+        }
+    }
 }
 
 /// How the agent's run ended, as [`supervise`] saw it.

@@ -7,6 +7,7 @@
 //! | [`exit`] | `agent-runner`'s exit codes and what each means |
 //! | [`labels`] | the labels every backend puts on every workload |
 //! | [`intent`] | [`Intent`]: what the requester wants done |
+//! | [`checkout`] | [`Checkout`]: the repository the runner checks out before the agent starts, and its credential |
 //! | [`runner`] | the runner's wire types: [`RunnerBatch`] of [`RunnerEvent`]s, [`RunnerReply`], [`AgentResult`] |
 //! | [`workload`] | [`JobHandle`] (one workload, as the queue records it) and [`workload_name`] |
 //! | [`error_chain`] | [`ErrorChain`]: how every part writes an error and its causes in a log line |
@@ -15,6 +16,7 @@
 //! the runner is named here, so no two of them can disagree about a name or a shape.
 
 pub mod agent_user;
+pub mod checkout;
 pub mod env;
 pub mod error_chain;
 pub mod exit;
@@ -24,6 +26,7 @@ pub mod runner;
 pub mod workload;
 
 pub use agent_user::AgentUser;
+pub use checkout::{Checkout, GitCredential};
 pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{

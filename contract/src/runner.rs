@@ -62,6 +62,11 @@ pub enum RunOutcome {
         /// Why.
         reason: String,
     },
+    /// The repository could not be checked out, so the agent was not started.
+    CheckoutFailed {
+        /// Why, in git's words.
+        reason: String,
+    },
 }
 
 /// One event from the runner.
@@ -134,6 +139,9 @@ pub struct TokenRequest {
 pub struct TokenGrant {
     /// The attempt's token, for the `Authorization` header of every [`RunnerBatch`].
     pub token: String,
+    /// The repository to check out before the agent starts, when the job's project has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<crate::Checkout>,
 }
 
 impl std::fmt::Debug for TokenGrant {

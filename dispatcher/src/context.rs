@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::Intent;
+use contract::{Checkout, GitCredential, Intent};
 use queue::{CancelOutcome, Job, Queue};
 use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
@@ -215,5 +215,29 @@ pub fn job_spec(
         credential,
         heartbeat_secs: settings.queue.heartbeat_secs,
         grace_secs: settings.spawner.grace_secs,
+    })
+}
+
+/// What the runner of `job` checks out before its agent starts: the job's repository, when
+/// its project still asks for a checkout, with the project's current credential.
+pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
+    let repo = job.repo.as_deref().filter(|r| !r.is_empty())?;
+    let project = settings.projects.get(job.project.as_deref()?)?;
+    let checkout = &project.checkout;
+    if !checkout.enabled {
+        return None;
+    }
+    let token = secrecy::ExposeSecret::expose_secret(&checkout.token);
+    Some(Checkout {
+        repo: repo.to_string(),
+        base_branch: project.base_branch.clone(),
+        branch: checkout.branch_for(&job.id, job.ticket.as_deref()),
+        depth: checkout.depth,
+        submodules: checkout.submodules,
+        lfs: checkout.lfs,
+        credential: (!token.is_empty()).then(|| GitCredential {
+            username: checkout.username.clone(),
+            token: token.to_string(),
+        }),
     })
 }

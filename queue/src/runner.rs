@@ -221,6 +221,10 @@ fn encode_runner_event(
                 RunOutcome::StartFailed { reason } => {
                     format!("agent:agent command could not start: {reason}")
                 }
+                // The git host may be away for a moment: retried while attempts remain.
+                RunOutcome::CheckoutFailed { reason } => {
+                    format!("infra:the checkout failed: {reason}")
+                }
                 RunOutcome::OomKilled => {
                     "agent:OOM-killed: the agent went over its memory limit".into()
                 }

@@ -6,6 +6,7 @@
 //! | [`net`] | free ports |
 //! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
 //! | [`temp`] | unique names and temporary directories |
+//! | [`git_server`] | a real git server over HTTP ([`git_server::GitServer`]: `git http-backend` behind a token check), recording what clients send and push |
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
 //! | [`cluster`] | three primaries with a replica each as real processes ([`cluster::RedisCluster`]), for Redis Cluster failover tests |
 //! | [`sentinel`] | a primary, a replica and three sentinels as real processes ([`sentinel::SentinelSet`]), for failover tests |
@@ -19,6 +20,7 @@
 
 pub mod cluster;
 pub mod fake_api;
+pub mod git_server;
 pub mod net;
 pub mod procs;
 pub mod redis;

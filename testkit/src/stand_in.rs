@@ -112,6 +112,7 @@ async fn exchange(
     }
     Json(TokenGrant {
         token: token_for(credential),
+        checkout: None,
     })
     .into_response()
 }

@@ -68,10 +68,19 @@ pub async fn token(
         .exchange_credential(&job_id, request.attempt, &digest)
         .await?
     {
-        Exchange::Granted => Ok(Json(TokenGrant {
-            token: state.tokens.issue(&job_id, request.attempt),
-        })
-        .into_response()),
+        Exchange::Granted => {
+            // The job's repository and its credential go to the runner here, not in the
+            // workload: only the runner that spent the credential learns them.
+            let job = state.queue.get(&job_id).await?;
+            let checkout = job
+                .as_ref()
+                .and_then(|job| crate::context::checkout_for(&state.settings, job));
+            Ok(Json(TokenGrant {
+                token: state.tokens.issue(&job_id, request.attempt),
+                checkout,
+            })
+            .into_response())
+        }
         Exchange::Spent => {
             tracing::warn!(%job_id, attempt = request.attempt, "a spent credential was offered again");
             Err(ApiError::unauthorized(

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 use spawner::quantity::{self, Cpus, Memory};
 
@@ -77,9 +78,15 @@ fn default_agent_disk() -> Option<Memory> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectSettings {
-    /// The repository.
+    /// The repository (`https://…`), checked out for the agent when `checkout.enabled`.
     #[serde(default)]
     pub repo: String,
+    /// The branch jobs start from; empty: the repository's default branch.
+    #[serde(default)]
+    pub base_branch: String,
+    /// How the repository is checked out before the agent starts.
+    #[serde(default)]
+    pub checkout: CheckoutSettings,
     /// Default agent profile.
     pub agent: String,
     /// Jira project keys whose issues belong to this project (`PAY`).
@@ -100,6 +107,75 @@ pub struct ProjectSettings {
     /// Who may start, cancel and retry this project's jobs, per source.
     #[serde(default)]
     pub access: AccessSettings,
+}
+
+/// `projects.<name>.checkout.*`: the runner checks the project's `repo` out into the work
+/// directory before the agent starts, with the credential given here (which the agent never
+/// sees).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckoutSettings {
+    /// Whether the repository is checked out (when the project has a `repo`).
+    pub enabled: bool,
+    /// Commits fetched; 0: the whole history.
+    pub depth: u32,
+    /// Whether submodules are checked out too.
+    pub submodules: bool,
+    /// Whether Git LFS files are fetched too.
+    pub lfs: bool,
+    /// The working branch: `{ticket}` becomes the ticket's key (the job's id when it has
+    /// none), `{job}` the job's id.
+    pub branch: String,
+    /// The user name the token is given with (HTTP Basic).
+    pub username: String,
+    /// The token that reads the repository; empty for a public one.
+    pub token: SecretString,
+}
+
+impl Default for CheckoutSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            depth: 1,
+            submodules: false,
+            lfs: false,
+            branch: DEFAULT_BRANCH.into(),
+            username: "x-access-token".into(),
+            token: SecretString::from(String::new()),
+        }
+    }
+}
+
+/// `part` with every character but letters, digits, `-`, `_` and a lone `.` made `-`.
+fn ref_part(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        let keep = c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+        if c == '.' && (out.is_empty() || out.ends_with('.')) {
+            out.push('-');
+        } else {
+            out.push(if keep { c } else { '-' });
+        }
+    }
+    if out.ends_with('.') || out.ends_with(".lock") {
+        out.push('-');
+    }
+    out
+}
+
+/// The working branch's pattern when none is configured.
+pub const DEFAULT_BRANCH: &str = "agentsmith/{ticket}";
+
+impl CheckoutSettings {
+    /// The working branch of a job with `id` and `ticket`: the pattern with the ticket's key
+    /// and the job's id, each made a valid part of a branch name (what git refuses in one,
+    /// such as spaces, `:` or `..`, becomes `-`).
+    pub fn branch_for(&self, id: &str, ticket: Option<&str>) -> String {
+        let ticket = ticket.filter(|t| !t.is_empty()).unwrap_or(id);
+        self.branch
+            .replace("{ticket}", &ref_part(ticket))
+            .replace("{job}", &ref_part(id))
+    }
 }
 
 /// `projects.<name>.triggers.*`: overrides of the source-wide triggers.
@@ -360,5 +436,86 @@ sources:
             !keys.iter().any(|k| k.starts_with("sources.git")),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn a_project_with_a_repo_is_checked_out_on_its_own_branch_by_default() {
+        let settings =
+            load("projects:\n  p:\n    agent: echo\n    repo: https://git.example/acme/p.git\n")
+                .unwrap();
+        let checkout = &settings.projects["p"].checkout;
+        assert!(checkout.enabled);
+        assert_eq!(checkout.depth, 1);
+        assert_eq!(
+            checkout.branch_for("j1", Some("PAY-12")),
+            "agentsmith/PAY-12"
+        );
+        assert_eq!(checkout.branch_for("j1", None), "agentsmith/j1");
+        assert_eq!(
+            checkout.branch_for("j1", Some("acme/shop#4: two..dots ")),
+            "agentsmith/acme-shop-4--two.-dots-"
+        );
+    }
+
+    #[test]
+    fn the_checkout_token_comes_from_the_environment_and_is_never_printed() {
+        let dir =
+            std::env::temp_dir().join(format!("agentsmith-checkout-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agentsmith.yml");
+        std::fs::write(
+            &path,
+            "projects:\n  shop:\n    agent: echo\n    repo: https://git.example/acme/shop.git\n",
+        )
+        .unwrap();
+        let env = [(
+            "AGENTSMITH__PROJECTS__SHOP__CHECKOUT__TOKEN".to_string(),
+            "ghp_from_the_environment".to_string(),
+        )];
+        let settings = Settings::load_from(Some(&path), &env).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let checkout = &settings.projects["shop"].checkout;
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&checkout.token),
+            "ghp_from_the_environment"
+        );
+        assert!(!format!("{settings:?}").contains("ghp_from_the_environment"));
+    }
+
+    #[test]
+    fn a_checkout_that_cannot_work_is_refused_naming_the_key() {
+        for (extra, key, says) in [
+            (
+                "    repo: git@git.example:acme/p.git\n",
+                "projects.p.repo",
+                "https://",
+            ),
+            (
+                "    repo: https://me:tok@git.example/acme/p.git\n",
+                "projects.p.repo",
+                "checkout.token",
+            ),
+            (
+                "    repo: https://git.example/p.git\n    checkout:\n      branch: fixed\n",
+                "projects.p.checkout.branch",
+                "{ticket}",
+            ),
+            (
+                "    repo: https://git.example/p.git\n    checkout:\n      tokn: x\n",
+                "projects.p.checkout",
+                "tokn",
+            ),
+        ] {
+            let err = load(&format!("projects:\n  p:\n    agent: echo\n{extra}")).unwrap_err();
+            assert!(
+                err.0
+                    .iter()
+                    .any(|p| p.key.starts_with(key) && p.to_string().contains(says)),
+                "{extra}: {err}"
+            );
+        }
+        // Off: the repository is only named in the intent, as before.
+        load("projects:\n  p:\n    agent: echo\n    repo: git@git.example:p.git\n    checkout:\n      enabled: false\n")
+            .unwrap();
     }
 }

@@ -27,7 +27,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use agents::{AgentSettings, ProjectSettings, TriggerSettings};
+pub use agents::{AgentSettings, CheckoutSettings, ProjectSettings, TriggerSettings};
 pub use server::{ApiSettings, DashboardSettings, LogFormat, LogSettings, ServerSettings};
 pub use sources::{
     GithubSettings, GitlabSettings, JiraSettings, ReplySettings, SlackSettings, SourcesSettings,

@@ -295,6 +295,7 @@ impl Settings {
                 );
             }
             self.check_access(name, project, problems);
+            check_checkout(name, project, problems);
             let lists = [
                 ("jira_projects", &project.jira_projects),
                 ("github_repos", &project.github_repos),
@@ -392,6 +393,49 @@ impl Settings {
 }
 
 /// A bare host name: no scheme, port, path or user.
+/// A project's `repo` as the checkout takes it: an HTTP(S) URL holding no credential (the
+/// credential is `checkout.token`, which no record or log shows), and a working branch that
+/// names each job's own.
+fn check_checkout(name: &str, project: &ProjectSettings, problems: &mut Problems) {
+    let checkout = &project.checkout;
+    if !checkout.enabled || project.repo.is_empty() {
+        return;
+    }
+    let key = format!("projects.{name}.repo");
+    let repo = project.repo.as_str();
+    if !is_http_url(repo) {
+        problems.add(
+            &key,
+            format!(
+                "{repo:?}: the checkout takes an https:// URL (SSH is not supported yet); \
+                 or set projects.{name}.checkout.enabled: false"
+            ),
+        );
+    } else if repo
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .is_some_and(|authority| authority.contains('@'))
+    {
+        problems.add(
+            &key,
+            format!("holds a credential: give the URL without it, and the token as projects.{name}.checkout.token"),
+        );
+    }
+    let branch = &checkout.branch;
+    if !branch.contains("{ticket}") && !branch.contains("{job}") {
+        problems.add(
+            &format!("projects.{name}.checkout.branch"),
+            format!("{branch:?} names no job: put {{ticket}} or {{job}} in it, so each job works on its own branch"),
+        );
+    }
+    if checkout.username.is_empty() || checkout.username.contains(':') {
+        problems.add(
+            &format!("projects.{name}.checkout.username"),
+            "a user name, without ':'",
+        );
+    }
+}
+
 fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253

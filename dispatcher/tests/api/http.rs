@@ -302,6 +302,11 @@ async fn jobs_list_filters_by_project() {
             agentsmith::settings::ProjectSettings {
                 repo: "git@example.invalid:shop.git".into(),
                 agent: "ok".into(),
+                // Only named, never checked out: the repository does not exist.
+                checkout: agentsmith::settings::CheckoutSettings {
+                    enabled: false,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+mod checkout;
 mod cli;
 mod dashboard;
 mod docker;

@@ -1,0 +1,72 @@
+//! What the runner checks out into the work directory before the agent starts, as the
+//! dispatcher tells it in the [`crate::TokenGrant`]: the repository, the base branch, the
+//! working branch, and the credential git uses to read it. The credential lives only in the
+//! runner's memory and the environment of the git commands it runs before the agent starts;
+//! nothing of it is written to the work directory, the remote's URL or any record.
+
+use serde::{Deserialize, Serialize};
+
+/// The repository to check out, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// The repository's URL (`https://…`, `http://…`), never holding a credential.
+    pub repo: String,
+    /// The branch to start from; empty: the repository's default branch.
+    #[serde(default)]
+    pub base_branch: String,
+    /// The branch the agent works on. When the remote has it already (a retry, a follow-up
+    /// job), the checkout continues from it; else it starts at the base branch.
+    pub branch: String,
+    /// How many commits to fetch; 0: the whole history.
+    #[serde(default)]
+    pub depth: u32,
+    /// Whether submodules are checked out too.
+    #[serde(default)]
+    pub submodules: bool,
+    /// Whether Git LFS files are fetched too.
+    #[serde(default)]
+    pub lfs: bool,
+    /// The credential to read the repository with; none for a public repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<GitCredential>,
+}
+
+/// A user name and a token, given to git as HTTP Basic authentication (how GitHub's and
+/// GitLab's tokens are used over HTTPS).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitCredential {
+    /// The user name (`x-access-token` for GitHub, `oauth2` for GitLab; any for most hosts).
+    pub username: String,
+    /// The token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GitCredential({}:[redacted])", self.username)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_is_never_printed() {
+        let checkout = Checkout {
+            repo: "https://git.example/acme/shop.git".into(),
+            base_branch: String::new(),
+            branch: "agentsmith/SHOP-1".into(),
+            depth: 1,
+            submodules: false,
+            lfs: false,
+            credential: Some(GitCredential {
+                username: "x-access-token".into(),
+                token: "secret-token-value".into(),
+            }),
+        };
+        let printed = format!("{checkout:?}");
+        assert!(!printed.contains("secret-token-value"), "{printed}");
+        assert!(printed.contains("x-access-token:[redacted]"), "{printed}");
+    }
+}
