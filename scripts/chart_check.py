@@ -176,7 +176,7 @@ agents:
     image: registry.example.com/custom:1
 projects:
   payments:
-    repo: "git@example.com:acme/payments.git"
+    repo: "https://git.example.com/acme/payments.git"
     agent: claude
     jira_projects: ["PAY"]
 sources:

@@ -12,11 +12,22 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use contract::{Checkout, GitCredential, OutputStream, RunnerEvent};
+use contract::{Change, Checkout, GitCredential, OutputStream, Push, RunnerEvent};
 use tokio::process::Command;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::outbox::Outbox;
+
+/// What the checkout leaves for the push: the repository's configuration as the runner
+/// wrote it (the agent may rewrite the file; the push puts this back), and the commit the
+/// agent started from.
+#[derive(Debug, Clone)]
+pub struct CheckedOut {
+    config: Vec<u8>,
+    start: String,
+    /// The branch it started from (the remote's default, when none was configured).
+    base: String,
+}
 
 /// Checks `checkout` out into `dir`, telling its progress as output lines and keeping the
 /// attempt alive with a heartbeat every `heartbeat`. The error is the reason the attempt
@@ -26,10 +37,20 @@ pub async fn run(
     dir: &Path,
     outbox: &Outbox,
     heartbeat: Duration,
-) -> Result<(), String> {
+) -> Result<CheckedOut, String> {
+    let credential = checkout.credential.as_ref();
+    let work = steps(checkout, Git::new(&checkout.repo, credential, dir), outbox);
+    with_heartbeats(work, outbox, heartbeat).await
+}
+
+/// `work`, with a heartbeat queued every `heartbeat` while it lasts.
+async fn with_heartbeats<T>(
+    work: impl std::future::Future<Output = T>,
+    outbox: &Outbox,
+    heartbeat: Duration,
+) -> T {
     let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let work = steps(checkout, Git::new(checkout, dir), outbox);
     tokio::pin!(work);
     loop {
         tokio::select! {
@@ -39,7 +60,7 @@ pub async fn run(
     }
 }
 
-async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<(), String> {
+async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<CheckedOut, String> {
     let started = Instant::now();
     let dir = git.dir;
     let say =
@@ -140,14 +161,178 @@ async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<(),
     if checkout.lfs {
         git.run(&["lfs", "pull"]).await?;
     }
-    let head = git.run(&["rev-parse", "--short", "HEAD"]).await?;
+    let start = git.run(&["rev-parse", "HEAD"]).await?.trim().to_string();
     say(format!(
         "checked out {} at {} in {:.1} s",
         checkout.branch,
-        head.trim(),
+        start.get(..7).unwrap_or(&start),
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
+    let config =
+        std::fs::read(dir.join(".git/config")).map_err(|e| format!("reading .git/config: {e}"))?;
+    Ok(CheckedOut {
+        config,
+        start,
+        base,
+    })
+}
+
+/// After the agent exited 0: commits what it left uncommitted (subject: the first line of
+/// its `summary`, else the push's own), and pushes the branch's commits to the working branch
+/// of the remote named in the checkout, and to no other ref. The repository is the agent's
+/// work, so nothing in it is run or trusted: `.git` must be a directory, its configuration is
+/// the runner's again (the agent's `url.*.insteadOf`, `core.fsmonitor`, filters or includes
+/// are gone), hooks are neither kept nor run, and the push names the remote's URL itself.
+pub async fn push(
+    checkout: &Checkout,
+    checked_out: &CheckedOut,
+    dir: &Path,
+    summary: Option<&str>,
+    outbox: &Outbox,
+    heartbeat: Duration,
+) -> Result<Change, String> {
+    let Some(push) = &checkout.push else {
+        return Ok(Change::NoChanges);
+    };
+    let work = async {
+        restore(dir, checked_out)?;
+        let mut git = Git::new(&checkout.repo, push.credential.as_ref(), dir);
+        git.harden(dir, push);
+        commit_and_push(checkout, push, checked_out, &git, summary, outbox).await
+    };
+    with_heartbeats(work, outbox, heartbeat).await
+}
+
+/// Puts the runner's repository configuration back, and takes away what the agent could
+/// have made git run or read elsewhere.
+fn restore(dir: &Path, checked_out: &CheckedOut) -> Result<(), String> {
+    let git_dir = dir.join(".git");
+    let is_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|m| m.file_type().is_dir());
+    if !is_dir {
+        return Err("the agent removed or replaced .git: there is nothing to push".into());
+    }
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    for file in ["config", "commondir"] {
+        match std::fs::remove_file(git_dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&format!("removing .git/{file}"), e))
+            }
+            _ => {}
+        }
+    }
+    std::fs::write(git_dir.join("config"), &checked_out.config)
+        .map_err(|e| io("restoring .git/config", e))?;
+    let hooks = git_dir.join("hooks");
+    let removed = match std::fs::symlink_metadata(&hooks) {
+        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir_all(&hooks),
+        Ok(_) => std::fs::remove_file(&hooks),
+        Err(_) => Ok(()),
+    };
+    removed.map_err(|e| io("removing .git/hooks", e))?;
+    let info = git_dir.join("info");
+    if std::fs::symlink_metadata(&info).is_ok_and(|m| !m.file_type().is_dir()) {
+        std::fs::remove_file(&info).map_err(|e| io("removing .git/info", e))?;
+    }
+    std::fs::create_dir_all(&info)
+        .and_then(|()| {
+            let exclude = info.join("exclude");
+            let _ = std::fs::remove_file(&exclude);
+            std::fs::write(exclude, "/.agentsmith/\n")
+        })
+        .map_err(|e| io("restoring .git/info/exclude", e))
+}
+
+async fn commit_and_push(
+    checkout: &Checkout,
+    push: &Push,
+    checked_out: &CheckedOut,
+    git: &Git<'_>,
+    summary: Option<&str>,
+    outbox: &Outbox,
+) -> Result<Change, String> {
+    let say =
+        |line: String| outbox.push_line(OutputStream::Stderr, format!("agent-runner: {line}"));
+    git.run(&["add", "--all"]).await?;
+    let staged = !git.succeeds(&["diff", "--cached", "--quiet"]).await?;
+    if staged {
+        let (subject, body) = message_of(summary, &push.subject);
+        let trailers = push.trailers.join("\n");
+        let mut commit = vec!["commit", "--quiet", "--no-verify", "-m", subject.as_str()];
+        if !body.is_empty() {
+            commit.extend(["-m", body.as_str()]);
+        }
+        if !trailers.is_empty() {
+            commit.extend(["-m", trailers.as_str()]);
+        }
+        git.run(&commit).await?;
+    }
+    let head = git.run(&["rev-parse", "HEAD"]).await?.trim().to_string();
+    let range = format!("{}..HEAD", checked_out.start);
+    let new_commits: u64 = git
+        .run(&["rev-list", "--count", &range])
+        .await?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if head == checked_out.start || new_commits == 0 {
+        say("the agent changed nothing: no commit, no push".into());
+        return Ok(Change::NoChanges);
+    }
+    let stat = git
+        .run(&["diff", "--shortstat", &checked_out.start, "HEAD"])
+        .await?;
+    let (files, insertions, deletions) = shortstat(&stat);
+    let refspec = format!("HEAD:refs/heads/{}", checkout.branch);
+    git.run(&["push", "--quiet", "--no-verify", &checkout.repo, &refspec])
+        .await?;
+    say(format!(
+        "pushed {new_commits} commit(s) to {} ({files} files, +{insertions} -{deletions}) at {}",
+        checkout.branch,
+        head.get(..7).unwrap_or(&head)
+    ));
+    Ok(Change::Pushed {
+        branch: checkout.branch.clone(),
+        base_branch: checked_out.base.clone(),
+        commit: head,
+        files,
+        insertions,
+        deletions,
+        pull_request: None,
+        pull_request_error: None,
+    })
+}
+
+/// The commit's subject and body: the summary's first line (72 characters at most) and the
+/// rest of it, or `fallback` and nothing.
+fn message_of(summary: Option<&str>, fallback: &str) -> (String, String) {
+    let summary = summary.map(str::trim).filter(|s| !s.is_empty());
+    let Some(summary) = summary else {
+        return (fallback.to_string(), String::new());
+    };
+    let (first, rest) = summary.split_once('\n').unwrap_or((summary, ""));
+    let first = first.trim();
+    let subject = if first.chars().count() > 72 {
+        format!("{}…", first.chars().take(71).collect::<String>())
+    } else {
+        first.to_string()
+    };
+    (subject, rest.trim().to_string())
+}
+
+/// Files, insertions and deletions of `git diff --shortstat`'s line.
+fn shortstat(line: &str) -> (u64, u64, u64) {
+    let mut counts = (0, 0, 0);
+    for part in line.split(',') {
+        let mut words = part.split_whitespace();
+        let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        match words.next() {
+            Some(w) if w.starts_with("file") => counts.0 = n,
+            Some(w) if w.starts_with("insertion") => counts.1 = n,
+            Some(w) if w.starts_with("deletion") => counts.2 = n,
+            _ => {}
+        }
+    }
+    counts
 }
 
 /// Git commands in the work directory, with the checkout's credential in their environment.
@@ -162,13 +347,14 @@ struct Git<'a> {
 }
 
 impl<'a> Git<'a> {
-    fn new(checkout: &Checkout, dir: &'a Path) -> Self {
+    /// Git in `dir`, authenticating to `repo` (and to nothing else) with `credential`.
+    fn new(repo: &str, credential: Option<&GitCredential>, dir: &'a Path) -> Self {
         let mut config = Vec::new();
         let mut secrets = Vec::new();
-        if let Some(GitCredential { username, token }) = &checkout.credential {
+        if let Some(GitCredential { username, token }) = credential {
             let basic = base64(format!("{username}:{token}").as_bytes());
             config.push((
-                format!("http.{}.extraHeader", checkout.repo),
+                format!("http.{repo}.extraHeader"),
                 format!("Authorization: Basic {basic}"),
             ));
             secrets.push(token.clone());
@@ -179,6 +365,36 @@ impl<'a> Git<'a> {
             config,
             secrets,
             env: Vec::new(),
+        }
+    }
+
+    /// For the commands that follow the agent: the repository named outright (no discovery
+    /// through a `.git` file the agent wrote), no hooks, no file-system monitor, and the
+    /// push's author.
+    fn harden(&mut self, dir: &Path, push: &Push) {
+        for (key, value) in [("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false")] {
+            self.config.push((key.into(), value.into()));
+        }
+        let git_dir = dir.join(".git").display().to_string();
+        let work_tree = dir.display().to_string();
+        for (name, value) in [
+            ("GIT_DIR", git_dir.as_str()),
+            ("GIT_WORK_TREE", work_tree.as_str()),
+            ("GIT_AUTHOR_NAME", push.author_name.as_str()),
+            ("GIT_AUTHOR_EMAIL", push.author_email.as_str()),
+            ("GIT_COMMITTER_NAME", push.author_name.as_str()),
+            ("GIT_COMMITTER_EMAIL", push.author_email.as_str()),
+        ] {
+            self.env.push((name.into(), value.into()));
+        }
+    }
+
+    /// Whether `git args` exits 0 (1 is an answer, not a failure: `diff --quiet`).
+    async fn succeeds(&self, args: &[&str]) -> Result<bool, String> {
+        match self.run(args).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.contains("(exit status: 1)") => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -301,8 +517,9 @@ mod tests {
                 username: "x-access-token".into(),
                 token: "the-token".into(),
             }),
+            push: None,
         };
-        let mut git = Git::new(&checkout, work.path());
+        let mut git = Git::new(&checkout.repo, checkout.credential.as_ref(), work.path());
         git.env
             .push(("HOME".into(), home.path().display().to_string()));
         let outbox = Outbox::new(1, Limits::default());

@@ -19,7 +19,7 @@ use crate::sender::{http_client, Backoff, SenderSettings};
 #[derive(Debug)]
 pub enum Exchanged {
     /// The attempt's token, and the repository to check out (if any).
-    Token(Token, Option<Checkout>),
+    Token(Token, Option<Box<Checkout>>),
     /// The dispatcher no longer wants the attempt (409 or 410): nothing is to run.
     Gone {
         /// The HTTP status.
@@ -85,7 +85,10 @@ pub async fn exchange(job: &Job, settings: &SenderSettings) -> Result<Exchanged>
                 }
                 status if status.is_success() => match response.json::<TokenGrant>().await {
                     Ok(grant) => {
-                        return Ok(Exchanged::Token(Token::new(grant.token), grant.checkout))
+                        return Ok(Exchanged::Token(
+                            Token::new(grant.token),
+                            grant.checkout.map(Box::new),
+                        ))
                     }
                     Err(e) => format!("reading the token: {}", describe(&e)),
                 },

@@ -99,8 +99,25 @@ impl Outbox {
 
     /// Queues the final event. Nothing is queued after it.
     pub fn finish(&self, outcome: RunOutcome, result: Option<AgentResult>) {
+        self.finish_with(outcome, result, None);
+    }
+
+    /// Queues the final event, with what the runner did with the agent's work.
+    pub fn finish_with(
+        &self,
+        outcome: RunOutcome,
+        result: Option<AgentResult>,
+        change: Option<contract::Change>,
+    ) {
         let mut state = self.state();
-        self.push_locked(&mut state, RunnerEvent::Finished { outcome, result });
+        self.push_locked(
+            &mut state,
+            RunnerEvent::Finished {
+                outcome,
+                result,
+                change: change.map(Box::new),
+            },
+        );
         state.finished_at.get_or_insert_with(Instant::now);
         drop(state);
         // The final batch goes out without waiting for the linger time.
@@ -271,9 +288,9 @@ fn approximate_size(event: &RunnerEvent) -> usize {
             OVERHEAD * 2 + (summary + links) * 2
         }
         RunnerEvent::Finished { outcome, .. } => match outcome {
-            RunOutcome::StartFailed { reason } | RunOutcome::CheckoutFailed { reason } => {
-                OVERHEAD * 2 + reason.len() * 2
-            }
+            RunOutcome::StartFailed { reason }
+            | RunOutcome::CheckoutFailed { reason }
+            | RunOutcome::PushFailed { reason } => OVERHEAD * 2 + reason.len() * 2,
             _ => OVERHEAD * 2,
         },
         RunnerEvent::Started | RunnerEvent::Heartbeat | RunnerEvent::Dropped { .. } => OVERHEAD,
@@ -348,7 +365,8 @@ mod tests {
             batch.events,
             vec![RunnerEvent::Finished {
                 outcome: RunOutcome::Exited { code: 0 },
-                result: None
+                result: None,
+                change: None,
             }]
         );
         assert!(outbox.finished_at().is_some());
@@ -381,7 +399,8 @@ mod tests {
                 line(6),
                 RunnerEvent::Finished {
                     outcome: RunOutcome::Exited { code: 0 },
-                    result: None
+                    result: None,
+                    change: None,
                 },
             ]
         );
@@ -403,7 +422,8 @@ mod tests {
                 line(1),
                 RunnerEvent::Finished {
                     outcome: RunOutcome::TimedOut,
-                    result: None
+                    result: None,
+                    change: None,
                 }
             ]
         );

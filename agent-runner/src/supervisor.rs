@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::{Checkout, OutputStream, RunOutcome, RunnerEvent};
+use contract::{AgentResult, Change, Checkout, OutputStream, RunOutcome, RunnerEvent};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::agent::{self, Agent, Launch};
-use crate::checkout;
+use crate::checkout::{self, CheckedOut};
 use crate::credential::{self, Exchanged};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -96,10 +96,13 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     let sender = tokio::spawn(sender.run().in_current_span());
     tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
 
-    if let Some(outcome) = prepare(&workspace, &job, checkout.as_ref(), &outbox).await {
-        outbox.finish(outcome, None);
-        return delivered(sender).await;
-    }
+    let checked_out = match prepare(&workspace, &job, checkout.as_deref(), &outbox).await {
+        Ok(checked_out) => checked_out,
+        Err(outcome) => {
+            outbox.finish(outcome, None);
+            return delivered(sender).await;
+        }
+    };
 
     let oom_kills_before = oom::oom_kills();
     let agent_environment = job.agent_env(&workspace);
@@ -172,6 +175,30 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         None => {}
     }
 
+    let checkout = checkout.as_deref();
+    let (outcome, result, change) = conclude(
+        outcome,
+        checkout,
+        checked_out.as_ref(),
+        &workspace,
+        &job,
+        &outbox,
+    )
+    .await;
+    outbox.finish_with(outcome, result, change);
+    delivered(sender).await
+}
+
+/// What the final event says: the agent's result file read, and its work pushed when the
+/// job's checkout says so.
+async fn conclude(
+    outcome: RunOutcome,
+    checkout: Option<&Checkout>,
+    checked_out: Option<&CheckedOut>,
+    workspace: &Workspace,
+    job: &Job,
+    outbox: &Outbox,
+) -> (RunOutcome, Option<AgentResult>, Option<Change>) {
     let result = match workspace.read_result().await {
         Ok(result) => result,
         Err(e) => {
@@ -180,8 +207,17 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
             None
         }
     };
-    outbox.finish(outcome, result);
-    delivered(sender).await
+    let (outcome, change) = push_the_work(
+        outcome,
+        checkout,
+        checked_out,
+        result.as_ref(),
+        workspace,
+        job,
+        outbox,
+    )
+    .await;
+    (outcome, result, change)
 }
 
 /// Writes the intent file and checks the repository out (if the job has one); the outcome
@@ -191,19 +227,51 @@ async fn prepare(
     job: &Job,
     checkout: Option<&Checkout>,
     outbox: &Outbox,
-) -> Option<RunOutcome> {
+) -> std::result::Result<Option<CheckedOut>, RunOutcome> {
     if let Err(e) = workspace.prepare(&job.intent_json).await {
         tracing::error!(error = %e.chain(), "cannot prepare the work directory");
-        return Some(RunOutcome::StartFailed { reason: e.chain() });
+        return Err(RunOutcome::StartFailed { reason: e.chain() });
     }
-    let checkout = checkout?;
+    let Some(checkout) = checkout else {
+        return Ok(None);
+    };
     // The attempt runs from here: its lease is kept by heartbeats while git works.
     outbox.push(RunnerEvent::Started);
     match checkout::run(checkout, workspace.dir(), outbox, job.heartbeat).await {
-        Ok(()) => None,
+        Ok(checked_out) => Ok(Some(checked_out)),
         Err(reason) => {
             tracing::error!(%reason, "the checkout failed");
-            Some(RunOutcome::CheckoutFailed { reason })
+            Err(RunOutcome::CheckoutFailed { reason })
+        }
+    }
+}
+
+/// After an agent that exited 0, with a checkout that pushes: its work committed and pushed
+/// (or found unchanged); otherwise the outcome as it was, and no change.
+async fn push_the_work(
+    outcome: RunOutcome,
+    checkout: Option<&Checkout>,
+    checked_out: Option<&CheckedOut>,
+    result: Option<&AgentResult>,
+    workspace: &Workspace,
+    job: &Job,
+    outbox: &Outbox,
+) -> (RunOutcome, Option<Change>) {
+    let (Some(checkout), Some(checked_out), RunOutcome::Exited { code: 0 }) =
+        (checkout, checked_out, &outcome)
+    else {
+        return (outcome, None);
+    };
+    if checkout.push.is_none() {
+        return (outcome, None);
+    }
+    let summary = result.and_then(|r| r.summary.as_deref());
+    let dir = workspace.dir();
+    match checkout::push(checkout, checked_out, dir, summary, outbox, job.heartbeat).await {
+        Ok(change) => (outcome, Some(change)),
+        Err(reason) => {
+            tracing::error!(%reason, "the push failed");
+            (RunOutcome::PushFailed { reason }, None)
         }
     }
 }

@@ -427,6 +427,7 @@ async fn report(queue: &Queue, id: &str, attempt: u32, tally: &Tally, total: usi
             RunnerEvent::Finished {
                 outcome: RunOutcome::Exited { code: 0 },
                 result: None,
+                change: None,
             },
         ],
     };

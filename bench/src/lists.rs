@@ -340,6 +340,7 @@ async fn take_to(queue: &Queue, claim: &Claim, fate: JobState) -> anyhow::Result
     events.extend(outcome.map(|outcome| RunnerEvent::Finished {
         outcome,
         result: None,
+        change: None,
     }));
     let batch = RunnerBatch {
         version: PROTOCOL_VERSION,

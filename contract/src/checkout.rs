@@ -29,6 +29,69 @@ pub struct Checkout {
     /// The credential to read the repository with; none for a public repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<GitCredential>,
+    /// What is done with the agent's work once it exits 0; none: nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<Push>,
+}
+
+/// How the agent's work is committed and pushed to [`Checkout::branch`] (and to no other
+/// ref) after it exits 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    /// The credential to push with (it may differ from the one that reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<GitCredential>,
+    /// The author and committer of the commit of what the agent left uncommitted.
+    pub author_name: String,
+    /// Their e-mail address.
+    pub author_email: String,
+    /// The commit's subject when the agent's result has no summary.
+    pub subject: String,
+    /// Lines closing the message (`Agentsmith-Job: <id>`), for provenance.
+    #[serde(default)]
+    pub trailers: Vec<String>,
+}
+
+/// A pull request on GitHub, or a merge request on GitLab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// `github` (a pull request) or `gitlab` (a merge request).
+    pub provider: String,
+    /// Its number (GitLab: the project's `iid`).
+    pub number: u64,
+    /// Its page.
+    pub url: String,
+    /// Whether this job opened it (else it was open already, and was updated).
+    pub opened: bool,
+}
+
+/// What the runner did with the agent's work: the final event carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// The work is on the remote's working branch.
+    Pushed {
+        /// The branch pushed to.
+        branch: String,
+        /// The branch it started from.
+        base_branch: String,
+        /// The commit the branch now names.
+        commit: String,
+        /// Files changed since the checkout.
+        files: u64,
+        /// Lines added.
+        insertions: u64,
+        /// Lines removed.
+        deletions: u64,
+        /// The pull (merge) request the dispatcher opened or updated for the branch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_request: Option<PullRequest>,
+        /// Why none was opened, when the host refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_request_error: Option<String>,
+    },
+    /// The agent changed nothing: nothing was pushed.
+    NoChanges,
 }
 
 /// A user name and a token, given to git as HTTP Basic authentication (how GitHub's and
@@ -64,6 +127,7 @@ mod tests {
                 username: "x-access-token".into(),
                 token: "secret-token-value".into(),
             }),
+            push: None,
         };
         let printed = format!("{checkout:?}");
         assert!(!printed.contains("secret-token-value"), "{printed}");

@@ -26,7 +26,7 @@ pub mod runner;
 pub mod workload;
 
 pub use agent_user::AgentUser;
-pub use checkout::{Checkout, GitCredential};
+pub use checkout::{Change, Checkout, GitCredential, PullRequest, Push};
 pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{

@@ -67,6 +67,11 @@ pub enum RunOutcome {
         /// Why, in git's words.
         reason: String,
     },
+    /// The agent exited 0, but its work could not be committed or pushed.
+    PushFailed {
+        /// Why, in the git host's words.
+        reason: String,
+    },
 }
 
 /// One event from the runner.
@@ -96,6 +101,9 @@ pub enum RunnerEvent {
         /// What the agent left in its result file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<AgentResult>,
+        /// What the runner did with the agent's work (a job with a checkout that pushes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<Box<crate::Change>>,
     },
 }
 
@@ -183,6 +191,7 @@ mod tests {
                             url: "http://x".into(),
                         }],
                     }),
+                    change: Some(Box::new(crate::Change::NoChanges)),
                 },
             ],
         };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::{Checkout, GitCredential, Intent};
+use contract::{Checkout, GitCredential, Intent, Push};
 use queue::{CancelOutcome, Job, Queue};
 use spawner::{AgentProfile, JobSpawner, JobSpec};
 use tokio_util::sync::CancellationToken;
@@ -227,7 +227,31 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
     if !checkout.enabled {
         return None;
     }
+    let credential = |token: &str| {
+        (!token.is_empty()).then(|| GitCredential {
+            username: checkout.username.clone(),
+            token: token.to_string(),
+        })
+    };
     let token = secrecy::ExposeSecret::expose_secret(&checkout.token);
+    let push_token = secrecy::ExposeSecret::expose_secret(&checkout.push_token);
+    let push = checkout.push.then(|| Push {
+        credential: credential(if push_token.is_empty() {
+            token
+        } else {
+            push_token
+        }),
+        author_name: checkout.author_name.clone(),
+        author_email: checkout.author_email.clone(),
+        subject: commit_subject(job),
+        trailers: std::iter::once(format!("Agentsmith-Job: {}", job.id))
+            .chain(
+                job.ticket
+                    .as_ref()
+                    .map(|t| format!("Agentsmith-Ticket: {t}")),
+            )
+            .collect(),
+    });
     Some(Checkout {
         repo: repo.to_string(),
         base_branch: project.base_branch.clone(),
@@ -235,9 +259,21 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
         depth: checkout.depth,
         submodules: checkout.submodules,
         lfs: checkout.lfs,
-        credential: (!token.is_empty()).then(|| GitCredential {
-            username: checkout.username.clone(),
-            token: token.to_string(),
-        }),
+        credential: credential(token),
+        push,
     })
+}
+
+/// The subject of the commit of a job's work when its agent left no summary: the ticket and
+/// the task's first line, 72 characters at most.
+pub fn commit_subject(job: &Job) -> String {
+    let task = job.task.lines().next().unwrap_or_default().trim();
+    let subject = match job.ticket.as_deref() {
+        Some(ticket) => format!("{ticket}: {task}"),
+        None => format!("agentsmith: {task}"),
+    };
+    match (subject.chars().count() > 72, subject.char_indices().nth(71)) {
+        (true, Some((end, _))) => format!("{}…", &subject[..end]),
+        _ => subject,
+    }
 }

@@ -15,7 +15,7 @@
 //! - [`webhooks`]: Slack, GitHub, GitLab and Jira: verification, parsing, triggers.
 //! - [`fanout`]: the event streams' followers (SSE): one Redis reader per dispatcher,
 //!   bounded buffers, caps per client.
-//! - [`notify`]: the reply outbox and the providers' reply APIs.
+//! - [`notify`]: the reply outbox and the providers' reply APIs; the pull requests of pushed branches.
 //! - [`token`]: per-job runner tokens.
 //! - [`context`]: what the scheduler, watchdog and handlers share.
 //! - [`app`]: wires it together; [`app::Application`] is what `serve` and the tests run.

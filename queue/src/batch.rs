@@ -315,6 +315,7 @@ mod tests {
                 RunnerEvent::Finished {
                     outcome: RunOutcome::Terminated,
                     result: None,
+                    change: None,
                 },
             ],
         };

@@ -140,6 +140,7 @@ pub(crate) async fn lifecycle(queue: &Queue) -> Result<()> {
         RunnerEvent::Finished {
             outcome: RunOutcome::Exited { code: 0 },
             result: None,
+            change: None,
         },
     ];
     let outcome = queue

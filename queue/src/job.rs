@@ -140,6 +140,9 @@ pub struct Job {
     /// The agent's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<AgentResult>,
+    /// What the runner did with the agent's work: the branch it pushed, or no change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<contract::Change>,
     /// The workload of the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<JobHandle>,
@@ -216,12 +219,14 @@ impl Job {
     pub fn from_fields(id: &str, f: &HashMap<String, String>) -> Option<Job> {
         let text = |k: &str| f.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
-        let result = text(F::RESULT)
+        let (result, change) = text(F::RESULT)
             .and_then(|r| serde_json::from_str::<JobEvent>(&r).ok())
             .and_then(|event| match event {
-                JobEvent::Result { result, .. } => Some(result),
+                JobEvent::Result { result, change, .. } => Some((result, change)),
                 _ => None,
-            });
+            })
+            .unzip();
+        let change = change.flatten();
         Some(Job {
             id: id.to_string(),
             state: f.get(F::STATE)?.parse().ok()?,
@@ -243,6 +248,7 @@ impl Job {
             exit_code: num(F::EXIT_CODE).map(|c| c as i32),
             reason: text(F::REASON),
             result,
+            change,
             handle: text(F::HANDLE).and_then(|h| serde_json::from_str(&h).ok()),
             title: text(F::TITLE),
             description: text(F::DESCRIPTION),
@@ -311,6 +317,9 @@ pub enum JobEvent {
         /// What the agent reported.
         #[serde(flatten)]
         result: AgentResult,
+        /// What the runner did with the agent's work (pushed it, or found no change).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<contract::Change>,
         /// When (ms).
         at: i64,
     },
@@ -409,6 +418,21 @@ mod tests {
                         url: "http://x".into(),
                     }],
                 },
+                change: Some(contract::Change::Pushed {
+                    branch: "agentsmith/T-1".into(),
+                    base_branch: "main".into(),
+                    commit: "0123abc".into(),
+                    files: 1,
+                    insertions: 2,
+                    deletions: 3,
+                    pull_request: Some(contract::PullRequest {
+                        provider: "github".into(),
+                        number: 42,
+                        url: "https://github.example/acme/shop/pull/42".into(),
+                        opened: true,
+                    }),
+                    pull_request_error: None,
+                }),
                 at: 2,
             },
         ];

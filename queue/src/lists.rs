@@ -89,6 +89,7 @@ fn finished(outcome: RunOutcome) -> RunnerEvent {
     RunnerEvent::Finished {
         outcome,
         result: None,
+        change: None,
     }
 }
 

@@ -207,7 +207,11 @@ fn encode_runner_event(
             };
             ("log", to_json(&event), String::new(), String::new())
         }
-        RunnerEvent::Finished { outcome, result } => {
+        RunnerEvent::Finished {
+            outcome,
+            result,
+            change,
+        } => {
             let exit_code = match outcome {
                 RunOutcome::Exited { code } => Some(*code),
                 _ => None,
@@ -225,6 +229,11 @@ fn encode_runner_event(
                 RunOutcome::CheckoutFailed { reason } => {
                     format!("infra:the checkout failed: {reason}")
                 }
+                // Not retried (unless the profile says so): a retry would lose the work
+                // that could not be pushed, and a refusal is the host's final word.
+                RunOutcome::PushFailed { reason } => {
+                    format!("agent:the push failed: {reason}")
+                }
                 RunOutcome::OomKilled => {
                     "agent:OOM-killed: the agent went over its memory limit".into()
                 }
@@ -237,6 +246,7 @@ fn encode_runner_event(
                 attempt,
                 exit_code,
                 result: result.as_ref().map(bounded_result).unwrap_or_default(),
+                change: change.as_deref().cloned(),
                 at: now,
             };
             (

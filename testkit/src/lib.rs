@@ -7,7 +7,7 @@
 //! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
 //! | [`temp`] | unique names and temporary directories |
 //! | [`git_server`] | a real git server over HTTP ([`git_server::GitServer`]: `git http-backend` behind a token check), recording what clients send and push |
-//! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs on one local port, recording what arrives |
+//! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs, and GitHub's pull and GitLab's merge request APIs, on one local port, recording what arrives |
 //! | [`cluster`] | three primaries with a replica each as real processes ([`cluster::RedisCluster`]), for Redis Cluster failover tests |
 //! | [`sentinel`] | a primary, a replica and three sentinels as real processes ([`sentinel::SentinelSet`]), for failover tests |
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |

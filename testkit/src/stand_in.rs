@@ -302,7 +302,9 @@ fn finished_in(events: Vec<RunnerEvent>) -> Option<(RunOutcome, Option<AgentResu
         "Finished is not last: {events:?}"
     );
     match events.into_iter().last() {
-        Some(RunnerEvent::Finished { outcome, result }) => Some((outcome, result)),
+        Some(RunnerEvent::Finished {
+            outcome, result, ..
+        }) => Some((outcome, result)),
         _ => None,
     }
 }

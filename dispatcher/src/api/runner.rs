@@ -12,13 +12,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use contract::{RunnerBatch, RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION};
+use std::time::Duration;
+
+use contract::{
+    Change, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION,
+};
 use sha2::{Digest, Sha256};
 use tracing::instrument;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::metrics::{seconds_between, Stage};
+use crate::notify::{providers, pulls};
 use queue::{now_ms, valid_id, BatchOutcome, Exchange};
 
 /// The most events one batch may carry (the runner sends at most 200).
@@ -123,6 +128,8 @@ pub async fn events(
             batch.events.len()
         )));
     }
+    let mut batch = batch;
+    open_pull_request(&state, &job_id, &mut batch).await?;
     let outcome = state.queue.apply_runner_batch(&job_id, &batch).await?;
     if let Some(expected) = outcome.gap {
         return Err(ApiError::bad_request(format!(
@@ -138,6 +145,49 @@ pub async fn events(
         observe_stages(&state, &job_id, &outcome).await;
     }
     Ok(Json(RunnerReply { stop: false }).into_response())
+}
+
+/// When `batch` ends the current attempt of a job whose work the runner pushed: the pull
+/// request opened (or the open one updated) before the batch is recorded, so the recorded
+/// change names it. A provider failure worth retrying answers 503: the runner sends the
+/// batch again, and finding the request open then makes that safe.
+async fn open_pull_request(
+    state: &AppState,
+    job_id: &str,
+    batch: &mut RunnerBatch,
+) -> Result<(), ApiError> {
+    let attempt = batch.attempt;
+    let Some(RunnerEvent::Finished {
+        result,
+        change: Some(change),
+        ..
+    }) = batch.events.last_mut()
+    else {
+        return Ok(());
+    };
+    if !matches!(**change, Change::Pushed { .. }) {
+        return Ok(());
+    }
+    let Some(job) = state.queue.get(job_id).await? else {
+        return Ok(());
+    };
+    if job.attempt != attempt || job.state.is_terminal() {
+        return Ok(());
+    }
+    let summary = result.as_ref().and_then(|r| r.summary.clone());
+    let timeout = Duration::from_secs(state.settings.sources.replies.timeout_secs);
+    let http = providers::client(timeout);
+    let fallback = crate::context::commit_subject(&job);
+    pulls::open_for(&http, &state.settings, &job, change, summary.as_deref(), &fallback)
+        .await
+        .map_err(|e| {
+            tracing::warn!(%job_id, error = %e, "opening the pull request failed; the runner will send its result again");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the pull request could not be opened yet: {e}"),
+            )
+        })
 }
 
 /// The stages a batch closed: the agent's start (from its workload's record), its run and

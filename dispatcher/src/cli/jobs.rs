@@ -230,7 +230,10 @@ fn print_event(event: &JobEvent, json: bool) {
         } => println!("==> spawned {workload} ({backend})"),
         JobEvent::Log { line, .. } => println!("    {line}"),
         JobEvent::Result {
-            exit_code, result, ..
+            exit_code,
+            result,
+            change,
+            ..
         } => {
             if let Some(code) = exit_code {
                 println!("==> agent exited with code {code}");
@@ -240,6 +243,21 @@ fn print_event(event: &JobEvent, json: bool) {
             }
             for link in &result.links {
                 println!("==> link: {}", link.url);
+            }
+            match change {
+                Some(contract::Change::Pushed {
+                    branch,
+                    commit,
+                    files,
+                    insertions,
+                    deletions,
+                    ..
+                }) => println!(
+                    "==> pushed {} to {branch} ({files} files, +{insertions} -{deletions})",
+                    commit.get(..7).unwrap_or(commit)
+                ),
+                Some(contract::Change::NoChanges) => println!("==> no changes: nothing pushed"),
+                None => {}
             }
         }
     }

@@ -85,8 +85,17 @@ impl Message {
             other => (format!("{id} is {other}: {what}"), reason),
         };
         let agent_links = job.result.as_ref().map_or(&[][..], |r| &r.links[..]);
-        let (mut links, links_left_out) = neutralise::agent_links(agent_links);
+        let (agent_links, links_left_out) = neutralise::agent_links(agent_links);
+        let (change_link, change_note) = match (&job.change, state) {
+            (Some(change), JobState::Succeeded) => describe_change(change),
+            _ => (None, None),
+        };
+        let mut links: Vec<Link> = change_link.into_iter().chain(agent_links).collect();
         links.extend(job_url.and_then(|url| Link::new(Some(&format!("job {id}")), &url)));
+        let detail = match (detail.filter(|d| !d.is_empty()), change_note) {
+            (Some(detail), Some(note)) => Some(format!("{note}\n{detail}")),
+            (detail, note) => detail.or(note),
+        };
         let failed = matches!(state, JobState::Failed | JobState::TimedOut);
         Self {
             job_id: Some(id.clone()),
@@ -108,6 +117,7 @@ impl Message {
     }
 
     /// The answer to a trigger for a ticket whose job has not ended.
+    /// (See [`describe_change`] for what a success says of the agent's work.)
     pub fn already_running(job: &Job, job_url: Option<String>) -> Self {
         let ticket = job.ticket.as_deref().unwrap_or("this ticket");
         Self {
@@ -197,6 +207,40 @@ impl Message {
             out.push_str(&format!("\n\n{}", neutralise::jira_code(&self.log_lines)));
         }
         out
+    }
+}
+
+/// What a success says of the agent's work: the pull request's link ("Pull request #42
+/// opened"), or a line saying where the work went or that there was none.
+fn describe_change(change: &contract::Change) -> (Option<Link>, Option<String>) {
+    match change {
+        contract::Change::NoChanges => (None, Some("No changes: nothing was pushed.".into())),
+        contract::Change::Pushed {
+            branch,
+            commit,
+            pull_request: Some(pr),
+            ..
+        } => {
+            let verb = if pr.opened { "opened" } else { "updated" };
+            let title = match pr.provider.as_str() {
+                "gitlab" => format!("Merge request !{} {verb}", pr.number),
+                _ => format!("Pull request #{} {verb}", pr.number),
+            };
+            let note = format!("Pushed {} to {branch}.", commit.get(..7).unwrap_or(commit));
+            (Link::new(Some(&title), &pr.url), Some(note))
+        }
+        contract::Change::Pushed {
+            branch,
+            commit,
+            pull_request_error,
+            ..
+        } => {
+            let mut note = format!("Pushed {} to {branch}.", commit.get(..7).unwrap_or(commit));
+            if let Some(error) = pull_request_error {
+                note.push_str(&format!(" No pull request: {error}."));
+            }
+            (None, Some(note))
+        }
     }
 }
 

@@ -12,10 +12,14 @@
 //! The agent's summary, links and output and the requester's task are untrusted text: a
 //! reply carries them only through [`neutralise`], which escapes them for each provider's
 //! markup, drops links that are not absolute http(s) URLs and caps lengths.
+//!
+//! [`pulls`] opens the pull (merge) request of a job's pushed branch, through the same
+//! providers' APIs, when its runner reports the push.
 
 pub mod message;
 pub mod neutralise;
 pub mod providers;
+pub mod pulls;
 
 use std::sync::Arc;
 use std::time::Duration;

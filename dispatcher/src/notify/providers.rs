@@ -47,7 +47,7 @@ impl SendError {
 }
 
 /// Sends `request` and reads the reply's JSON (or `Null`), classifying failures.
-async fn send(what: &str, request: RequestBuilder) -> Result<Value, SendError> {
+pub(super) async fn send(what: &str, request: RequestBuilder) -> Result<Value, SendError> {
     let response = request
         .send()
         .await
@@ -88,7 +88,7 @@ pub fn segment(part: &str) -> Option<String> {
 }
 
 /// The segments of `path` (`owner/repo`), each encoded by [`segment`] and joined by `/`.
-fn segments(path: &str) -> Option<String> {
+pub(super) fn segments(path: &str) -> Option<String> {
     path.split('/')
         .map(segment)
         .collect::<Option<Vec<_>>>()
@@ -96,7 +96,7 @@ fn segments(path: &str) -> Option<String> {
 }
 
 /// A permanent failure for a delivery value that cannot be a path segment.
-fn unusable(what: &str, value: &str) -> SendError {
+pub(super) fn unusable(what: &str, value: &str) -> SendError {
     SendError::permanent(format!(
         "{what}: {:?} cannot be put in a URL",
         super::short(value, 80)

@@ -130,6 +130,49 @@ pub struct CheckoutSettings {
     pub username: String,
     /// The token that reads the repository; empty for a public one.
     pub token: SecretString,
+    /// Whether the agent's work is committed and pushed to the working branch when it
+    /// exits 0.
+    pub push: bool,
+    /// The token that pushes; empty: `token`.
+    pub push_token: SecretString,
+    /// The author (and committer) of the commit of the agent's uncommitted work.
+    pub author_name: String,
+    /// Their e-mail address.
+    pub author_email: String,
+    /// The pull request opened from the pushed branch.
+    pub pull_request: PullRequestSettings,
+}
+
+/// `projects.<name>.checkout.pull_request.*`: GitHub through `sources.github.token`, GitLab
+/// through `sources.gitlab.token`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullRequestSettings {
+    /// Whether one is opened (or the open one updated) for a pushed branch.
+    pub enabled: bool,
+    /// `owner/repo` on GitHub; empty: the project's first `github_repos` entry.
+    pub github_repo: String,
+    /// `group/project` on GitLab; empty: the project's first `gitlab_projects` entry.
+    pub gitlab_project: String,
+    /// Opened as a draft.
+    pub draft: bool,
+    /// Labels put on it.
+    pub labels: Vec<String>,
+    /// GitHub logins asked to review it.
+    pub reviewers: Vec<String>,
+}
+
+impl Default for PullRequestSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            github_repo: String::new(),
+            gitlab_project: String::new(),
+            draft: true,
+            labels: Vec::new(),
+            reviewers: Vec::new(),
+        }
+    }
 }
 
 impl Default for CheckoutSettings {
@@ -142,6 +185,11 @@ impl Default for CheckoutSettings {
             branch: DEFAULT_BRANCH.into(),
             username: "x-access-token".into(),
             token: SecretString::from(String::new()),
+            push: true,
+            push_token: SecretString::from(String::new()),
+            author_name: "agentsmith".into(),
+            author_email: "agentsmith@localhost".into(),
+            pull_request: PullRequestSettings::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use agentsmith::settings::{CheckoutSettings, ProjectSettings, Settings};
+use contract::Change;
 use queue::JobState;
 use secrecy::SecretString;
 use serde_json::json;
@@ -34,7 +35,16 @@ fn inspecting_agent(copy: &Path) -> agentsmith::settings::AgentSettings {
 /// A dispatcher with project `shop` at `repo` (checked out with `token`) run by the
 /// inspecting agent; one attempt per job, so a failed checkout ends the job.
 async fn app_for(repo: String, token: &str, base_branch: &str, copy: &Path) -> TestApp {
-    let agent = inspecting_agent(copy);
+    app_with(repo, token, base_branch, inspecting_agent(copy)).await
+}
+
+/// The same with `agent`.
+async fn app_with(
+    repo: String,
+    token: &str,
+    base_branch: &str,
+    agent: agentsmith::settings::AgentSettings,
+) -> TestApp {
     let base_branch = base_branch.to_string();
     let token = token.to_string();
     spawn_app(move |s: &mut Settings| {
@@ -271,6 +281,186 @@ async fn a_checkout_that_fails_fails_the_job_with_gits_reason_and_the_agent_neve
         .requests()
         .iter()
         .any(|r| !r.accepted && r.status == 401));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_change_is_committed_with_trailers_and_pushed_to_its_branch_only() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
+    let main_before = git.branches("shop");
+    let agent = sh_agent(
+        "echo 'now fixed' >> README.md; mkdir -p docs; echo new > docs/NEW.md; \
+         printf '{\"summary\":\"Fix the greeting\\\\n\\\\nIt greeted nobody.\"}' > \"$AGENTSMITH_RESULT_FILE\"",
+    );
+    let app = app_with(git.url("shop"), GIT_TOKEN, "", agent).await;
+    let (id, job) = run(&app, "SHOP-10").await;
+    let lines = app.log_lines(&id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{lines:#?}");
+    let branches = git.branches("shop");
+    let pushed = branches
+        .iter()
+        .find(|(name, _)| name == "agentsmith/SHOP-10")
+        .unwrap_or_else(|| panic!("no working branch on the remote: {branches:?}"));
+    assert_eq!(
+        job.change,
+        Some(Change::Pushed {
+            branch: "agentsmith/SHOP-10".into(),
+            base_branch: "main".into(),
+            commit: pushed.1.clone(),
+            files: 2,
+            insertions: 2,
+            deletions: 0,
+            // The project names no GitHub or GitLab repository to open one in.
+            pull_request: None,
+            pull_request_error: None,
+        }),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-10", "README.md")
+            .unwrap(),
+        "hello from the shop\nnow fixed\n"
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-10", "docs/NEW.md")
+            .unwrap(),
+        "new\n"
+    );
+    // The runner's files stay out of the commit.
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-10", ".agentsmith/intent.json"),
+        None
+    );
+    let message = git.log("shop", "agentsmith/SHOP-10");
+    assert!(
+        message.starts_with("Fix the greeting\n\nIt greeted nobody.\n"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Agentsmith-Job: {id}\nAgentsmith-Ticket: SHOP-10")),
+        "{message}"
+    );
+    // The base branch is as it was: the push named the working branch alone.
+    let main_after: Vec<_> = branches
+        .iter()
+        .filter(|(name, _)| name == "main")
+        .cloned()
+        .collect();
+    assert_eq!(main_after, main_before);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("agent-runner: pushed 1 commit(s) to agentsmith/SHOP-10")),
+        "{lines:#?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_is_no_push_and_a_refused_push_fails_the_job_with_the_hosts_words() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
+    let app = app_with(git.url("shop"), GIT_TOKEN, "", sh_agent("cat README.md")).await;
+    let (id, job) = run(&app, "SHOP-11").await;
+    let lines = app.log_lines(&id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{lines:#?}");
+    assert_eq!(job.change, Some(Change::NoChanges));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the agent changed nothing")),
+        "{lines:#?}"
+    );
+    assert_eq!(git.branches("shop").len(), 1, "{:?}", git.branches("shop"));
+    app.stop().await;
+
+    git.protect_branch("shop", "agentsmith/SHOP-12");
+    let app = app_with(
+        git.url("shop"),
+        GIT_TOKEN,
+        "",
+        sh_agent("echo change >> README.md"),
+    )
+    .await;
+    let (id, job) = run(&app, "SHOP-12").await;
+    assert_eq!(
+        job.state,
+        JobState::Failed,
+        "{job:#?}\n{:#?}",
+        app.log_lines(&id).await
+    );
+    let reason = job.reason.unwrap_or_default();
+    assert!(
+        reason.contains("the push failed")
+            && reason.contains("branch agentsmith/SHOP-12 is protected"),
+        "{reason}"
+    );
+    assert_eq!(job.change, None);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_pushes_itself_or_plants_hooks_and_config_gets_nowhere() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
+    let thief = GitServer::start(GIT_TOKEN).await;
+    thief.create_repo("shop", &[("README.md", "the thief's\n")], "main");
+    let markers = temp_dir("checkout-markers");
+    let marker = |name: &str| markers.join(name).display().to_string();
+    let agent = sh_agent(&format!(
+        "echo 'agent change' >> README.md; git add README.md; git commit -qm mine; \
+         git push origin HEAD:main; echo \"own push to main: $?\"; \
+         git push origin HEAD:refs/heads/agentsmith/SHOP-13; echo \"own push to its branch: $?\"; \
+         for hook in pre-commit pre-push post-commit reference-transaction; do \
+           printf '#!/bin/sh\\ntouch {hooks}-'$hook'\\n' > .git/hooks/$hook; chmod +x .git/hooks/$hook; done; \
+         git config core.fsmonitor 'touch {fsmonitor}'; \
+         git config url.{thief}.insteadOf {repo}; \
+         git config credential.helper '!touch {helper}; echo'; \
+         echo 'uncommitted too' > EXTRA.md",
+        hooks = marker("hook"),
+        fsmonitor = marker("fsmonitor"),
+        helper = marker("helper"),
+        thief = thief.url("shop"),
+        repo = git.url("shop"),
+    ));
+    let main_before = git.branches("shop");
+    let app = app_with(git.url("shop"), GIT_TOKEN, "", agent).await;
+    let (id, job) = run(&app, "SHOP-13").await;
+    let lines = app.log_lines(&id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{lines:#?}");
+    // The agent's own pushes found no credential.
+    assert!(
+        lines.iter().any(|l| l == "own push to main: 128"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "own push to its branch: 128"),
+        "{lines:#?}"
+    );
+    // The runner pushed its commit and the rest, to the real remote's working branch only.
+    let branches = git.branches("shop");
+    assert_eq!(
+        branches
+            .iter()
+            .filter(|(name, _)| name == "main")
+            .cloned()
+            .collect::<Vec<_>>(),
+        main_before
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-13", "EXTRA.md")
+            .as_deref(),
+        Some("uncommitted too\n")
+    );
+    assert!(git.log("shop", "agentsmith/SHOP-13").contains("mine"));
+    assert!(thief.requests().is_empty(), "{:?}", thief.requests());
+    // Nothing the agent planted ran.
+    let ran: Vec<_> = std::fs::read_dir(&markers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(ran.is_empty(), "the agent's hooks or config ran: {ran:?}");
+    app.stop().await;
 }
 
 /// `user:password` in base64, as HTTP Basic sends it.

@@ -232,6 +232,7 @@ async fn oversized_batches_and_bodies_are_refused_and_results_are_bounded() {
     let finished = RunnerEvent::Finished {
         outcome: RunOutcome::Exited { code: 0 },
         result: Some(result),
+        change: None,
     };
     let (status, body) = app
         .post_batch(&id, 0, vec![RunnerEvent::Started, finished])
@@ -274,6 +275,7 @@ async fn a_batch_sent_again_is_timed_once() {
     let finished = || RunnerEvent::Finished {
         outcome: RunOutcome::Exited { code: 0 },
         result: None,
+        change: None,
     };
     let (status, body) = app.post_batch(&id, 1, vec![finished()]).await;
     assert_eq!(status, 200, "{body}");

@@ -514,9 +514,26 @@
       const parts = [];
       const code = r && r.exit_code !== undefined ? r.exit_code : job.exit_code;
       if (code !== undefined && code !== null) parts.push(h("p", {}, "Exit code ", h("strong", { class: "mono", id: "exit-code" }, String(code))));
+      const change = (r && r.change) || job.change;
+      if (change) parts.push(renderChange(change));
       if (r && r.summary) parts.push(h("p", { class: "summary" }, r.summary));
       if (r && r.links && r.links.length) parts.push(h("ul", { class: "links" }, r.links.map((l) => h("li", {}, safeLink(l.url, l.title)))));
       if (parts.length) resultBox.replaceChildren(...parts);
+    }
+
+    // What the runner did with the agent's work: the pull request it led to, the branch it
+    // pushed, or no change at all.
+    function renderChange(change) {
+      if (change.kind !== "pushed") return h("p", { id: "change", class: "muted" }, "No changes: nothing was pushed.");
+      const pushed = "Pushed " + String(change.commit).slice(0, 7) + " to " + change.branch + " (" + change.files +
+        " files, +" + change.insertions + " −" + change.deletions + ")";
+      const pr = change.pull_request;
+      if (pr) {
+        const name = (pr.provider === "gitlab" ? "Merge request !" : "Pull request #") + pr.number + (pr.opened ? " opened" : " updated");
+        return h("div", { id: "change" }, h("p", { class: "pull-request" }, safeLink(pr.url, name)), h("p", { class: "muted" }, pushed));
+      }
+      const why = change.pull_request_error ? " No pull request: " + change.pull_request_error : "";
+      return h("p", { id: "change" }, pushed + "." + why);
     }
 
     async function act(action) {

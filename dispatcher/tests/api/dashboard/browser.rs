@@ -6,16 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agentsmith::settings::ProjectSettings;
+use agentsmith::settings::{CheckoutSettings, ProjectSettings};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use queue::JobState;
+use secrecy::SecretString;
 use serde_json::{json, Value};
+use testkit::fake_api::FakeApi;
+use testkit::git_server::GitServer;
 
 use crate::helpers::{sh_agent, spawn_app, temp_dir, wait_until, TestApp, TOKEN};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const INSTALL: &str = "apt-get install -y chromium chromium-driver (scripts/test installs them)";
+
+/// The webshop repository's token on the test git server.
+const GIT_TOKEN: &str = "dashboard-git-token";
 
 /// Generous: the machine is small and shared.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -176,16 +182,36 @@ async fn displayed(c: &Client, css: &str) -> bool {
 #[ignore = "needs chromium and chromedriver: apt-get install -y chromium chromium-driver (scripts/test installs them)"]
 async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_browser() {
     let driver = start_driver().await;
-    let app = spawn_app(|s| {
+    // The webshop's repository, checked out for its jobs; its pull requests go to the fake.
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("webshop", &[("README.md", "the webshop\n")], "main");
+    let fake = FakeApi::start().await;
+    let repo = git.url("webshop");
+    let github = fake.url.clone();
+    let app = spawn_app(move |s| {
         s.agents.insert(
             "slow".into(),
             sh_agent("for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.5; done"),
         );
+        s.agents.insert(
+            "fixer".into(),
+            sh_agent(
+                "echo fixed >> README.md; \
+                 printf '{\"summary\":\"fixed %s\",\"links\":[{\"url\":\"http://example.invalid/pr/1\"}]}' \"$AGENTSMITH_TASK\" > \"$AGENTSMITH_RESULT_FILE\"",
+            ),
+        );
+        s.sources.github.token = SecretString::from("ghp-dashboard-test".to_string());
+        s.sources.github.api_base_url = github;
         s.projects.insert(
             "webshop".into(),
             ProjectSettings {
-                repo: "git@example.com:acme/webshop.git".into(),
-                agent: "ok".into(),
+                repo,
+                agent: "fixer".into(),
+                github_repos: vec!["acme/webshop".into()],
+                checkout: CheckoutSettings {
+                    token: SecretString::from(GIT_TOKEN.to_string()),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );
@@ -326,7 +352,7 @@ async fn the_job_page_follows_the_log_and_cancels(c: &Client, app: &TestApp, slo
     wait_text(c, "#job-state", "running").await;
     wait_text(c, "#attempts", "agentsmith-").await;
     wait_text(c, "#facts", "print ten lines, slowly").await;
-    wait_text(c, "#facts", "git@example.com:acme/webshop.git").await;
+    wait_text(c, "#facts", "/webshop.git").await;
     c.set_window_size(1360, 1100).await.unwrap();
     screenshot(c, "job.png").await;
     c.set_window_size(1360, 900).await.unwrap();
@@ -362,14 +388,21 @@ async fn ended_jobs_show_why_and_what(c: &Client, app: &TestApp, jobs: &Jobs) {
         .await
         .unwrap();
     wait_text(c, "#result", "fixed fix the flaky test").await;
-    let href = c
-        .execute(
-            "return document.querySelector('#result a').getAttribute('href')",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(href, json!("http://example.invalid/pr/1"));
+    let href = |css: &str| {
+        let script = format!("return document.querySelector('{css}').getAttribute('href')");
+        async move { c.execute(&script, vec![]).await }
+    };
+    assert_eq!(
+        href("#result ul.links a").await.unwrap(),
+        json!("http://example.invalid/pr/1")
+    );
+    // The agent's change went to its branch, and the pull request opened from it is shown.
+    wait_text(c, "#change", "Pull request #1 opened").await;
+    wait_text(c, "#change", "to agentsmith/SHOP-42 (1 files, +1").await;
+    assert_eq!(
+        href("#change a").await.unwrap(),
+        json!("https://github.example/acme/webshop/pull/1")
+    );
 }
 
 /// The jobs page once more, for its picture (one job running beside the ended ones), and

@@ -26,6 +26,7 @@ mod hostile;
 mod intent;
 mod jira;
 mod journal;
+mod pull_requests;
 mod replay;
 mod reply_urls;
 mod slack;
