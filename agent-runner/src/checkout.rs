@@ -63,8 +63,7 @@ async fn with_heartbeats<T>(
 async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<CheckedOut, String> {
     let started = Instant::now();
     let dir = git.dir;
-    let say =
-        |line: String| outbox.push_line(OutputStream::Stderr, format!("agent-runner: {line}"));
+    let say = |line: String| tell(outbox, line);
     if dir.join(".git").exists() {
         return Err(format!(
             "the work directory {} holds a repository already",
@@ -250,8 +249,7 @@ async fn commit_and_push(
     summary: Option<&str>,
     outbox: &Outbox,
 ) -> Result<Change, String> {
-    let say =
-        |line: String| outbox.push_line(OutputStream::Stderr, format!("agent-runner: {line}"));
+    let say = |line: String| tell(outbox, line);
     git.run(&["add", "--all"]).await?;
     let staged = !git.succeeds(&["diff", "--cached", "--quiet"]).await?;
     if staged {
@@ -333,6 +331,12 @@ fn shortstat(line: &str) -> (u64, u64, u64) {
         }
     }
     counts
+}
+
+/// Says `line` in the job's output (after `agent-runner: `) and in the runner's log.
+fn tell(outbox: &Outbox, line: String) {
+    tracing::info!("{line}");
+    outbox.push_line(OutputStream::Stderr, format!("agent-runner: {line}"));
 }
 
 /// Git commands in the work directory, with the checkout's credential in their environment.

@@ -1,6 +1,7 @@
 //! A log audit: the dispatcher (at debug level) and the runner write no secret, token,
 //! credential or raw webhook body, whatever passes through them (API calls, signed and
-//! wrongly signed webhooks, replies that fail).
+//! wrongly signed webhooks, replies that fail, a repository checked out and pushed to with a
+//! token).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,7 @@ const GITHUB_SECRET: &str = "audit-github-webhook-secret-51a0";
 const GITHUB_TOKEN: &str = "audit-github-reply-token-aa93";
 const SLACK_SECRET: &str = "audit-slack-signing-secret-77e2";
 const SLACK_BOT_TOKEN: &str = "xoxb-audit-slack-bot-token-0d4e";
+const GIT_TOKEN: &str = "audit-git-token-5e7b19";
 /// A marker in the webhook bodies: a raw body must never reach a log line.
 const BODY_MARKER: &str = "audit-raw-body-marker-6c1f";
 /// A marker in a Slack response_url, which is a credential for the conversation.
@@ -32,7 +34,9 @@ async fn logs_of_dispatcher_and_runner_hold_no_secret_or_token() {
     let work = dir.join("work");
     let log_path = dir.join("dispatcher.log");
     let port = testkit::free_port();
-    let config_path = write_config(&dir, port, &work);
+    let git = testkit::git_server::GitServer::start(GIT_TOKEN).await;
+    git.create_repo("audited", &[("README.md", "audited\n")], "main");
+    let config_path = write_config(&dir, port, &work, &git.url("audited"));
     let dispatcher = Dispatcher::start(&config_path, port, &log_path).await;
     let id = call_the_api(&dispatcher).await;
     send_webhooks(&dispatcher).await;
@@ -66,13 +70,24 @@ async fn logs_of_dispatcher_and_runner_hold_no_secret_or_token() {
         all.contains("webhook refused"),
         "the refused delivery was logged"
     );
+    // The webhook jobs checked the repository out with the token, and pushed with it.
+    assert!(
+        all.contains("checked out agentsmith/"),
+        "the checkouts were logged"
+    );
+    let pushed: Vec<_> = git
+        .branches("audited")
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("agentsmith/"))
+        .collect();
+    assert_eq!(pushed.len(), 2, "both webhook jobs pushed: {pushed:?}");
     assert_no_secret_in(&texts, &job_token);
     let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Writes into `dir` the configuration of a dispatcher on `port` (every secret a marked
 /// value, replies pointed at a port where nothing listens); its path.
-fn write_config(dir: &Path, port: u16, work: &Path) -> PathBuf {
+fn write_config(dir: &Path, port: u16, work: &Path, repo: &str) -> PathBuf {
     let config = format!(
         r#"server:
   bind: "127.0.0.1:{port}"
@@ -106,6 +121,11 @@ sources:
 projects:
   audited:
     agent: audit
+    repo: "{repo}"
+    checkout:
+      token: "{GIT_TOKEN}"
+      pull_request:
+        enabled: false
     github_repos: ["acme/audited"]
     jira_projects: ["AUD"]
     access:
@@ -113,7 +133,7 @@ projects:
         min_permission: none
 agents:
   audit:
-    command: ["sh", "-c", "echo working on $AGENTSMITH_TASK; test -n \"$SECRET_ENV\" && echo the secret is set"]
+    command: ["sh", "-c", "echo working on $AGENTSMITH_TASK; echo audited >> README.md; test -n \"$SECRET_ENV\" && echo the secret is set"]
     env:
       SECRET_ENV: "{PROFILE_SECRET}"
 "#,
@@ -302,6 +322,8 @@ async fn wait_for_the_work(dispatcher: &Dispatcher, id: &str, log_path: &Path) {
 /// Asserts that no file holds a secret, a token or a marker; the issue's description (the
 /// marked body) only in the GitHub job's intent file, where it is by design.
 fn assert_no_secret_in(texts: &[(String, String)], job_token: &str) {
+    // The credential as git sends it, too.
+    let git_basic = crate::checkout::basic("x-access-token", GIT_TOKEN);
     for secret in [
         API_TOKEN,
         RUNNER_SECRET,
@@ -312,6 +334,8 @@ fn assert_no_secret_in(texts: &[(String, String)], job_token: &str) {
         GITHUB_TOKEN,
         SLACK_SECRET,
         SLACK_BOT_TOKEN,
+        GIT_TOKEN,
+        &git_basic,
         BODY_MARKER,
         RESPONSE_URL_MARKER,
     ] {

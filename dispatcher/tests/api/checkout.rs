@@ -464,7 +464,7 @@ async fn an_agent_that_pushes_itself_or_plants_hooks_and_config_gets_nowhere() {
 }
 
 /// `user:password` in base64, as HTTP Basic sends it.
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     let output = std::process::Command::new("base64")
         .arg("-w0")
         .stdin(std::process::Stdio::piped())
