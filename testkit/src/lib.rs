@@ -13,6 +13,7 @@
 //! | [`sign`] | webhook signatures as Slack, GitHub and Jira make them (an implementation of their own, not the dispatcher's) |
 //! | [`procs`] | processes found again by a marker in their argv |
 //! | [`stand_in`] | a stand-in for the dispatcher's runner callback, recording what a runner posts |
+//! | `bin/demo-forge` | a git host for `scripts/demo --pr`: a repository on the [`git_server`], pull requests on the [`fake_api`] |
 //! | [`tls`] | a certificate authority made in the test, and the server and client certificates it signs |
 
 // Test tooling: a failed unwrap is a failed test, with its message.

@@ -244,21 +244,45 @@ fn print_event(event: &JobEvent, json: bool) {
             for link in &result.links {
                 println!("==> link: {}", link.url);
             }
-            match change {
-                Some(contract::Change::Pushed {
-                    branch,
-                    commit,
-                    files,
-                    insertions,
-                    deletions,
-                    ..
-                }) => println!(
-                    "==> pushed {} to {branch} ({files} files, +{insertions} -{deletions})",
-                    commit.get(..7).unwrap_or(commit)
-                ),
-                Some(contract::Change::NoChanges) => println!("==> no changes: nothing pushed"),
-                None => {}
+            if let Some(change) = change {
+                for line in describe_change(change) {
+                    println!("==> {line}");
+                }
             }
+        }
+    }
+}
+
+/// What the runner did with the agent's work, a line each: the push, the pull request.
+fn describe_change(change: &contract::Change) -> Vec<String> {
+    match change {
+        contract::Change::NoChanges => vec!["no changes: nothing pushed".into()],
+        contract::Change::Pushed {
+            branch,
+            commit,
+            files,
+            insertions,
+            deletions,
+            pull_request,
+            pull_request_error,
+            ..
+        } => {
+            let mut lines = vec![format!(
+                "pushed {} to {branch} ({files} files, +{insertions} -{deletions})",
+                commit.get(..7).unwrap_or(commit)
+            )];
+            if let Some(pr) = pull_request {
+                let (kind, mark) = match pr.provider.as_str() {
+                    "gitlab" => ("merge request", "!"),
+                    _ => ("pull request", "#"),
+                };
+                let verb = if pr.opened { "opened" } else { "updated" };
+                lines.push(format!("{kind} {mark}{} {verb}: {}", pr.number, pr.url));
+            }
+            if let Some(error) = pull_request_error {
+                lines.push(format!("no pull request: {error}"));
+            }
+            lines
         }
     }
 }
@@ -296,6 +320,11 @@ fn print_job(job: &Job) {
     }
     if let Some(summary) = job.result.as_ref().and_then(|r| r.summary.as_ref()) {
         println!("summary:    {summary}");
+    }
+    if let Some(change) = &job.change {
+        for line in describe_change(change) {
+            println!("change:     {line}");
+        }
     }
     if let Some(handle) = &job.handle {
         println!("workload:   {} ({})", handle.name, handle.backend);
