@@ -140,6 +140,88 @@ pub async fn open_for(
     Ok(())
 }
 
+/// How one provider's API finds, updates and opens the request of a branch.
+struct Api<'a> {
+    /// `github` or `gitlab`, in the [`PullRequest`] and in error messages.
+    provider: &'static str,
+    /// The collection: listed with `open_query`, opened with a POST.
+    collection: String,
+    /// The query that lists the open requests of the branch.
+    open_query: Vec<(&'static str, String)>,
+    /// The field of a request's number, and of its page.
+    number: &'static str,
+    page: &'static str,
+    /// How an open one is updated (`PATCH` on GitHub, `PUT` on GitLab), with what.
+    update: (reqwest::Method, Value),
+    /// What opens one.
+    create: Value,
+    /// Adds the provider's credentials to a request.
+    auth: &'a (dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+}
+
+impl Api<'_> {
+    /// The open request of the branch updated, or a new one opened: the provider's answer,
+    /// its number and whether it was opened now.
+    async fn open_or_update(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<(Value, u64, bool), SendError> {
+        let provider = self.provider;
+        let request = |method, url: String| (self.auth)(http.request(method, url));
+        let listed = request(reqwest::Method::GET, self.collection.clone()).query(&self.open_query);
+        let open = send(&format!("{provider} open requests"), listed).await?;
+        let existing = open
+            .as_array()
+            .and_then(|all| all.first())
+            .and_then(|found| found[self.number].as_u64());
+        let (answer, opened) = match existing {
+            Some(number) => {
+                let (method, body) = &self.update;
+                let url = format!("{}/{number}", self.collection);
+                let updated = request(method.clone(), url).json(body);
+                (
+                    send(&format!("{provider} request update"), updated).await?,
+                    false,
+                )
+            }
+            None => {
+                let created =
+                    request(reqwest::Method::POST, self.collection.clone()).json(&self.create);
+                (send(&format!("{provider} request"), created).await?, true)
+            }
+        };
+        let number = answer[self.number].as_u64().ok_or_else(|| {
+            SendError::permanent(format!("{provider}: no {} in the answer", self.number))
+        })?;
+        Ok((answer, number, opened))
+    }
+
+    fn pull_request(
+        &self,
+        answer: &Value,
+        number: u64,
+        opened: bool,
+    ) -> Result<PullRequest, SendError> {
+        Ok(PullRequest {
+            provider: self.provider.into(),
+            number,
+            url: url_of(answer, self.page)?,
+            opened,
+        })
+    }
+}
+
+/// The provider's token, or why there is none.
+fn token_of<'a>(token: &'a secrecy::SecretString, key: &str) -> Result<&'a str, SendError> {
+    let token = token.expose_secret();
+    if token.is_empty() {
+        return Err(SendError::permanent(format!(
+            "no token ({key}) to open the request with"
+        )));
+    }
+    Ok(token)
+}
+
 async fn github(
     http: &reqwest::Client,
     settings: &Settings,
@@ -150,93 +232,62 @@ async fn github(
     text: &Text,
 ) -> Result<PullRequest, SendError> {
     let github = &settings.sources.github;
-    let token = github.token.expose_secret();
-    if token.is_empty() {
-        return Err(SendError::permanent(
-            "github: no token (sources.github.token) to open the pull request with",
-        ));
-    }
+    let token = token_of(&github.token, "sources.github.token")?;
     let path = segments(repo)
         .filter(|_| repo.split('/').count() == 2)
         .ok_or_else(|| unusable("github pull request", repo))?;
     let owner = repo.split('/').next().unwrap_or_default();
-    let api = format!("{}/repos/{path}", github.api_base_url.trim_end_matches('/'));
-    let request = |method: reqwest::Method, url: String| {
-        http.request(method, url)
+    let repo_api = format!("{}/repos/{path}", github.api_base_url.trim_end_matches('/'));
+    let pr = &project.checkout.pull_request;
+    let auth = |request: reqwest::RequestBuilder| {
+        request
             .bearer_auth(token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
     };
-    let open = send(
-        "github pull requests",
-        request(reqwest::Method::GET, format!("{api}/pulls")).query(&[
-            ("head", format!("{owner}:{branch}").as_str()),
-            ("state", "open"),
-        ]),
-    )
-    .await?;
-    let existing = open
-        .as_array()
-        .and_then(|prs| prs.first())
-        .and_then(|pr| pr["number"].as_u64());
-    let settings = &project.checkout.pull_request;
-    let (pr, opened) = match existing {
-        Some(number) => {
-            let body = json!({"title": text.title, "body": text.body});
-            let pr = send(
-                "github pull request update",
-                request(reqwest::Method::PATCH, format!("{api}/pulls/{number}")).json(&body),
-            )
-            .await?;
-            (pr, false)
-        }
-        None => {
-            let body = json!({
-                "title": text.title,
-                "body": text.body,
-                "head": branch,
-                "base": base,
-                "draft": settings.draft,
-            });
-            let pr = send(
-                "github pull request",
-                request(reqwest::Method::POST, format!("{api}/pulls")).json(&body),
-            )
-            .await?;
-            (pr, true)
-        }
+    let api = Api {
+        provider: "github",
+        collection: format!("{repo_api}/pulls"),
+        open_query: vec![
+            ("head", format!("{owner}:{branch}")),
+            ("state", "open".into()),
+        ],
+        number: "number",
+        page: "html_url",
+        update: (
+            reqwest::Method::PATCH,
+            json!({"title": text.title, "body": text.body}),
+        ),
+        create: json!({
+            "title": text.title,
+            "body": text.body,
+            "head": branch,
+            "base": base,
+            "draft": pr.draft,
+        }),
+        auth: &auth,
     };
-    let number = pr["number"]
-        .as_u64()
-        .ok_or_else(|| SendError::permanent("github pull request: no number in the answer"))?;
-    if opened && !settings.labels.is_empty() {
-        send(
-            "github labels",
-            request(
-                reqwest::Method::POST,
-                format!("{api}/issues/{number}/labels"),
-            )
-            .json(&json!({"labels": settings.labels})),
-        )
-        .await?;
+    let (answer, number, opened) = api.open_or_update(http).await?;
+    // Labels and reviewers are asked for once, when it is opened.
+    let extras = [
+        (
+            "labels",
+            format!("{repo_api}/issues/{number}/labels"),
+            &pr.labels,
+        ),
+        (
+            "reviewers",
+            format!("{repo_api}/pulls/{number}/requested_reviewers"),
+            &pr.reviewers,
+        ),
+    ];
+    for (what, url, values) in extras {
+        if opened && !values.is_empty() {
+            let request = auth(http.post(url)).json(&json!({ what: values }));
+            send(&format!("github {what}"), request).await?;
+        }
     }
-    if opened && !settings.reviewers.is_empty() {
-        send(
-            "github reviewers",
-            request(
-                reqwest::Method::POST,
-                format!("{api}/pulls/{number}/requested_reviewers"),
-            )
-            .json(&json!({"reviewers": settings.reviewers})),
-        )
-        .await?;
-    }
-    Ok(PullRequest {
-        provider: "github".into(),
-        number,
-        url: url_of(&pr, "html_url")?,
-        opened,
-    })
+    api.pull_request(&answer, number, opened)
 }
 
 async fn gitlab(
@@ -249,73 +300,43 @@ async fn gitlab(
     text: &Text,
 ) -> Result<PullRequest, SendError> {
     let gitlab = &settings.sources.gitlab;
-    let token = gitlab.token.expose_secret();
-    if token.is_empty() {
-        return Err(SendError::permanent(
-            "gitlab: no token (sources.gitlab.token) to open the merge request with",
-        ));
-    }
+    let token = token_of(&gitlab.token, "sources.gitlab.token")?;
     let encoded = segment(path).ok_or_else(|| unusable("gitlab merge request", path))?;
-    let api = format!(
-        "{}/projects/{encoded}/merge_requests",
-        gitlab.api_base_url.trim_end_matches('/')
-    );
-    let request = |method: reqwest::Method, url: String| {
-        http.request(method, url).header("private-token", token)
+    let pr = &project.checkout.pull_request;
+    // GitLab marks a draft by its title.
+    let title = if pr.draft {
+        format!("Draft: {}", text.title)
+    } else {
+        text.title.clone()
     };
-    let open = send(
-        "gitlab merge requests",
-        request(reqwest::Method::GET, api.clone())
-            .query(&[("source_branch", branch), ("state", "opened")]),
-    )
-    .await?;
-    let existing = open
-        .as_array()
-        .and_then(|mrs| mrs.first())
-        .and_then(|mr| mr["iid"].as_u64());
-    let settings = &project.checkout.pull_request;
-    let (mr, opened) = match existing {
-        Some(iid) => {
-            let body = json!({"title": text.title, "description": text.body});
-            let mr = send(
-                "gitlab merge request update",
-                request(reqwest::Method::PUT, format!("{api}/{iid}")).json(&body),
-            )
-            .await?;
-            (mr, false)
-        }
-        None => {
-            let title = if settings.draft {
-                format!("Draft: {}", text.title)
-            } else {
-                text.title.clone()
-            };
-            let mut body = json!({
-                "source_branch": branch,
-                "target_branch": base,
-                "title": title,
-                "description": text.body,
-            });
-            if !settings.labels.is_empty() {
-                body["labels"] = Value::from(settings.labels.join(","));
-            }
-            let mr = send(
-                "gitlab merge request",
-                request(reqwest::Method::POST, api.clone()).json(&body),
-            )
-            .await?;
-            (mr, true)
-        }
+    let mut create = json!({
+        "source_branch": branch,
+        "target_branch": base,
+        "title": title,
+        "description": text.body,
+    });
+    if !pr.labels.is_empty() {
+        create["labels"] = Value::from(pr.labels.join(","));
+    }
+    let auth = |request: reqwest::RequestBuilder| request.header("private-token", token);
+    let api = Api {
+        provider: "gitlab",
+        collection: format!(
+            "{}/projects/{encoded}/merge_requests",
+            gitlab.api_base_url.trim_end_matches('/')
+        ),
+        open_query: vec![("source_branch", branch.into()), ("state", "opened".into())],
+        number: "iid",
+        page: "web_url",
+        update: (
+            reqwest::Method::PUT,
+            json!({"title": text.title, "description": text.body}),
+        ),
+        create,
+        auth: &auth,
     };
-    let number = mr["iid"]
-        .as_u64()
-        .ok_or_else(|| SendError::permanent("gitlab merge request: no iid in the answer"))?;
-    Ok(PullRequest {
-        provider: "gitlab".into(),
-        number,
-        url: url_of(&mr, "web_url")?,
-        opened,
-    })
+    let (answer, number, opened) = api.open_or_update(http).await?;
+    api.pull_request(&answer, number, opened)
 }
 
 /// The request's page, which must be an absolute http(s) URL.

@@ -55,7 +55,17 @@ async fn a_slack_fix_ends_in_a_draft_pull_request_linked_in_the_reply_and_a_seco
     let fake = FakeApi::start().await;
     let git = GitServer::start(GIT_TOKEN).await;
     git.create_repo("shop", &[("README.md", "the shop\n")], "main");
-    let app = pr_app(&fake, &git, |_| {}).await;
+    let app = pr_app(&fake, &git, |s| {
+        let pr = &mut s
+            .projects
+            .get_mut("payments")
+            .unwrap()
+            .checkout
+            .pull_request;
+        pr.labels = vec!["agent".into()];
+        pr.reviewers = vec!["ann".into()];
+    })
+    .await;
 
     command(&app, &fake, "fix PAY-20", REQUESTER, "t.pr.1", "pr-1").await;
     let id = only_job_id(&app).await;
@@ -88,6 +98,8 @@ async fn a_slack_fix_ends_in_a_draft_pull_request_linked_in_the_reply_and_a_seco
     assert_eq!(opened["base"]["ref"], "main");
     assert_eq!(opened["draft"], true);
     assert_eq!(opened["title"], "Fix the empty cart");
+    assert_eq!(opened["labels"], json!(["agent"]));
+    assert_eq!(opened["reviewers"], json!(["ann"]));
     let body = opened["body"].as_str().unwrap();
     assert!(body.contains(&format!("job `{id}`")), "{body}");
     assert!(body.contains("The cart kept its items."), "{body}");
