@@ -333,6 +333,21 @@ fn shortstat(line: &str) -> (u64, u64, u64) {
     counts
 }
 
+/// The author and committer an agent that commits on its own gets in its environment: those
+/// of the commits the runner makes (none without a push).
+pub fn identity(checkout: Option<&Checkout>) -> Vec<(&'static str, Option<String>)> {
+    let Some(push) = checkout.and_then(|c| c.push.as_ref()) else {
+        return Vec::new();
+    };
+    let (name, email) = (&push.author_name, &push.author_email);
+    vec![
+        ("GIT_AUTHOR_NAME", Some(name.clone())),
+        ("GIT_AUTHOR_EMAIL", Some(email.clone())),
+        ("GIT_COMMITTER_NAME", Some(name.clone())),
+        ("GIT_COMMITTER_EMAIL", Some(email.clone())),
+    ]
+}
+
 /// Says `line` in the job's output (after `agent-runner: `) and in the runner's log.
 fn tell(outbox: &Outbox, line: String) {
     tracing::info!("{line}");

@@ -105,7 +105,11 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     };
 
     let oom_kills_before = oom::oom_kills();
-    let agent_environment = job.agent_env(&workspace);
+    let agent_environment = [
+        job.agent_env(&workspace),
+        checkout::identity(checkout.as_deref()),
+    ]
+    .concat();
     let (mut agent, pipes) =
         match Agent::start(&job.command, workspace.dir(), &agent_environment, launch) {
             Ok(started) => started,
@@ -121,23 +125,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     if checkout.is_none() {
         outbox.push(RunnerEvent::Started);
     }
-    let echo = Echo::default();
-    let mut pumps = [
-        output::pump(
-            OutputStream::Stdout,
-            pipes.stdout,
-            echo.clone(),
-            Arc::clone(&outbox),
-            settings.max_line_bytes,
-        ),
-        output::pump(
-            OutputStream::Stderr,
-            pipes.stderr,
-            echo,
-            Arc::clone(&outbox),
-            settings.max_line_bytes,
-        ),
-    ];
+    let mut pumps = pump_output(pipes, &outbox, settings.max_line_bytes);
 
     let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;
 
@@ -218,6 +206,31 @@ async fn conclude(
     )
     .await;
     (outcome, result, change)
+}
+
+/// The tasks that read the agent's standard output and error into the outbox (and echo it).
+fn pump_output(
+    pipes: agent::Pipes,
+    outbox: &Arc<Outbox>,
+    max_line_bytes: usize,
+) -> [JoinHandle<()>; 2] {
+    let echo = Echo::default();
+    [
+        output::pump(
+            OutputStream::Stdout,
+            pipes.stdout,
+            echo.clone(),
+            Arc::clone(outbox),
+            max_line_bytes,
+        ),
+        output::pump(
+            OutputStream::Stderr,
+            pipes.stderr,
+            echo,
+            Arc::clone(outbox),
+            max_line_bytes,
+        ),
+    ]
 }
 
 /// Writes the intent file and checks the repository out (if the job has one); the outcome

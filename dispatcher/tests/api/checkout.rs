@@ -357,6 +357,54 @@ async fn the_agents_change_is_committed_with_trailers_and_pushed_to_its_branch_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_running_as_another_user_has_its_work_pushed_too() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
+    let agent = sh_agent("id -u; echo 'from nobody' >> README.md; git commit -qam 'by nobody'");
+    let repo = git.url("shop");
+    let app = spawn_app(move |s: &mut Settings| {
+        // A root dispatcher runs agents as nobody (the README says to): the tree the runner
+        // checked out is then theirs, and git, run by the runner afterwards, must still work
+        // in it.
+        s.spawner.process.agent_user = Some(spawner::backend::process::AgentUser {
+            uid: 65534,
+            gid: 65534,
+        });
+        s.queue.max_attempts = 1;
+        s.agents.insert("nobody".into(), agent);
+        s.projects.insert(
+            "shop".into(),
+            ProjectSettings {
+                repo,
+                agent: "nobody".into(),
+                checkout: CheckoutSettings {
+                    token: SecretString::from(GIT_TOKEN.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let (id, job) = run(&app, "SHOP-14").await;
+    let lines = app.log_lines(&id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l == "65534"),
+        "the agent ran as nobody: {lines:#?}"
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-14", "README.md")
+            .as_deref(),
+        Some("hello from the shop\nfrom nobody\n")
+    );
+    assert!(git
+        .log("shop", "agentsmith/SHOP-14")
+        .starts_with("by nobody\n"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_change_is_no_push_and_a_refused_push_fails_the_job_with_the_hosts_words() {
     let git = GitServer::start(GIT_TOKEN).await;
     git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
