@@ -297,6 +297,7 @@ async fn commit_and_push(
         deletions,
         pull_request: None,
         pull_request_error: None,
+        compare_url: None,
     })
 }
 

@@ -85,10 +85,14 @@ pub enum Change {
         deletions: u64,
         /// The pull (merge) request the dispatcher opened or updated for the branch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pull_request: Option<PullRequest>,
+        pull_request: Option<Box<PullRequest>>,
         /// Why none was opened, when the host refused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pull_request_error: Option<String>,
+        /// Where the branch compares with its base, on a host that is neither GitHub nor
+        /// GitLab (the project's `compare_url`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compare_url: Option<String>,
     },
     /// The agent changed nothing: nothing was pushed.
     NoChanges,

@@ -425,13 +425,14 @@ mod tests {
                     files: 1,
                     insertions: 2,
                     deletions: 3,
-                    pull_request: Some(contract::PullRequest {
+                    pull_request: Some(Box::new(contract::PullRequest {
                         provider: "github".into(),
                         number: 42,
                         url: "https://github.example/acme/shop/pull/42".into(),
                         opened: true,
-                    }),
+                    })),
                     pull_request_error: None,
+                    compare_url: None,
                 }),
                 at: 2,
             },

@@ -265,6 +265,7 @@ fn describe_change(change: &contract::Change) -> Vec<String> {
             deletions,
             pull_request,
             pull_request_error,
+            compare_url,
             ..
         } => {
             let mut lines = vec![format!(
@@ -278,6 +279,9 @@ fn describe_change(change: &contract::Change) -> Vec<String> {
                 };
                 let verb = if pr.opened { "opened" } else { "updated" };
                 lines.push(format!("{kind} {mark}{} {verb}: {}", pr.number, pr.url));
+            }
+            if let Some(url) = compare_url {
+                lines.push(format!("compare: {url}"));
             }
             if let Some(error) = pull_request_error {
                 lines.push(format!("no pull request: {error}"));

@@ -231,15 +231,21 @@ fn describe_change(change: &contract::Change) -> (Option<Link>, Option<String>) 
         }
         contract::Change::Pushed {
             branch,
+            base_branch,
             commit,
             pull_request_error,
+            compare_url,
             ..
         } => {
             let mut note = format!("Pushed {} to {branch}.", commit.get(..7).unwrap_or(commit));
             if let Some(error) = pull_request_error {
                 note.push_str(&format!(" No pull request: {error}."));
             }
-            (None, Some(note))
+            let title = format!("Compare {branch} with {base_branch}");
+            let link = compare_url
+                .as_deref()
+                .and_then(|url| Link::new(Some(&title), url));
+            (link, Some(note))
         }
     }
 }
@@ -263,6 +269,54 @@ mod tests {
             fields.insert(k.to_string(), v.to_string());
         }
         Job::from_fields("abc123", &fields).unwrap()
+    }
+
+    #[test]
+    fn a_success_says_what_became_of_the_agents_work_first() {
+        let pushed = |pull_request, compare_url: Option<&str>| contract::Change::Pushed {
+            branch: "agentsmith/PAY-12".into(),
+            base_branch: "main".into(),
+            commit: "4ce4cb2aa".into(),
+            files: 1,
+            insertions: 1,
+            deletions: 1,
+            pull_request,
+            pull_request_error: None,
+            compare_url: compare_url.map(str::to_string),
+        };
+        let mut done = job(JobState::Succeeded);
+        let pr = contract::PullRequest {
+            provider: "gitlab".into(),
+            number: 7,
+            url: "https://gitlab.example/acme/shop/-/merge_requests/7".into(),
+            opened: true,
+        };
+        for (change, title, url, note) in [
+            (
+                pushed(Some(Box::new(pr)), None),
+                Some("Merge request !7 opened"),
+                Some("https://gitlab.example/acme/shop/-/merge_requests/7"),
+                "Pushed 4ce4cb2 to agentsmith/PAY-12.",
+            ),
+            (
+                pushed(None, Some("https://git.example/c/main...agentsmith/PAY-12")),
+                Some("Compare agentsmith/PAY-12 with main"),
+                Some("https://git.example/c/main...agentsmith/PAY-12"),
+                "Pushed 4ce4cb2 to agentsmith/PAY-12.",
+            ),
+            (
+                contract::Change::NoChanges,
+                None,
+                None,
+                "No changes: nothing was pushed.",
+            ),
+        ] {
+            done.change = Some(change);
+            let m = Message::for_state(&done, JobState::Succeeded, 1, None, Vec::new());
+            assert_eq!(m.links.first().map(|l| l.title()), title, "{m:?}");
+            assert_eq!(m.links.first().map(|l| l.url().as_str()), url, "{m:?}");
+            assert_eq!(m.detail.as_deref(), Some(note), "{m:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,26 @@ fn host_of(project: &ProjectSettings) -> Option<Host<'_>> {
     first(&pr.gitlab_project, &project.gitlab_projects).map(|project| Host::Gitlab { project })
 }
 
+/// The project's `compare_url` with the branch and its base filled in (each percent-encoded
+/// as a path segment keeps a `/` of a branch name), when it has one.
+fn compare_link(project: &ProjectSettings, branch: &str, base: &str) -> Option<String> {
+    let template = &project.checkout.pull_request.compare_url;
+    if template.is_empty() {
+        return None;
+    }
+    let part = |name: &str| {
+        name.split('/')
+            .map(|p| segment(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    Some(
+        template
+            .replace("{branch}", &part(branch))
+            .replace("{base}", &part(base)),
+    )
+}
+
 /// `explicit` when set, else the first of `listed`.
 fn first<'a>(explicit: &'a str, listed: &'a [String]) -> Option<&'a str> {
     Some(explicit)
@@ -108,6 +128,7 @@ pub async fn open_for(
         base_branch,
         pull_request,
         pull_request_error,
+        compare_url,
         ..
     } = change
     else {
@@ -121,6 +142,7 @@ pub async fn open_for(
         return Ok(());
     };
     let Some(host) = host_of(project) else {
+        *compare_url = compare_link(project, branch, base_branch);
         return Ok(());
     };
     let text = text_of(settings, job, summary, fallback_title);
@@ -133,7 +155,7 @@ pub async fn open_for(
         }
     };
     match opened {
-        Ok(pr) => *pull_request = Some(pr),
+        Ok(pr) => *pull_request = Some(Box::new(pr)),
         Err(e) if e.retryable => return Err(e),
         Err(e) => *pull_request_error = Some(e.message),
     }

@@ -160,6 +160,9 @@ pub struct PullRequestSettings {
     pub labels: Vec<String>,
     /// GitHub logins asked to review it.
     pub reviewers: Vec<String>,
+    /// For a host that is neither GitHub nor GitLab: where a branch compares with its base,
+    /// `{branch}` and `{base}` filled in (`https://git.example.com/acme/shop/compare/{base}...{branch}`).
+    pub compare_url: String,
 }
 
 impl Default for PullRequestSettings {
@@ -171,6 +174,7 @@ impl Default for PullRequestSettings {
             draft: true,
             labels: Vec::new(),
             reviewers: Vec::new(),
+            compare_url: String::new(),
         }
     }
 }
@@ -552,6 +556,11 @@ sources:
                 "    repo: https://git.example/p.git\n    checkout:\n      tokn: x\n",
                 "projects.p.checkout",
                 "tokn",
+            ),
+            (
+                "    repo: https://git.example/p.git\n    checkout:\n      pull_request:\n        compare_url: https://git.example/p/compare\n",
+                "projects.p.checkout.pull_request.compare_url",
+                "{branch}",
             ),
         ] {
             let err = load(&format!("projects:\n  p:\n    agent: echo\n{extra}")).unwrap_err();

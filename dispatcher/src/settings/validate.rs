@@ -428,6 +428,13 @@ fn check_checkout(name: &str, project: &ProjectSettings, problems: &mut Problems
             format!("{branch:?} names no job: put {{ticket}} or {{job}} in it, so each job works on its own branch"),
         );
     }
+    let compare = &checkout.pull_request.compare_url;
+    if !compare.is_empty() && (!is_http_url(compare) || !compare.contains("{branch}")) {
+        problems.add(
+            &format!("projects.{name}.checkout.pull_request.compare_url"),
+            format!("{compare:?}: an http(s) URL with {{branch}} (and {{base}}) in it"),
+        );
+    }
     if checkout.username.is_empty() || checkout.username.contains(':') {
         problems.add(
             &format!("projects.{name}.checkout.username"),

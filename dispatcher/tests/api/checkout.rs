@@ -313,6 +313,7 @@ async fn the_agents_change_is_committed_with_trailers_and_pushed_to_its_branch_o
             // The project names no GitHub or GitLab repository to open one in.
             pull_request: None,
             pull_request_error: None,
+            compare_url: None,
         }),
         "{lines:#?}"
     );
@@ -401,6 +402,57 @@ async fn an_agent_running_as_another_user_has_its_work_pushed_too() {
     assert!(git
         .log("shop", "agentsmith/SHOP-14")
         .starts_with("by nobody\n"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_is_neither_github_nor_gitlab_gets_the_push_and_a_compare_link() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello from the shop\n")], "main");
+    let repo = git.url("shop");
+    let app = spawn_app(move |s: &mut Settings| {
+        s.queue.max_attempts = 1;
+        s.agents
+            .insert("edit".into(), sh_agent("echo more >> README.md"));
+        let mut checkout = CheckoutSettings {
+            token: SecretString::from(GIT_TOKEN.to_string()),
+            ..Default::default()
+        };
+        checkout.pull_request.compare_url =
+            "https://git.example/acme/shop/compare/{base}...{branch}".into();
+        s.projects.insert(
+            "shop".into(),
+            ProjectSettings {
+                repo,
+                agent: "edit".into(),
+                checkout,
+                ..Default::default()
+            },
+        );
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+    })
+    .await;
+    let (id, job) = run(&app, "SHOP-15").await;
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{job:#?}\n{:#?}",
+        app.log_lines(&id).await
+    );
+    let Some(Change::Pushed {
+        compare_url,
+        pull_request,
+        ..
+    }) = &job.change
+    else {
+        panic!("no push: {job:#?}");
+    };
+    // The branch's `/` stays a separator; nothing else of it could change the URL's path.
+    assert_eq!(
+        compare_url.as_deref(),
+        Some("https://git.example/acme/shop/compare/main...agentsmith/SHOP-15")
+    );
+    assert_eq!(pull_request, &None);
     app.stop().await;
 }
 

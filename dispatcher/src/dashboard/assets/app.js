@@ -533,6 +533,9 @@
         return h("div", { id: "change" }, h("p", { class: "pull-request" }, safeLink(pr.url, name)), h("p", { class: "muted" }, pushed));
       }
       const why = change.pull_request_error ? " No pull request: " + change.pull_request_error : "";
+      if (change.compare_url) {
+        return h("div", { id: "change" }, h("p", {}, pushed + "." + why), h("p", {}, safeLink(change.compare_url, "Compare " + change.branch + " with " + change.base_branch)));
+      }
       return h("p", { id: "change" }, pushed + "." + why);
     }
 

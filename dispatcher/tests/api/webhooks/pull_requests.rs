@@ -45,7 +45,7 @@ fn pull_request_of(job: &queue::Job) -> PullRequest {
         Some(Change::Pushed {
             pull_request: Some(pr),
             ..
-        }) => pr.clone(),
+        }) => (**pr).clone(),
         other => panic!("no pull request on the job: {other:?}\n{job:#?}"),
     }
 }
