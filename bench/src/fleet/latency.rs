@@ -10,17 +10,25 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// clock, so a wall-clock step in between cannot show as latency.
 pub fn epoch_us(at: Instant) -> u64 {
     static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
-    let (base, base_us) = *BASE.get_or_init(|| {
+    let base = *BASE.get_or_init(|| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         (Instant::now(), now)
     });
-    match at.checked_duration_since(base) {
-        Some(after) => base_us + after.as_micros() as u64,
-        None => base_us.saturating_sub(base.duration_since(at).as_micros() as u64),
-    }
+    epoch_us_from(base, at)
+}
+
+/// `at` in microseconds on the clock where `base.0` reads `base.1`. The offset is taken in
+/// nanoseconds and floored once, so the difference of two stamps is the same whichever side
+/// of the base they fall on (two truncations, one each way, would lose a microsecond).
+fn epoch_us_from((base, base_us): (Instant, u64), at: Instant) -> u64 {
+    let offset_ns = match at.checked_duration_since(base) {
+        Some(after) => after.as_nanos() as i128,
+        None => -(base.duration_since(at).as_nanos() as i128),
+    };
+    (i128::from(base_us) + offset_ns.div_euclid(1000)).max(0) as u64
 }
 
 /// The measured window, in [`epoch_us`]: closed (nothing counts) until opened.
@@ -77,5 +85,22 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_millis(1500);
         assert_eq!(epoch_us(later) - epoch_us(now), 1_500_000);
+    }
+
+    #[test]
+    fn a_span_across_the_base_loses_no_microsecond() {
+        let base = (Instant::now(), 1_000_000_000);
+        // Stamps a fraction of a microsecond before the base, and 1.5 s after them.
+        for nanos in [1, 300, 700, 999, 1_000, 1_001, 1_700] {
+            let Some(before) = base.0.checked_sub(Duration::from_nanos(nanos)) else {
+                continue;
+            };
+            let after = before + Duration::from_millis(1500);
+            assert_eq!(
+                epoch_us_from(base, after) - epoch_us_from(base, before),
+                1_500_000,
+                "{nanos} ns before the base"
+            );
+        }
     }
 }
