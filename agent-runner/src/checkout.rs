@@ -411,15 +411,25 @@ impl<'a> Git<'a> {
 
     /// Whether `git args` exits 0 (1 is an answer, not a failure: `diff --quiet`).
     async fn succeeds(&self, args: &[&str]) -> Result<bool, String> {
-        match self.run(args).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.contains("(exit status: 1)") => Ok(false),
-            Err(e) => Err(e),
+        let output = self.output(args).await?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.failure(args, &output)),
         }
     }
 
     /// Runs `git args`, answering its standard output, or its error in its own words.
     async fn run(&self, args: &[&str]) -> Result<String, String> {
+        let output = self.output(args).await?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        Err(self.failure(args, &output))
+    }
+
+    /// How `git args` ended, whatever its exit status; an error only when it did not run.
+    async fn output(&self, args: &[&str]) -> Result<std::process::Output, String> {
         let mut command = Command::new("git");
         command
             .args(args)
@@ -446,25 +456,26 @@ impl<'a> Git<'a> {
                 .env(format!("GIT_CONFIG_KEY_{i}"), key)
                 .env(format!("GIT_CONFIG_VALUE_{i}"), value);
         }
-        let output = command.output().await.map_err(|e| {
+        command.output().await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 "git is not installed where the runner runs (the agent image needs git for a checkout)".to_string()
             } else {
                 format!("running git {}: {e}", args.first().unwrap_or(&""))
             }
-        })?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
+        })
+    }
+
+    /// A failed command's error: its last lines of standard error, the secrets taken out.
+    fn failure(&self, args: &[&str], output: &std::process::Output) -> String {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = said[said.len().saturating_sub(4)..].join(" / ");
-        Err(self.redact(format!(
+        self.redact(format!(
             "git {} failed ({}): {}",
             args.first().unwrap_or(&""),
             output.status,
             if tail.is_empty() { "no message" } else { &tail }
-        )))
+        ))
     }
 
     fn redact(&self, mut text: String) -> String {
