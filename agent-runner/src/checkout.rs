@@ -298,6 +298,7 @@ async fn commit_and_push(
         pull_request: None,
         pull_request_error: None,
         compare_url: None,
+        notes: None,
     })
 }
 

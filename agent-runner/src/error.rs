@@ -33,10 +33,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The agent's result file exists but cannot be used.
-    #[error("the result file {path} is not usable: {reason}")]
+    /// The agent's result (or notes) file exists but cannot be used.
+    #[error("the agent's file {path} is not usable: {reason}")]
     ResultFile {
-        /// The result file.
+        /// The file.
         path: PathBuf,
         /// Why.
         reason: String,

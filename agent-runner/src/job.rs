@@ -171,6 +171,7 @@ impl Job {
             ),
             (env::INTENT_FILE, path(workspace.intent_file())),
             (env::RESULT_FILE, path(workspace.result_file())),
+            (env::NOTES_FILE, path(workspace.notes_file())),
         ]
     }
 }

@@ -281,7 +281,19 @@ async fn push_the_work(
     let summary = result.and_then(|r| r.summary.as_deref());
     let dir = workspace.dir();
     match checkout::push(checkout, checked_out, dir, summary, outbox, job.heartbeat).await {
-        Ok(change) => (outcome, Some(change)),
+        Ok(mut change) => {
+            if let Change::Pushed { notes, .. } = &mut change {
+                *notes = match workspace.read_notes().await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring the agent's notes file");
+                        outbox.push_line(OutputStream::Stderr, format!("agent-runner: {e}"));
+                        None
+                    }
+                };
+            }
+            (outcome, Some(change))
+        }
         Err(reason) => {
             tracing::error!(%reason, "the push failed");
             (RunOutcome::PushFailed { reason }, None)

@@ -1,11 +1,12 @@
-//! The agent's work directory and the files the runner keeps in it: the intent file and
-//! the result file (under `.agentsmith/`). Nothing the runner or a spawner acts on is kept
-//! here: the agent can write all of it.
+//! The agent's work directory and the files the runner keeps in it: the intent file, the
+//! result file and the notes file (under `.agentsmith/`). Nothing the runner or a spawner
+//! acts on is kept here: the agent can write all of it.
 
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use contract::AgentResult;
+use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
 
@@ -14,6 +15,9 @@ const RUNNER_DIR: &str = ".agentsmith";
 
 /// The largest result file the runner reads; a result is a summary and some links.
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
+
+/// The most of a notes file the runner reads (the dispatcher keeps 16 KiB of it).
+pub const MAX_NOTES_BYTES: u64 = 32 * 1024;
 
 /// The agent's work directory.
 #[derive(Debug, Clone)]
@@ -43,6 +47,11 @@ impl Workspace {
         self.dir.join(RUNNER_DIR).join("result.json")
     }
 
+    /// Where the agent may leave notes for the pull request's description.
+    pub fn notes_file(&self) -> PathBuf {
+        self.dir.join(RUNNER_DIR).join("notes.md")
+    }
+
     /// Marks `attempt` as run in this work directory; `false` if it already was. A
     /// container that is started again (Docker restarts an exited container in place, with
     /// its volume) finds the mark and does not run the agent twice.
@@ -65,8 +74,8 @@ impl Workspace {
         }
     }
 
-    /// Creates the directories, writes the intent file and removes a result file left
-    /// by an earlier attempt, so a result is never mistaken for this attempt's.
+    /// Creates the directories, writes the intent file and removes a result or notes file
+    /// left by an earlier attempt, so neither is mistaken for this attempt's.
     pub async fn prepare(&self, intent: &serde_json::Value) -> Result<()> {
         let runner_dir = self.dir.join(RUNNER_DIR);
         tokio::fs::create_dir_all(&runner_dir)
@@ -83,26 +92,54 @@ impl Workspace {
                 path: intent_file,
                 source,
             })?;
-        let result_file = self.result_file();
-        match tokio::fs::remove_file(&result_file).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::Workspace {
-                path: result_file,
-                source,
-            }),
+        for stale in [self.result_file(), self.notes_file()] {
+            match tokio::fs::remove_file(&stale).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Workspace {
+                        path: stale,
+                        source,
+                    })
+                }
+            }
         }
+        Ok(())
     }
 
     /// The agent's result: `Ok(None)` when it left no result file (or an empty one), an
     /// [`Error::ResultFile`] when the file is unreadable, too large or not a result.
+    pub async fn read_result(&self) -> Result<Option<AgentResult>> {
+        let path = self.result_file();
+        let Some(text) = self
+            .read_own("result.json", MAX_RESULT_BYTES, false)
+            .await?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::ResultFile {
+                path,
+                reason: format!("not a result (summary, links): {e}"),
+            })
+    }
+
+    /// The agent's notes: `Ok(None)` when it wrote none, the first [`MAX_NOTES_BYTES`] of
+    /// them when it wrote more (cut at a character, with a line saying so).
+    pub async fn read_notes(&self) -> Result<Option<String>> {
+        self.read_own("notes.md", MAX_NOTES_BYTES, true).await
+    }
+
+    /// The text of `name` under the runner's directory, `Ok(None)` when it is missing or
+    /// blank. Over `max` bytes it is an error, or cut there when `cut`.
     ///
     /// The agent may have put anything at that path, and the runner may be root: only a
     /// regular file reached through no symbolic link is read (never a pipe that would block
     /// the runner, never another user's file). The agent has ended when it is read, so
     /// the path cannot change between the check and the read.
-    pub async fn read_result(&self) -> Result<Option<AgentResult>> {
-        let path = self.result_file();
+    async fn read_own(&self, name: &str, max: u64, cut: bool) -> Result<Option<String>> {
+        let path = self.dir.join(RUNNER_DIR).join(name);
         let unusable = |reason: String| Error::ResultFile {
             path: path.clone(),
             reason,
@@ -118,27 +155,36 @@ impl Workspace {
         let real = tokio::fs::canonicalize(&path).await;
         let expected = tokio::fs::canonicalize(&self.dir)
             .await
-            .map(|dir| dir.join(RUNNER_DIR).join("result.json"));
+            .map(|dir| dir.join(RUNNER_DIR).join(name));
         match (real, expected) {
             (Ok(real), Ok(expected)) if real == expected => {}
             (Err(e), _) | (_, Err(e)) => return Err(unusable(e.to_string())),
             _ => return Err(unusable("it is reached through a symbolic link".into())),
         }
         let size = meta.len();
-        if size > MAX_RESULT_BYTES {
+        if size > max && !cut {
             return Err(unusable(format!(
-                "it holds {size} bytes, more than the {MAX_RESULT_BYTES} allowed"
+                "it holds {size} bytes, more than the {max} allowed"
             )));
         }
-        let text = tokio::fs::read_to_string(&path)
+        let mut bytes = Vec::new();
+        let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| unusable(e.to_string()))?;
+        file.take(max)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| unusable(e.to_string()))?;
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if size > max {
+            // A character split at the cut shows as U+FFFD: drop it.
+            text.truncate(text.trim_end_matches('\u{FFFD}').len());
+            text.push_str(&format!("\n\n[agentsmith: cut at {max} of {size} bytes]"));
+        }
         if text.trim().is_empty() {
             return Ok(None);
         }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| unusable(format!("not a result (summary, links): {e}")))
+        Ok(Some(text))
     }
 }
 
@@ -300,6 +346,44 @@ mod tests {
             .await
             .expect("a pipe must not block the runner")
             .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn notes_are_read_cut_at_their_limit_and_never_through_a_link() {
+        let tmp = TempDir::new("notes");
+        let ws = Workspace::new(tmp.0.clone());
+        std::fs::create_dir_all(tmp.0.join(RUNNER_DIR)).unwrap();
+        std::fs::write(ws.notes_file(), "an earlier attempt's").unwrap();
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+        assert_eq!(ws.read_notes().await.unwrap(), None, "cleared by prepare");
+
+        std::fs::write(ws.notes_file(), "## Why\n\nThe rounding was off.\n").unwrap();
+        assert_eq!(
+            ws.read_notes().await.unwrap().as_deref(),
+            Some("## Why\n\nThe rounding was off.\n")
+        );
+
+        // Over the limit, with a two-byte character across it: cut before that character.
+        let limit = MAX_NOTES_BYTES as usize;
+        let long = format!("{}é{}", "a".repeat(limit - 1), "b".repeat(100));
+        std::fs::write(ws.notes_file(), &long).unwrap();
+        let notes = ws.read_notes().await.unwrap().unwrap();
+        let size = long.len();
+        assert_eq!(
+            notes,
+            format!(
+                "{}\n\n[agentsmith: cut at {limit} of {size} bytes]",
+                "a".repeat(limit - 1)
+            )
+        );
+
+        let outside = TempDir::new("notes-outside");
+        let secret = outside.0.join("secret.md");
+        std::fs::write(&secret, "someone else's").unwrap();
+        std::fs::remove_file(ws.notes_file()).unwrap();
+        std::os::unix::fs::symlink(&secret, ws.notes_file()).unwrap();
+        let err = ws.read_notes().await.unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }

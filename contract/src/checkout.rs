@@ -93,6 +93,10 @@ pub enum Change {
         /// GitLab (the project's `compare_url`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         compare_url: Option<String>,
+        /// The agent's notes for the pull request's description (its notes file), if it
+        /// wrote any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notes: Option<String>,
     },
     /// The agent changed nothing: nothing was pushed.
     NoChanges,

@@ -59,3 +59,6 @@ pub const SOURCE: &str = "AGENTSMITH_SOURCE";
 pub const INTENT_FILE: &str = "AGENTSMITH_INTENT_FILE";
 /// Set for the agent: where it may write its result (`{"summary", "links"}`).
 pub const RESULT_FILE: &str = "AGENTSMITH_RESULT_FILE";
+/// Set for the agent: where it may write notes for the pull request's description
+/// (markdown), when its work is pushed.
+pub const NOTES_FILE: &str = "AGENTSMITH_NOTES_FILE";

@@ -433,6 +433,7 @@ mod tests {
                     })),
                     pull_request_error: None,
                     compare_url: None,
+                    notes: None,
                 }),
                 at: 2,
             },

@@ -65,7 +65,8 @@ pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};
 pub use keys::Keys;
 pub use outbox::{Reply, ReplyBody};
 pub use runner::{
-    BatchOutcome, Exchange, MAX_LINKS, MAX_RECORDED_LINE_BYTES, MAX_SUMMARY_BYTES, MAX_URL_BYTES,
+    bounded_change, BatchOutcome, Exchange, MAX_LINKS, MAX_NOTES_BYTES, MAX_RECORDED_LINE_BYTES,
+    MAX_SUMMARY_BYTES, MAX_URL_BYTES,
 };
 pub use settings::{QueueSettings, RedisSentinelSettings, RedisSettings, RedisTlsSettings};
 pub use stats::Stats;

@@ -3,11 +3,12 @@
 //!
 //! A runner is on the agent's side of the wall, so what it sends is bounded here, where it
 //! is stored: each line is cut at [`MAX_RECORDED_LINE_BYTES`], a result at
-//! [`MAX_SUMMARY_BYTES`], [`MAX_LINKS`] links of [`MAX_URL_BYTES`] each, and an attempt
+//! [`MAX_SUMMARY_BYTES`], [`MAX_LINKS`] links of [`MAX_URL_BYTES`] each, the agent's notes
+//! for a pull request at [`MAX_NOTES_BYTES`], and an attempt
 //! records at most `queue.output_bytes_per_attempt` of output (then one event says the
 //! rest was dropped). A batch may not leave a gap in the sequence numbers.
 
-use contract::{AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
+use contract::{AgentResult, Change, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
 
 use crate::batch::Batched;
 use crate::{now_ms, JobEvent, JobState, Queue, QueueError, Result};
@@ -17,6 +18,8 @@ use crate::{now_ms, JobEvent, JobState, Queue, QueueError, Result};
 pub const MAX_RECORDED_LINE_BYTES: usize = 32 * 1024;
 /// The longest result summary recorded, in bytes.
 pub const MAX_SUMMARY_BYTES: usize = 16 * 1024;
+/// The longest notes for a pull request recorded (and put in its description), in bytes.
+pub const MAX_NOTES_BYTES: usize = 16 * 1024;
 /// The most links a result keeps.
 pub const MAX_LINKS: usize = 20;
 /// The longest link URL or title recorded, in bytes.
@@ -154,6 +157,19 @@ pub fn truncated(text: &str, max: usize) -> String {
     )
 }
 
+/// A change as it is recorded (and as a pull request is opened from it): the agent's notes
+/// cut at [`MAX_NOTES_BYTES`].
+pub fn bounded_change(change: &Change) -> Change {
+    let mut change = change.clone();
+    if let Change::Pushed {
+        notes: Some(notes), ..
+    } = &mut change
+    {
+        *notes = truncated(notes, MAX_NOTES_BYTES);
+    }
+    change
+}
+
 /// A result as it is recorded: the summary cut, at most [`MAX_LINKS`] links, each URL and
 /// title cut. (Whether a link is fit for a reply is decided where replies are written.)
 fn bounded_result(result: &AgentResult) -> AgentResult {
@@ -246,7 +262,7 @@ fn encode_runner_event(
                 attempt,
                 exit_code,
                 result: result.as_ref().map(bounded_result).unwrap_or_default(),
-                change: change.as_deref().cloned(),
+                change: change.as_deref().map(bounded_change),
                 at: now,
             };
             (

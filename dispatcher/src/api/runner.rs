@@ -175,6 +175,8 @@ async fn open_pull_request(
         return Ok(());
     }
     let summary = result.as_ref().and_then(|r| r.summary.clone());
+    // Bounded as the queue will record it, so the description says what the record does.
+    **change = queue::bounded_change(change);
     let timeout = Duration::from_secs(state.settings.sources.replies.timeout_secs);
     let http = providers::client(timeout);
     let fallback = crate::context::commit_subject(&job);

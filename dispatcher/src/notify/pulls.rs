@@ -68,7 +68,13 @@ struct Text {
     body: String,
 }
 
-fn text_of(settings: &Settings, job: &Job, summary: Option<&str>, fallback: &str) -> Text {
+fn text_of(
+    settings: &Settings,
+    job: &Job,
+    summary: Option<&str>,
+    notes: Option<&str>,
+    fallback: &str,
+) -> Text {
     let summary = summary.map(str::trim).filter(|s| !s.is_empty());
     let first_line = summary.and_then(|s| s.lines().next()).map(str::trim);
     let title = first_line
@@ -109,6 +115,12 @@ fn text_of(settings: &Settings, job: &Job, summary: Option<&str>, fallback: &str
     for link in &links {
         body.push_str(&format!("\n- {}", neutralise::markdown_link(link)));
     }
+    if let Some(notes) = notes.map(str::trim).filter(|n| !n.is_empty()) {
+        body.push_str(&format!(
+            "\n\n### Notes from the agent\n\n{}",
+            neutralise::markdown_text(notes)
+        ));
+    }
     Text { title, body }
 }
 
@@ -129,6 +141,7 @@ pub async fn open_for(
         pull_request,
         pull_request_error,
         compare_url,
+        notes,
         ..
     } = change
     else {
@@ -145,7 +158,7 @@ pub async fn open_for(
         *compare_url = compare_link(project, branch, base_branch);
         return Ok(());
     };
-    let text = text_of(settings, job, summary, fallback_title);
+    let text = text_of(settings, job, summary, notes.as_deref(), fallback_title);
     let opened = match host {
         Host::Github { repo } => {
             github(http, settings, project, repo, branch, base_branch, &text).await

@@ -14,11 +14,13 @@ use super::*;
 
 const GIT_TOKEN: &str = "git-token-for-pull-requests";
 
-/// An agent that changes the README and leaves a summary.
+/// An agent that changes the README and leaves a summary and notes (which try to ping a
+/// team).
 fn fixing_agent() -> AgentSettings {
     sh_agent(
         "echo \"fixed by $AGENTSMITH_TICKET\" >> README.md; \
-         printf '{\"summary\":\"Fix the empty cart\\\\n\\\\nThe cart kept its items.\"}' > \"$AGENTSMITH_RESULT_FILE\"",
+         printf '{\"summary\":\"Fix the empty cart\\\\n\\\\nThe cart kept its items.\"}' > \"$AGENTSMITH_RESULT_FILE\"; \
+         printf '## Why\\n\\nThe total was rounded twice. cc @payments-team\\n' > \"$AGENTSMITH_NOTES_FILE\"",
     )
 }
 
@@ -103,6 +105,18 @@ async fn a_slack_fix_ends_in_a_draft_pull_request_linked_in_the_reply_and_a_seco
     let body = opened["body"].as_str().unwrap();
     assert!(body.contains(&format!("job `{id}`")), "{body}");
     assert!(body.contains("The cart kept its items."), "{body}");
+    // The agent's notes close the description, their mention broken.
+    assert!(
+        body.ends_with(
+            "### Notes from the agent\n\n## Why\n\nThe total was rounded twice. cc @\u{200d}payments-team"
+        ),
+        "{body}"
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/PAY-20", ".agentsmith/notes.md"),
+        None,
+        "the notes are not committed"
+    );
     let create = fake
         .requests_to("/repos/acme/shop/pulls")
         .into_iter()
