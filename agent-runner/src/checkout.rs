@@ -6,9 +6,13 @@
 //! runs here, as an `http.<repo>.extraHeader` (`GIT_CONFIG_COUNT`), scoped to the
 //! repository's URL: nothing of it is written to `.git/config`, the remote's URL, the
 //! intent file or any line of output, and the agent, which starts after the last of these
-//! commands has ended, finds none of it.
+//! commands has ended, finds none of it. An SSH key is the one exception to "no file": ssh
+//! reads keys from files only, so it is written, with the host keys it must accept, to a
+//! directory only the runner's user may enter, outside the work directory, and removed as
+//! soon as the commands are done: before the agent starts, and after it (and everything
+//! it left running) has ended.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -38,8 +42,8 @@ pub async fn run(
     outbox: &Outbox,
     heartbeat: Duration,
 ) -> Result<CheckedOut, String> {
-    let credential = checkout.credential.as_ref();
-    let work = steps(checkout, Git::new(&checkout.repo, credential, dir), outbox);
+    let git = Git::new(&checkout.repo, checkout.credential.as_ref(), dir)?;
+    let work = steps(checkout, git, outbox);
     with_heartbeats(work, outbox, heartbeat).await
 }
 
@@ -195,7 +199,7 @@ pub async fn push(
     };
     let work = async {
         restore(dir, checked_out)?;
-        let mut git = Git::new(&checkout.repo, push.credential.as_ref(), dir);
+        let mut git = Git::new(&checkout.repo, push.credential.as_ref(), dir)?;
         git.harden(dir, push);
         commit_and_push(checkout, push, checked_out, &git, summary, outbox).await
     };
@@ -365,28 +369,52 @@ struct Git<'a> {
     secrets: Vec<String>,
     /// Variables set for every command besides (a test's `HOME`).
     env: Vec<(String, String)>,
+    /// The SSH key's files, held (and removed on drop) for as long as the commands are.
+    _ssh: Option<SshFiles>,
 }
 
 impl<'a> Git<'a> {
-    /// Git in `dir`, authenticating to `repo` (and to nothing else) with `credential`.
-    fn new(repo: &str, credential: Option<&GitCredential>, dir: &'a Path) -> Self {
-        let mut config = Vec::new();
+    /// Git in `dir`, authenticating to `repo` (and to nothing else) with `credential`; an
+    /// error when an SSH key's files cannot be written.
+    fn new(repo: &str, credential: Option<&GitCredential>, dir: &'a Path) -> Result<Self, String> {
+        // The work directory may belong to another user than the runner's (a Kubernetes
+        // emptyDir is root's, its group the pod's fsGroup), which git otherwise refuses.
+        let mut config = vec![("safe.directory".to_string(), dir.display().to_string())];
         let mut secrets = Vec::new();
-        if let Some(GitCredential { username, token }) = credential {
-            let basic = base64(format!("{username}:{token}").as_bytes());
-            config.push((
-                format!("http.{repo}.extraHeader"),
-                format!("Authorization: Basic {basic}"),
-            ));
-            secrets.push(token.clone());
-            secrets.push(basic);
+        let mut env = Vec::new();
+        let mut ssh = None;
+        match credential {
+            Some(GitCredential::Token { username, token }) => {
+                let basic = base64(format!("{username}:{token}").as_bytes());
+                config.push((
+                    format!("http.{repo}.extraHeader"),
+                    format!("Authorization: Basic {basic}"),
+                ));
+                secrets.push(token.clone());
+                secrets.push(basic);
+            }
+            Some(GitCredential::SshKey {
+                ssh_key,
+                known_hosts,
+            }) => {
+                let files = SshFiles::write(ssh_key, known_hosts)?;
+                // Read before `core.sshCommand` (which the repository's configuration could
+                // set); no user or system ssh configuration, no agent, no other key, and
+                // only the given host keys.
+                env.push(("GIT_SSH_COMMAND".into(), files.command()));
+                env.push(("GIT_SSH_VARIANT".into(), "ssh".into()));
+                secrets.extend(ssh_key.lines().map(str::to_string).filter(|l| l.len() > 8));
+                ssh = Some(files);
+            }
+            None => {}
         }
-        Self {
+        Ok(Self {
             dir,
             config,
             secrets,
-            env: Vec::new(),
-        }
+            env,
+            _ssh: ssh,
+        })
     }
 
     /// For the commands that follow the agent: the repository named outright (no discovery
@@ -489,6 +517,78 @@ impl<'a> Git<'a> {
     }
 }
 
+/// An SSH key and the host keys to accept, in files of a directory only the runner's user
+/// may enter (`0700`, made new: never one that was there before), removed on drop.
+struct SshFiles {
+    dir: PathBuf,
+}
+
+impl SshFiles {
+    fn write(key: &str, known_hosts: &str) -> Result<Self, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let fail = |what: &str, e: std::io::Error| format!("writing the SSH key's {what}: {e}");
+        let mut made = None;
+        for attempt in 0..16u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+            let dir = std::env::temp_dir().join(format!(
+                "agentsmith-ssh-{}-{nanos}-{attempt}",
+                std::process::id()
+            ));
+            // `create` fails on anything already there, a planted link included.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    made = Some(dir);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(fail("directory", e)),
+            }
+        }
+        let files = Self {
+            dir: made.ok_or("writing the SSH key's directory: every name was taken")?,
+        };
+        for (name, text) in [("key", key), ("known_hosts", known_hosts)] {
+            let mut text = text.trim_end().to_string();
+            // ssh refuses a key file without its last newline.
+            text.push('\n');
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(files.dir.join(name))
+                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+                .map_err(|e| fail(name, e))?;
+        }
+        Ok(files)
+    }
+
+    /// The `GIT_SSH_COMMAND` that uses them.
+    fn command(&self) -> String {
+        let path = |name: &str| shell_quote(&self.dir.join(name).display().to_string());
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
+             -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+             -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            path("key"),
+            path("known_hosts")
+        )
+    }
+}
+
+impl Drop for SshFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `text` as one word for `sh`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 /// Standard base64 with padding (RFC 4648), for the Basic authorization header.
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -545,13 +645,13 @@ mod tests {
             depth: 1,
             submodules: false,
             lfs: false,
-            credential: Some(GitCredential {
+            credential: Some(GitCredential::Token {
                 username: "x-access-token".into(),
                 token: "the-token".into(),
             }),
             push: None,
         };
-        let mut git = Git::new(&checkout.repo, checkout.credential.as_ref(), work.path());
+        let mut git = Git::new(&checkout.repo, checkout.credential.as_ref(), work.path()).unwrap();
         git.env
             .push(("HOME".into(), home.path().display().to_string()));
         let outbox = Outbox::new(1, Limits::default());
@@ -574,5 +674,100 @@ mod tests {
         ] {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
         }
+    }
+
+    /// The runner's SSH key directories left in the temporary directory (by this process).
+    fn key_dirs() -> Vec<std::path::PathBuf> {
+        let prefix = format!("agentsmith-ssh-{}-", std::process::id());
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn over_ssh_the_key_checks_out_and_pushes_and_is_gone_after_each_step() {
+        let server = GitServer::start("unused").await;
+        server.create_repo("shop", &[("README.md", "over ssh\n")], "main");
+        let ssh = testkit::ssh_server::SshServer::start();
+        let key = ssh.client_key();
+        let credential = GitCredential::SshKey {
+            ssh_key: key.clone(),
+            known_hosts: ssh.known_hosts(),
+        };
+        let work = TempDir::new("runner-ssh-work");
+        let checkout = Checkout {
+            repo: ssh.url(&server.repo_dir("shop")),
+            base_branch: String::new(),
+            branch: "agentsmith/T-2".into(),
+            depth: 1,
+            submodules: false,
+            lfs: false,
+            credential: Some(credential.clone()),
+            push: Some(Push {
+                credential: Some(credential),
+                author_name: "agentsmith".into(),
+                author_email: "agentsmith@localhost".into(),
+                subject: "T-2: over ssh".into(),
+                trailers: vec!["Agentsmith-Job: j-2".into()],
+            }),
+        };
+        let outbox = Outbox::new(1, Limits::default());
+        let heartbeat = Duration::from_secs(30);
+        let checked_out = run(&checkout, work.path(), &outbox, heartbeat)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", ssh.log()));
+        assert_eq!(key_dirs(), Vec::<std::path::PathBuf>::new());
+        let config = std::fs::read_to_string(work.path().join(".git/config")).unwrap();
+        assert!(
+            !config.contains("PRIVATE KEY") && !config.contains("sshCommand"),
+            "{config}"
+        );
+
+        std::fs::write(work.path().join("README.md"), "changed over ssh\n").unwrap();
+        let change = push(
+            &checkout,
+            &checked_out,
+            work.path(),
+            None,
+            &outbox,
+            heartbeat,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ssh.log()));
+        assert!(
+            matches!(change, Change::Pushed { files: 1, .. }),
+            "{change:?}"
+        );
+        assert_eq!(
+            server
+                .file_at("shop", "agentsmith/T-2", "README.md")
+                .as_deref(),
+            Some("changed over ssh\n")
+        );
+        assert_eq!(key_dirs(), Vec::<std::path::PathBuf>::new());
+
+        // Someone else answering at the address: refused, in ssh's words, the key unsaid.
+        let stranger = Checkout {
+            credential: Some(GitCredential::SshKey {
+                ssh_key: key.clone(),
+                known_hosts: ssh.stranger_known_hosts(),
+            }),
+            ..checkout
+        };
+        let other = TempDir::new("runner-ssh-stranger");
+        let err = run(&stranger, other.path(), &outbox, heartbeat)
+            .await
+            .unwrap_err();
+        assert!(err.contains("Host key verification failed"), "{err}");
+        assert!(
+            key.lines()
+                .filter(|l| l.len() > 8)
+                .all(|l| !err.contains(l)),
+            "{err}"
+        );
+        assert_eq!(key_dirs(), Vec::<std::path::PathBuf>::new());
     }
 }

@@ -102,19 +102,35 @@ pub enum Change {
     NoChanges,
 }
 
-/// A user name and a token, given to git as HTTP Basic authentication (how GitHub's and
-/// GitLab's tokens are used over HTTPS).
+/// How git authenticates to the repository: a token over HTTPS, or a key over SSH.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GitCredential {
-    /// The user name (`x-access-token` for GitHub, `oauth2` for GitLab; any for most hosts).
-    pub username: String,
-    /// The token.
-    pub token: String,
+#[serde(untagged)]
+pub enum GitCredential {
+    /// A user name and a token, given to git as HTTP Basic authentication (how GitHub's and
+    /// GitLab's tokens are used over HTTPS).
+    Token {
+        /// The user name (`x-access-token` for GitHub, `oauth2` for GitLab; any for most
+        /// hosts).
+        username: String,
+        /// The token.
+        token: String,
+    },
+    /// A private key for SSH, and the host keys the server must show (`known_hosts` lines):
+    /// any other host key fails the command.
+    SshKey {
+        /// The private key (OpenSSH's format, without a passphrase).
+        ssh_key: String,
+        /// The server's host keys, as lines of a `known_hosts` file.
+        known_hosts: String,
+    },
 }
 
 impl std::fmt::Debug for GitCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GitCredential({}:[redacted])", self.username)
+        match self {
+            Self::Token { username, .. } => write!(f, "GitCredential({username}:[redacted])"),
+            Self::SshKey { .. } => write!(f, "GitCredential(ssh key [redacted])"),
+        }
     }
 }
 
@@ -131,7 +147,7 @@ mod tests {
             depth: 1,
             submodules: false,
             lfs: false,
-            credential: Some(GitCredential {
+            credential: Some(GitCredential::Token {
                 username: "x-access-token".into(),
                 token: "secret-token-value".into(),
             }),
@@ -140,5 +156,35 @@ mod tests {
         let printed = format!("{checkout:?}");
         assert!(!printed.contains("secret-token-value"), "{printed}");
         assert!(printed.contains("x-access-token:[redacted]"), "{printed}");
+        let key = GitCredential::SshKey {
+            ssh_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-key-body".into(),
+            known_hosts: "git.example ssh-ed25519 AAAA".into(),
+        };
+        let printed = format!("{key:?}");
+        assert!(!printed.contains("secret-key-body"), "{printed}");
+    }
+
+    #[test]
+    fn both_credentials_read_back_as_written() {
+        for credential in [
+            GitCredential::Token {
+                username: "oauth2".into(),
+                token: "t".into(),
+            },
+            GitCredential::SshKey {
+                ssh_key: "k".into(),
+                known_hosts: "h".into(),
+            },
+        ] {
+            let json = serde_json::to_string(&credential).unwrap();
+            assert_eq!(
+                serde_json::from_str::<GitCredential>(&json).unwrap(),
+                credential,
+                "{json}"
+            );
+        }
+        // The form runners and dispatchers before SSH wrote.
+        let old: GitCredential = serde_json::from_str(r#"{"username":"u","token":"t"}"#).unwrap();
+        assert!(matches!(old, GitCredential::Token { .. }));
     }
 }

@@ -227,19 +227,34 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
     if !checkout.enabled {
         return None;
     }
-    let credential = |token: &str| {
-        (!token.is_empty()).then(|| GitCredential {
-            username: checkout.username.clone(),
-            token: token.to_string(),
+    // Over SSH a key (the push's own, or the reading one), over HTTPS a token (likewise).
+    let ssh = crate::settings::is_ssh_url(repo);
+    let credential = |secret: &str| {
+        (!secret.is_empty()).then(|| {
+            if ssh {
+                GitCredential::SshKey {
+                    ssh_key: secret.to_string(),
+                    known_hosts: checkout.known_hosts.clone(),
+                }
+            } else {
+                GitCredential::Token {
+                    username: checkout.username.clone(),
+                    token: secret.to_string(),
+                }
+            }
         })
     };
-    let token = secrecy::ExposeSecret::expose_secret(&checkout.token);
-    let push_token = secrecy::ExposeSecret::expose_secret(&checkout.push_token);
+    let expose = |secret| secrecy::ExposeSecret::expose_secret(secret);
+    let (read, push_secret) = if ssh {
+        (expose(&checkout.ssh_key), expose(&checkout.push_ssh_key))
+    } else {
+        (expose(&checkout.token), expose(&checkout.push_token))
+    };
     let push = checkout.push.then(|| Push {
-        credential: credential(if push_token.is_empty() {
-            token
+        credential: credential(if push_secret.is_empty() {
+            read
         } else {
-            push_token
+            push_secret
         }),
         author_name: checkout.author_name.clone(),
         author_email: checkout.author_email.clone(),
@@ -259,7 +274,7 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
         depth: checkout.depth,
         submodules: checkout.submodules,
         lfs: checkout.lfs,
-        credential: credential(token),
+        credential: credential(read),
         push,
     })
 }

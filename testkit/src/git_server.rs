@@ -1,16 +1,19 @@
-//! A real git server over HTTP on a free port of 127.0.0.1, for the tests of code that
-//! clones and pushes: git's own `git http-backend` (a CGI program) behind a small axum
-//! bridge that checks a token the way GitHub and GitLab do over HTTPS (Basic, any
+//! A real git server over HTTP on a free port of 127.0.0.1 (or of another address of this
+//! machine, [`GitServer::start_on`], for clients in containers and pods), for the tests of
+//! code that clones and pushes: git's own `git http-backend` (a CGI program) behind a small
+//! axum bridge that checks a token the way GitHub and GitLab do over HTTPS (Basic, any
 //! username, the token as password: `x-access-token:<token>`, `oauth2:<token>`).
 //!
-//! The test makes repositories with [`GitServer::create_repo`], may protect a branch with
+//! The test makes repositories with [`GitServer::create_repo`], may add a commit to a branch
+//! as an earlier push would have ([`GitServer::commit`]) or protect a branch with
 //! [`GitServer::protect_branch`], and afterwards asks what arrived: the branches
-//! ([`GitServer::branches`]), a file on one ([`GitServer::file_at`]), its commit messages
-//! ([`GitServer::log`]) and every HTTP request with the credential it carried
-//! ([`GitServer::requests`]). Every git command here, and [`git_command`] for the tests'
-//! own, reads no global or system configuration.
+//! ([`GitServer::branches`]), a file on one ([`GitServer::file_at`]), its commits
+//! ([`GitServer::commits`]) and their messages ([`GitServer::log`]), and every HTTP request
+//! with the credential it carried ([`GitServer::requests`]). Every git command here, and
+//! [`git_command`] for the tests' own, reads no global or system configuration.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -97,7 +100,7 @@ struct Backend {
 
 /// A running git server; stops, and its repositories are removed, when dropped.
 pub struct GitServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT`.
     base: String,
     backend: Arc<Backend>,
     server: JoinHandle<()>,
@@ -109,6 +112,12 @@ impl GitServer {
     /// Starts a server on a free port of 127.0.0.1 that serves to whoever presents
     /// `token` as the password of HTTP Basic authentication, with no repositories yet.
     pub async fn start(token: &str) -> Self {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), token).await
+    }
+
+    /// The same on a free port of `ip`, an address of this machine: the Docker bridge's
+    /// gateway, say, where containers and pods reach it. [`GitServer::url`] names `ip`.
+    pub async fn start_on(ip: IpAddr, token: &str) -> Self {
         let root = TempDir::new("git-server");
         let backend = Arc::new(Backend {
             program: backend_program(),
@@ -121,9 +130,11 @@ impl GitServer {
             .fallback(bridge)
             .layer(DefaultBodyLimit::disable())
             .with_state(Arc::clone(&backend));
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0))
             .await
-            .expect("a local port is free");
+            .unwrap_or_else(|e| {
+                panic!("binding the git server to {ip} (an address of this machine?): {e}")
+            });
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -195,7 +206,7 @@ impl GitServer {
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    /// The URL to clone `<name>.git` from: `http://127.0.0.1:PORT/<name>.git`.
+    /// The URL to clone `<name>.git` from: `http://ADDRESS:PORT/<name>.git`.
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}.git", self.base)
     }
@@ -227,6 +238,60 @@ impl GitServer {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Adds a commit with `files` (path, content; other files kept) and `message` to
+    /// `branch` of `<name>.git`, as if a client had pushed it: on the branch's head, or on
+    /// the default branch's when the branch is new. Returns the commit's id.
+    pub fn commit(
+        &self,
+        name: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
+        let bare = self.repo_dir(name);
+        let exists = self.branches(name).iter().any(|(b, _)| b == branch);
+        let start = if exists {
+            format!("origin/{branch}")
+        } else {
+            "origin/HEAD".to_string()
+        };
+        // Made in a scratch clone outside GIT_PROJECT_ROOT, pushed to the bare repository
+        // by path (hooks run: a protected branch refuses it, as it would a client).
+        let scratch = TempDir::new("git-server-scratch");
+        let work = scratch.path();
+        run(git_command(work)
+            .args(["clone", "--quiet", "--no-checkout"])
+            .arg(&bare)
+            .arg("."));
+        run(git_command(work).args(["checkout", "--quiet", "-B", branch, &start]));
+        for (path, content) in files {
+            let file = work.join(path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(&file, content)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        }
+        run(git_command(work).args(["add", "--all"]));
+        run(git_command(work).args(["commit", "--quiet", "--allow-empty", "-m", message]));
+        run(git_command(work)
+            .args(["push", "--quiet", "origin"])
+            .arg(format!("HEAD:refs/heads/{branch}")));
+        run(git_command(work).args(["rev-parse", "HEAD"]))
+            .trim()
+            .to_string()
+    }
+
+    /// The commits on `branch` of `<name>.git`, newest first (`git rev-list`).
+    pub fn commits(&self, name: &str, branch: &str) -> Vec<String> {
+        run(git_command(&self.repo_dir(name))
+            .arg("rev-list")
+            .arg(format!("refs/heads/{branch}")))
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
     /// The commit messages on `branch` of `<name>.git`, newest first (`git log
     /// --format=%B`).
     pub fn log(&self, name: &str, branch: &str) -> String {
@@ -240,8 +305,8 @@ impl GitServer {
         self.backend.requests.lock().unwrap().clone()
     }
 
-    /// The bare repository `<name>.git`.
-    fn repo_dir(&self, name: &str) -> PathBuf {
+    /// The bare repository `<name>.git` on disk (what an SSH URL to it names).
+    pub fn repo_dir(&self, name: &str) -> PathBuf {
         self.root.path().join(format!("{name}.git"))
     }
 }
@@ -706,6 +771,60 @@ mod tests {
             "step-39:noise.bin",
         ]));
         assert_eq!(fetched.trim(), noise.len().to_string());
+    }
+
+    #[tokio::test]
+    async fn a_server_started_on_another_address_is_cloned_from_there() {
+        // All of 127.0.0.0/8 is this machine's, as the Docker bridge's gateway is.
+        let server = GitServer::start_on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), TOKEN).await;
+        server.create_repo("shop", &[("README.md", "# Shop\n")], "main");
+        assert!(
+            server.url("shop").starts_with("http://127.0.0.2:"),
+            "{}",
+            server.url("shop")
+        );
+        let client_dir = TempDir::new("git-client");
+
+        let shop = clone_shop(&server, client_dir.path()).await;
+
+        assert_eq!(
+            std::fs::read_to_string(shop.join("README.md")).unwrap(),
+            "# Shop\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_on_a_new_branch_starts_at_the_default_branch_and_the_next_continues_it() {
+        let server = server_with_shop().await;
+        let main = server.branches("shop");
+
+        let first = server.commit("shop", "agent/fix-2", &[("NOTES.md", "one\n")], "First");
+        let second = server.commit("shop", "agent/fix-2", &[("MORE.md", "two\n")], "Second");
+
+        assert_eq!(server.commits("shop", "agent/fix-2")[..2], [second, first]);
+        assert_eq!(
+            server.log("shop", "agent/fix-2"),
+            "Second\n\nFirst\n\nInitial commit\n\n"
+        );
+        assert_eq!(
+            server.file_at("shop", "agent/fix-2", "NOTES.md").as_deref(),
+            Some("one\n")
+        );
+        assert_eq!(
+            server
+                .file_at("shop", "agent/fix-2", "README.md")
+                .as_deref(),
+            Some("# Shop\n")
+        );
+        let branches = server.branches("shop");
+        assert_eq!(
+            branches
+                .iter()
+                .filter(|(name, _)| name == "main")
+                .cloned()
+                .collect::<Vec<_>>(),
+            main
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | [`wait`] | [`wait_until`]: poll a condition until it holds or time runs out |
 //! | [`temp`] | unique names and temporary directories |
 //! | [`git_server`] | a real git server over HTTP ([`git_server::GitServer`]: `git http-backend` behind a token check), recording what clients send and push |
+//! | [`ssh_server`] | a real SSH server for git ([`ssh_server::SshServer`]: OpenSSH's `sshd` on a free port, one client key, fresh host key) |
 //! | [`fake_api`] | Slack, GitHub, GitLab and Jira reply APIs, and GitHub's pull and GitLab's merge request APIs, on one local port, recording what arrives |
 //! | [`cluster`] | three primaries with a replica each as real processes ([`cluster::RedisCluster`]), for Redis Cluster failover tests |
 //! | [`sentinel`] | a primary, a replica and three sentinels as real processes ([`sentinel::SentinelSet`]), for failover tests |
@@ -27,6 +28,7 @@ pub mod procs;
 pub mod redis;
 pub mod sentinel;
 pub mod sign;
+pub mod ssh_server;
 pub mod stand_in;
 pub mod temp;
 pub mod tls;

@@ -283,6 +283,7 @@ mod tests {
             pull_request,
             pull_request_error: None,
             compare_url: compare_url.map(str::to_string),
+            notes: None,
         };
         let mut done = job(JobState::Succeeded);
         let pr = contract::PullRequest {

@@ -135,6 +135,13 @@ pub struct CheckoutSettings {
     pub push: bool,
     /// The token that pushes; empty: `token`.
     pub push_token: SecretString,
+    /// For an SSH `repo`: the private key that reads it (OpenSSH's format, no passphrase).
+    pub ssh_key: SecretString,
+    /// For an SSH `repo`: the key that pushes; empty: `ssh_key`.
+    pub push_ssh_key: SecretString,
+    /// For an SSH `repo`: the server's host keys, as `known_hosts` lines (`ssh-keyscan
+    /// <host>`, checked against what the host publishes). No other host key is accepted.
+    pub known_hosts: String,
     /// The author (and committer) of the commit of the agent's uncommitted work.
     pub author_name: String,
     /// Their e-mail address.
@@ -191,6 +198,9 @@ impl Default for CheckoutSettings {
             token: SecretString::from(String::new()),
             push: true,
             push_token: SecretString::from(String::new()),
+            ssh_key: SecretString::from(String::new()),
+            push_ssh_key: SecretString::from(String::new()),
+            known_hosts: String::new(),
             author_name: "agentsmith".into(),
             author_email: "agentsmith@localhost".into(),
             pull_request: PullRequestSettings::default(),
@@ -538,9 +548,34 @@ sources:
     fn a_checkout_that_cannot_work_is_refused_naming_the_key() {
         for (extra, key, says) in [
             (
-                "    repo: git@git.example:acme/p.git\n",
+                "    repo: git.example/acme/p\n",
                 "projects.p.repo",
-                "https://",
+                "https:// or SSH",
+            ),
+            (
+                "    repo: git@git.example:acme/p.git\n    checkout:\n      known_hosts: git.example ssh-ed25519 AAAA\n",
+                "projects.p.checkout.ssh_key",
+                "private key",
+            ),
+            (
+                "    repo: ssh://git@git.example/acme/p.git\n    checkout:\n      ssh_key: not a key\n      known_hosts: git.example ssh-ed25519 AAAA\n",
+                "projects.p.checkout.ssh_key",
+                "not a private key",
+            ),
+            (
+                "    repo: git@git.example:acme/p.git\n    checkout:\n      ssh_key: \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n",
+                "projects.p.checkout.known_hosts",
+                "ssh-keyscan",
+            ),
+            (
+                "    repo: git@git.example:acme/p.git\n    checkout:\n      token: t\n      ssh_key: \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n      known_hosts: git.example ssh-ed25519 AAAA\n",
+                "projects.p.checkout.token",
+                "ssh_key",
+            ),
+            (
+                "    repo: https://git.example/p.git\n    checkout:\n      ssh_key: \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n",
+                "projects.p.checkout.ssh_key",
+                "checkout.token",
             ),
             (
                 "    repo: https://me:tok@git.example/acme/p.git\n",
@@ -570,6 +605,18 @@ sources:
                     .any(|p| p.key.starts_with(key) && p.to_string().contains(says)),
                 "{extra}: {err}"
             );
+        }
+        // An SSH repo with its key and host keys.
+        for repo in [
+            "git@git.example:acme/p.git",
+            "ssh://git@git.example:2222/acme/p.git",
+        ] {
+            load(&format!(
+                "projects:\n  p:\n    agent: echo\n    repo: {repo}\n    checkout:\n      \
+                 ssh_key: \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n      \
+                 known_hosts: \"[git.example]:2222 ssh-ed25519 AAAA\"\n"
+            ))
+            .unwrap();
         }
         // Off: the repository is only named in the intent, as before.
         load("projects:\n  p:\n    agent: echo\n    repo: git@git.example:p.git\n    checkout:\n      enabled: false\n")

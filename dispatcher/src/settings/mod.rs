@@ -32,6 +32,7 @@ pub use server::{ApiSettings, DashboardSettings, LogFormat, LogSettings, ServerS
 pub use sources::{
     GithubSettings, GitlabSettings, JiraSettings, ReplySettings, SlackSettings, SourcesSettings,
 };
+pub use validate::is_ssh_url;
 
 use layers::{deserialize_all, env_layer, env_texts, merge, yaml_value};
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use secrecy::ExposeSecret;
 use spawner::SpawnerKind;
 
-use super::agents::{GithubPermission, ProjectSettings, GITLAB_LEVELS};
+use super::agents::{CheckoutSettings, GithubPermission, ProjectSettings, GITLAB_LEVELS};
 use super::{Problem, Settings};
 
 /// Collects problems as they are found.
@@ -403,22 +403,34 @@ fn check_checkout(name: &str, project: &ProjectSettings, problems: &mut Problems
     }
     let key = format!("projects.{name}.repo");
     let repo = project.repo.as_str();
-    if !is_http_url(repo) {
+    let authority = repo
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default();
+    if is_http_url(repo) {
+        if authority.contains('@') {
+            problems.add(
+                &key,
+                format!("holds a credential: give the URL without it, and the token as projects.{name}.checkout.token"),
+            );
+        }
+        if !checkout.ssh_key.expose_secret().is_empty()
+            || !checkout.push_ssh_key.expose_secret().is_empty()
+        {
+            problems.add(
+                &format!("projects.{name}.checkout.ssh_key"),
+                format!("is for an SSH repo, and {repo:?} is not one: give its token as projects.{name}.checkout.token"),
+            );
+        }
+    } else if is_ssh_url(repo) {
+        check_ssh(name, checkout, authority, problems);
+    } else {
         problems.add(
             &key,
             format!(
-                "{repo:?}: the checkout takes an https:// URL (SSH is not supported yet); \
-                 or set projects.{name}.checkout.enabled: false"
+                "{repo:?}: the checkout takes an https:// or SSH URL (ssh://git@host/acme/shop.git, \
+                 git@host:acme/shop.git); or set projects.{name}.checkout.enabled: false"
             ),
-        );
-    } else if repo
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .is_some_and(|authority| authority.contains('@'))
-    {
-        problems.add(
-            &key,
-            format!("holds a credential: give the URL without it, and the token as projects.{name}.checkout.token"),
         );
     }
     let branch = &checkout.branch;
@@ -441,6 +453,77 @@ fn check_checkout(name: &str, project: &ProjectSettings, problems: &mut Problems
             "a user name, without ':'",
         );
     }
+}
+
+/// The key and host keys an SSH `repo` needs, and no token (`authority`: its `user@host` of
+/// an `ssh://` URL).
+fn check_ssh(name: &str, checkout: &CheckoutSettings, authority: &str, problems: &mut Problems) {
+    let at = |field: &str| format!("projects.{name}.checkout.{field}");
+    if authority
+        .split('@')
+        .next()
+        .is_some_and(|user| user.contains(':'))
+        && authority.contains('@')
+    {
+        problems.add(
+            &format!("projects.{name}.repo"),
+            format!("holds a password: give the URL without it, and the key as projects.{name}.checkout.ssh_key"),
+        );
+    }
+    if !checkout.token.expose_secret().is_empty() || !checkout.push_token.expose_secret().is_empty()
+    {
+        problems.add(
+            &at("token"),
+            format!("is for an https:// repo, and this one is SSH: give its key as projects.{name}.checkout.ssh_key"),
+        );
+    }
+    for (field, key) in [
+        ("ssh_key", &checkout.ssh_key),
+        ("push_ssh_key", &checkout.push_ssh_key),
+    ] {
+        let key = key.expose_secret();
+        if field == "ssh_key" && key.is_empty() {
+            problems.add(
+                &at(field),
+                format!(
+                    "an SSH repo needs a private key (AGENTSMITH__PROJECTS__{}__CHECKOUT__SSH_KEY)",
+                    name.to_uppercase()
+                ),
+            );
+        } else if !key.is_empty() && !key.contains("PRIVATE KEY-----") {
+            problems.add(&at(field), "not a private key (OpenSSH's or PEM format)");
+        }
+    }
+    let hosts = checkout.known_hosts.lines().filter(|l| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#')
+    });
+    if hosts.clone().next().is_none() {
+        problems.add(
+            &at("known_hosts"),
+            "an SSH repo needs the host's keys as known_hosts lines (ssh-keyscan <host>, checked), \
+             so that no other host is trusted",
+        );
+    } else if hosts.clone().any(|l| l.split_whitespace().count() < 3) {
+        problems.add(
+            &at("known_hosts"),
+            "each line is `<host> <key type> <key>`, as ssh-keyscan prints them",
+        );
+    }
+}
+
+/// `ssh://[user@]host[:port]/path`, or git's short form `[user@]host:path`.
+pub fn is_ssh_url(url: &str) -> bool {
+    if let Some(rest) = url.strip_prefix("ssh://") {
+        return rest
+            .split_once('/')
+            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty());
+    }
+    if url.contains("://") {
+        return false;
+    }
+    url.split_once(':')
+        .is_some_and(|(host, path)| !host.is_empty() && !host.contains('/') && !path.is_empty())
 }
 
 fn valid_host(host: &str) -> bool {

@@ -314,6 +314,7 @@ async fn the_agents_change_is_committed_with_trailers_and_pushed_to_its_branch_o
             pull_request: None,
             pull_request_error: None,
             compare_url: None,
+            notes: None,
         }),
         "{lines:#?}"
     );

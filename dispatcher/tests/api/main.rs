@@ -13,6 +13,8 @@
 
 mod audit;
 mod checkout;
+mod checkout_backends;
+mod checkout_ssh;
 mod cli;
 mod dashboard;
 mod docker;
