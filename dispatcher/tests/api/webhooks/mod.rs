@@ -49,7 +49,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 const SLACK_SECRET: &str = "slack-signing-secret-for-tests";
 const GITHUB_SECRET: &str = "github-webhook-secret-for-tests";
-const GITLAB_SECRET: &str = "gitlab-webhook-token-for-tests";
+pub(crate) const GITLAB_SECRET: &str = "gitlab-webhook-token-for-tests";
 const JIRA_SECRET: &str = "jira-webhook-secret-for-tests";
 const SLACK_BOT_TOKEN: &str = "xoxb-test-bot-token";
 const GITHUB_TOKEN: &str = "ghp-test-token";
@@ -68,7 +68,7 @@ const OTHER: &str = "U0BOB";
 /// A Slack admin (`sources.slack.admins`).
 const ADMIN: &str = "U0ADMIN";
 /// Ann's GitLab user id.
-const GITLAB_ANN: u64 = 1;
+pub(crate) const GITLAB_ANN: u64 = 1;
 
 /// What the agents leave as their result.
 const RESULT: &str = r#"printf '{"summary":"done","links":[{"title":"PR","url":"https://example.invalid/pr/1"}]}' > "$AGENTSMITH_RESULT_FILE""#;
@@ -174,7 +174,7 @@ async fn gated_app(fake: &FakeApi, gate: &Gate) -> TestApp {
 
 /// How a test signs a delivery.
 #[derive(Debug, Clone, Copy)]
-enum Sign {
+pub(crate) enum Sign {
     /// With the configured secret.
     Right,
     /// With another secret.
@@ -242,7 +242,7 @@ fn to_github(
 
 /// A GitLab delivery of `event` (`Note Hook`) whose retries share `idempotency_key`; its
 /// event UUID differs on every delivery, as GitLab's does.
-fn to_gitlab(
+pub(crate) fn to_gitlab(
     app: &TestApp,
     sign: Sign,
     event: &str,
@@ -314,7 +314,7 @@ fn to_every_source(
 }
 
 /// Sends a request; its status and JSON body (`Null` if it has none).
-async fn send(request: RequestBuilder) -> (u16, Value) {
+pub(crate) async fn send(request: RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("the dispatcher answers");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
