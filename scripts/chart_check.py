@@ -24,7 +24,7 @@
    agentsmith.yml, the chart refusing exactly the prefixes the dispatcher refuses);
  - both Kustomize overlays (kubectl kustomize), checked the same way;
  - every object valid for Kubernetes 1.20 and 1.37 (scripts/kube-validate, strict);
- - hadolint on the Dockerfiles.
+ - hadolint on the Dockerfiles, the agent kits' (kits/*/Dockerfile) included.
 
 Run it through scripts/chart-check, which installs the tools first and passes their locations in
 the environment:
@@ -1546,7 +1546,9 @@ def check_validation(groups: dict[str, list[tuple[dict, set[str]]]], tmp: Path) 
 
 def check_hadolint(hadolint: str) -> None:
     checks.start("hadolint")
-    for dockerfile in ("Dockerfile.agent", "Dockerfile.dispatcher", "Dockerfile.redis"):
+    kits = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("kits/*/Dockerfile"))
+    checks.ok("the agent kits' Dockerfiles are found (kits/*/Dockerfile)", bool(kits), "none found")
+    for dockerfile in ("Dockerfile.agent", "Dockerfile.dispatcher", "Dockerfile.redis", *kits):
         result = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True, timeout=60)
         checks.ok(f"{dockerfile} passes hadolint", result.returncode == 0, (result.stdout + result.stderr).strip())
 

@@ -15,6 +15,8 @@
 //! `spawner` crate, each beside the code that uses them, and each checks its own values.
 
 pub mod agents;
+#[cfg(test)]
+mod kits;
 mod layers;
 pub mod server;
 pub mod sources;
