@@ -103,12 +103,12 @@ impl Job {
 
         let callback_url = Url::parse(&vars.required(env::CALLBACK_URL)?)
             .map_err(|e| invalid(env::CALLBACK_URL, format!("not a URL: {e}")))?;
-        if callback_url.scheme() != "http" {
-            // This build has no TLS; failing here is clearer than retrying forever.
+        if !matches!(callback_url.scheme(), "http" | "https") {
+            // Failing here is clearer than retrying forever.
             return Err(invalid(
                 env::CALLBACK_URL,
                 format!(
-                    "the scheme is {:?}, but agent-runner only speaks plain http",
+                    "the scheme is {:?}; agent-runner speaks http and https",
                     callback_url.scheme()
                 ),
             ));
@@ -308,7 +308,7 @@ mod tests {
             (env::CALLBACK_URL, "not a url"),
             (
                 env::CALLBACK_URL,
-                "https://dispatcher/internal/jobs/job1/events",
+                "ftp://dispatcher/internal/jobs/job1/events",
             ),
             (env::TIMEOUT_SECS, "0"),
             (env::TIMEOUT_SECS, "-5"),

@@ -203,6 +203,11 @@ impl Dispatcher {
         }
     }
 
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The callback URL for `job_id`.
     pub fn callback_url(&self, job_id: &str) -> String {
         format!("http://{}/internal/jobs/{job_id}/events", self.addr)

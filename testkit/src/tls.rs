@@ -1,6 +1,6 @@
 //! Certificates for TLS tests, made when the test runs: a certificate authority of the
 //! test's own, server certificates for this machine's loopback names, and client
-//! certificates, as PEM.
+//! certificates, as PEM; and [`TlsFront`], an HTTPS front for a plain local server.
 //!
 //! ```no_run
 //! let ca = testkit::tls::TestCa::new("redis");
@@ -8,7 +8,10 @@
 //! # let _ = (ca.ca_file(), client.cert, client.key);
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -128,6 +131,81 @@ impl TestCa {
             cert: cert.pem(),
             key: key.serialize_pem(),
         }
+    }
+}
+
+/// TLS on a free port of 127.0.0.1, with a server certificate of a [`TestCa`], in front of a
+/// plain TCP server (a stand-in dispatcher, a fake API): each connection's handshake is
+/// made here, and its bytes are passed on as they are. Stopped on drop.
+pub struct TlsFront {
+    addr: SocketAddr,
+    handshakes: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    /// Starts the front for `target`, presenting a certificate `ca` signed for 127.0.0.1,
+    /// ::1 and localhost.
+    pub async fn start(target: SocketAddr, ca: &TestCa) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let server = ca.server_cert();
+        let certs = CertificateDer::pem_slice_iter(server.cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rcgen writes a readable certificate");
+        let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes())
+            .expect("rcgen writes a readable key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the certificate matches its key");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("binding the TLS front");
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&handshakes);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            handshakes,
+            task,
+        }
+    }
+
+    /// `https://localhost:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// How many TLS handshakes completed.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Launch {
     pub token: String,
     vars: BTreeMap<String, String>,
     dir: TempDir,
+    /// The runner binary: this workspace's build unless changed.
+    binary: PathBuf,
 }
 
 /// The runner for an agent `command`, reporting to `dispatcher`: a time limit of 60 s,
@@ -101,6 +103,7 @@ pub fn launch(dispatcher: &Dispatcher, command: &[&str]) -> Launch {
         token,
         vars,
         dir,
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_agent-runner")),
     }
 }
 
@@ -108,6 +111,12 @@ impl Launch {
     /// Sets a variable of the runner's environment.
     pub fn var(mut self, name: &str, value: impl ToString) -> Self {
         self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// Runs the runner binary at `path` instead of this workspace's build.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = path.into();
         self
     }
 
@@ -144,7 +153,7 @@ impl Launch {
                     .push(line.trim().parse::<i32>().unwrap());
             }
         });
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-runner"))
+        let child = tokio::process::Command::new(&self.binary)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")

@@ -10,3 +10,4 @@ mod delivery;
 mod harness;
 mod lifecycle;
 mod stopping;
+mod tls;
