@@ -127,8 +127,10 @@ pub fn response_url_host(url: &str, hosts: &[String]) -> Result<String, String> 
     }
 }
 
-/// A reqwest error without its URL (a Slack `response_url` is a credential).
-fn without_url(e: &reqwest::Error) -> String {
+/// A reqwest error without its URL (a Slack `response_url` is a credential): what kind of
+/// failure, and the innermost cause, which names no URL (`invalid peer certificate:
+/// UnknownIssuer`, `Connection refused`).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -136,7 +138,14 @@ fn without_url(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    kind.to_string()
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(cause) => format!("{kind}: {cause}"),
+        None => kind.to_string(),
+    }
 }
 
 /// Slack's message payload: the text as a fallback, a section in mrkdwn and, for a job,

@@ -281,16 +281,10 @@ fn part(what: &'static str, value: &str) -> Result<String, LookupError> {
 /// Sends a question: the JSON answer, `None` for a 404 (no such member), an error for
 /// anything else.
 async fn fetch(what: &'static str, request: RequestBuilder) -> Result<Option<Value>, LookupError> {
-    let response = request.send().await.map_err(|e| {
-        let kind = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        };
-        LookupError::new(what, kind)
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| LookupError::new(what, crate::notify::providers::without_url(&e)))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         return Ok(None);

@@ -149,20 +149,31 @@ agents:
 
 /// The `agentsmith serve` binary, logging at debug level; killed when dropped unless it was
 /// stopped.
-struct Dispatcher {
+pub(crate) struct Dispatcher {
     child: Child,
     base: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Dispatcher {
     /// Serves `config`, which binds `port`, with its log (stderr) in `log`; waits until it
     /// is ready.
     async fn start(config: &Path, port: u16, log: &Path) -> Self {
+        Self::start_with(config, port, log, &[]).await
+    }
+
+    /// The same with `env` added to its environment.
+    pub(crate) async fn start_with(
+        config: &Path,
+        port: u16,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -185,7 +196,7 @@ impl Dispatcher {
         dispatcher
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -196,7 +207,7 @@ impl Dispatcher {
     }
 
     /// Stops it with SIGTERM, as a cluster would, and waits until it has exited.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
         let started = Instant::now();
         while self.child.try_wait().unwrap().is_none() {

@@ -28,6 +28,7 @@ mod limits;
 mod manifests;
 mod notify_neutralised;
 mod outage;
+mod private_ca;
 mod router;
 mod runner_wall;
 mod sse;
