@@ -250,6 +250,21 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
     "clusterCidrs, blockedCidrs, SSH and an extra rule": (OPENED, {}),
     "PodDisruptionBudget (2 replicas)": (merge(WITH_TOKEN, {"replicas": 2}), {}),
     "ServiceMonitor": (merge(WITH_TOKEN, {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), {}),
+    "the dispatcher's placement and log level": (
+        merge(WITH_TOKEN, {"replicas": 2, "dispatcher": {
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
+                    "matchLabels": {"app.kubernetes.io/name": "agentsmith"}}}}]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                           "whenUnsatisfiable": "ScheduleAnyway",
+                                           "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "agentsmith"}}}],
+            "priorityClassName": "system-cluster-critical",
+            "logLevel": "info,agentsmith::notify=debug",
+        }}),
+        {},
+    ),
     "config.content, agent Secret, CA bundle, pull secrets": (
         merge(WITH_TOKEN, {
             "config": {"content": USER_CONFIG, "installation": "team-a"},
@@ -262,7 +277,7 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["agents"]}]}]}}}},
             "imagePullSecrets": ["registry-credentials"],
             "extraCaBundle": {"content": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
-            "dispatcher": {"extraEnv": [{"name": "RUST_LOG", "value": "info"}]},
+            "dispatcher": {"extraEnv": [{"name": "TZ", "value": "UTC"}]},
         }),
         {},
     ),
@@ -270,6 +285,28 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
 
 
 # --- the checks ---------------------------------------------------------------------------
+
+
+# Chart.yaml, read once: the version the checks hold every name to.
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+
+
+def check_chart_version() -> None:
+    checks.start("Chart.yaml's version and appVersion, and the names that carry them")
+    version = str(CHART_META["version"])
+    checks.ok(f"version {version} is SemVer 2", SEMVER.match(version))
+    cargo = (ROOT / "Cargo.toml").read_text()
+    workspace = re.search(r'^version = "([^"]+)"', cargo, re.M)
+    checks.equal("appVersion is the workspace's version (Cargo.toml)", str(CHART_META["appVersion"]),
+                 workspace.group(1) if workspace else None)
+    readme = README.read_text()
+    packages = re.findall(r"agentsmith-(\d[0-9A-Za-z.+-]*?)\.tgz", readme)
+    versions = re.findall(r"--version (\S+)", readme)
+    checks.ok("README.md shows `helm package`, `helm push` and `--version`", packages and versions,
+              "the 'Packaging and publishing' section is missing")
+    for named in packages + versions:
+        checks.equal(f"README.md names version {named}", named, version)
 
 
 def check_readme() -> None:
@@ -454,7 +491,7 @@ def labels_ok(obj: dict) -> bool:
     return (labels.get("app.kubernetes.io/name") == "agentsmith"
             and labels.get("app.kubernetes.io/instance") == RELEASE
             and labels.get("app.kubernetes.io/managed-by") == "Helm"
-            and labels.get("helm.sh/chart", "").startswith("agentsmith-"))
+            and labels.get("helm.sh/chart") == f"agentsmith-{CHART_META['version']}")
 
 
 def pod_spec(deployment: dict) -> dict:
@@ -789,6 +826,13 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     if v["extraCaBundle"]["content"]:
         ok(f"{label}: SSL_CERT_FILE points at the joined bundle",
            {"name": "SSL_CERT_FILE", "value": "/etc/agentsmith/ca/ca-certificates.crt"} in main["env"])
+    d = v["dispatcher"]
+    for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName"):
+        equal(f"{label}: the dispatcher pods' {key}", spec.get(key), d[key] or None)
+    equal(f"{label}: RUST_LOG from logLevel, exactly when set",
+          [e.get("value") for e in main["env"] if e["name"] == "RUST_LOG"], [d["logLevel"]] if d["logLevel"] else [])
+    for extra in d["extraEnv"]:
+        ok(f"{label}: extraEnv {extra['name']} on the dispatcher", extra in main["env"])
     if v["imagePullSecrets"]:
         equal(f"{label}: pull secrets on the pods and for agents", (spec.get("imagePullSecrets"), k8s.get("image_pull_secrets")),
               ([{"name": n} for n in v["imagePullSecrets"]], v["imagePullSecrets"]))
@@ -1569,6 +1613,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentsmith-chart-check.") as name:
         tmp = Path(name)
         check_readme()
+        check_chart_version()
         check_lint(helm)
         check_schema(helm, chart)
         check_template_failures(helm, chart)
