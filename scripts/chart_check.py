@@ -245,6 +245,11 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
                                        "tls": [{"secretName": "agentsmith-tls", "hosts": ["agentsmith.example.com"]}]}}),
         {},
     ),
+    "rbac.create false, an existing ServiceAccount": (
+        merge(WITH_TOKEN, {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "platform-agentsmith"}}),
+        {},
+    ),
+    "a ServiceAccount of another name": (merge(WITH_TOKEN, {"serviceAccount": {"name": "dispatcher"}}), {}),
     "networkPolicy.enabled false": (merge(WITH_TOKEN, {"networkPolicy": {"enabled": False}}), {}),
     "agents in another namespace": (merge(WITH_TOKEN, {"agents": {"namespace": "agents"}}), {}),
     "clusterCidrs, blockedCidrs, SSH and an extra rule": (OPENED, {}),
@@ -433,6 +438,8 @@ def check_template_failures(helm, chart) -> None:
         ("externalRedis.url with secrets.existingSecret",
          {"secrets": {"existingSecret": "s"}, "redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379"}},
          "put the URL in a Secret"),
+        ("serviceAccount.create false without a name",
+         merge(WITH_TOKEN, {"serviceAccount": {"create": False}}), "name the dispatcher's existing ServiceAccount"),
         ("config.content with api.tokens", merge(WITH_TOKEN, {"config": {"content": "api:\n  tokens: [abc]\n"}}), "config.content sets api.tokens"),
         ("config.content with redis.url", merge(WITH_TOKEN, {"config": {"content": "redis:\n  url: redis://x\n"}}), "config.content sets redis.url"),
         ("config.content with server.runner_secret",
@@ -630,22 +637,32 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
        and test_container["command"][-1] == f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:{v['service']['port']}/ready")
     equal(f"{label}: test pod container security context", test_container.get("securityContext"), RESTRICTED_CONTAINER)
 
-    role = one(objects, "Role")
-    equal(f"{label}: the Role's rules", role["rules"], EXPECTED_RULES)
-    check_secret_rights(f"{label}: ", objects)
-    equal(f"{label}: the Role is in the agents' namespace", role["metadata"]["namespace"], agents_ns)
-    binding = one(objects, "RoleBinding")
-    equal(f"{label}: the RoleBinding binds the dispatcher's ServiceAccount to the Role",
-          (binding["roleRef"], binding["subjects"]),
-          ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME},
-           [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]))
+    account = v["serviceAccount"]["name"] or FULLNAME
+    if v["rbac"]["create"]:
+        role = one(objects, "Role")
+        equal(f"{label}: the Role's rules", role["rules"], EXPECTED_RULES)
+        check_secret_rights(f"{label}: ", objects)
+        equal(f"{label}: the Role is in the agents' namespace", role["metadata"]["namespace"], agents_ns)
+        binding = one(objects, "RoleBinding")
+        equal(f"{label}: the RoleBinding binds the dispatcher's ServiceAccount to the Role",
+              (binding["roleRef"], binding["subjects"]),
+              ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME},
+               [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]))
+    else:
+        equal(f"{label}: rbac.create false: no Role or RoleBinding",
+              (find(objects, "Role"), find(objects, "RoleBinding")), ([], []))
     ok(f"{label}: no ClusterRole or ClusterRoleBinding", not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding"))
+    dispatcher_accounts = [a["metadata"]["name"] for a in find(objects, "ServiceAccount")
+                           if a["metadata"]["labels"].get("app.kubernetes.io/component") == "dispatcher"]
+    equal(f"{label}: the dispatcher's ServiceAccount made exactly when serviceAccount.create",
+          dispatcher_accounts, [account] if v["serviceAccount"]["create"] else [])
     agent_sa = one(objects, "ServiceAccount", f"{FULLNAME}-agent")
     equal(f"{label}: the agents' ServiceAccount mounts no token", agent_sa.get("automountServiceAccountToken"), False)
     equal(f"{label}: the agents' ServiceAccount is in the agents' namespace", agent_sa["metadata"]["namespace"], agents_ns)
 
     dispatcher = one(objects, "Deployment", FULLNAME)
     spec = pod_spec(dispatcher)
+    equal(f"{label}: the dispatcher runs as its ServiceAccount", spec.get("serviceAccountName"), account)
     equal(f"{label}: dispatcher replicas", dispatcher["spec"]["replicas"], v["replicas"])
     equal(f"{label}: dispatcher rolling update", dispatcher["spec"]["strategy"],
           {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})

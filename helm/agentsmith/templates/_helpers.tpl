@@ -54,9 +54,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end -}}
 
-{{/* Name of the dispatcher's ServiceAccount. */}}
+{{/* Name of the dispatcher's ServiceAccount: serviceAccount.name, else the release's full name
+(which only a chart that creates it may take). */}}
 {{- define "agentsmith.serviceAccountName" -}}
+{{- if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.create -}}
 {{- include "agentsmith.fullname" . -}}
+{{- else -}}
+{{- fail "serviceAccount.create is false: name the dispatcher's existing ServiceAccount in serviceAccount.name" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Name of the agent pods' ServiceAccount (spawner.kubernetes.service_account). */}}
