@@ -45,8 +45,22 @@ async fn app_with(
     base_branch: &str,
     agent: agentsmith::settings::AgentSettings,
 ) -> TestApp {
+    let checkout = CheckoutSettings {
+        token: SecretString::from(token.to_string()),
+        ..Default::default()
+    };
+    project_app(repo, base_branch, checkout, agent).await
+}
+
+/// A dispatcher with project `shop` at `repo`, checked out as `checkout` says and run by
+/// `agent`; one attempt per job.
+pub(crate) async fn project_app(
+    repo: String,
+    base_branch: &str,
+    checkout: CheckoutSettings,
+    agent: agentsmith::settings::AgentSettings,
+) -> TestApp {
     let base_branch = base_branch.to_string();
-    let token = token.to_string();
     spawn_app(move |s: &mut Settings| {
         s.queue.max_attempts = 1;
         s.agents.insert("inspect".into(), agent);
@@ -56,10 +70,7 @@ async fn app_with(
                 repo,
                 base_branch,
                 agent: "inspect".into(),
-                checkout: CheckoutSettings {
-                    token: SecretString::from(token),
-                    ..Default::default()
-                },
+                checkout,
                 ..Default::default()
             },
         );
@@ -67,7 +78,8 @@ async fn app_with(
     .await
 }
 
-async fn run(app: &TestApp, ticket: &str) -> (String, queue::Job) {
+/// Submits a job for project `shop` and `ticket`; its id and the job once it has ended.
+pub(crate) async fn run(app: &TestApp, ticket: &str) -> (String, queue::Job) {
     let (status, body) = app
         .post_job(json!({"project": "shop", "task": "fix it", "ticket": ticket}))
         .await;

@@ -3,49 +3,25 @@
 //! the project's key, trusts only the configured host keys, and leaves the key nowhere the
 //! agent or a record could show it.
 
-use std::time::Duration;
-
-use agentsmith::settings::{AgentSettings, CheckoutSettings, ProjectSettings, Settings};
+use agentsmith::settings::{AgentSettings, CheckoutSettings};
 use contract::Change;
 use queue::JobState;
 use secrecy::SecretString;
-use serde_json::json;
 use testkit::git_server::GitServer;
 use testkit::ssh_server::SshServer;
 
-use crate::helpers::{sh_agent, spawn_app, TestApp};
+use crate::checkout::{project_app, run};
+use crate::helpers::{sh_agent, TestApp};
 
 /// A dispatcher with project `shop` at `repo` over SSH, read and pushed with `key` and
 /// trusting `known_hosts`, run by `agent`; one attempt per job.
 async fn ssh_app(repo: String, key: String, known_hosts: String, agent: AgentSettings) -> TestApp {
-    spawn_app(move |s: &mut Settings| {
-        s.queue.max_attempts = 1;
-        s.agents.insert("fixing".into(), agent);
-        s.projects.insert(
-            "shop".into(),
-            ProjectSettings {
-                repo,
-                agent: "fixing".into(),
-                checkout: CheckoutSettings {
-                    ssh_key: SecretString::from(key),
-                    known_hosts,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        );
-    })
-    .await
-}
-
-async fn run(app: &TestApp, ticket: &str) -> (String, queue::Job) {
-    let (status, body) = app
-        .post_job(json!({"project": "shop", "task": "fix it", "ticket": ticket}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
-    let job = app.wait_for_end(&id, Duration::from_secs(60)).await;
-    (id, job)
+    let checkout = CheckoutSettings {
+        ssh_key: SecretString::from(key),
+        known_hosts,
+        ..Default::default()
+    };
+    project_app(repo, "", checkout, agent).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
