@@ -183,13 +183,15 @@ pub fn serve_with(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> E
     }
     let result = runtime().block_on(async move {
         let shutdown = CancellationToken::new();
+        // Listening before anything is bound: a SIGTERM while the dispatcher starts (its
+        // port may already accept connections) drains it rather than killing it.
+        listen_for_signals(shutdown.clone());
         let app = match spawner {
             Some(spawner) => {
                 Application::build_with_spawner(settings, spawner, shutdown.clone()).await?
             }
             None => Application::build(settings, shutdown.clone()).await?,
         };
-        tokio::spawn(signals(shutdown));
         app.run().await
     });
     match result {
@@ -204,18 +206,25 @@ pub fn serve_with(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> E
     }
 }
 
-/// Cancels `shutdown` on SIGTERM or ctrl-c.
-async fn signals(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %chain(&e), "cannot listen for SIGTERM");
+/// Cancels `shutdown` on SIGTERM or SIGINT (ctrl-c); both handlers are in place when this
+/// returns.
+fn listen_for_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(interrupt)) => (term, interrupt),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %chain(&e), "cannot listen for SIGTERM and SIGINT");
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
-    shutdown.cancel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("interrupt received"),
+        }
+        shutdown.cancel();
+    });
 }

@@ -123,6 +123,67 @@ fn serve_drains_and_exits_cleanly_on_sigterm() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A SIGTERM while the dispatcher is still starting (here: waiting for a Redis that does not
+/// answer) is heard and ends it in order, not by the signal's default action.
+#[test]
+fn a_sigterm_while_starting_up_is_heard() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    let dir = temp_dir("sigterm-start");
+    let path = dir.join("agentsmith.yml");
+    // Nothing listens there: the dispatcher waits for Redis, saying so.
+    let closed = testkit::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  bind: \"127.0.0.1:{}\"\nredis:\n  url: \"redis://127.0.0.1:{closed}\"\nlog:\n  format: json\n",
+            testkit::free_port()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentsmith"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&log_path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    };
+    let waiting = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        read_log().contains("waiting for redis")
+    });
+    assert!(waiting, "{}", read_log());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = read_log();
+    assert!(
+        status.code().is_some(),
+        "ended by the signal itself: {status:?}\n{log}"
+    );
+    assert!(log.contains("SIGTERM received"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `jobs logs -f` whose output is not read for a while (its stdout a full pipe) falls
 /// behind the dispatcher's buffer and is dropped with `lagged`; it reconnects after the last
 /// event it printed and prints every line once, in order.
