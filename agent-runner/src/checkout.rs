@@ -42,9 +42,27 @@ pub async fn run(
     outbox: &Outbox,
     heartbeat: Duration,
 ) -> Result<CheckedOut, String> {
-    let git = Git::new(&checkout.repo, checkout.credential.as_ref(), dir)?;
+    // Submodules on the repository's host (`../lib.git`) are read with its credential too;
+    // without them, the credential goes to the repository's URL alone.
+    let scope = if checkout.submodules {
+        origin_of(&checkout.repo)
+    } else {
+        checkout.repo.clone()
+    };
+    let git = Git::new(&scope, checkout.credential.as_ref(), dir)?;
     let work = steps(checkout, git, outbox);
     with_heartbeats(work, outbox, heartbeat).await
+}
+
+/// `scheme://host[:port]/` of an http(s) URL; the URL itself for any other.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("http") => {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            format!("{scheme}://{authority}/")
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// `work`, with a heartbeat queued every `heartbeat` while it lasts.
@@ -374,8 +392,9 @@ struct Git<'a> {
 }
 
 impl<'a> Git<'a> {
-    /// Git in `dir`, authenticating to `repo` (and to nothing else) with `credential`; an
-    /// error when an SSH key's files cannot be written.
+    /// Git in `dir`, authenticating to `repo` (a URL, or a prefix of URLs: git matches
+    /// `http.<url>.*` by prefix; nothing else) with `credential`; an error when an SSH key's
+    /// files cannot be written.
     fn new(repo: &str, credential: Option<&GitCredential>, dir: &'a Path) -> Result<Self, String> {
         // The work directory may belong to another user than the runner's (a Kubernetes
         // emptyDir is root's, its group the pod's fsGroup), which git otherwise refuses.
@@ -769,5 +788,79 @@ mod tests {
             "{err}"
         );
         assert_eq!(key_dirs(), Vec::<std::path::PathBuf>::new());
+    }
+
+    #[tokio::test]
+    async fn a_submodule_on_the_same_host_is_checked_out_with_the_credential() {
+        let server = GitServer::start("the-token").await;
+        server.create_repo("lib", &[("lib.rs", "pub fn help() {}\n")], "main");
+        server.create_repo("shop", &[("README.md", "the shop\n")], "main");
+        // The superproject names its submodule relative to itself, as most do; the commit is
+        // made and pushed through the file system, not the server.
+        let scratch = TempDir::new("runner-submodule-scratch");
+        let git = |args: &[&str]| {
+            let output = testkit::git_server::git_command(scratch.path())
+                .args(["-c", "protocol.file.allow=always"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let shop = server.repo_dir("shop").display().to_string();
+        let lib = server.repo_dir("lib").display().to_string();
+        git(&["clone", "--quiet", &shop, "."]);
+        git(&["submodule", "add", "--quiet", &lib, "lib"]);
+        git(&[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.lib.url",
+            "../lib.git",
+        ]);
+        git(&["add", ".gitmodules"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "--quiet",
+            "-m",
+            "lib",
+        ]);
+        git(&["push", "--quiet", "origin", "HEAD:main"]);
+
+        let work = TempDir::new("runner-submodule-work");
+        let checkout = Checkout {
+            repo: server.url("shop"),
+            base_branch: String::new(),
+            branch: "agentsmith/T-3".into(),
+            depth: 1,
+            submodules: true,
+            lfs: false,
+            credential: Some(GitCredential::Token {
+                username: "x-access-token".into(),
+                token: "the-token".into(),
+            }),
+            push: None,
+        };
+        let outbox = Outbox::new(1, Limits::default());
+        run(&checkout, work.path(), &outbox, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(work.path().join("lib/lib.rs")).unwrap(),
+            "pub fn help() {}\n"
+        );
+        let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+        assert!(
+            paths.iter().any(|p| p.starts_with("/lib.git/")),
+            "{paths:?}"
+        );
+        assert!(server.requests().iter().all(|r| r.accepted), "{paths:?}");
     }
 }
