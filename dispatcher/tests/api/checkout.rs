@@ -179,14 +179,7 @@ async fn the_agent_finds_the_repository_on_its_branch_and_the_token_nowhere() {
             .any(|l| l.contains(&format!("remote.origin.url={}", git.url("shop")))),
         "{config:#?}"
     );
-    let events = serde_json::to_string(
-        &app.events(&id)
-            .await
-            .iter()
-            .map(|(_, e)| e)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let events = app.events_text(&id).await;
     let record = serde_json::to_string(&app.job(&id).await).unwrap();
     for (what, text) in [("the events", &events), ("the record", &record)] {
         assert!(

@@ -22,7 +22,7 @@ use contract::{Change, PullRequest};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use queue::{JobEvent, JobState};
+use queue::JobState;
 use secrecy::SecretString;
 use serde_json::json;
 use spawner::conformance::lab::{DockerLab, KubernetesLab};
@@ -241,14 +241,7 @@ async fn assert_pushed_with_a_pull_request(
         "{requests:?}"
     );
     let encoded = basic("x-access-token", GIT_TOKEN);
-    let events = serde_json::to_string(
-        &app.events(id)
-            .await
-            .iter()
-            .map(|(_, e)| e)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let events = app.events_text(id).await;
     let record = serde_json::to_string(&job).unwrap();
     for (what, text) in [
         ("the events", &events),
@@ -424,15 +417,7 @@ async fn on_kubernetes_a_retry_after_the_runner_was_killed_continues_from_the_pu
     let lines = app.log_lines(&id).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{lines:#?}");
     assert!(job.attempt >= 2, "the killed attempt was retried: {job:#?}");
-    let reasons: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::State { reason, .. } => reason,
-            _ => None,
-        })
-        .collect();
+    let reasons = app.state_reasons(&id).await;
     assert!(
         reasons
             .iter()
@@ -806,14 +791,7 @@ async fn assert_own_pushes_went_nowhere(
 /// Checks that no token of [`the_other_endings`], nor its encoded credential, is in the
 /// job's record or events.
 async fn assert_no_token_in_the_job(app: &TestApp, id: &str) {
-    let events = serde_json::to_string(
-        &app.events(id)
-            .await
-            .iter()
-            .map(|(_, e)| e)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let events = app.events_text(id).await;
     let record = serde_json::to_string(&app.job(id).await).unwrap();
     for token in [GIT_TOKEN, WRONG_PUSH_TOKEN, GITLAB_TOKEN] {
         let encoded = basic("x-access-token", token);

@@ -78,14 +78,7 @@ async fn over_ssh_the_work_is_checked_out_and_pushed_and_the_key_is_nowhere() {
     // sshd saw the key, and only it.
     assert!(ssh.log().contains("Accepted publickey"), "{}", ssh.log());
 
-    let events = serde_json::to_string(
-        &app.events(&id)
-            .await
-            .iter()
-            .map(|(_, e)| e)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let events = app.events_text(&id).await;
     let record = serde_json::to_string(&app.job(&id).await).unwrap();
     let body: Vec<&str> = key
         .lines()

@@ -18,7 +18,7 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions};
 use bollard::Docker;
 use contract::labels;
-use queue::{JobEvent, JobState};
+use queue::JobState;
 use spawner::conformance::lab::{agent_image, DockerLab};
 use spawner::conformance::{Lab, KEEP_FINISHED};
 use spawner::SpawnerKind;
@@ -186,15 +186,7 @@ async fn a_record_whose_container_vanished_is_retried_with_the_reason() {
     assert!(job.attempt >= 2);
     let job = app.wait_for_end(&id, LONG).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
-    let reasons: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::State { reason, .. } => reason,
-            _ => None,
-        })
-        .collect();
+    let reasons = app.state_reasons(&id).await;
     assert!(
         reasons.iter().any(|r| r.contains("workload not found")),
         "{reasons:?}"

@@ -287,6 +287,25 @@ impl TestApp {
             .collect()
     }
 
+    /// The job's events as one JSON text, for what must never appear in them.
+    pub async fn events_text(&self, id: &str) -> String {
+        let events: Vec<queue::JobEvent> =
+            self.events(id).await.into_iter().map(|(_, e)| e).collect();
+        serde_json::to_string(&events).expect("events serialise")
+    }
+
+    /// The reasons the job's state changes gave, in order.
+    pub async fn state_reasons(&self, id: &str) -> Vec<String> {
+        self.events(id)
+            .await
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                queue::JobEvent::State { reason, .. } => reason,
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Stops the dispatcher and waits for it to drain.
     pub async fn stop(self) {
         self.shutdown.cancel();

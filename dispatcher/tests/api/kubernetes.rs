@@ -16,7 +16,7 @@ use contract::labels;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use queue::{JobEvent, JobState};
+use queue::JobState;
 use spawner::conformance::lab::{agent_image, KubernetesLab};
 use spawner::conformance::{Lab, KEEP_FINISHED};
 use spawner::SpawnerKind;
@@ -77,15 +77,7 @@ async fn a_job_deleted_by_hand_is_retried_with_the_reason() {
     let job = app.wait_for_end(&id, LONG).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
     assert!(job.attempt >= 2, "the lost attempt was retried");
-    let reasons: Vec<String> = app
-        .events(&id)
-        .await
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            JobEvent::State { reason, .. } => reason,
-            _ => None,
-        })
-        .collect();
+    let reasons = app.state_reasons(&id).await;
     assert!(
         reasons
             .iter()
