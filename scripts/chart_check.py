@@ -185,6 +185,22 @@ sources:
     email: "agentsmith@acme.example"
 """
 
+# agents.profileShapes: the claude profile of USER_CONFIG with a cache volume, a secret file, an
+# init container, a sidecar, a runtime and a priority class and placement of its own.
+PROFILE_SHAPES = {"claude": {
+    "volumes": [{"name": "npm-cache", "persistentVolumeClaim": {"claimName": "npm-cache"}}],
+    "volume_mounts": [{"name": "npm-cache", "mountPath": "/cache/npm"}],
+    "secret_files": {"/home/agent/.netrc": "netrc"},
+    "init_containers": [{"name": "warm", "command": ["true"]}],
+    "sidecars": [{"name": "proxy", "image": "registry.example.com/proxy:1"}],
+    "runtime_class_name": "gvisor",
+    "priority_class_name": "agents-low",
+    "node_selector": {"pool": "gpu"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "labels": {"team": "ml"},
+    "image_pull_secrets": ["gpu-registry"],
+}}
+
 # Redis Sentinel: three sentinels (an address, a name with a port of its own, IPv6 without a
 # port), the primary's password and the sentinels' own from one Secret, an ACL user, WAIT on one
 # replica.
@@ -279,7 +295,8 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
             "agents": {"secret": {"data": {"anthropic-api-key": "sk-test"}},
                        "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                           "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["agents"]}]}]}}}},
+                           "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["agents"]}]}]}}},
+                       "profileShapes": PROFILE_SHAPES},
             "imagePullSecrets": ["registry-credentials"],
             "extraCaBundle": {"content": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
             "dispatcher": {"extraEnv": [{"name": "TZ", "value": "UTC"}]},
@@ -840,6 +857,8 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
     if v["agents"]["secret"]["data"]:
         agent_secret = one(objects, "Secret", f"{FULLNAME}-agent")
         equal(f"{label}: agents' Secret named in spawner.kubernetes.secret_name", k8s.get("secret_name"), agent_secret["metadata"]["name"])
+    equal(f"{label}: agents.profileShapes as spawner.kubernetes.profiles",
+          k8s.get("profiles"), v["agents"]["profileShapes"] or None)
     if v["extraCaBundle"]["content"]:
         ok(f"{label}: SSL_CERT_FILE points at the joined bundle",
            {"name": "SSL_CERT_FILE", "value": "/etc/agentsmith/ca/ca-certificates.crt"} in main["env"])

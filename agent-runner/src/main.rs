@@ -17,13 +17,24 @@ async fn main() -> ExitCode {
     // Before anything else: no other process of this user may read this one's memory.
     agent_runner::credential::seal();
     install_tracing();
-    let job = match Job::from_env() {
-        Ok(job) => job,
-        Err(e) => return failed(&e),
-    };
-    match agent_runner::run(job, Settings::default()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match Job::from_env() {
+        Ok(job) => match agent_runner::run(job, Settings::default()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed(&e),
+        },
         Err(e) => failed(&e),
+    };
+    mark_ended();
+    code
+}
+
+/// Tells the pod's sidecars, if it has any, that the work is over (see
+/// [`contract::env::ENDED_FILE`]).
+fn mark_ended() {
+    if let Some(path) = std::env::var_os(contract::env::ENDED_FILE) {
+        if let Err(e) = std::fs::write(&path, b"") {
+            tracing::warn!(error = %e, path = ?path, "could not tell the sidecars the work is over");
+        }
     }
 }
 

@@ -36,6 +36,11 @@ pub const PGID_FD: &str = "AGENTSMITH_PGID_FD";
 /// starts the agent as it, without supplementary groups. Unset: the runner's own user.
 pub const AGENT_USER: &str = "AGENTSMITH_AGENT_USER";
 
+/// Set by the kubernetes backend when the pod has sidecars: the runner creates this file as
+/// it exits, whatever its outcome, and the sidecars exit when they see it (so the pod, and
+/// with it the Job, ends with the agent).
+pub const ENDED_FILE: &str = "AGENTSMITH_ENDED_FILE";
+
 /// Set for the agent: the task text.
 pub const TASK: &str = "AGENTSMITH_TASK";
 /// Set for the agent: the project name, when the job has one.

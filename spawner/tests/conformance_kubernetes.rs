@@ -1,7 +1,8 @@
 //! The conformance suite against the `kubernetes` backend on the test cluster (each test in
 //! a namespace of its own, deleted when it ends), then what only this backend does: the
 //! Job and pod as the API server has them, and the reasons a pod that cannot run fails
-//! with (unschedulable, a missing image, the Job's deadline).
+//! with (unschedulable, a missing image, the Job's deadline); and a profile's pod shape
+//! (volumes, secret files, an init container, a sidecar, a priority class) on the cluster.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use contract::{labels, OutputStream, RunOutcome, RunnerEvent};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use spawner::backend::kubernetes::KubernetesSpawner;
 use spawner::conformance::lab::{KubernetesLab, LAB_LABEL};
 use spawner::conformance::{self, Lab, Trial, KEEP_FINISHED};
@@ -246,4 +248,160 @@ async fn a_runner_that_cannot_report_is_ended_by_the_jobs_deadline() {
     assert!(!retryable, "{reason}");
     let events = trial.dispatcher.events_of(&job.job_id);
     assert_eq!(events.first(), Some(&RunnerEvent::Started), "it never ran");
+}
+
+/// Deletes a cluster-scoped PriorityClass when dropped, pass or fail, through a client of
+/// its own (the test's runtime is not there to drive the test's client while it unwinds).
+struct PriorityClassGuard(String);
+
+impl Drop for PriorityClassGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let path = std::env::var("AGENTSMITH_TEST_KUBECONFIG").ok()?;
+                    let config = kube::config::Kubeconfig::read_from(path).ok()?;
+                    let options = kube::config::KubeConfigOptions::default();
+                    let config = kube::Config::from_custom_kubeconfig(config, &options)
+                        .await
+                        .ok()?;
+                    let client = kube::Client::try_from(config).ok()?;
+                    Api::<PriorityClass>::all(client)
+                        .delete(&name, &DeleteParams::default())
+                        .await
+                        .ok()
+                })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and_priority() {
+    let lab = KubernetesLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let client = lab.client().await;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "agent-files"},
+        "stringData": {"netrc": "machine git.example.com login agent password s3cret",
+                       "seed": "seeded by the init container"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), lab.namespace())
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let priority = lab.namespace().to_string();
+    let class: PriorityClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": priority, "labels": {LAB_LABEL: lab.namespace()}},
+        "value": 4242,
+        "description": "agentsmith conformance test"
+    }))
+    .unwrap();
+    Api::<PriorityClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let _class = PriorityClassGuard(priority.clone());
+
+    let mut settings = lab.settings(KEEP_FINISHED);
+    settings.secret_name = "agent-files".into();
+    let shape = serde_json::json!({
+        "volumes": [{"name": "seed", "secret": {"secretName": "agent-files", "items": [{"key": "seed", "path": "seed"}]}},
+                    {"name": "shared", "emptyDir": {}}],
+        "volume_mounts": [{"name": "shared", "mountPath": "/shared"}],
+        "secret_files": {"/secrets/netrc": "netrc"},
+        "init_containers": [{"name": "prepare", "command": ["sh", "-c", "cp /seed/seed /shared/from-init"],
+                             "volumeMounts": [{"name": "seed", "mountPath": "/seed"},
+                                              {"name": "shared", "mountPath": "/shared"}]}],
+        // It exits only when the runner marks the end: the Job completes with the agent.
+        "sidecars": [{"name": "helper", "command": ["sh", "-c",
+            "echo sidecar-up > /shared/sidecar; while [ ! -e /var/run/agentsmith/ended ]; do sleep 0.2; done"],
+            "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}],
+        "priority_class_name": priority,
+        "labels": {"agentsmith-test/shape": "yes"}
+    });
+    let profile = lab.profile(
+        "cat /shared/from-init; echo; cat /secrets/netrc; echo; stat -c %a /secrets/netrc; \
+         for i in $(seq 50); do [ -e /shared/sidecar ] && break; sleep 0.2; done; cat /shared/sidecar",
+    );
+    settings.profiles =
+        BTreeMap::from([(profile.name.clone(), serde_json::from_value(shape).unwrap())]);
+    let spawner = KubernetesSpawner::new(
+        settings,
+        &KubernetesLab::installation_of(lab.installation()),
+    );
+    let job = trial.job_with(profile);
+    let handle = spawner.spawn(&job).await.unwrap();
+    let (outcome, _) = trial.finished(&job.job_id).await;
+    assert_eq!(outcome, RunOutcome::Exited { code: 0 });
+    assert_eq!(
+        trial.dispatcher.lines_of(&job.job_id, OutputStream::Stdout),
+        [
+            "seeded by the init container",
+            "machine git.example.com login agent password s3cret",
+            // 0400, with the group read fsGroup adds.
+            "440",
+            "sidecar-up"
+        ]
+    );
+
+    // The sidecar exits once the runner has marked the end, so the Job completes (without
+    // the mark it would run to its deadline, three minutes on).
+    let jobs = Api::<Job>::namespaced(client.clone(), lab.namespace());
+    let complete = testkit::wait_until(Duration::from_secs(60), || async {
+        let job = jobs.get(&handle.name).await.unwrap();
+        job.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    })
+    .await;
+    assert!(complete, "the Job did not complete after its agent ended");
+
+    let pods = Api::<Pod>::namespaced(client, lab.namespace());
+    let selector = format!("{}={}", labels::JOB_ID, job.job_id);
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the Job's pod is kept with it");
+    assert_eq!(pod.metadata.labels.unwrap()["agentsmith-test/shape"], "yes");
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some(priority.as_str()));
+    assert_eq!(spec.priority, Some(4242));
+    let init = &spec.init_containers.unwrap()[0];
+    assert_eq!(
+        init.image.as_deref(),
+        Some(lab.image()),
+        "the agent's image"
+    );
+    let security = init.security_context.clone().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let status = pod.status.unwrap();
+    let exit_of = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+                   name: &str| {
+        statuses
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.state?.terminated)
+            .map(|t| t.exit_code)
+    };
+    assert_eq!(exit_of(status.init_container_statuses, "prepare"), Some(0));
+    assert_eq!(
+        exit_of(status.container_statuses.clone(), "helper"),
+        Some(0)
+    );
+    assert_eq!(exit_of(status.container_statuses, "agent"), Some(0));
 }

@@ -200,6 +200,43 @@ mod tests {
     }
 
     #[test]
+    fn a_profiles_pod_shape_is_read_strictly_and_must_name_a_profile() {
+        let shaped = "spawner:\n  kubernetes:\n    profiles:\n      echo:\n        \
+                      priority_class_name: low\n        volumes:\n          - name: cache\n            \
+                      persistentVolumeClaim: {claimName: c}\n";
+        let settings = load_yaml(shaped, &[]).unwrap();
+        let shape = &settings.spawner.kubernetes.profiles["echo"];
+        assert_eq!(shape.priority_class_name, "low");
+        assert_eq!(shape.volumes[0].name, "cache");
+
+        let misspelt = shaped.replace("claimName", "claim");
+        let err = load_yaml(&misspelt, &[]).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key.starts_with("spawner.kubernetes.profiles")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("claim"), "{err}");
+
+        let err = load_yaml(&shaped.replace("echo:", "ehco:"), &[]).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == "spawner.kubernetes.profiles.ehco"
+                    && p.message.contains("names no agent profile")),
+            "{err}"
+        );
+        let err = load_yaml(&shaped.replace("name: cache", "name: work"), &[]).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == "spawner.kubernetes.profiles.echo.volumes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn wrong_types_and_bad_values_name_their_keys() {
         let err = load_yaml("queue:\n  max_attempts: many\n  lease_secs: 0\n", &[]).unwrap_err();
         assert!(err.0.iter().any(|p| p.key == "queue.max_attempts"), "{err}");

@@ -121,6 +121,14 @@ impl Settings {
         if self.agents.is_empty() {
             problems.add("agents", "at least one agent profile is needed");
         }
+        for profile in self.spawner.kubernetes.profiles.keys() {
+            if !self.agents.contains_key(profile) {
+                problems.add(
+                    &format!("spawner.kubernetes.profiles.{profile}"),
+                    "names no agent profile (agents.*)",
+                );
+            }
+        }
         for (name, agent) in &self.agents {
             let key = |field: &str| format!("agents.{name}.{field}");
             if !valid_name(name) {

@@ -102,13 +102,49 @@ fn job_manifests_validate_against_kubernetes_1_20_and_1_37() {
             ..sh_agent("true")
         },
     );
+    // The full profile's pods shaped too: every key of spawner.kubernetes.profiles.
+    settings.spawner.kubernetes.profiles = BTreeMap::from([(
+        "full".to_string(),
+        serde_json::from_value(json!({
+            "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "npm-cache"}},
+                        {"name": "seed", "configMap": {"name": "seed"}}],
+            "volume_mounts": [{"name": "cache", "mountPath": "/cache", "readOnly": false}],
+            "secret_files": {"/home/agent/.netrc": "netrc"},
+            "init_containers": [{"name": "warm", "command": ["true"],
+                                 "volumeMounts": [{"name": "seed", "mountPath": "/seed"}]}],
+            "sidecars": [{"name": "proxy", "image": "registry.example.com/proxy:1",
+                          "ports": [{"containerPort": 3128}]}],
+            "runtime_class_name": "gvisor",
+            "priority_class_name": "agents-low",
+            "node_selector": {"pool": "gpu"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}},
+            "labels": {"team": "ml"},
+            "annotations": {"example.com/cost": "gpu"},
+            "image_pull_secrets": ["gpu-registry"]
+        }))
+        .unwrap(),
+    )]);
     assert!(settings.validate().is_empty(), "{:?}", settings.validate());
     let full = manifest(&settings, "full");
     assert_eq!(
-        full["spec"]["template"]["spec"]["tolerations"][0]["key"],
-        "dedicated"
+        full["spec"]["template"]["spec"]["runtimeClassName"],
+        "gvisor"
     );
-    assert_eq!(full["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        full["spec"]["template"]["spec"]["containers"][1]["name"],
+        "proxy"
+    );
+    assert_eq!(
+        full["spec"]["template"]["spec"]["tolerations"][0]["key"],
+        "nvidia.com/gpu"
+    );
+    assert_eq!(full["metadata"]["labels"]["team"], "ml");
+    assert_eq!(
+        full["spec"]["template"]["spec"]["nodeSelector"]["pool"],
+        "gpu"
+    );
     let env = full["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .unwrap();

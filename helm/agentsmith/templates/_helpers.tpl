@@ -220,6 +220,9 @@ namespace, service account and Secret it created) over both.
 {{- if .Values.agents.affinity -}}
 {{- $_ := set $k8sDefaults "affinity" .Values.agents.affinity -}}
 {{- end -}}
+{{- if .Values.agents.profileShapes -}}
+{{- $_ := set $k8sDefaults "profiles" .Values.agents.profileShapes -}}
+{{- end -}}
 {{- $defaults := dict "spawner" (dict "kubernetes" $k8sDefaults) -}}
 {{- /*
   On Redis Cluster every key of the installation must be in one hash slot, so the prefix needs

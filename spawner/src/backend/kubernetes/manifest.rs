@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use contract::{env, labels};
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::shape::{locked_down, PodShape, ENDED_FILE};
 use super::{KubernetesSettings, BACKEND, CONTAINER, DEADLINE_MARGIN_SECS, RUNNER_MARGIN_SECS};
 use crate::quantity::binary_size;
 use crate::{Error, JobSpec, Result};
@@ -88,10 +89,22 @@ pub fn job_manifest(
                 job.profile.name
             ),
         })?;
+    let no_shape = PodShape::default();
+    let shape = settings
+        .profiles
+        .get(&job.profile.name)
+        .unwrap_or(&no_shape);
     let mut all_labels = settings.labels.clone();
+    all_labels.extend(shape.labels.clone());
     all_labels.extend(job.labels(installation));
-    let annotations = Some(settings.annotations.clone()).filter(|a| !a.is_empty());
-    let container = container(settings, job, image, env_vars(settings, job)?);
+    let mut annotations = settings.annotations.clone();
+    annotations.extend(shape.annotations.clone());
+    let annotations = Some(annotations).filter(|a| !a.is_empty());
+    let mut env = env_vars(settings, job)?;
+    if !shape.sidecars.is_empty() {
+        env.push(env_var(env::ENDED_FILE, ENDED_FILE.into()));
+    }
+    let pod = pod_spec(settings, shape, job, &image, env);
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job.workload_name()),
@@ -114,7 +127,7 @@ pub fn job_manifest(
                     annotations,
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(settings, job, container)),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
@@ -218,7 +231,7 @@ fn resources(settings: &KubernetesSettings, job: &JobSpec) -> ResourceRequiremen
     }
 }
 
-fn runtime_default() -> SeccompProfile {
+pub(super) fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
@@ -226,11 +239,13 @@ fn runtime_default() -> SeccompProfile {
 }
 
 /// The agent container: non-root, no privilege escalation, every capability dropped,
-/// the runtime's seccomp profile, a read-only root unless the profile asks otherwise.
+/// the runtime's seccomp profile, a read-only root unless the profile asks otherwise; the
+/// work directory, `/tmp` and the shape's mounts.
 fn container(
     settings: &KubernetesSettings,
+    shape: &PodShape,
     job: &JobSpec,
-    image: String,
+    image: &str,
     env: Vec<EnvVar>,
 ) -> Container {
     let mount = |name: &str, path: &str| VolumeMount {
@@ -238,38 +253,34 @@ fn container(
         mount_path: path.into(),
         ..Default::default()
     };
+    let mut mounts = vec![mount("work", &settings.work_dir), mount("tmp", "/tmp")];
+    mounts.extend(shape.agent_mounts());
     Container {
         name: CONTAINER.into(),
-        image: Some(image),
+        image: Some(image.to_string()),
         image_pull_policy: Some(settings.image_pull_policy.as_str().into()),
         env: Some(env),
         working_dir: Some(settings.work_dir.clone()),
         resources: Some(resources(settings, job)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            read_only_root_filesystem: Some(!job.profile.writable_root),
-            run_as_non_root: Some(true),
-            run_as_user: Some(settings.run_as_user),
-            run_as_group: Some(settings.run_as_group),
-            seccomp_profile: Some(runtime_default()),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            mount("work", &settings.work_dir),
-            mount("tmp", "/tmp"),
-        ]),
+        security_context: Some(locked_down(
+            settings.run_as_user,
+            settings.run_as_group,
+            job.profile.writable_root,
+        )),
+        volume_mounts: Some(mounts),
         ..Default::default()
     }
 }
 
-/// The pod: never restarted (the dispatcher owns retries), no service account token unless
-/// the profile asks, no service links, the grace period plus the runner's margin to stop.
-fn pod_spec(settings: &KubernetesSettings, job: &JobSpec, container: Container) -> PodSpec {
+/// The profile's shape adds its volumes, init containers and sidecars, its runtime and
+/// priority class, and its placement (which replaces the spawner's).
+fn pod_spec(
+    settings: &KubernetesSettings,
+    shape: &PodShape,
+    job: &JobSpec,
+    image: &str,
+    env: Vec<EnvVar>,
+) -> PodSpec {
     let disk = job
         .profile
         .resources
@@ -283,25 +294,40 @@ fn pod_spec(settings: &KubernetesSettings, job: &JobSpec, container: Container) 
         }),
         ..Default::default()
     };
+    let mut volumes = vec![empty_dir("work"), empty_dir("tmp")];
+    volumes.extend(shape.volumes(&settings.secret_name));
+    let agent = container(settings, shape, job, image, env);
+    let init_containers = shape.init_containers(&agent);
+    let sidecars = shape.sidecars(&agent);
+    let mut containers = vec![agent];
+    containers.extend(sidecars);
+    let pull_secrets: Vec<LocalObjectReference> = settings
+        .image_pull_secrets
+        .iter()
+        .chain(&shape.image_pull_secrets)
+        .map(|name| LocalObjectReference { name: name.clone() })
+        .collect();
+    let node_selector = shape
+        .node_selector
+        .as_ref()
+        .unwrap_or(&settings.node_selector);
+    let tolerations = shape.tolerations.as_ref().unwrap_or(&settings.tolerations);
+    let text = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
     PodSpec {
         restart_policy: Some("Never".into()),
-        containers: vec![container],
-        volumes: Some(vec![empty_dir("work"), empty_dir("tmp")]),
+        init_containers: Some(init_containers).filter(|c| !c.is_empty()),
+        containers,
+        volumes: Some(volumes),
+        runtime_class_name: text(&shape.runtime_class_name),
+        priority_class_name: text(&shape.priority_class_name),
         service_account_name: settings.service_account(),
         automount_service_account_token: Some(job.profile.service_account_token),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some((job.grace_secs + RUNNER_MARGIN_SECS) as i64),
-        image_pull_secrets: Some(
-            settings
-                .image_pull_secrets
-                .iter()
-                .map(|name| LocalObjectReference { name: name.clone() })
-                .collect::<Vec<_>>(),
-        )
-        .filter(|s| !s.is_empty()),
-        node_selector: Some(settings.node_selector.clone()).filter(|n| !n.is_empty()),
-        tolerations: Some(settings.tolerations.clone()).filter(|t| !t.is_empty()),
-        affinity: settings.affinity.clone(),
+        image_pull_secrets: Some(pull_secrets).filter(|s| !s.is_empty()),
+        node_selector: Some(node_selector.clone()).filter(|n| !n.is_empty()),
+        tolerations: Some(tolerations.clone()).filter(|t| !t.is_empty()),
+        affinity: shape.affinity.clone().or_else(|| settings.affinity.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(settings.run_as_user),

@@ -21,6 +21,7 @@
 mod client;
 mod manifest;
 mod settings;
+mod shape;
 mod status;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use client::{api_code, unavailable, RateLimit};
 pub use manifest::{credential_secret, job_manifest};
 use manifest::{credential_secret_name, owned_by, selector};
 pub use settings::KubernetesSettings;
+pub use shape::{PodShape, ENDED_FILE, LIFECYCLE_DIR};
 use status::{has_ended, workload_status};
 
 use crate::{

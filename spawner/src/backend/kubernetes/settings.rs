@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use serde::{Deserialize, Deserializer};
 
+use super::shape::PodShape;
 use crate::quantity::{self, Cpus, Memory};
 use crate::settings::problems::{env_names, reserved_labels, Problems};
 use crate::settings::pull_policy::PullPolicy;
@@ -64,6 +65,9 @@ pub struct KubernetesSettings {
     pub work_dir: String,
     /// Client-side limit of API requests per second (bursts up to twice this).
     pub api_qps: u32,
+    /// How this cluster shapes the pods of each agent profile (by the profile's name).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, PodShape>,
 }
 
 /// An affinity, with `{}` and null read as none.
@@ -115,5 +119,12 @@ impl KubernetesSettings {
         }
         env_names(self.env.keys(), &mut problems.nested("env"));
         reserved_labels(&self.labels, &mut problems.nested("labels"));
+        for (profile, shape) in &self.profiles {
+            shape.problems(
+                &self.work_dir,
+                &self.secret_name,
+                &mut problems.nested("profiles").nested(profile),
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use contract::Intent;
+use k8s_openapi::api::core::v1::Container;
 
 use crate::quantity::{Cpus, Memory};
 use crate::secrets::SecretSource;
@@ -41,6 +42,7 @@ fn settings() -> KubernetesSettings {
         pending_timeout_secs: 600,
         work_dir: "/work".into(),
         api_qps: 1000,
+        profiles: BTreeMap::new(),
     }
 }
 
@@ -293,4 +295,117 @@ fn secret_env_without_a_secret_name_is_rejected() {
     s.secret_name = String::new();
     let err = job_manifest(&s, "test", "agents", &spec()).unwrap_err();
     assert!(err.to_string().contains("secret_name"), "{err}");
+}
+
+#[test]
+fn a_profiles_shape_adds_to_its_pods_and_its_placement_replaces_the_spawners() {
+    let mut s = settings();
+    s.node_selector = BTreeMap::from([("pool".into(), "general".into())]);
+    s.image_pull_secrets = vec!["regcred".into()];
+    s.labels = BTreeMap::from([("team".into(), "platform".into())]);
+    let shape: PodShape = serde_json::from_value(serde_json::json!({
+        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "npm-cache"}}],
+        "volume_mounts": [{"name": "cache", "mountPath": "/cache"}],
+        "secret_files": {"/home/agent/.netrc": "netrc"},
+        "init_containers": [{"name": "warm", "command": ["true"]}],
+        "sidecars": [{"name": "proxy", "image": "proxy:1",
+                      "securityContext": {"runAsUser": 20000}}],
+        "runtime_class_name": "gvisor",
+        "priority_class_name": "agents-low",
+        "node_selector": {"pool": "gpu"},
+        "labels": {"team": "ml"},
+        "annotations": {"example.com/cost": "gpu"},
+        "image_pull_secrets": ["gpu-registry"]
+    }))
+    .unwrap();
+    s.profiles = BTreeMap::from([("claude".to_string(), shape)]);
+    let job = job_manifest(&s, "test", "agents", &spec()).unwrap();
+    let meta = job.metadata;
+    assert_eq!(meta.labels.as_ref().unwrap()["team"], "ml");
+    assert_eq!(meta.annotations.unwrap()["example.com/cost"], "gpu");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("agents-low"));
+    assert_eq!(pod.node_selector.unwrap()["pool"], "gpu");
+    let pulls: Vec<_> = pod
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(pulls, ["regcred", "gpu-registry"]);
+
+    let volumes: Vec<_> = pod.volumes.unwrap();
+    let names: Vec<_> = volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "work",
+            "tmp",
+            "cache",
+            "agentsmith-secret-files",
+            "agentsmith-lifecycle"
+        ]
+    );
+    let files = volumes[3].secret.as_ref().unwrap();
+    assert_eq!(files.secret_name.as_deref(), Some("agent-secrets"));
+    assert_eq!(files.items.as_ref().unwrap()[0].key, "netrc");
+    assert_eq!(files.default_mode, Some(0o400));
+
+    // The init container runs the agent's image, locked down like the agent; the sidecar
+    // keeps what it set and sees the lifecycle directory the runner marks.
+    let init = &pod.init_containers.unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("agent:1"));
+    let locked = init.security_context.as_ref().unwrap();
+    assert_eq!(locked.allow_privilege_escalation, Some(false));
+    assert_eq!(locked.read_only_root_filesystem, Some(true));
+    let (agent, sidecar) = (&pod.containers[0], &pod.containers[1]);
+    assert_eq!(sidecar.name, "proxy");
+    assert_eq!(
+        sidecar.security_context.as_ref().unwrap().run_as_user,
+        Some(20000)
+    );
+    let mounted = |c: &Container| -> Vec<String> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect()
+    };
+    assert_eq!(mounted(sidecar), [LIFECYCLE_DIR]);
+    assert_eq!(
+        mounted(agent),
+        [
+            "/work",
+            "/tmp",
+            "/cache",
+            "/home/agent/.netrc",
+            LIFECYCLE_DIR
+        ]
+    );
+    let ended = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == contract::env::ENDED_FILE);
+    assert_eq!(ended.and_then(|e| e.value.as_deref()), Some(ENDED_FILE));
+
+    // A profile without a shape keeps the spawner's placement and has no sidecar marker.
+    let mut plain = spec();
+    plain.profile.name = "other".into();
+    let pod = job_manifest(&s, "test", "agents", &plain)
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(pod.node_selector.unwrap()["pool"], "general");
+    assert_eq!(pod.containers.len(), 1);
+    assert!(pod.init_containers.is_none());
+    assert!(!pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == contract::env::ENDED_FILE));
 }

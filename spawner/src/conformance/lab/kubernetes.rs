@@ -117,6 +117,7 @@ impl KubernetesLab {
             pending_timeout_secs: 60,
             work_dir: "/work".into(),
             api_qps: 50,
+            profiles: BTreeMap::new(),
         }
     }
 
