@@ -268,6 +268,11 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
     "a ServiceAccount of another name": (merge(WITH_TOKEN, {"serviceAccount": {"name": "dispatcher"}}), {}),
     "networkPolicy.enabled false": (merge(WITH_TOKEN, {"networkPolicy": {"enabled": False}}), {}),
     "agents in another namespace": (merge(WITH_TOKEN, {"agents": {"namespace": "agents"}}), {}),
+    "agents in another namespace, with the CA bundle": (
+        merge(WITH_TOKEN, {"agents": {"namespace": "agents"},
+                           "extraCaBundle": {"content": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}),
+        {},
+    ),
     "clusterCidrs, blockedCidrs, SSH and an extra rule": (OPENED, {}),
     "PodDisruptionBudget (2 replicas)": (merge(WITH_TOKEN, {"replicas": 2}), {}),
     "ServiceMonitor": (merge(WITH_TOKEN, {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), {}),
@@ -859,6 +864,13 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
         equal(f"{label}: agents' Secret named in spawner.kubernetes.secret_name", k8s.get("secret_name"), agent_secret["metadata"]["name"])
     equal(f"{label}: agents.profileShapes as spawner.kubernetes.profiles",
           k8s.get("profiles"), v["agents"]["profileShapes"] or None)
+    ca = v["extraCaBundle"]
+    ca_map = ca["existingConfigMap"] or (f"{FULLNAME}-ca" if ca["content"] else "")
+    equal(f"{label}: agent pods mount the extra CA (spawner.kubernetes.ca_bundle) exactly when one is given",
+          k8s.get("ca_bundle"), {"config_map": ca_map, "key": ca["key"]} if ca_map else None)
+    made = sorted(o["metadata"]["namespace"] for o in find(objects, "ConfigMap", f"{FULLNAME}-ca"))
+    equal(f"{label}: the chart's CA ConfigMap in the release and the agents' namespaces",
+          made, sorted({NAMESPACE, agents_ns}) if ca["content"] and not ca["existingConfigMap"] else [])
     if v["extraCaBundle"]["content"]:
         ok(f"{label}: SSL_CERT_FILE points at the joined bundle",
            {"name": "SSL_CERT_FILE", "value": "/etc/agentsmith/ca/ca-certificates.crt"} in main["env"])

@@ -18,6 +18,7 @@ use std::time::Duration;
 use contract::{Change, Checkout, OutputStream, Push, RunnerEvent};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::ca::ExtraCa;
 use crate::outbox::Outbox;
 
 mod git;
@@ -40,6 +41,7 @@ pub struct CheckedOut {
 /// failed to start, with git's own words.
 pub async fn run(
     checkout: &Checkout,
+    extra_ca: Option<&ExtraCa>,
     dir: &Path,
     outbox: &Outbox,
     heartbeat: Duration,
@@ -51,7 +53,7 @@ pub async fn run(
     } else {
         checkout.repo.clone()
     };
-    let git = Git::new(&scope, checkout.credential.as_ref(), dir)?;
+    let git = Git::new(&scope, checkout.credential.as_ref(), extra_ca, dir)?;
     let work = steps(checkout, git, outbox);
     with_heartbeats(work, outbox, heartbeat).await
 }
@@ -208,6 +210,7 @@ async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<Che
 /// are gone), hooks are neither kept nor run, and the push names the remote's URL itself.
 pub async fn push(
     checkout: &Checkout,
+    extra_ca: Option<&ExtraCa>,
     checked_out: &CheckedOut,
     dir: &Path,
     summary: Option<&str>,
@@ -219,7 +222,7 @@ pub async fn push(
     };
     let work = async {
         restore(dir, checked_out)?;
-        let mut git = Git::new(&checkout.repo, push.credential.as_ref(), dir)?;
+        let mut git = Git::new(&checkout.repo, push.credential.as_ref(), extra_ca, dir)?;
         git.harden(dir, push);
         commit_and_push(checkout, push, checked_out, &git, summary, outbox).await
     };
@@ -420,7 +423,13 @@ mod tests {
             }),
             push: None,
         };
-        let mut git = Git::new(&checkout.repo, checkout.credential.as_ref(), work.path()).unwrap();
+        let mut git = Git::new(
+            &checkout.repo,
+            checkout.credential.as_ref(),
+            None,
+            work.path(),
+        )
+        .unwrap();
         git.env
             .push(("HOME".into(), home.path().display().to_string()));
         let outbox = Outbox::new(1, Limits::default());
@@ -471,7 +480,7 @@ mod tests {
         };
         let outbox = Outbox::new(1, Limits::default());
         let heartbeat = Duration::from_secs(30);
-        let checked_out = run(&checkout, work.path(), &outbox, heartbeat)
+        let checked_out = run(&checkout, None, work.path(), &outbox, heartbeat)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", ssh.log()));
         assert_eq!(key_dirs(), Vec::<std::path::PathBuf>::new());
@@ -484,6 +493,7 @@ mod tests {
         std::fs::write(work.path().join("README.md"), "changed over ssh\n").unwrap();
         let change = push(
             &checkout,
+            None,
             &checked_out,
             work.path(),
             None,
@@ -513,7 +523,7 @@ mod tests {
             ..checkout
         };
         let other = TempDir::new("runner-ssh-stranger");
-        let err = run(&stranger, other.path(), &outbox, heartbeat)
+        let err = run(&stranger, None, other.path(), &outbox, heartbeat)
             .await
             .unwrap_err();
         assert!(err.contains("Host key verification failed"), "{err}");
@@ -585,9 +595,15 @@ mod tests {
             push: None,
         };
         let outbox = Outbox::new(1, Limits::default());
-        run(&checkout, work.path(), &outbox, Duration::from_secs(30))
-            .await
-            .unwrap();
+        run(
+            &checkout,
+            None,
+            work.path(),
+            &outbox,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(work.path().join("lib/lib.rs")).unwrap(),
             "pub fn help() {}\n"
@@ -598,5 +614,57 @@ mod tests {
             "{paths:?}"
         );
         assert!(server.requests().iter().all(|r| r.accepted), "{paths:?}");
+    }
+
+    #[tokio::test]
+    async fn over_https_a_private_ca_is_trusted_when_given_and_its_bundle_is_gone_after() {
+        let server = GitServer::start("the-token").await;
+        server.create_repo("shop", &[("README.md", "behind a private CA\n")], "main");
+        let ca = testkit::tls::TestCa::new("git");
+        let plain = server.url("shop");
+        let authority = plain
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap();
+        let front = testkit::tls::TlsFront::start(authority.parse().unwrap(), &ca).await;
+        let checkout = Checkout {
+            repo: format!("{}/shop.git", front.url()),
+            base_branch: String::new(),
+            branch: "agentsmith/T-1".into(),
+            depth: 1,
+            submodules: false,
+            lfs: false,
+            credential: Some(GitCredential::Token {
+                username: "x-access-token".into(),
+                token: "the-token".into(),
+            }),
+            push: None,
+        };
+        let outbox = Outbox::new(1, Limits::default());
+        let heartbeat = Duration::from_secs(30);
+        // Without the CA, git refuses the server's certificate.
+        let work = TempDir::new("runner-work");
+        let err = run(&checkout, None, work.path(), &outbox, heartbeat)
+            .await
+            .unwrap_err();
+        assert!(err.contains("certificate"), "{err}");
+        assert!(server.requests().is_empty(), "{:?}", server.requests());
+        // With it, the checkout comes over TLS.
+        let extra = ExtraCa::read(&ca.ca_file(), None).unwrap();
+        let work = TempDir::new("runner-work");
+        run(&checkout, Some(&extra), work.path(), &outbox, heartbeat)
+            .await
+            .unwrap();
+        let readme = std::fs::read_to_string(work.path().join("README.md")).unwrap();
+        assert_eq!(readme, "behind a private CA\n");
+        assert!(front.handshakes() >= 1);
+        let prefix = format!("agentsmith-ca-{}-", std::process::id());
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

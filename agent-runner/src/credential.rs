@@ -56,7 +56,7 @@ fn nonce() -> Result<String> {
 /// Exchanges `job`'s credential for its token, retrying passing failures with backoff for
 /// up to `settings.final_delivery`.
 pub async fn exchange(job: &Job, settings: &SenderSettings) -> Result<Exchanged> {
-    let client = http_client(settings)?;
+    let client = http_client(settings, job.extra_ca.as_ref())?;
     let url = token_url(&job.callback_url);
     let request = TokenRequest {
         version: PROTOCOL_VERSION,

@@ -6,12 +6,13 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use contract::{env, Intent};
 use reqwest::Url;
 
+use crate::ca::ExtraCa;
 use crate::error::{Error, Result};
 use crate::workspace::Workspace;
 
@@ -69,6 +70,8 @@ pub struct Job {
     pub grace: Duration,
     /// The directory the agent runs in (absolute).
     pub workdir: PathBuf,
+    /// Extra CA certificates the spawner mounted, joined with the public roots.
+    pub extra_ca: Option<ExtraCa>,
 }
 
 impl Job {
@@ -132,6 +135,17 @@ impl Job {
         let workdir = std::path::absolute(&workdir)
             .map_err(|e| invalid(env::WORKDIR, format!("cannot make it absolute: {e}")))?;
 
+        let public_roots = vars
+            .optional("SSL_CERT_FILE")
+            .ok()
+            .flatten()
+            .map(PathBuf::from);
+        let extra_ca = vars
+            .optional(env::EXTRA_CA_FILE)?
+            .map(|path| ExtraCa::read(Path::new(&path), public_roots.as_deref()))
+            .transpose()
+            .map_err(|e| invalid(env::EXTRA_CA_FILE, e))?;
+
         Ok(Self {
             job_id,
             attempt,
@@ -144,6 +158,7 @@ impl Job {
             heartbeat,
             grace,
             workdir,
+            extra_ca,
         })
     }
 
@@ -173,6 +188,13 @@ impl Job {
             (env::RESULT_FILE, path(workspace.result_file())),
             (env::NOTES_FILE, path(workspace.notes_file())),
         ]
+        .into_iter()
+        .chain(
+            self.extra_ca
+                .iter()
+                .flat_map(|ca| ca.agent_env(&workspace.ca_file())),
+        )
+        .collect()
     }
 }
 

@@ -23,6 +23,7 @@
 //! | [`error`] | the crate's [`Error`] and the exit code of each failure |
 
 pub mod agent;
+pub mod ca;
 pub mod checkout;
 pub mod credential;
 pub mod error;

@@ -20,6 +20,7 @@ use contract::{RunnerBatch, RunnerReply};
 use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 
+use crate::ca::ExtraCa;
 use crate::error::{describe, Error, Result};
 use crate::job::{Job, Token};
 use crate::outbox::Outbox;
@@ -116,7 +117,7 @@ impl Sender {
         directives: mpsc::UnboundedSender<Directive>,
         settings: SenderSettings,
     ) -> Result<Self> {
-        let client = http_client(&settings)?;
+        let client = http_client(&settings, job.extra_ca.as_ref())?;
         Ok(Self {
             client,
             url: job.callback_url.clone(),
@@ -232,14 +233,20 @@ impl Sender {
     }
 }
 
-/// The runner's HTTP client: each request bounded by the settings' timeout.
-pub fn http_client(settings: &SenderSettings) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The runner's HTTP client: each request bounded by the settings' timeout; trusting the
+/// system's roots (`SSL_CERT_FILE` overrides them) and `extra_ca`.
+pub fn http_client(
+    settings: &SenderSettings,
+    extra_ca: Option<&ExtraCa>,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
         .timeout(settings.request_timeout)
         .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
-        .user_agent(concat!("agent-runner/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(Error::HttpClient)
+        .user_agent(concat!("agent-runner/", env!("CARGO_PKG_VERSION")));
+    for certificate in extra_ca.map(ExtraCa::certificates).unwrap_or_default() {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(Error::HttpClient)
 }
 
 /// Exponential backoff: `min`, doubling after each failure, never above `max`.

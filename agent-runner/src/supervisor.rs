@@ -241,7 +241,14 @@ async fn prepare(
     checkout: Option<&Checkout>,
     outbox: &Outbox,
 ) -> std::result::Result<Option<CheckedOut>, RunOutcome> {
-    if let Err(e) = workspace.prepare(&job.intent_json).await {
+    let prepared = match &job.extra_ca {
+        Some(ca) => match workspace.prepare(&job.intent_json).await {
+            Ok(()) => workspace.write_ca(&ca.joined).await,
+            failed => failed,
+        },
+        None => workspace.prepare(&job.intent_json).await,
+    };
+    if let Err(e) = prepared {
         tracing::error!(error = %e.chain(), "cannot prepare the work directory");
         return Err(RunOutcome::StartFailed { reason: e.chain() });
     }
@@ -250,7 +257,15 @@ async fn prepare(
     };
     // The attempt runs from here: its lease is kept by heartbeats while git works.
     outbox.push(RunnerEvent::Started);
-    match checkout::run(checkout, workspace.dir(), outbox, job.heartbeat).await {
+    match checkout::run(
+        checkout,
+        job.extra_ca.as_ref(),
+        workspace.dir(),
+        outbox,
+        job.heartbeat,
+    )
+    .await
+    {
         Ok(checked_out) => Ok(Some(checked_out)),
         Err(reason) => {
             tracing::error!(%reason, "the checkout failed");
@@ -280,7 +295,18 @@ async fn push_the_work(
     }
     let summary = result.and_then(|r| r.summary.as_deref());
     let dir = workspace.dir();
-    match checkout::push(checkout, checked_out, dir, summary, outbox, job.heartbeat).await {
+    let extra_ca = job.extra_ca.as_ref();
+    match checkout::push(
+        checkout,
+        extra_ca,
+        checked_out,
+        dir,
+        summary,
+        outbox,
+        job.heartbeat,
+    )
+    .await
+    {
         Ok(mut change) => {
             if let Change::Pushed { notes, .. } = &mut change {
                 *notes = match workspace.read_notes().await {

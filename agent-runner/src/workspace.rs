@@ -74,6 +74,19 @@ impl Workspace {
         }
     }
 
+    /// Where the agent's CA bundle is written (the public roots and the extra certificates).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(RUNNER_DIR).join("ca-certificates.crt")
+    }
+
+    /// Writes the agent's CA bundle (after [`Workspace::prepare`]).
+    pub async fn write_ca(&self, bundle: &str) -> Result<()> {
+        let path = self.ca_file();
+        tokio::fs::write(&path, bundle)
+            .await
+            .map_err(|source| Error::Workspace { path, source })
+    }
+
     /// Creates the directories, writes the intent file and removes a result or notes file
     /// left by an earlier attempt, so neither is mistaken for this attempt's.
     pub async fn prepare(&self, intent: &serde_json::Value) -> Result<()> {

@@ -41,6 +41,11 @@ pub const AGENT_USER: &str = "AGENTSMITH_AGENT_USER";
 /// with it the Job, ends with the agent).
 pub const ENDED_FILE: &str = "AGENTSMITH_ENDED_FILE";
 
+/// Set by a spawner configured with extra CA certificates: the PEM file it mounted for the
+/// runner, which trusts them for its callbacks and git, and joins them with the image's
+/// public roots for the agent (see `agent_runner::ca`).
+pub const EXTRA_CA_FILE: &str = "AGENTSMITH_EXTRA_CA_FILE";
+
 /// Set for the agent: the task text.
 pub const TASK: &str = "AGENTSMITH_TASK";
 /// Set for the agent: the project name, when the job has one.

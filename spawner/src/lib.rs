@@ -30,6 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use contract::JobHandle;
+
+/// Where the container backends mount the extra CA certificates of their `ca_bundle`
+/// setting for `agent-runner` (named to it by `AGENTSMITH_EXTRA_CA_FILE`).
+pub const CA_MOUNT_DIR: &str = "/etc/agentsmith/ca";
+/// The file in [`CA_MOUNT_DIR`].
+pub const CA_MOUNT_FILE: &str = "/etc/agentsmith/ca/extra.crt";
 pub use error::{Error, Result};
 pub use settings::pull_policy::PullPolicy;
 pub use settings::{SpawnerKind, SpawnerSettings};

@@ -184,3 +184,31 @@ async fn a_missing_image_with_pull_policy_never_is_refused_at_once_with_the_reas
         "a refused spawn left a container"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a Docker engine and the agentsmith-agent:test image: scripts/build-agent-image --tag agentsmith-agent:test"]
+async fn the_ca_bundle_is_mounted_read_only_and_joined_for_the_agent() {
+    let lab = DockerLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let ca = testkit::tls::TestCa::new("docker-ca");
+    let mut settings = lab.settings(KEEP_FINISHED);
+    settings.ca_bundle = ca.ca_file().display().to_string();
+    let installation = DockerLab::installation_of(lab.installation(), SecretSource::default());
+    let spawner = DockerSpawner::new(settings, &installation);
+    let job = trial.job(
+        "echo \"node: $NODE_EXTRA_CA_CERTS\"; \
+         [ \"$(tail -n 2 \"$SSL_CERT_FILE\")\" = \"$(tail -n 2 \"$NODE_EXTRA_CA_CERTS\")\" ] && echo the bundle ends with the extra CA; \
+         echo x >> \"$NODE_EXTRA_CA_CERTS\" 2>/dev/null || echo read-only",
+    );
+    spawner.spawn(&job).await.unwrap();
+    let (outcome, _) = trial.finished(&job.job_id).await;
+    assert_eq!(outcome, RunOutcome::Exited { code: 0 });
+    assert_eq!(
+        trial.dispatcher.lines_of(&job.job_id, OutputStream::Stdout),
+        [
+            "node: /etc/agentsmith/ca/extra.crt",
+            "the bundle ends with the extra CA",
+            "read-only"
+        ]
+    );
+}

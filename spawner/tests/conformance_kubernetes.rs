@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use contract::{labels, OutputStream, RunOutcome, RunnerEvent};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use spawner::backend::kubernetes::KubernetesSpawner;
+use spawner::backend::kubernetes::{CaBundle, KubernetesSpawner};
 use spawner::conformance::lab::{KubernetesLab, LAB_LABEL};
 use spawner::conformance::{self, Lab, Trial, KEEP_FINISHED};
 use spawner::{JobHandle, JobSpawner, WorkloadStatus};
@@ -280,12 +280,14 @@ impl Drop for PriorityClassGuard {
     }
 }
 
-#[tokio::test]
-#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
-async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and_priority() {
-    let lab = KubernetesLab::new().await;
-    let trial = Trial::start(&lab).await;
-    let client = lab.client().await;
+/// What the shaped profile's pods name, made in the lab's namespace: the Secret `agent-files`
+/// (`netrc`, `seed`), the ConfigMap `agent-ca` (`ca`'s certificate) and a PriorityClass of
+/// the lab's name, deleted when the guard is dropped.
+async fn shaped_profiles_objects(
+    lab: &KubernetesLab,
+    client: &kube::Client,
+    ca: &testkit::tls::TestCa,
+) -> (String, PriorityClassGuard) {
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "agent-files"},
         "stringData": {"netrc": "machine git.example.com login agent password s3cret",
@@ -294,6 +296,15 @@ async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), lab.namespace())
         .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let config_map: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "agent-ca"},
+        "data": {"ca.crt": ca.ca_pem()}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), lab.namespace())
+        .create(&PostParams::default(), &config_map)
         .await
         .unwrap();
     let priority = lab.namespace().to_string();
@@ -307,10 +318,24 @@ async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and
         .create(&PostParams::default(), &class)
         .await
         .unwrap();
-    let _class = PriorityClassGuard(priority.clone());
+    (priority.clone(), PriorityClassGuard(priority))
+}
+
+#[tokio::test]
+#[ignore = "needs the test cluster: scripts/k8s-testenv/start.sh and AGENTSMITH_TEST_KUBECONFIG"]
+async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_priority_and_ca() {
+    let lab = KubernetesLab::new().await;
+    let trial = Trial::start(&lab).await;
+    let client = lab.client().await;
+    let ca = testkit::tls::TestCa::new("cluster-ca");
+    let (priority, _class) = shaped_profiles_objects(&lab, &client, &ca).await;
 
     let mut settings = lab.settings(KEEP_FINISHED);
     settings.secret_name = "agent-files".into();
+    settings.ca_bundle = CaBundle {
+        config_map: "agent-ca".into(),
+        key: "ca.crt".into(),
+    };
     let shape = serde_json::json!({
         "volumes": [{"name": "seed", "secret": {"secretName": "agent-files", "items": [{"key": "seed", "path": "seed"}]}},
                     {"name": "shared", "emptyDir": {}}],
@@ -328,7 +353,9 @@ async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and
     });
     let profile = lab.profile(
         "cat /shared/from-init; echo; cat /secrets/netrc; echo; stat -c %a /secrets/netrc; \
-         for i in $(seq 50); do [ -e /shared/sidecar ] && break; sleep 0.2; done; cat /shared/sidecar",
+         for i in $(seq 50); do [ -e /shared/sidecar ] && break; sleep 0.2; done; cat /shared/sidecar; \
+         echo \"node: $NODE_EXTRA_CA_CERTS\"; \
+         [ \"$(tail -n 2 \"$SSL_CERT_FILE\")\" = \"$(tail -n 2 \"$NODE_EXTRA_CA_CERTS\")\" ] && echo the bundle ends with the extra CA",
     );
     settings.profiles =
         BTreeMap::from([(profile.name.clone(), serde_json::from_value(shape).unwrap())]);
@@ -347,7 +374,9 @@ async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_and
             "machine git.example.com login agent password s3cret",
             // 0400, with the group read fsGroup adds.
             "440",
-            "sidecar-up"
+            "sidecar-up",
+            "node: /etc/agentsmith/ca/extra.crt",
+            "the bundle ends with the extra CA"
         ]
     );
 

@@ -49,6 +49,7 @@ fn backend(dir: &std::path::Path) -> ProcessSpawner {
             work_root: dir.join("work"),
             keep_finished_secs: 60,
             agent_user: None,
+            ca_bundle: Default::default(),
         },
         &installation(SecretSource::new(Some(dir.join("secrets")))),
     )
@@ -173,6 +174,7 @@ async fn probe_names_a_missing_runner() {
             work_root: std::env::temp_dir(),
             keep_finished_secs: 1,
             agent_user: None,
+            ca_bundle: Default::default(),
         },
         &installation(SecretSource::default()),
     );
@@ -421,6 +423,56 @@ done
             "the agent reached its runner's pipes: {lines:?}"
         );
         assert!(victim.is_alive());
+    }
+
+    #[tokio::test]
+    async fn the_ca_bundle_reaches_the_agent_joined_with_the_public_roots() {
+        let lab = ProcessLab::new();
+        let trial = Trial::start(&lab).await;
+        let ca = testkit::tls::TestCa::new("process-ca");
+        let settings = ProcessSettings {
+            ca_bundle: ca.ca_file(),
+            ..lab.settings(KEEP_FINISHED)
+        };
+        let installation = Installation {
+            name: lab.installation().to_string(),
+            secrets: SecretSource::default(),
+            grace: GRACE,
+        };
+        let spawner = ProcessSpawner::new(&settings, &installation);
+        spawner.probe().await.unwrap();
+        let job = trial.job(
+            "echo \"node: $NODE_EXTRA_CA_CERTS\"; \
+             tail -n +2 \"$SSL_CERT_FILE\" | grep -q . && echo joined; \
+             grep -c 'BEGIN CERTIFICATE' \"$GIT_SSL_CAINFO\" | awk '{print ($1 > 1) ? \"public too\" : \"only one\"}'",
+        );
+        spawner.spawn(&job).await.unwrap();
+        let (outcome, _) = trial.finished(&job.job_id).await;
+        assert_eq!(outcome, contract::RunOutcome::Exited { code: 0 });
+        assert_eq!(
+            trial
+                .dispatcher
+                .lines_of(&job.job_id, contract::OutputStream::Stdout),
+            [
+                format!("node: {}", ca.ca_file().display()),
+                "joined".to_string(),
+                "public too".to_string()
+            ]
+        );
+
+        // A bundle that cannot be read is refused before any job, naming its key.
+        let missing = ProcessSettings {
+            ca_bundle: "/nonexistent/agentsmith-ca.crt".into(),
+            ..lab.settings(KEEP_FINISHED)
+        };
+        let err = ProcessSpawner::new(&missing, &installation)
+            .probe()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("spawner.process.ca_bundle"),
+            "{err}"
+        );
     }
 }
 

@@ -1,13 +1,17 @@
 //! The git commands the checkout and the push run: each with the credential in its
 //! environment only (an `http.<url>.extraHeader`, or an SSH key in files of a directory only
 //! the runner's user may enter, removed when the commands are done), never a prompt, no
-//! global configuration, and errors in git's words with the secrets taken out.
+//! global configuration, and errors in git's words with the secrets taken out. Extra CA
+//! certificates are written to that directory too, afresh for each step, so a bundle the agent
+//! changed is never the one the push trusts.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use contract::{GitCredential, Push};
 use tokio::process::Command;
+
+use crate::ca::ExtraCa;
 
 /// Git commands in the work directory, with the checkout's credential in their environment.
 pub(super) struct Git<'a> {
@@ -18,17 +22,19 @@ pub(super) struct Git<'a> {
     secrets: Vec<String>,
     /// Variables set for every command besides (a test's `HOME`).
     pub(super) env: Vec<(String, String)>,
-    /// The SSH key's files, held (and removed on drop) for as long as the commands are.
-    _ssh: Option<SshFiles>,
+    /// The SSH key's files and the CA bundle, held (and removed on drop) for as long as the
+    /// commands are.
+    _files: Option<PrivateDir>,
 }
 
 impl<'a> Git<'a> {
     /// Git in `dir`, authenticating to `repo` (a URL, or a prefix of URLs: git matches
-    /// `http.<url>.*` by prefix; nothing else) with `credential`; an error when an SSH key's
-    /// files cannot be written.
+    /// `http.<url>.*` by prefix; nothing else) with `credential`, trusting `extra_ca` besides
+    /// the system's roots; an error when an SSH key's or the bundle's file cannot be written.
     pub(super) fn new(
         repo: &str,
         credential: Option<&GitCredential>,
+        extra_ca: Option<&ExtraCa>,
         dir: &'a Path,
     ) -> Result<Self, String> {
         // The work directory may belong to another user than the runner's (a Kubernetes
@@ -36,7 +42,7 @@ impl<'a> Git<'a> {
         let mut config = vec![("safe.directory".to_string(), dir.display().to_string())];
         let mut secrets = Vec::new();
         let mut env = Vec::new();
-        let mut ssh = None;
+        let mut files = None;
         match credential {
             Some(GitCredential::Token { username, token }) => {
                 let basic = base64(format!("{username}:{token}").as_bytes());
@@ -51,23 +57,35 @@ impl<'a> Git<'a> {
                 ssh_key,
                 known_hosts,
             }) => {
-                let files = SshFiles::write(ssh_key, known_hosts)?;
+                let private = PrivateDir::create("agentsmith-ssh-")?;
+                let key = private.write("key", ssh_key, 0o600)?;
+                let known_hosts = private.write("known_hosts", known_hosts, 0o600)?;
                 // Read before `core.sshCommand` (which the repository's configuration could
                 // set); no user or system ssh configuration, no agent, no other key, and
                 // only the given host keys.
-                env.push(("GIT_SSH_COMMAND".into(), files.command()));
+                env.push(("GIT_SSH_COMMAND".into(), ssh_command(&key, &known_hosts)));
                 env.push(("GIT_SSH_VARIANT".into(), "ssh".into()));
                 secrets.extend(ssh_key.lines().map(str::to_string).filter(|l| l.len() > 8));
-                ssh = Some(files);
+                files = Some(private);
             }
             None => {}
+        }
+        if let Some(ca) = extra_ca {
+            let private = match files.take() {
+                Some(private) => private,
+                None => PrivateDir::create("agentsmith-ca-")?,
+            };
+            let bundle = private.write("ca-certificates.crt", &ca.joined, 0o644)?;
+            // The variable, not `http.sslCAInfo`: it wins over both, and an image may set it.
+            env.push(("GIT_SSL_CAINFO".into(), bundle.display().to_string()));
+            files = Some(private);
         }
         Ok(Self {
             dir,
             config,
             secrets,
             env,
-            _ssh: ssh,
+            _files: files,
         })
     }
 
@@ -173,72 +191,69 @@ impl<'a> Git<'a> {
 
 /// An SSH key and the host keys to accept, in files of a directory only the runner's user
 /// may enter (`0700`, made new: never one that was there before), removed on drop.
-pub(super) struct SshFiles {
+/// A directory only the runner's user may enter, removed on drop: the SSH key's files and the
+/// CA bundle of one step's git commands.
+pub(super) struct PrivateDir {
     dir: PathBuf,
 }
 
-impl SshFiles {
-    fn write(key: &str, known_hosts: &str) -> Result<Self, String> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let fail = |what: &str, e: std::io::Error| format!("writing the SSH key's {what}: {e}");
-        let mut made = None;
+impl PrivateDir {
+    /// A new directory in the temporary directory, named `<prefix><pid>-…`.
+    fn create(prefix: &str) -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt;
         for attempt in 0..16u32 {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or_default();
-            let dir = std::env::temp_dir().join(format!(
-                "agentsmith-ssh-{}-{nanos}-{attempt}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("{prefix}{}-{nanos}-{attempt}", std::process::id()));
             // `create` fails on anything already there, a planted link included.
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => {
-                    made = Some(dir);
-                    break;
-                }
+                Ok(()) => return Ok(Self { dir }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(fail("directory", e)),
+                Err(e) => return Err(format!("making a private directory for git: {e}")),
             }
         }
-        let files = Self {
-            dir: made.ok_or("writing the SSH key's directory: every name was taken")?,
-        };
-        for (name, text) in [("key", key), ("known_hosts", known_hosts)] {
-            let mut text = text.trim_end().to_string();
-            // ssh refuses a key file without its last newline.
-            text.push('\n');
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(files.dir.join(name))
-                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
-                .map_err(|e| fail(name, e))?;
-        }
-        Ok(files)
+        Err("making a private directory for git: every name was taken".into())
     }
 
-    /// The `GIT_SSH_COMMAND` that uses them.
-    fn command(&self) -> String {
-        let path = |name: &str| shell_quote(&self.dir.join(name).display().to_string());
-        format!(
-            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
-             -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-             -o StrictHostKeyChecking=yes -o BatchMode=yes",
-            path("key"),
-            path("known_hosts")
-        )
+    /// Writes `text` (with one last newline, which ssh wants of a key) to a new file `name`
+    /// with `mode`; its path.
+    fn write(&self, name: &str, text: &str, mode: u32) -> Result<PathBuf, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut text = text.trim_end().to_string();
+        text.push('\n');
+        let path = self.dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .map_err(|e| format!("writing git's {name}: {e}"))?;
+        Ok(path)
     }
 }
 
-impl Drop for SshFiles {
+impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// `text` as one word for `sh`.
+/// The `GIT_SSH_COMMAND` that uses the key and the known hosts at these paths.
+fn ssh_command(key: &Path, known_hosts: &Path) -> String {
+    let path = |p: &Path| shell_quote(&p.display().to_string());
+    format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
+         -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+         -o StrictHostKeyChecking=yes -o BatchMode=yes",
+        path(key),
+        path(known_hosts)
+    )
+}
+
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }

@@ -237,6 +237,10 @@ namespace, service account and Secret it created) over both.
       "namespace" (include "agentsmith.agentsNamespace" .)
       "service_account" (include "agentsmith.agentServiceAccountName" .)
 -}}
+{{- /* The extra CA certificates, mounted in agent pods too. */ -}}
+{{- with (.Values.extraCaBundle.existingConfigMap | default (and .Values.extraCaBundle.content (printf "%s-ca" (include "agentsmith.fullname" .)))) -}}
+{{- $_ := set $managedK8s "ca_bundle" (dict "config_map" . "key" $.Values.extraCaBundle.key) -}}
+{{- end -}}
 {{- /* The agents' Secret when the chart knows one; else whatever config.content names. */ -}}
 {{- with include "agentsmith.agentSecretName" . -}}
 {{- $_ := set $managedK8s "secret_name" . -}}

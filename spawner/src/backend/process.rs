@@ -68,6 +68,10 @@ pub struct ProcessSettings {
     /// runner hands it the work directory. Empty (`None`): the dispatcher's own user.
     #[serde(default, deserialize_with = "agent_user")]
     pub agent_user: Option<AgentUser>,
+    /// Extra CA certificates (a PEM file) the runner and the agent trust besides the
+    /// public roots; empty: none.
+    #[serde(default)]
+    pub ca_bundle: PathBuf,
 }
 
 impl ProcessSettings {
@@ -121,6 +125,7 @@ pub struct ProcessSpawner {
     work_root: PathBuf,
     keep_finished: Duration,
     agent_user: Option<AgentUser>,
+    ca_bundle: Option<PathBuf>,
     secrets: SecretSource,
     workloads: Arc<Mutex<HashMap<String, Workload>>>,
 }
@@ -133,6 +138,7 @@ impl ProcessSpawner {
             work_root: settings.work_root(),
             keep_finished: Duration::from_secs(settings.keep_finished_secs),
             agent_user: settings.agent_user,
+            ca_bundle: Some(settings.ca_bundle.clone()).filter(|p| !p.as_os_str().is_empty()),
             secrets: installation.secrets.clone(),
             workloads: Arc::default(),
         }
@@ -282,6 +288,12 @@ impl JobSpawner for ProcessSpawner {
                 });
             }
         }
+        if let Some(bundle) = &self.ca_bundle {
+            std::fs::File::open(bundle).map_err(|e| Error::Settings {
+                key: "spawner.process.ca_bundle".into(),
+                message: format!("cannot read {}: {e}", bundle.display()),
+            })?;
+        }
         std::fs::create_dir_all(&self.work_root).map_err(|e| {
             let root = self.work_root.display();
             unavailable(format!("cannot create work root {root}"), e)
@@ -331,6 +343,9 @@ impl JobSpawner for ProcessSpawner {
             Some(user) => command.env(env::AGENT_USER, user.to_string()),
             None => command.env_remove(env::AGENT_USER),
         };
+        if let Some(bundle) = &self.ca_bundle {
+            command.env(env::EXTRA_CA_FILE, bundle);
+        }
         command
             .current_dir(&dir)
             .process_group(0)

@@ -34,6 +34,17 @@ impl DockerSpawner {
                 .map(|(k, v)| format!("{k}={v}")),
         );
         env_vars.push(format!("{}={}", env::WORKDIR, settings.work_dir));
+        let mut mounts = work_volume(settings.work_medium, &settings.work_dir);
+        if !settings.ca_bundle.is_empty() {
+            env_vars.push(format!("{}={}", env::EXTRA_CA_FILE, crate::CA_MOUNT_FILE));
+            mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: Some(settings.ca_bundle.clone()),
+                target: Some(crate::CA_MOUNT_FILE.into()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
 
         let mut container_labels: HashMap<String, String> = settings
             .labels
@@ -57,7 +68,7 @@ impl DockerSpawner {
             security_opt: Some(vec!["no-new-privileges".into()]),
             privileged: Some(false),
             readonly_rootfs: Some(!job.profile.writable_root),
-            mounts: Some(work_volume(settings.work_medium, &settings.work_dir)),
+            mounts: Some(mounts),
             tmpfs: Some(tmpfs(settings, resources.disk_bytes)),
             network_mode: network,
             extra_hosts: Some(settings.extra_hosts.clone())

@@ -49,6 +49,10 @@ pub struct DockerSettings {
     pub pids_limit: u32,
     /// Seconds one engine request may take (a stop waits out the grace period beyond it).
     pub request_timeout_secs: u64,
+    /// Extra CA certificates (a PEM file on the engine's host), mounted read-only for the
+    /// runner and the agent to trust besides the public roots; empty: none.
+    #[serde(default)]
+    pub ca_bundle: String,
 }
 
 /// `spawner.docker.work_medium`: what an agent's work directory is made of.
@@ -104,6 +108,9 @@ impl DockerSettings {
 
     pub(crate) fn problems(&self, problems: &mut Problems<'_>) {
         problems.positive("request_timeout_secs", self.request_timeout_secs);
+        if !self.ca_bundle.is_empty() && !self.ca_bundle.starts_with('/') {
+            problems.add("ca_bundle", "must be an absolute path on the engine's host");
+        }
         if !self.work_dir.starts_with('/') || self.work_dir == "/" {
             problems.add("work_dir", "must be an absolute path other than /");
         }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use contract::{env, labels};
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, Secret, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -28,6 +28,9 @@ pub(super) fn selector(installation: &str) -> String {
         labels::INSTALLATION
     )
 }
+
+/// The volume of `spawner.kubernetes.ca_bundle`'s ConfigMap.
+const CA_VOLUME: &str = "agentsmith-ca";
 
 /// The key of the credential in the attempt's Secret.
 const CREDENTIAL_KEY: &str = "credential";
@@ -198,6 +201,9 @@ fn env_vars(settings: &KubernetesSettings, job: &JobSpec) -> Result<Vec<EnvVar>>
         }
     }));
     vars.push(env_var(env::WORKDIR, settings.work_dir.clone()));
+    if !settings.ca_bundle.config_map.is_empty() {
+        vars.push(env_var(env::EXTRA_CA_FILE, crate::CA_MOUNT_FILE.into()));
+    }
     Ok(vars)
 }
 
@@ -254,6 +260,12 @@ fn container(
         ..Default::default()
     };
     let mut mounts = vec![mount("work", &settings.work_dir), mount("tmp", "/tmp")];
+    if !settings.ca_bundle.config_map.is_empty() {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(CA_VOLUME, crate::CA_MOUNT_DIR)
+        });
+    }
     mounts.extend(shape.agent_mounts());
     Container {
         name: CONTAINER.into(),
@@ -295,6 +307,22 @@ fn pod_spec(
         ..Default::default()
     };
     let mut volumes = vec![empty_dir("work"), empty_dir("tmp")];
+    if !settings.ca_bundle.config_map.is_empty() {
+        volumes.push(Volume {
+            name: CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: settings.ca_bundle.config_map.clone(),
+                items: Some(vec![KeyToPath {
+                    key: settings.ca_bundle.key.clone(),
+                    path: "extra.crt".into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
     volumes.extend(shape.volumes(&settings.secret_name));
     let agent = container(settings, shape, job, image, env);
     let init_containers = shape.init_containers(&agent);

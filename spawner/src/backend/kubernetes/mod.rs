@@ -41,7 +41,7 @@ use tokio::sync::OnceCell;
 use client::{api_code, unavailable, RateLimit};
 pub use manifest::{credential_secret, job_manifest};
 use manifest::{credential_secret_name, owned_by, selector};
-pub use settings::KubernetesSettings;
+pub use settings::{CaBundle, KubernetesSettings};
 pub use shape::{PodShape, ENDED_FILE, LIFECYCLE_DIR};
 use status::{has_ended, workload_status};
 

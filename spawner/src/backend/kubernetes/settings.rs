@@ -68,6 +68,30 @@ pub struct KubernetesSettings {
     /// How this cluster shapes the pods of each agent profile (by the profile's name).
     #[serde(default)]
     pub profiles: BTreeMap<String, PodShape>,
+    /// Extra CA certificates mounted in every agent pod, for the runner and the agent to
+    /// trust besides the public roots.
+    #[serde(default)]
+    pub ca_bundle: CaBundle,
+}
+
+/// `spawner.kubernetes.ca_bundle`: a ConfigMap of the agents' namespace holding PEM
+/// certificates (a private CA, a TLS-inspecting proxy's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaBundle {
+    /// The ConfigMap; empty: no extra certificates.
+    pub config_map: String,
+    /// Its key holding the certificates.
+    pub key: String,
+}
+
+impl Default for CaBundle {
+    fn default() -> Self {
+        Self {
+            config_map: String::new(),
+            key: "ca.crt".into(),
+        }
+    }
 }
 
 /// An affinity, with `{}` and null read as none.
@@ -118,6 +142,12 @@ impl KubernetesSettings {
             );
         }
         env_names(self.env.keys(), &mut problems.nested("env"));
+        if !self.ca_bundle.config_map.is_empty() && self.ca_bundle.key.is_empty() {
+            problems.add(
+                "ca_bundle.key",
+                "names the ConfigMap's key holding the certificates",
+            );
+        }
         reserved_labels(&self.labels, &mut problems.nested("labels"));
         for (profile, shape) in &self.profiles {
             shape.problems(

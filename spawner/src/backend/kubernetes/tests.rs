@@ -43,6 +43,7 @@ fn settings() -> KubernetesSettings {
         work_dir: "/work".into(),
         api_qps: 1000,
         profiles: BTreeMap::new(),
+        ca_bundle: CaBundle::default(),
     }
 }
 

@@ -98,6 +98,7 @@ impl DockerLab {
             cpus: Some("1".parse().expect("a CPU amount")),
             pids_limit: 128,
             request_timeout_secs: 120,
+            ca_bundle: String::new(),
         }
     }
 

@@ -118,6 +118,7 @@ impl KubernetesLab {
             work_dir: "/work".into(),
             api_qps: 50,
             profiles: BTreeMap::new(),
+            ca_bundle: Default::default(),
         }
     }
 

@@ -50,6 +50,7 @@ impl ProcessLab {
             work_root: self.work_root.path().to_path_buf(),
             keep_finished_secs: time_to_live.as_secs(),
             agent_user: None,
+            ca_bundle: Default::default(),
         }
     }
 }
