@@ -44,7 +44,13 @@ What it does, in a namespace of its own (agentsmith-live-<random>) with the rele
     tree's chart without the token: the dispatcher comes Ready, Redis now requires the generated
     password, the old token still works (kept by lookup), a job runs; a second upgrade keeps the
     password and the token, and restarts nothing; the namespace is deleted;
- 7. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
+ 7. a cluster whose platform team owns RBAC: rbac.create and serviceAccount.create false, the
+    dispatcher's ServiceAccount, the README's Role and its RoleBinding made beforehand, agents in
+    a namespace of their own (with their Secret there) and a profile shaped through
+    agents.profileShapes (a Secret volume, an init container, a PriorityClass): the chart makes
+    no RBAC, the shaped job succeeds with what its init container copied, and its pod is read
+    back from the agents' namespace; both namespaces and the PriorityClass are deleted;
+ 8. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
     a job there and deletes the namespace (skipped, saying so, with --no-kustomize or when that
     namespace exists already);
 
@@ -245,6 +251,7 @@ class LiveTest:
         self.cfg = None
         self.installed = False
         self.namespaces_made: list[str] = []
+        self.priority_classes: list[str] = []
         self.tagged = False
         self.watch: JobWatch | None = None
         self.api: Api | None = None
@@ -888,8 +895,113 @@ class LiveTest:
         self.delete_namespace(namespace)
         checks.figure("upgraded release uninstall + namespace delete s", f"{now() - t:.1f}")
 
+    def locked_down_install(self) -> None:
+        """A cluster whose platform team owns RBAC: rbac.create and serviceAccount.create false,
+        the dispatcher's ServiceAccount and the README's Role made beforehand, agents in a
+        namespace of their own, and a profile shaped with a Secret volume, an init container and
+        a PriorityClass."""
+        namespace, agents = f"{self.namespace}-own", f"{self.namespace}-agents"
+        checks.start(f"7. rbac.create false, a ServiceAccount and Role made beforehand, agents in {agents}, a shaped profile")
+        self.make_namespace(namespace)
+        self.make_namespace(agents)
+        account, seed = "platform-agentsmith", "seeded from the platform team's Secret"
+        readme = (ROOT / "README.md").read_text()
+        rules = yaml.safe_load(readme.split("**RBAC.**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0])["rules"]
+        made = [
+            (f"/api/v1/namespaces/{namespace}/serviceaccounts",
+             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}),
+            (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{agents}/roles",
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "agentsmith-jobs"},
+              "rules": rules}),
+            (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{agents}/rolebindings",
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "agentsmith-jobs"},
+              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agentsmith-jobs"},
+              "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}),
+            (f"/api/v1/namespaces/{agents}/secrets",
+             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "agent-files"}, "stringData": {"seed": seed}}),
+        ]
+        for path, body in made:
+            self.kube.call("POST", path, body=body)
+        priority = agents
+        self.kube.call("POST", "/apis/scheduling.k8s.io/v1/priorityclasses", body={
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "value": 1000,
+            "metadata": {"name": priority, "labels": {"agentsmith.io/live-test": "true"}}})
+        self.priority_classes.append(priority)
+        shaped = {"command": ["sh", "-c", "cat /shared/seed; echo; printf '{\"summary\":\"shaped\",\"links\":[]}' > \"$AGENTSMITH_RESULT_FILE\""],
+                  "timeout_secs": 120}
+        token = "live-own-" + secrets.token_hex(16)
+        values = merge(chart_yaml("values.local.yaml.example"), {
+            "rbac": {"create": False},
+            "serviceAccount": {"create": False, "name": account},
+            "secrets": {"apiTokens": [token]},
+            "config": {"content": yaml.safe_dump({"agents": {"echo": {"command": ECHO_COMMAND, "timeout_secs": 600},
+                                                             "shaped": shaped}})},
+            "agents": {**AGENT_VALUES, "namespace": agents, "secret": {"existingSecret": "agent-files"},
+                       "profileShapes": {"shaped": {
+                           "volumes": [{"name": "seed", "secret": {"secretName": "agent-files"}},
+                                       {"name": "shared", "emptyDir": {}}],
+                           "volume_mounts": [{"name": "shared", "mountPath": "/shared"}],
+                           "init_containers": [{"name": "prepare", "command": ["sh", "-c", "cp /seed/seed /shared/seed"],
+                                                "volumeMounts": [{"name": "seed", "mountPath": "/seed"},
+                                                                 {"name": "shared", "mountPath": "/shared"}]}],
+                           "priority_class_name": priority}}},
+        })
+        cfg = self.helm.Config(kubeconfig_path=self.kubeconfig, namespace=namespace)
+        t = now()
+        try:
+            cfg.install(CHART, RELEASE, values, wait="watcher", timeout=240)
+            error = None
+        except self.helm.HelmError as e:
+            error = e
+        checks.require("helm install with rbac.create and serviceAccount.create false succeeds", error is None, error)
+        try:
+            dispatchers = wait_until(120, "the dispatcher pod to be Ready", lambda: self.ready_pods(DISPATCHER_PODS, 1, namespace))
+            checks.figure("locked-down install -> Ready s", f"{now() - t:.1f}")
+            checks.equal("the dispatcher runs as the ServiceAccount made beforehand",
+                         dispatchers[0]["spec"].get("serviceAccountName"), account)
+            chart_rbac = [o["metadata"]["name"] for ns in (namespace, agents) for kind in ("roles", "rolebindings")
+                          for o in self.kube.items(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{kind}", INSTANCE)]
+            checks.equal("the chart made no Role or RoleBinding", chart_rbac, [])
+            api = self.service_api(namespace, FULLNAME)
+            api.token = token
+            job, took, events = self.run_job(api, "shaped", "a shaped profile")
+            checks.figure("shaped job submit -> succeeded s", f"{took:.1f}")
+            lines = [e["line"] for name, e in events if name == "log"]
+            checks.ok("the shaped job succeeds with what its init container copied from the Secret volume",
+                      job["state"] == "succeeded" and seed in lines, (job["state"], lines))
+            pods = self.pods(f"agentsmith.io/job-id={job['id']}", agents)
+            checks.require(f"its pod is in {agents}", len(pods) == 1, [p["metadata"]["name"] for p in pods])
+            spec, status = pods[0]["spec"], pods[0].get("status") or {}
+            checks.equal("its pod has the PriorityClass and its value",
+                         (spec.get("priorityClassName"), spec.get("priority")), (priority, 1000))
+            checks.equal("its init container ran and ended 0",
+                         [(s["name"], ((s.get("state") or {}).get("terminated") or {}).get("exitCode"))
+                          for s in status.get("initContainerStatuses") or []], [("prepare", 0)])
+            checks.ok("the Secret volume is in its pod spec",
+                      any((v.get("secret") or {}).get("secretName") == "agent-files" for v in spec.get("volumes") or []),
+                      spec.get("volumes"))
+            job, _, _ = self.run_job(api, "echo", "an unshaped profile beside it")
+            checks.equal("an unshaped profile runs there too", job["state"], "succeeded")
+        finally:
+            try:
+                cfg.uninstall(RELEASE, wait="watcher", timeout=120, ignore_not_found=True)
+            except self.helm.HelmError as e:
+                log(f"    helm uninstall failed: {e}")
+        for made_namespace in (namespace, agents):
+            self.delete_namespace(made_namespace)
+        self.delete_priority_classes()
+
+    def delete_priority_classes(self) -> None:
+        for name in list(self.priority_classes):
+            try:
+                self.kube.call("DELETE", f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}")
+            except RequestError as e:
+                if e.status != 404:
+                    raise
+            self.priority_classes.remove(name)
+
     def kustomize_dev(self) -> None:
-        checks.start(f"7. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
+        checks.start(f"8. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
         if not self.kustomize:
             log("    SKIPPED: --no-kustomize")
             return
@@ -974,6 +1086,10 @@ class LiveTest:
                 self.delete_namespace(namespace)
             except (Failure, *TRANSIENT) as e:
                 log(f"    {e}")
+        try:
+            self.delete_priority_classes()
+        except (Failure, *TRANSIENT) as e:
+            log(f"    {e}")
         if self.tagged:
             subprocess.run(["docker", "image", "rm", f"agentsmith-dispatcher:{self.new_tag}"], capture_output=True)
         self.kube.close()
@@ -997,6 +1113,7 @@ class LiveTest:
         self.upgrade_config()
         self.uninstall()
         self.upgrade_from_previous()
+        self.locked_down_install()
         self.kustomize_dev()
 
 

@@ -392,6 +392,24 @@ mod tests {
     use super::*;
     use crate::outbox::Limits;
 
+    /// A checkout of `repo`'s default branch onto `agentsmith/T-1` with the token `the-token`,
+    /// no push.
+    fn token_checkout(repo: String) -> Checkout {
+        Checkout {
+            repo,
+            base_branch: String::new(),
+            branch: "agentsmith/T-1".into(),
+            depth: 1,
+            submodules: false,
+            lfs: false,
+            credential: Some(GitCredential::Token {
+                username: "x-access-token".into(),
+                token: "the-token".into(),
+            }),
+            push: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_global_git_configuration_left_by_an_earlier_agent_cannot_redirect_the_credential() {
         let server = GitServer::start("the-token").await;
@@ -410,19 +428,7 @@ mod tests {
         )
         .unwrap();
         let work = TempDir::new("runner-work");
-        let checkout = Checkout {
-            repo: server.url("shop"),
-            base_branch: String::new(),
-            branch: "agentsmith/T-1".into(),
-            depth: 1,
-            submodules: false,
-            lfs: false,
-            credential: Some(GitCredential::Token {
-                username: "x-access-token".into(),
-                token: "the-token".into(),
-            }),
-            push: None,
-        };
+        let checkout = token_checkout(server.url("shop"));
         let mut git = Git::new(
             &checkout.repo,
             checkout.credential.as_ref(),
@@ -628,19 +634,7 @@ mod tests {
             .next()
             .unwrap();
         let front = testkit::tls::TlsFront::start(authority.parse().unwrap(), &ca).await;
-        let checkout = Checkout {
-            repo: format!("{}/shop.git", front.url()),
-            base_branch: String::new(),
-            branch: "agentsmith/T-1".into(),
-            depth: 1,
-            submodules: false,
-            lfs: false,
-            credential: Some(GitCredential::Token {
-                username: "x-access-token".into(),
-                token: "the-token".into(),
-            }),
-            push: None,
-        };
+        let checkout = token_checkout(format!("{}/shop.git", front.url()));
         let outbox = Outbox::new(1, Limits::default());
         let heartbeat = Duration::from_secs(30);
         // Without the CA, git refuses the server's certificate.

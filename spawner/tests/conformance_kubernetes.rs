@@ -116,16 +116,7 @@ async fn a_job_runs_as_a_locked_down_kubernetes_job_with_its_limits_and_labels()
     assert_eq!(job_labels[labels::INSTALLATION], lab.installation());
     assert_eq!(job_labels[LAB_LABEL], lab.namespace());
 
-    let pods = Api::<Pod>::namespaced(client, lab.namespace());
-    let selector = format!("{}={}", labels::JOB_ID, job.job_id);
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .expect("the Job's pod is kept with it");
+    let pod = pod_of(client, lab.namespace(), &job.job_id).await;
     assert_eq!(
         pod.metadata.labels.unwrap()[labels::INSTALLATION],
         lab.installation()
@@ -165,6 +156,19 @@ async fn a_job_runs_as_a_locked_down_kubernetes_job_with_its_limits_and_labels()
         (requests["memory"].0.as_str(), requests["cpu"].0.as_str()),
         ("256Mi", "10m")
     );
+}
+
+/// The pod of `job_id`'s Job in `namespace` (kept with the Job until its TTL).
+async fn pod_of(client: kube::Client, namespace: &str, job_id: &str) -> Pod {
+    let selector = format!("{}={job_id}", labels::JOB_ID);
+    Api::<Pod>::namespaced(client, namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the Job's pod is kept with it")
 }
 
 /// Waits until the workload has failed; its reason and whether it may be retried.
@@ -394,16 +398,7 @@ async fn a_profiles_shape_runs_with_its_secret_volume_init_container_sidecar_pri
     .await;
     assert!(complete, "the Job did not complete after its agent ended");
 
-    let pods = Api::<Pod>::namespaced(client, lab.namespace());
-    let selector = format!("{}={}", labels::JOB_ID, job.job_id);
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .expect("the Job's pod is kept with it");
+    let pod = pod_of(client, lab.namespace(), &job.job_id).await;
     assert_eq!(pod.metadata.labels.unwrap()["agentsmith-test/shape"], "yes");
     let spec = pod.spec.unwrap();
     assert_eq!(spec.priority_class_name.as_deref(), Some(priority.as_str()));
