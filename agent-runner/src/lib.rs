@@ -12,6 +12,7 @@
 //! | [`job`] | the job read from the environment ([`Job::from_env`]); the agent's environment |
 //! | [`credential`] | the one-time credential exchanged for the attempt's token; the runner sealed |
 //! | [`checkout`] | the repository checked out before the agent starts, its credential only in git's environment |
+//! | [`ca`] | extra CA certificates the spawner mounted: trusted by the runner, joined with the public roots for the agent |
 //! | [`workspace`] | the work directory: intent file, result file, handing it to the agent's user |
 //! | [`agent`] | the agent's process group: start (as whom), SIGTERM, grace, SIGKILL, what it left behind |
 //! | [`reaper`] | the runner as subreaper: processes that left the agent's group end with it |
