@@ -44,15 +44,15 @@ What it does, in a namespace of its own (agentsmith-live-<random>) with the rele
     tree's chart without the token: the dispatcher comes Ready, Redis now requires the generated
     password, the old token still works (kept by lookup), a job runs; a second upgrade keeps the
     password and the token, and restarts nothing; the namespace is deleted;
- 7. a cluster whose platform team owns RBAC: rbac.create and serviceAccount.create false, the
+ 7. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
+    a job there and deletes the namespace (skipped, saying so, with --no-kustomize or when that
+    namespace exists already);
+ 8. a cluster whose platform team owns RBAC: rbac.create and serviceAccount.create false, the
     dispatcher's ServiceAccount, the README's Role and its RoleBinding made beforehand, agents in
     a namespace of their own (with their Secret there) and a profile shaped through
     agents.profileShapes (a Secret volume, an init container, a PriorityClass): the chart makes
     no RBAC, the shaped job succeeds with what its init container copied, and its pod is read
     back from the agents' namespace; both namespaces and the PriorityClass are deleted;
- 8. applies the Kustomize dev overlay (k8s/overlays/dev) into its namespace agentsmith-dev, runs
-    a job there and deletes the namespace (skipped, saying so, with --no-kustomize or when that
-    namespace exists already);
 
 then prints the measured figures and `chart-live-test: N checks passed`. Whatever happens, the
 release and the namespaces it made are removed before it exits. All traffic stays on this
@@ -901,7 +901,7 @@ class LiveTest:
         namespace of their own, and a profile shaped with a Secret volume, an init container and
         a PriorityClass."""
         namespace, agents = f"{self.namespace}-own", f"{self.namespace}-agents"
-        checks.start(f"7. rbac.create false, a ServiceAccount and Role made beforehand, agents in {agents}, a shaped profile")
+        checks.start(f"8. rbac.create false, a ServiceAccount and Role made beforehand, agents in {agents}, a shaped profile")
         self.make_namespace(namespace)
         self.make_namespace(agents)
         account, seed = "platform-agentsmith", "seeded from the platform team's Secret"
@@ -1001,7 +1001,7 @@ class LiveTest:
             self.priority_classes.remove(name)
 
     def kustomize_dev(self) -> None:
-        checks.start(f"8. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
+        checks.start(f"7. kubectl apply -k k8s/overlays/dev (namespace {KUSTOMIZE_NAMESPACE})")
         if not self.kustomize:
             log("    SKIPPED: --no-kustomize")
             return
@@ -1061,6 +1061,13 @@ class LiveTest:
                     log(f"    ---- log of {name} (last 40 lines) ----")
                     for line in str(text).splitlines():
                         log(f"    {line}")
+                # The agents' runners: what they said about reaching the dispatcher.
+                for pod in self.kube.items(f"/api/v1/namespaces/{namespace}/pods", "agentsmith.io/job-id"):
+                    name = pod["metadata"]["name"]
+                    text = self.kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}/log", container="agent", tailLines="20")
+                    log(f"    ---- log of {name} (last 20 lines) ----")
+                    for line in str(text).splitlines():
+                        log(f"    {line}")
             except TRANSIENT as e:
                 log(f"    (could not read it: {e})")
 
@@ -1113,8 +1120,8 @@ class LiveTest:
         self.upgrade_config()
         self.uninstall()
         self.upgrade_from_previous()
-        self.locked_down_install()
         self.kustomize_dev()
+        self.locked_down_install()
 
 
 def main() -> int:
