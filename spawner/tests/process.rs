@@ -370,6 +370,15 @@ done
         none_alive_with(&child, "after the runner was killed").await;
     }
 
+    /// The lab's installation, with no secrets.
+    fn installation_of(lab: &ProcessLab) -> Installation {
+        Installation {
+            name: lab.installation().to_string(),
+            secrets: SecretSource::default(),
+            grace: GRACE,
+        }
+    }
+
     #[tokio::test]
     async fn agents_run_as_the_agent_user_who_cannot_reach_the_runner() {
         let lab = ProcessLab::new();
@@ -382,11 +391,7 @@ done
             agent_user: Some(nobody),
             ..lab.settings(KEEP_FINISHED)
         };
-        let installation = Installation {
-            name: lab.installation().to_string(),
-            secrets: SecretSource::default(),
-            grace: GRACE,
-        };
+        let installation = installation_of(&lab);
         let spawner = ProcessSpawner::new(&settings, &installation);
         if !nix::unistd::geteuid().is_root() {
             let err = spawner.probe().await.unwrap_err();
@@ -434,11 +439,7 @@ done
             ca_bundle: ca.ca_file(),
             ..lab.settings(KEEP_FINISHED)
         };
-        let installation = Installation {
-            name: lab.installation().to_string(),
-            secrets: SecretSource::default(),
-            grace: GRACE,
-        };
+        let installation = installation_of(&lab);
         let spawner = ProcessSpawner::new(&settings, &installation);
         spawner.probe().await.unwrap();
         let job = trial.job(
