@@ -6,11 +6,13 @@
  - `helm lint --strict` with the test and example values; the values schema accepts the values
    it should and refuses bad ones, and the templates fail with a clear message on contradictory
    ones;
- - eighteen value sets rendered for Kubernetes 1.20 and 1.37, each checked object by object
-   (labels, RBAC rules (secrets written, never read), security contexts, probes, Secrets: the
-   generated API token and Redis password, Redis's --requirepass and authenticated probes, the
-   dispatcher's Redis URL, Sentinel or Cluster settings, optional objects, NOTES), and its
-   agentsmith.yml passing `agentsmith config check` with the Deployment's environment;
+ - every value set of SCENARIOS rendered for Kubernetes 1.20 and 1.37, each checked object by
+   object (labels, RBAC rules (secrets written, never read), security contexts, probes, Secrets:
+   the generated API token and Redis password, Redis's --requirepass and authenticated probes,
+   the dispatcher's Redis URL, Sentinel or Cluster settings, more spawner targets (agentsmith.yml's
+   spawners, each kubeconfig Secret mounted read-only where its target looks), optional objects,
+   NOTES), and its agentsmith.yml passing `agentsmith config check` with the Deployment's
+   environment;
  - every NetworkPolicy evaluated as a network plugin would (chartkit.allowed): which addresses,
    ports and pods agent pods and Redis can and cannot reach, range by range, for the defaults,
    agents in their own namespace, clusterCidrs and extra rules, other public ports, and
@@ -201,6 +203,44 @@ PROFILE_SHAPES = {"claude": {
     "image_pull_secrets": ["gpu-registry"],
 }}
 
+# Two more spawner targets (targets): gpu-eu, another cluster reached through a kubeconfig
+# Secret, and gpu-us, the GPU nodes of this one. config.content lays spawners of its own over
+# them (a cap for gpu-us, a kubeconfig path for gpu-eu, which the mounted Secret's must beat),
+# and has a profile that prefers gpu-eu and overflows to gpu-us, and a project held to gpu-us.
+TARGETS = {
+    "gpu-eu": {"max_concurrent_jobs": 8, "kubeconfigSecret": {"name": "gpu-eu-kubeconfig"},
+               "kubernetes": {"namespace": "agents", "secret_name": "agent-credentials", "node_selector": {"pool": "gpu"}}},
+    "gpu-us": {"max_concurrent_jobs": 4,
+               "kubernetes": {"namespace": NAMESPACE, "service_account": f"{FULLNAME}-agent", "node_selector": {"pool": "gpu"},
+                              "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}},
+}
+TARGETS_CONFIG = """\
+spawner:
+  max_concurrent_jobs: 10
+spawners:
+  gpu-us:
+    max_concurrent_jobs: 2
+  gpu-eu:
+    kubernetes:
+      # Overridden by the chart: the kubeconfig it mounts from the Secret.
+      kubeconfig: /home/someone/.kube/gpu-eu
+agents:
+  gpu:
+    command: ["claude", "-p"]
+    targets: [gpu-eu, gpu-us]
+    overflow: next
+  local:
+    command: ["sh", "-c", "true"]
+projects:
+  vision:
+    repo: "https://git.example.com/acme/vision.git"
+    agent: gpu
+    targets: [gpu-us]
+"""
+TARGETS_VALUES = merge(WITH_TOKEN, {"targets": TARGETS, "config": {"content": TARGETS_CONFIG}})
+KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
+TARGETS_SECRETS = {"gpu-eu-kubeconfig": {"kubeconfig": KUBECONFIG}}
+
 # Redis Sentinel: three sentinels (an address, a name with a port of its own, IPv6 without a
 # port), the primary's password and the sentinels' own from one Secret, an ACL user, WAIT on one
 # replica.
@@ -308,6 +348,7 @@ SCENARIOS: dict[str, tuple[dict, dict]] = {
         }),
         {},
     ),
+    "two more spawner targets, one in another cluster (a kubeconfig Secret)": (TARGETS_VALUES, TARGETS_SECRETS),
 }
 
 
@@ -354,7 +395,8 @@ def check_lint(helm) -> None:
     for label, values in [("default values", {}), ("test values", WITH_TOKEN), ("opened egress", OPENED),
                           ("values.local.yaml.example", SCENARIOS["values.local.yaml.example"][0]),
                           ("values.prod.yaml.example", SCENARIOS["values.prod.yaml.example"][0]),
-                          ("Redis Sentinel and WAIT", SENTINEL), ("Redis Cluster and WAIT", CLUSTER)]:
+                          ("Redis Sentinel and WAIT", SENTINEL), ("Redis Cluster and WAIT", CLUSTER),
+                          ("two more spawner targets", TARGETS_VALUES)]:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
         checks.ok(f"lint with {label}: no warnings or errors", not problems, problems)
@@ -413,6 +455,18 @@ def check_schema(helm, chart) -> None:
         ("externalRedis.minReplicasAcked -1", {"externalRedis": {"minReplicasAcked": -1}}, "/externalRedis/minReplicasAcked"),
         ("externalRedis.minReplicasAcked \"1\"", {"externalRedis": {"minReplicasAcked": "1"}}, "/externalRedis/minReplicasAcked"),
         ("externalRedis.cluster \"true\"", {"externalRedis": {"cluster": "true"}}, "/externalRedis/cluster"),
+        ("a target name with capitals", {"targets": {"GPU-eu": {}}}, "'GPU-eu' does not match pattern"),
+        ("a target name ending in '-'", {"targets": {"gpu-": {}}}, "'gpu-' does not match pattern"),
+        ("a target name of 41 characters", {"targets": {"g" * 41: {}}}, f"'{'g' * 41}' does not match pattern"),
+        ("a target named default (that is the spawner section)", {"targets": {"default": {}}}, "invalid propertyName 'default'"),
+        ("a target key in camelCase (the dispatcher's are snake_case)", {"targets": {"gpu": {"maxConcurrentJobs": 2}}},
+         "'maxConcurrentJobs' does not match pattern"),
+        ("a target of type lambda", {"targets": {"gpu": {"type": "lambda"}}}, "/targets/gpu/type"),
+        ("a target's max_concurrent_jobs -1", {"targets": {"gpu": {"max_concurrent_jobs": -1}}}, "/targets/gpu/max_concurrent_jobs"),
+        ("a target's kubeconfigSecret without a name", {"targets": {"gpu": {"kubeconfigSecret": {"key": "kubeconfig"}}}},
+         "/targets/gpu/kubeconfigSecret"),
+        ("an unknown key under a target's kubeconfigSecret", {"targets": {"gpu": {"kubeconfigSecret": {"name": "k", "path": "/x"}}}},
+         "path"),
     ]
     for label, bad, where in refused:
         values = merge(WITH_TOKEN, bad)
@@ -441,6 +495,9 @@ def check_schema(helm, chart) -> None:
          {"redis": {"enabled": False}, "externalRedis": {"sentinel": {
              "masterName": "m", "nodes": ["s1", "s2.example.com:26380", "redis://10.0.0.3", "redis://[fd00::3]:26379/"]}}}),
         ("agents in their own namespace", {"agents": {"namespace": "agentsmith-agents"}}),
+        ("two more spawner targets, one with a kubeconfig Secret", {"targets": TARGETS}),
+        ("target names of 1 and 40 characters, and a kubeconfig under a key of one's own",
+         {"targets": {"a": {}, "g" * 40: {"kubeconfigSecret": {"name": "k", "key": "config.yaml"}}}}),
     ]
     for label, good in accepted:
         try:
@@ -506,6 +563,9 @@ def check_template_failures(helm, chart) -> None:
          merge(WITH_TOKEN, {"redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379"},
                             "config": {"content": "redis:\n  cluster: true\n  prefix: \"{a}:\"\n"}}),
          "config.content sets redis.cluster: set externalRedis.cluster=true instead"),
+        ("a kubeconfigSecret on a docker target",
+         merge(WITH_TOKEN, {"targets": {"build": {"type": "docker", "kubeconfigSecret": {"name": "k"}}}}),
+         "targets.build.kubeconfigSecret is set but targets.build.type is docker: a kubeconfig is for a kubernetes target"),
     ]
     for label, values, message in cases:
         try:
@@ -864,6 +924,7 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
         equal(f"{label}: agents' Secret named in spawner.kubernetes.secret_name", k8s.get("secret_name"), agent_secret["metadata"]["name"])
     equal(f"{label}: agents.profileShapes as spawner.kubernetes.profiles",
           k8s.get("profiles"), v["agents"]["profileShapes"] or None)
+    check_targets(label, v, config, spec, main, secrets, notes)
     ca = v["extraCaBundle"]
     ca_map = ca["existingConfigMap"] or (f"{FULLNAME}-ca" if ca["content"] else "")
     equal(f"{label}: agent pods mount the extra CA (spawner.kubernetes.ca_bundle) exactly when one is given",
@@ -886,6 +947,64 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
               ([{"name": n} for n in v["imagePullSecrets"]], v["imagePullSecrets"]))
     ok(f"{label}: NOTES.txt names /v1, /webhooks, helm test and /ready",
        all(s in notes for s in ("/v1", "/webhooks", "helm test", "port-forward", "/ready")))
+
+
+def target_spawners(v: dict) -> dict | None:
+    """agentsmith.yml's spawners section as the chart should make it: each of `targets` without
+    kubeconfigSecret, type kubernetes unless it names one, config.content's spawners over them,
+    and the kubeconfig of each with a kubeconfigSecret the file the chart mounts."""
+    made = {name: merge({"type": "kubernetes"}, {k: val for k, val in (target or {}).items() if k != "kubeconfigSecret"})
+            for name, target in v["targets"].items()}
+    user = (yaml.safe_load(v["config"]["content"] or "{}") or {}).get("spawners") or {}
+    spawners = merge(made, user)
+    for name, target in v["targets"].items():
+        if (target or {}).get("kubeconfigSecret"):
+            spawners = merge(spawners, {name: {"kubernetes": {"kubeconfig": f"/etc/agentsmith/targets/{name}/kubeconfig"}}})
+    return spawners or None
+
+
+def check_targets(label: str, v: dict, config: dict, spec: dict, main: dict, secrets: dict[str, dict[str, str]],
+                  notes: str) -> None:
+    """More spawner targets (targets): agentsmith.yml's spawners, each kubeconfig Secret mounted
+    read-only where its target's kubeconfig says, profiles' and projects' targets as given."""
+    ok, equal = checks.ok, checks.equal
+    spawners = config.get("spawners") or {}
+    equal(f"{label}: targets as agentsmith.yml's spawners (config.content's over them, kubeconfigs where the chart mounts them)",
+          config.get("spawners"), target_spawners(v))
+    for name, target in v["targets"].items():
+        made = spawners.get(name) or {}
+        kubeconfig = (made.get("kubernetes") or {}).get("kubeconfig")
+        secret = (target or {}).get("kubeconfigSecret")
+        volume = next((vol for vol in spec["volumes"] if vol["name"] == f"target-{name}"), None)
+        mount = next((m for m in main["volumeMounts"] if m["name"] == f"target-{name}"), None)
+        ok(f"{label}: spawners.{name} has no kubeconfigSecret (the chart's key; the dispatcher refuses unknown ones)",
+           "kubeconfigSecret" not in made, made)
+        if secret:
+            directory = f"/etc/agentsmith/targets/{name}"
+            equal(f"{label}: spawners.{name}.kubernetes.kubeconfig is the mounted file", kubeconfig, f"{directory}/kubeconfig")
+            equal(f"{label}: target {name}'s Secret as a volume: its one key as the file kubeconfig, 0440 (the dispatcher reads it through fsGroup)",
+                  volume, {"name": f"target-{name}", "secret": {
+                      "secretName": secret["name"], "defaultMode": 0o440,
+                      "items": [{"key": secret.get("key", "kubeconfig"), "path": "kubeconfig"}]}})
+            equal(f"{label}: ... mounted read-only in the dispatcher at {directory}", mount,
+                  {"name": f"target-{name}", "mountPath": directory, "readOnly": True})
+        else:
+            ok(f"{label}: target {name} is this cluster: no kubeconfig, no volume", kubeconfig is None and volume is None and mount is None,
+               (kubeconfig, volume, mount))
+    mounted = [vol for vol in spec["volumes"] if vol["name"].startswith("target-")]
+    equal(f"{label}: a kubeconfig volume exactly for each target with a kubeconfigSecret", sorted(vol["name"] for vol in mounted),
+          sorted(f"target-{name}" for name, target in v["targets"].items() if (target or {}).get("kubeconfigSecret")))
+    missing = [f"{vol['secret']['secretName']}/{item['key']}" for vol in spec["volumes"] if "secret" in vol
+               for item in vol["secret"].get("items", []) if item["key"] not in secrets.get(vol["secret"]["secretName"], {})]
+    ok(f"{label}: every Secret key the dispatcher pod mounts is there", not missing, missing)
+    user = yaml.safe_load(v["config"]["content"] or "{}") or {}
+    for section in ("agents", "projects"):
+        given = {name: {k: entry[k] for k in ("targets", "overflow") if k in entry} for name, entry in (user.get(section) or {}).items()}
+        made = {name: {k: entry[k] for k in ("targets", "overflow") if k in entry} for name, entry in (config.get(section) or {}).items()
+                if name in given}
+        equal(f"{label}: the {section}' targets and overflow as config.content gives them", made, given)
+    for name in spawners:
+        ok(f"{label}: NOTES.txt names target {name}", f'target "{name}" (spawners.{name})' in notes, notes)
 
 
 def sentinel_on(v: dict) -> bool:

@@ -317,6 +317,7 @@ async fn take_to(queue: &Queue, claim: &Claim, fate: JobState) -> anyhow::Result
         job_id: id.into(),
         attempt: 1,
         id: None,
+        target: contract::DEFAULT_TARGET.into(),
     };
     queue.record_spawn(claim, 1, &handle).await?;
     let outcome = match fate {

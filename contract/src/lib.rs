@@ -33,4 +33,4 @@ pub use runner::{
     AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
     TokenRequest, PROTOCOL_VERSION,
 };
-pub use workload::{workload_name, JobHandle};
+pub use workload::{workload_name, JobHandle, DEFAULT_TARGET};

@@ -18,6 +18,21 @@ pub struct JobHandle {
     /// The backend's own identifier: a pid, a container id, a Job uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The spawner target it runs on (`spawners.<name>`; [`DEFAULT_TARGET`] is the
+    /// `spawner:` section). Handles recorded before targets existed read as the default.
+    #[serde(default = "default_target", skip_serializing_if = "is_default_target")]
+    pub target: String,
+}
+
+/// The target the `spawner:` section makes.
+pub const DEFAULT_TARGET: &str = "default";
+
+fn default_target() -> String {
+    DEFAULT_TARGET.to_string()
+}
+
+fn is_default_target(target: &str) -> bool {
+    target == DEFAULT_TARGET
 }
 
 /// The workload name of a job attempt: `agentsmith-<id>-<attempt>`, a DNS-1123 label of at
@@ -57,9 +72,18 @@ mod tests {
             job_id: "abc".into(),
             attempt: 1,
             id: None,
+            target: DEFAULT_TARGET.into(),
         };
         let json = serde_json::to_string(&handle).unwrap();
         assert!(!json.contains("\"id\""), "{json}");
+        assert!(!json.contains("\"target\""), "{json}");
         assert_eq!(serde_json::from_str::<JobHandle>(&json).unwrap(), handle);
+        let elsewhere = JobHandle {
+            target: "gpu-eu".into(),
+            ..handle
+        };
+        let json = serde_json::to_string(&elsewhere).unwrap();
+        assert!(json.contains("\"target\":\"gpu-eu\""), "{json}");
+        assert_eq!(serde_json::from_str::<JobHandle>(&json).unwrap(), elsewhere);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use queue::Queue;
 use secrecy::ExposeSecret;
-use spawner::JobSpawner;
+use spawner::{Fleet, JobSpawner, Target};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -28,15 +28,31 @@ pub struct Application {
 impl Application {
     /// Builds with the spawner the settings name.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let spawner = spawner::from_settings(&settings.spawner, &settings.server.installation)
-            .context("building the spawner")?;
-        Self::build_with_spawner(settings, spawner, shutdown).await
+        let fleet = spawner::fleet_from_settings(
+            &settings.spawner,
+            &settings.spawners,
+            &settings.server.installation,
+        )
+        .context("building the spawner targets")?;
+        Self::build_with_fleet(settings, fleet, shutdown).await
     }
 
-    /// Builds with a given spawner (tests and benchmarks use the no-op one).
+    /// Builds with a given spawner as the only target, `default` (tests and benchmarks use
+    /// the no-op one).
     pub async fn build_with_spawner(
         settings: Settings,
         spawner: Arc<dyn JobSpawner>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let cap = settings.spawner.max_concurrent_jobs;
+        let fleet = Fleet::new([Target::new(spawner::DEFAULT_TARGET, spawner, cap)]);
+        Self::build_with_fleet(settings, fleet, shutdown).await
+    }
+
+    /// Builds with the given spawner targets.
+    pub async fn build_with_fleet(
+        settings: Settings,
+        fleet: Fleet,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let queue = Queue::new(&settings.redis, &settings.queue)
@@ -70,31 +86,40 @@ impl Application {
             settings.server.public_url.trim_end_matches('/').to_string()
         };
         let loopback = callback_base.contains("://127.") || callback_base.contains("://localhost");
-        if loopback && spawner.backend() == "docker" && settings.spawner.docker.network != "host" {
+        let docker_off_host = settings
+            .target_settings()
+            .iter()
+            .any(|(_, t)| t.kind == spawner::SpawnerKind::Docker && t.docker.network != "host");
+        let backends: Vec<&str> = fleet.targets().map(|t| t.backend()).collect();
+        if loopback && docker_off_host {
             warn!(
                 callback = %callback_base,
                 "agent containers on a bridge network cannot reach a loopback callback URL: set server.public_url \
                  (e.g. http://host.docker.internal:PORT, with server.bind on an address containers reach) or spawner.docker.network: host"
             );
         }
-        if loopback && spawner.backend() == "kubernetes" {
+        if loopback && backends.contains(&"kubernetes") {
             warn!(
                 callback = %callback_base,
                 "agent pods cannot reach a loopback callback URL: set server.public_url to an address pods reach \
                  (in a cluster, the dispatcher's Service: http://agentsmith.<namespace>.svc:PORT)"
             );
         }
-        if let Err(e) = spawner.probe().await {
-            let error: &(dyn std::error::Error + 'static) = &e;
-            warn!(
-                error,
-                backend = spawner.backend(),
-                "the spawner is not usable yet; /ready reports it"
-            );
+        for (target, result) in fleet.probe_all().await {
+            if let Err(e) = result {
+                let error: &(dyn std::error::Error + 'static) = &e;
+                warn!(
+                    error,
+                    %target,
+                    backend = fleet.backend_of(&target),
+                    "the spawner target is not usable yet; /ready reports it"
+                );
+            }
         }
-        if !spawner.survives_restart() {
+        for target in fleet.targets().filter(|t| !t.spawner().survives_restart()) {
             warn!(
-                backend = spawner.backend(),
+                target = target.name(),
+                backend = target.backend(),
                 "workloads of this backend end with the dispatcher: running jobs are retried after a restart"
             );
         }
@@ -104,7 +129,7 @@ impl Application {
         let ctx = Arc::new(Context::new(
             settings,
             queue,
-            spawner,
+            Arc::new(fleet),
             RunnerTokens::new(&secret),
             callback_base,
             shutdown,

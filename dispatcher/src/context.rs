@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use contract::{Checkout, GitCredential, Intent, Push};
 use queue::{CancelOutcome, Job, Queue};
-use spawner::{AgentProfile, JobSpawner, JobSpec};
+use spawner::{AgentProfile, Fleet, Health, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Limits};
-use crate::metrics::{Metrics, Stage, OTHER};
+use crate::metrics::{Metrics, Stage, TargetState, OTHER};
 use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
@@ -27,8 +27,8 @@ pub struct Context {
     pub settings: Settings,
     /// The Redis queue.
     pub queue: Queue,
-    /// The backend that runs workloads.
-    pub spawner: Arc<dyn JobSpawner>,
+    /// The spawner targets that run workloads.
+    pub spawner: Arc<Fleet>,
     /// Runner tokens.
     pub tokens: RunnerTokens,
     /// Metrics of this process.
@@ -52,7 +52,7 @@ impl Context {
     pub fn new(
         settings: Settings,
         queue: Queue,
-        spawner: Arc<dyn JobSpawner>,
+        spawner: Arc<Fleet>,
         tokens: RunnerTokens,
         callback_base: String,
         shutdown: CancellationToken,
@@ -88,27 +88,101 @@ impl Context {
     /// Records that `stage` of `job` took `seconds` (nothing for a negative span: clocks of
     /// two replicas may disagree by a little).
     pub fn observe_stage(&self, stage: Stage, job: &Job, seconds: f64) {
+        let target = job
+            .handle
+            .as_ref()
+            .map(|h| h.target.as_str())
+            .or(job.target.as_deref());
+        self.observe_stage_on(stage, job, target, seconds);
+    }
+
+    /// [`Context::observe_stage`] for a job whose record does not name its target yet.
+    pub fn observe_stage_on(&self, stage: Stage, job: &Job, target: Option<&str>, seconds: f64) {
         let source = job.origin.as_ref().map_or("api", |o| o.source());
         let profile = if self.settings.agents.contains_key(&job.agent) {
             job.agent.clone()
         } else {
             OTHER.to_string()
         };
-        self.observe(stage, source, profile, seconds);
+        let where_ = match target.filter(|t| self.spawner.get(t).is_some()) {
+            Some(t) => (self.spawner.backend_of(t), t.to_string()),
+            None => ("none", "none".to_string()),
+        };
+        self.observe(stage, source, where_, profile, seconds);
     }
 
     /// Records how long a webhook delivery from `source` took to answer.
     pub fn observe_acknowledgement(&self, source: &'static str, seconds: f64) {
-        self.observe(Stage::Acknowledge, source, "none".to_string(), seconds);
+        let nowhere = ("none", "none".to_string());
+        self.observe(
+            Stage::Acknowledge,
+            source,
+            nowhere,
+            "none".to_string(),
+            seconds,
+        );
     }
 
-    fn observe(&self, stage: Stage, source: &'static str, profile: String, seconds: f64) {
+    fn observe(
+        &self,
+        stage: Stage,
+        source: &'static str,
+        target: (&'static str, String),
+        profile: String,
+        seconds: f64,
+    ) {
         if seconds < 0.0 {
             return;
         }
-        let backend = self.spawner.backend();
         self.metrics
-            .observe_stage(stage, source, backend, profile, seconds);
+            .observe_stage(stage, source, target, profile, seconds);
+    }
+
+    /// Each spawner target as its last probe left it, with the jobs holding its slots (none
+    /// while Redis is down).
+    pub async fn target_states(&self) -> Vec<TargetState> {
+        let names: Vec<&str> = self.spawner.targets().map(|t| t.name()).collect();
+        let load = self.queue.target_load(&names).await.ok();
+        self.spawner
+            .targets()
+            .enumerate()
+            .map(|(i, t)| {
+                let (state, error) = match t.health() {
+                    Health::Unknown => ("unknown", None),
+                    Health::Up => ("up", None),
+                    Health::Down(e) => ("down", Some(e)),
+                };
+                TargetState {
+                    name: t.name().to_string(),
+                    backend: t.backend(),
+                    state,
+                    error,
+                    jobs: load.as_ref().and_then(|l| l.get(i).copied()),
+                    max_concurrent_jobs: t.max_concurrent_jobs(),
+                }
+            })
+            .collect()
+    }
+
+    /// The targets `job` may run on, in order of preference: its project's, else its
+    /// profile's, else the default one.
+    pub fn routes(&self, job: &Job) -> Vec<String> {
+        let project = job
+            .project
+            .as_deref()
+            .and_then(|p| self.settings.projects.get(p))
+            .map(|p| p.targets.as_slice())
+            .filter(|t| !t.is_empty());
+        let profile = self
+            .settings
+            .agents
+            .get(&job.agent)
+            .map(|a| a.targets.as_slice())
+            .filter(|t| !t.is_empty());
+        match project.or(profile) {
+            Some(targets) => targets.to_vec(),
+            None => vec![spawner::DEFAULT_TARGET.to_string()],
+        }
     }
 
     /// Marks the dispatcher as draining: `/ready` answers 503 from now on.
@@ -161,15 +235,32 @@ impl Context {
         Ok(outcome)
     }
 
-    /// The spec of one attempt of `job`, or why it cannot be built.
-    pub fn job_spec(&self, job: &Job, attempt: u32) -> Result<JobSpec, String> {
+    /// The spec of one attempt of `job` on `target`, or why it cannot be built.
+    pub fn job_spec(&self, job: &Job, attempt: u32, target: &str) -> Result<JobSpec, String> {
         job_spec(
             &self.settings,
             job,
             attempt,
-            &self.callback_base,
+            self.callback_base_of(target),
             self.tokens.credential(&job.id, attempt),
         )
+    }
+
+    /// Where runners of `target` post their events: its `callback_url`, else the
+    /// dispatcher's own.
+    pub fn callback_base_of(&self, target: &str) -> &str {
+        let own = if target == spawner::DEFAULT_TARGET {
+            &self.settings.spawner.callback_url
+        } else {
+            self.settings
+                .spawners
+                .get(target)
+                .map_or(&self.settings.spawner.callback_url, |t| &t.callback_url)
+        };
+        match own.trim_end_matches('/') {
+            "" => &self.callback_base,
+            url => url,
+        }
     }
 }
 

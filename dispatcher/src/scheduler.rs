@@ -14,8 +14,9 @@ use tracing::{info, instrument, warn};
 
 use crate::context::Context;
 use crate::metrics::{seconds_between, Stage};
+use crate::settings::agents::Overflow;
 use crate::telemetry::chain;
-use queue::{now_ms, Admission, AttemptFailure, Claim, Job, SpawnRecord};
+use queue::{now_ms, Admission, AttemptFailure, Claim, Job, SpawnRecord, TargetChoice};
 
 /// Claims and spawns until `ctx.shutdown` is cancelled, with up to `queue.claim_batch`
 /// claims in flight: a slow spawn does not hold up the others. On shutdown it stops
@@ -111,10 +112,14 @@ async fn admit_all(ctx: &Context, claims: Vec<Claim>) -> Vec<(Claim, u32, Box<Jo
 #[instrument(skip(ctx, claim, job), fields(job_id = %claim.job_id, attempt))]
 pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &Job) {
     tracing::Span::current().record("attempt", attempt);
+    let Some(target) = choose_target(ctx, claim, attempt, job).await else {
+        return;
+    };
     if attempt == 1 {
-        ctx.observe_stage(Stage::Queue, job, seconds_between(job.created_at, now_ms()));
+        let waited = seconds_between(job.created_at, now_ms());
+        ctx.observe_stage_on(Stage::Queue, job, Some(&target), waited);
     }
-    let spec = match ctx.job_spec(job, attempt) {
+    let spec = match ctx.job_spec(job, attempt, &target) {
         Ok(spec) => spec,
         Err(reason) => {
             record_failure(ctx, claim, attempt, &reason, false).await;
@@ -122,13 +127,13 @@ pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &
         }
     };
     let started = Instant::now();
-    match ctx.spawner.spawn(&spec).await {
+    match ctx.spawner.spawn_on(&target, &spec).await {
         Ok(handle) => match ctx.queue.record_spawn(claim, attempt, &handle).await {
             Ok(SpawnRecord::Recorded) => {
                 let seconds = started.elapsed().as_secs_f64();
                 ctx.metrics.spawn_latency.observe(seconds);
-                ctx.observe_stage(Stage::Spawn, job, seconds);
-                info!(workload = %handle.name, backend = ctx.spawner.backend(), "spawned");
+                ctx.observe_stage_on(Stage::Spawn, job, Some(&target), seconds);
+                info!(workload = %handle.name, backend = ctx.spawner.backend_of(&target), %target, "spawned");
             }
             Ok(record) => {
                 info!(workload = %handle.name, ?record, "attempt no longer wants this workload; stopping it");
@@ -145,6 +150,100 @@ pub async fn spawn_claim(ctx: &Arc<Context>, claim: &Claim, attempt: u32, job: &
             record_failure(ctx, claim, attempt, &reason, e.is_retryable()).await;
         }
     }
+}
+
+/// How long an attempt whose targets are all full or unhealthy waits before it is admitted
+/// again.
+const TARGETS_BUSY_DELAY: Duration = Duration::from_secs(5);
+
+/// The target the attempt runs on: the first of its routes that is healthy and has room
+/// (only its first with `overflow: wait`), or the one it already holds when its spawn is
+/// being taken over. None when it cannot start now (it is deferred, with the reason) or
+/// the attempt has moved on.
+async fn choose_target(ctx: &Context, claim: &Claim, attempt: u32, job: &Job) -> Option<String> {
+    let routes = ctx.routes(job);
+    let target_of = |name: &str| ctx.spawner.get(name);
+    // One target with no cap of its own: nothing to choose or count (and a target that is
+    // down fails the spawn, to be retried, as a dispatcher of one backend always has).
+    if let [only] = routes.as_slice() {
+        if target_of(only).is_some_and(|t| t.max_concurrent_jobs() == 0) {
+            return Some(only.clone());
+        }
+    }
+    let overflow = ctx
+        .settings
+        .agents
+        .get(&job.agent)
+        .map(|a| a.overflow)
+        .unwrap_or_default();
+    let eligible = match overflow {
+        Overflow::Next => routes.len(),
+        Overflow::Wait => 1,
+    };
+    let candidates: Vec<(&str, u32)> = routes
+        .iter()
+        .take(eligible)
+        .filter_map(|name| target_of(name))
+        .filter(|t| t.health().is_usable())
+        .map(|t| (t.name(), t.max_concurrent_jobs()))
+        .collect();
+    match ctx
+        .queue
+        .reserve_target(&job.id, attempt, &candidates)
+        .await
+    {
+        Ok(TargetChoice::Target(name)) => Some(name),
+        Ok(TargetChoice::Stale) => {
+            if let Err(e) = ctx.queue.ack_claim(claim).await {
+                warn!(error = %chain(&e), "acknowledging a stale claim failed");
+            }
+            None
+        }
+        Ok(TargetChoice::Full) => {
+            let reason = busy_reason(ctx, &routes[..eligible.min(routes.len())]).await;
+            match ctx
+                .queue
+                .defer_start(
+                    &job.id,
+                    attempt,
+                    &reason,
+                    TARGETS_BUSY_DELAY,
+                    Some(&claim.entry),
+                )
+                .await
+            {
+                Ok(_) => info!(reason, "no target can take the job now; it waits"),
+                Err(e) => {
+                    warn!(error = %chain(&e), "deferring the job failed; the claim stays pending")
+                }
+            }
+            None
+        }
+        Err(e) => {
+            warn!(error = %chain(&e), "choosing a target failed; the claim stays pending");
+            None
+        }
+    }
+}
+
+/// Why none of `routes` can take a job now: each one's state.
+async fn busy_reason(ctx: &Context, routes: &[String]) -> String {
+    let names: Vec<&str> = routes.iter().map(String::as_str).collect();
+    let load = ctx.queue.target_load(&names).await.unwrap_or_default();
+    let each: Vec<String> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match ctx.spawner.get(name) {
+            Some(t) if !t.health().is_usable() => format!("{name} is unreachable"),
+            Some(t) => format!(
+                "{name} is full ({} of {})",
+                load.get(i).copied().unwrap_or_default(),
+                t.max_concurrent_jobs()
+            ),
+            None => format!("{name} is not configured"),
+        })
+        .collect();
+    format!("waiting for a target: {}", each.join(", "))
 }
 
 async fn record_failure(ctx: &Context, claim: &Claim, attempt: u32, reason: &str, retryable: bool) {

@@ -22,9 +22,15 @@ pub async fn run(ctx: Arc<Context>) {
     let tick = Duration::from_millis(ctx.settings.queue.tick_ms);
     let reclaim_every = Duration::from_secs(ctx.settings.queue.reclaim_idle_secs.clamp(1, 10));
     let slow_every = Duration::from_secs(ctx.settings.spawner.reconcile_secs);
+    let probe_every = Duration::from_secs(ctx.settings.spawner.probe_secs);
     let mut last_reclaim = Instant::now();
     let mut last_slow: Option<Instant> = None;
+    let mut last_probe = Instant::now();
     while !ctx.shutdown.is_cancelled() {
+        if last_probe.elapsed() >= probe_every {
+            last_probe = Instant::now();
+            probe_targets(&ctx).await;
+        }
         if let Err(e) = ctx.queue.promote_due().await {
             warn!(error = %chain(&e), "promoting due retries failed");
         }
@@ -36,8 +42,8 @@ pub async fn run(ctx: Arc<Context>) {
         if last_slow.is_none_or(|t| t.elapsed() >= slow_every) {
             last_slow = Some(Instant::now());
             reconcile(&ctx).await;
-            if let Err(e) = ctx.spawner.housekeeping().await {
-                warn!(error = %chain(&e), backend = ctx.spawner.backend(), "spawner housekeeping failed");
+            for (target, e) in ctx.spawner.housekeeping().await {
+                warn!(error = %chain(&e), %target, "spawner housekeeping failed");
             }
             match ctx.queue.sweep().await {
                 Ok(0) => {}
@@ -48,6 +54,25 @@ pub async fn run(ctx: Arc<Context>) {
         pause(&ctx, tick).await;
     }
     info!("watchdog stopped");
+}
+
+/// Probes every spawner target, saying when one goes down or comes back: a target that is
+/// down gets no new attempts (see the scheduler) until a probe passes.
+pub async fn probe_targets(ctx: &Context) {
+    let before: Vec<bool> = ctx
+        .spawner
+        .targets()
+        .map(|t| t.health().is_usable())
+        .collect();
+    for ((target, result), was_usable) in ctx.spawner.probe_all().await.into_iter().zip(before) {
+        match result {
+            Err(e) if was_usable => {
+                warn!(error = %chain(&e), %target, "spawner target is down: no new attempts go to it")
+            }
+            Ok(()) if !was_usable => info!(%target, "spawner target is back in service"),
+            _ => {}
+        }
+    }
 }
 
 /// Deals with every job whose lease has run out.
@@ -80,18 +105,41 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
     tracing::Span::current().record("attempt", job.attempt);
     // Workload names are deterministic, so a workload whose spawn is not recorded yet (the
     // runner may report before a slow spawn call returns) can be asked about too.
-    let handle = job.handle.clone().unwrap_or_else(|| JobHandle {
-        backend: ctx.spawner.backend().into(),
-        name: contract::workload_name(&job.id, job.attempt),
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        id: None,
+    let handle = job.handle.clone().unwrap_or_else(|| {
+        // Not recorded yet: on the target it holds, else its only route (see the scheduler).
+        let target = job
+            .target
+            .clone()
+            .unwrap_or_else(|| ctx.routes(&job).swap_remove(0));
+        JobHandle {
+            backend: ctx.spawner.backend_of(&target).into(),
+            name: contract::workload_name(&job.id, job.attempt),
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            id: None,
+            target,
+        }
     });
     let status = match ctx.spawner.status(&handle).await {
         Ok(status) => status,
         Err(e) => {
-            warn!(error = %chain(&e), "asking the spawner failed; checking again next tick");
-            return;
+            let down = ctx
+                .spawner
+                .get(&handle.target)
+                .and_then(|t| match t.health() {
+                    spawner::Health::Down(why) => Some(why),
+                    _ => None,
+                });
+            let Some(why) = down else {
+                warn!(error = %chain(&e), "asking the spawner failed; checking again next tick");
+                return;
+            };
+            // Its target is down and its runner silent: the attempt goes elsewhere (the
+            // workload, if it still runs, is stopped once the target answers again).
+            WorkloadStatus::Failed {
+                reason: format!("target {} is unreachable ({why})", handle.target),
+                retryable: true,
+            }
         }
     };
     let settings = &ctx.settings.queue;
@@ -174,13 +222,10 @@ pub async fn reclaim(ctx: &Arc<Context>) {
 
 /// Removes workloads that no live job attempt owns.
 pub async fn reconcile(ctx: &Arc<Context>) {
-    let handles = match ctx.spawner.list().await {
-        Ok(handles) => handles,
-        Err(e) => {
-            warn!(error = %chain(&e), "listing workloads failed");
-            return;
-        }
-    };
+    let (handles, failures) = ctx.spawner.list().await;
+    for (target, e) in failures {
+        warn!(error = %chain(&e), %target, "listing workloads failed");
+    }
     // A runner whose job has just ended (it delivered its final event) is still winding
     // down: its workload ends by itself, so it is left this long before being stopped.
     let winding_down_ms =

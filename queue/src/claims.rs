@@ -165,6 +165,7 @@ impl Queue {
             attempt,
             backend: handle.backend.clone(),
             workload: handle.name.clone(),
+            target: handle.target.clone(),
             at: now_ms(),
         };
         let identity = format!("{}/{}", handle.name, handle.id.clone().unwrap_or_default());
@@ -224,6 +225,103 @@ impl Queue {
             _ => AttemptFailure::Stale,
         })
     }
+
+    /// Chooses the spawner target of an admitted attempt from `candidates` (name and cap,
+    /// 0 for none, in order of preference) and takes one of its slots; the slot is freed
+    /// when the attempt ends. An attempt that already holds a target (its spawn is being
+    /// taken over) keeps it.
+    pub async fn reserve_target(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        candidates: &[(&str, u32)],
+    ) -> Result<TargetChoice> {
+        let mut args = vec![job_id.to_string(), attempt.to_string()];
+        for (name, cap) in candidates {
+            args.push(name.to_string());
+            args.push(cap.to_string());
+        }
+        let reply: Vec<String> = self
+            .eval(
+                &self.scripts.reserve_target,
+                &[self.keys.job(job_id)],
+                &args,
+            )
+            .await?;
+        Ok(match reply.as_slice() {
+            [verdict, name] if verdict == "chosen" => TargetChoice::Target(name.clone()),
+            [verdict] if verdict == "full" => TargetChoice::Full,
+            _ => TargetChoice::Stale,
+        })
+    }
+
+    /// Puts an admitted attempt whose targets cannot take it now back in the queue, to be
+    /// admitted again after `delay`, with `reason` as its state's reason; the attempt is not
+    /// used up. Acks `entry`. False when the attempt had moved on.
+    pub async fn defer_start(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        reason: &str,
+        delay: Duration,
+        entry: Option<&str>,
+    ) -> Result<bool> {
+        let verdict: String = self
+            .eval(
+                &self.scripts.defer_start,
+                &self.job_keys(job_id),
+                &[
+                    job_id.to_string(),
+                    attempt.to_string(),
+                    reason.to_string(),
+                    delay.as_millis().to_string(),
+                    entry.unwrap_or_default().to_string(),
+                ],
+            )
+            .await?;
+        Ok(verdict == "deferred")
+    }
+
+    /// Acknowledges a claim that needs nothing more (its attempt has moved on).
+    pub async fn ack_claim(&self, claim: &Claim) -> Result<()> {
+        let queue = self.keys.queue();
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let _: () = redis::pipe()
+                .xack(&queue, keys::GROUP, &[&claim.entry])
+                .ignore()
+                .xdel(&queue, &[&claim.entry])
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// How many jobs hold a slot of each target named.
+    pub async fn target_load(&self, targets: &[&str]) -> Result<Vec<u64>> {
+        let mut pipe = redis::pipe();
+        for target in targets {
+            pipe.scard(self.keys.target(target));
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            Ok(pipe.query_async(&mut conn).await?)
+        })
+        .await
+    }
+}
+
+/// Where an admitted attempt goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetChoice {
+    /// This target, whose slot it now holds.
+    Target(String),
+    /// None of the candidates has room.
+    Full,
+    /// The attempt is no longer starting.
+    Stale,
 }
 
 /// Parses an XREADGROUP reply into claims.

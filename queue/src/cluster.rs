@@ -83,6 +83,7 @@ fn handle(job_id: &str, attempt: u32) -> JobHandle {
         job_id: job_id.into(),
         attempt,
         id: None,
+        target: contract::DEFAULT_TARGET.into(),
     }
 }
 

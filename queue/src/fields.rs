@@ -69,6 +69,8 @@ pub mod job {
         HANDLE = "handle",
         /// The workload's name and backend id: which spawn the attempt kept.
         HANDLE_IDENTITY = "handle_identity",
+        /// The spawner target the current attempt holds a slot of (or ran on).
+        TARGET = "target",
         /// The next runner sequence number expected.
         RUNNER_SEQ = "runner_seq",
         /// The ticket's title.

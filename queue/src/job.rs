@@ -146,6 +146,10 @@ pub struct Job {
     /// The workload of the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<JobHandle>,
+    /// The spawner target the current attempt runs on (or ran on, once ended), from the
+    /// moment it was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The ticket's title, when a webhook brought one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -250,6 +254,7 @@ impl Job {
             result,
             change,
             handle: text(F::HANDLE).and_then(|h| serde_json::from_str(&h).ok()),
+            target: text(F::TARGET),
             title: text(F::TITLE),
             description: text(F::DESCRIPTION),
             requester: text(F::REQUESTER),
@@ -293,6 +298,9 @@ pub enum JobEvent {
         backend: String,
         /// The workload name.
         workload: String,
+        /// The spawner target it runs on.
+        #[serde(default = "default_target")]
+        target: String,
         /// When (ms).
         at: i64,
     },
@@ -386,6 +394,10 @@ pub struct NewJob {
     pub exclusive: Option<String>,
     /// When answered with an unfinished job, also tell `origin` so through the outbox.
     pub reply_if_running: bool,
+}
+
+fn default_target() -> String {
+    contract::DEFAULT_TARGET.to_string()
 }
 
 #[cfg(test)]

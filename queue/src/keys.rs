@@ -83,6 +83,12 @@ pub const CONCURRENCY_QUEUE: Family = Family {
     head: "concurrency:",
     tail: ":queue",
 };
+/// `target:{name}`: set, the jobs whose current attempt holds a slot of a spawner target.
+pub const TARGET: Family = Family {
+    lua: "target_key",
+    head: "target:",
+    tail: "",
+};
 /// `idem:{key}`: string with a ttl, the job an idempotency key names.
 pub const IDEMPOTENCY: Family = Family {
     lua: "idem_key",
@@ -131,11 +137,12 @@ pub const DELIVERY: Family = Family {
 };
 
 /// Every family, for the generated Lua prelude.
-pub const FAMILIES: [Family; 9] = [
+pub const FAMILIES: [Family; 10] = [
     JOB,
     EVENTS,
     CONCURRENCY,
     CONCURRENCY_QUEUE,
+    TARGET,
     IDEMPOTENCY,
     DEDUP,
     ACTIVE,
@@ -222,6 +229,11 @@ impl Keys {
     /// `concurrency:{key}:queue`: zset, queued jobs of a key in submission order.
     pub fn concurrency_queue(&self, key: &str) -> String {
         self.of(CONCURRENCY_QUEUE, key)
+    }
+
+    /// `target:{name}`: set, the jobs holding a slot of a spawner target.
+    pub fn target(&self, name: &str) -> String {
+        self.of(TARGET, name)
     }
 
     /// `idem:{key}`: string with a ttl, the job an idempotency key names.
@@ -351,6 +363,7 @@ pub(crate) mod tests {
         assert_eq!(keys.concurrency("k"), "P:concurrency:k");
         assert_eq!(keys.concurrency_queue("k"), "P:concurrency:k:queue");
         assert_eq!(keys.idempotency("k"), "P:idem:k");
+        assert_eq!(keys.target("gpu-eu"), "P:target:gpu-eu");
         assert_eq!(keys.dedup("slack:1"), "P:dedup:slack%3A1");
         assert_eq!(keys.active("PAY-1"), "P:active:PAY-1");
         assert_eq!(keys.delivery("k3x"), "P:delivery:k3x");
@@ -381,6 +394,7 @@ pub(crate) mod tests {
             "job:",
             "concurrency:",
             "idem:",
+            "target:",
             "dedup:",
             "active:",
             ":",

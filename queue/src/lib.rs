@@ -46,6 +46,8 @@ mod scripts;
 pub mod settings;
 mod stats;
 mod streams;
+#[cfg(test)]
+mod target_slots;
 mod values;
 
 use std::future::Future;
@@ -55,7 +57,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 
-pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord};
+pub use claims::{Admission, AttemptFailure, Claim, SpawnRecord, TargetChoice};
 pub use deliveries::{
     new_delivery_id, Decision, Delivery, DeliveryFilter, DeliveryPage, MAX_DELIVERY_BODY,
 };

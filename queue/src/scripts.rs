@@ -26,7 +26,7 @@ use crate::keys::{self, FAMILIES, FIXED};
 const LIB: &str = include_str!("scripts/lib.lua");
 
 /// The script bodies, by name.
-const BODIES: [(&str, &str); 14] = [
+const BODIES: [(&str, &str); 16] = [
     ("submit", include_str!("scripts/submit.lua")),
     ("claim", include_str!("scripts/claim.lua")),
     ("record_spawn", include_str!("scripts/record_spawn.lua")),
@@ -36,6 +36,8 @@ const BODIES: [(&str, &str); 14] = [
     ("retry", include_str!("scripts/retry.lua")),
     ("promote", include_str!("scripts/promote.lua")),
     ("extend_lease", include_str!("scripts/extend_lease.lua")),
+    ("reserve_target", include_str!("scripts/reserve_target.lua")),
+    ("defer_start", include_str!("scripts/defer_start.lua")),
     ("sweep", include_str!("scripts/sweep.lua")),
     ("backfill", include_str!("scripts/backfill.lua")),
     ("notify_defer", include_str!("scripts/notify_defer.lua")),
@@ -105,6 +107,8 @@ pub(crate) struct Scripts {
     pub retry: Script,
     pub promote: Script,
     pub extend_lease: Script,
+    pub reserve_target: Script,
+    pub defer_start: Script,
     pub sweep: Script,
     pub backfill: Script,
     pub notify_defer: Script,
@@ -264,6 +268,8 @@ impl Scripts {
             retry: script("retry"),
             promote: script("promote"),
             extend_lease: script("extend_lease"),
+            reserve_target: script("reserve_target"),
+            defer_start: script("defer_start"),
             sweep: script("sweep"),
             backfill: script("backfill"),
             notify_defer: script("notify_defer"),

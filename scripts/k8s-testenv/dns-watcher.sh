@@ -39,8 +39,11 @@ while kill -0 "$dnsmasq_pid" 2>/dev/null; do
   service_ip=()
   while read -r type ns name ip; do
     apply_event "$type" "$ns" "$name" "$ip"
-    # Events come in bursts (the initial list above all): write once per burst.
-    while read -r -t 0.02 type ns name ip; do
+    # Events come in bursts (the initial list above all): write once per burst, taking the
+    # events already waiting. `read -t 0` only asks whether input is there; a read with a
+    # real time-out would swallow half a line that arrived in two pieces (and the Service
+    # with it: its name never resolved, seen as a runner's "dns error" in the live test).
+    while read -r -t 0 && read -r type ns name ip; do
       apply_event "$type" "$ns" "$name" "$ip"
     done
     write_hosts

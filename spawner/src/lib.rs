@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`JobSpawner`], [`WorkloadStatus`], [`LogStream`] (`workload.rs`) | the trait every backend implements and what it answers |
+//! | [`fleet`] | [`Fleet`]: the named targets of one dispatcher, their health, and each handle's calls routed to its target |
 //! | [`spec`] | [`JobSpec`]: one attempt of one job, and the environment handed to `agent-runner` |
 //! | [`settings`] | the `spawner:` section of the configuration, declared once; each backend's own section lives beside it |
 //! | [`quantity`] | memory and CPU quantities as Kubernetes writes them |
@@ -18,6 +19,7 @@ pub mod backend;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod error;
+pub mod fleet;
 pub mod quantity;
 #[cfg(feature = "test-util")]
 pub mod recording;
@@ -37,6 +39,7 @@ pub const CA_MOUNT_DIR: &str = "/etc/agentsmith/ca";
 /// The file in [`CA_MOUNT_DIR`].
 pub const CA_MOUNT_FILE: &str = "/etc/agentsmith/ca/extra.crt";
 pub use error::{Error, Result};
+pub use fleet::{Fleet, Health, Target, DEFAULT_TARGET};
 pub use settings::pull_policy::PullPolicy;
 pub use settings::{SpawnerKind, SpawnerSettings};
 pub use spec::{AgentProfile, JobSpec, Resources};
@@ -67,9 +70,36 @@ pub fn from_settings(
     settings: &SpawnerSettings,
     installation: &str,
 ) -> Result<Arc<dyn JobSpawner>> {
+    build(settings, installation, "spawner")
+}
+
+/// The fleet of `default` (the `spawner:` section) and the `named` targets (`spawners:`),
+/// each built for `installation`; the first problem of any is refused, naming its key.
+pub fn fleet_from_settings(
+    default: &SpawnerSettings,
+    named: &std::collections::BTreeMap<String, SpawnerSettings>,
+    installation: &str,
+) -> Result<Fleet> {
+    let mut targets = vec![Target::new(
+        DEFAULT_TARGET,
+        build(default, installation, "spawner")?,
+        default.max_concurrent_jobs,
+    )];
+    for (name, settings) in named {
+        let spawner = build(settings, installation, &format!("spawners.{name}"))?;
+        targets.push(Target::new(name, spawner, settings.max_concurrent_jobs));
+    }
+    Ok(Fleet::new(targets))
+}
+
+fn build(
+    settings: &SpawnerSettings,
+    installation: &str,
+    section: &str,
+) -> Result<Arc<dyn JobSpawner>> {
     if let Some((key, message)) = settings.problems().into_iter().next() {
         return Err(Error::Settings {
-            key: format!("spawner.{key}"),
+            key: format!("{section}.{key}"),
             message,
         });
     }
@@ -79,7 +109,7 @@ pub fn from_settings(
         grace: Duration::from_secs(settings.grace_secs),
     };
     let unbuilt = |kind: SpawnerKind| Error::Settings {
-        key: "spawner.type".into(),
+        key: format!("{section}.type"),
         message: format!("this build has no {} backend", kind.as_str()),
     };
     Ok(match settings.kind {

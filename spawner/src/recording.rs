@@ -124,6 +124,7 @@ impl JobSpawner for RecordingSpawner {
                 job_id: job.job_id.clone(),
                 attempt: job.attempt,
                 id: None,
+                target: contract::DEFAULT_TARGET.into(),
             };
             (handle, WorkloadStatus::Running)
         });

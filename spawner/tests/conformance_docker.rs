@@ -176,6 +176,7 @@ async fn a_missing_image_with_pull_policy_never_is_refused_at_once_with_the_reas
         job_id: job.job_id.clone(),
         attempt: 1,
         id: None,
+        target: contract::DEFAULT_TARGET.into(),
     };
     let status = trial.spawner.status(&never).await.unwrap();
     assert_eq!(

@@ -14,18 +14,20 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready for traffic: no background loop has died, not draining, Redis answers, the
-/// spawner's backend is reachable.
+/// Ready for traffic: no background loop has died, not draining, Redis answers, and at
+/// least one spawner target is reachable (one bad target of several does not take the
+/// dispatcher out of service: its jobs go to their other targets).
 ///
 /// Anyone may ask (probes carry no token), but only an [`Insider`] is told why not: the
 /// reasons are backend errors that name hosts, addresses and paths. Everyone else gets the
 /// status code and `{"status": "ready"}` or `{"status": "unavailable"}`.
 pub async fn ready(State(state): State<AppState>, Insider(insider): Insider) -> impl IntoResponse {
-    let redis = state.queue.ping().await.map_err(|e| e.to_string());
-    let spawner = state.spawner.probe().await.map_err(|e| e.to_string());
+    let (redis, probes) = tokio::join!(state.queue.ping(), state.spawner.probe_all());
+    let redis = redis.map_err(|e| e.to_string());
+    let any_target = probes.iter().any(|(_, r)| r.is_ok());
     let draining = state.is_draining();
     let failure = state.failure();
-    let ok = redis.is_ok() && spawner.is_ok() && !draining && failure.is_none();
+    let ok = redis.is_ok() && any_target && !draining && failure.is_none();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -48,12 +50,18 @@ pub async fn ready(State(state): State<AppState>, Insider(insider): Insider) -> 
     } else {
         "unavailable"
     };
+    let default = probes
+        .iter()
+        .find(|(name, _)| name == spawner::DEFAULT_TARGET)
+        .map(|(_, r)| r.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+        .unwrap_or(Ok(()));
     let body = json!({
         "status": status_text,
         "failure": failure,
         "redis": show(&redis),
-        "spawner": show(&spawner),
+        "spawner": show(&default),
         "backend": state.spawner.backend(),
+        "targets": state.target_states().await,
     });
     (status, Json(body))
 }
@@ -69,11 +77,12 @@ pub async fn version() -> impl IntoResponse {
 /// Prometheus metrics (OpenMetrics text). Queue figures are omitted while Redis is down.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let stats = state.queue.stats().await.ok();
+    let targets = state.target_states().await;
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(stats.as_ref()),
+        state.metrics.render(stats.as_ref(), &targets),
     )
 }

@@ -226,8 +226,17 @@ fn print_event(event: &JobEvent, json: bool) {
         },
         JobEvent::Waiting { reason, .. } => println!("==> waiting: {reason}"),
         JobEvent::Spawned {
-            backend, workload, ..
-        } => println!("==> spawned {workload} ({backend})"),
+            backend,
+            workload,
+            target,
+            ..
+        } => {
+            if target == spawner::DEFAULT_TARGET {
+                println!("==> spawned {workload} ({backend})")
+            } else {
+                println!("==> spawned {workload} ({backend}, target {target})")
+            }
+        }
         JobEvent::Log { line, .. } => println!("    {line}"),
         JobEvent::Result {
             exit_code,
@@ -331,7 +340,10 @@ fn print_job(job: &Job) {
         }
     }
     if let Some(handle) = &job.handle {
-        println!("workload:   {} ({})", handle.name, handle.backend);
+        println!(
+            "workload:   {} ({}, target {})",
+            handle.name, handle.backend, handle.target
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::api::auth::ApiCaller;
 use crate::api::error::ApiError;
 use crate::context::AppState;
-use crate::metrics::{Percentiles, Stage};
+use crate::metrics::{Percentiles, Stage, TargetState};
 use queue::{JobFilter, JobState};
 
 /// How far back "recent" jobs go.
@@ -40,10 +40,12 @@ pub struct Overview {
     pub latency_last_hour: BTreeMap<&'static str, Percentiles>,
     /// Whether Redis answers.
     pub redis: Reachability,
-    /// Whether the spawner's backend answers.
+    /// Whether the default target's backend answers.
     pub spawner: Reachability,
-    /// The spawner backend.
+    /// The default target's backend.
     pub backend: &'static str,
+    /// Every spawner target: its backend, state, jobs and cap.
+    pub targets: Vec<TargetState>,
     /// Whether this process is shutting down.
     pub draining: bool,
     /// The configured project names (for the dashboard's filter).
@@ -115,12 +117,22 @@ pub async fn overview(
     State(state): State<AppState>,
     _caller: ApiCaller,
 ) -> Result<Json<Overview>, ApiError> {
-    let (redis, spawner) = tokio::join!(state.queue.ping(), state.spawner.probe());
+    let (redis, probes) = tokio::join!(state.queue.ping(), state.spawner.probe_all());
     let redis = Reachability::from(redis);
-    let spawner = Reachability::from(spawner);
+    let spawner = probes
+        .into_iter()
+        .find(|(name, _)| name == spawner::DEFAULT_TARGET)
+        .map_or(
+            Reachability {
+                ok: true,
+                error: None,
+            },
+            |(_, r)| Reachability::from(r),
+        );
+    let targets = state.target_states().await;
     let stats = state.queue.stats().await?;
     let last_hour = recent(&state).await?;
-    let text = state.metrics.render(None);
+    let text = state.metrics.render(None, &[]);
     // The stages (`spawn` among them), then the whole life of a job.
     let mut latency = BTreeMap::from([(
         "end_to_end",
@@ -168,6 +180,7 @@ pub async fn overview(
         redis,
         spawner,
         backend: state.spawner.backend(),
+        targets,
         draining: state.is_draining(),
         projects: state.settings.projects.keys().cloned().collect(),
         agents: state.settings.agents.keys().cloned().collect(),
@@ -281,7 +294,10 @@ x_count 20
     fn the_real_metrics_text_yields_percentiles_once_something_is_observed() {
         let metrics = crate::metrics::Metrics::new();
         metrics.spawn_latency.observe(0.02);
-        let p = percentiles(&metrics.render(None), "agentsmith_spawn_latency_seconds");
+        let p = percentiles(
+            &metrics.render(None, &[]),
+            "agentsmith_spawn_latency_seconds",
+        );
         assert_eq!(p.count, 1);
         let p50 = p.p50.unwrap();
         assert!(p50 > 0.01 && p50 <= 0.02, "{p:?}");
@@ -291,10 +307,22 @@ x_count 20
     fn a_stages_series_are_summed_and_other_stages_left_out() {
         let metrics = crate::metrics::Metrics::new();
         for (profile, seconds) in [("a", 0.02), ("b", 0.02), ("b", 0.02)] {
-            metrics.observe_stage(Stage::Run, "api", "process", profile.into(), seconds);
+            metrics.observe_stage(
+                Stage::Run,
+                "api",
+                ("process", "default".into()),
+                profile.into(),
+                seconds,
+            );
         }
-        metrics.observe_stage(Stage::Queue, "api", "process", "a".into(), 100.0);
-        let text = metrics.render(None);
+        metrics.observe_stage(
+            Stage::Queue,
+            "api",
+            ("process", "default".into()),
+            "a".into(),
+            100.0,
+        );
+        let text = metrics.render(None, &[]);
         let run = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"run\"");
         assert_eq!(run.count, 3, "{text}");
         assert!(run.p99.unwrap() <= 0.02, "{run:?}");
@@ -309,9 +337,15 @@ x_count 20
         let seconds = [0.004, 0.03, 0.03, 0.7, 1.5, 9.0, 9.0, 120.0, 4000.0, 1e6];
         for (i, s) in seconds.into_iter().enumerate() {
             let source = if i % 2 == 0 { "api" } else { "jira" };
-            metrics.observe_stage(Stage::Spawn, source, "docker", "ok".into(), s);
+            metrics.observe_stage(
+                Stage::Spawn,
+                source,
+                ("docker", "default".into()),
+                "ok".into(),
+                s,
+            );
         }
-        let text = metrics.render(None);
+        let text = metrics.render(None, &[]);
         let cumulative = percentiles_of(&text, "agentsmith_stage_seconds", "stage=\"spawn\"");
         assert_eq!(cumulative.count, 10, "{text}");
         assert_eq!(metrics.stage_last_hour(Stage::Spawn), cumulative);

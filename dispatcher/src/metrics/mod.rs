@@ -118,8 +118,8 @@ pub fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
 }
 
 /// Labels of the stage histogram. Every value comes from a fixed set: the stage, the
-/// source (`api` or one of the four webhook sources), the backend of this dispatcher, and
-/// the profile, one of the configured ones (`other` for a job whose profile has since
+/// source (`api` or one of the four webhook sources), the backend and the target the job
+/// ran on (both from the configuration), and the profile, one of the configured ones (`other` for a job whose profile has since
 /// left the configuration, `none` for a delivery that is not yet a job).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
@@ -129,8 +129,28 @@ pub struct StageLabels {
     pub source: &'static str,
     /// `process`, `docker` or `kubernetes`.
     pub backend: &'static str,
+    /// The spawner target, one of the configured ones (`none` before a job has one).
+    pub target: String,
     /// The agent profile.
     pub profile: String,
+}
+
+/// A spawner target as `/metrics`, `/ready` and the dashboard show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetState {
+    /// Its name.
+    pub name: String,
+    /// Its backend.
+    pub backend: &'static str,
+    /// `up`, `down` or `unknown` (not probed yet).
+    pub state: &'static str,
+    /// Why its last probe failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Jobs holding one of its slots (none while Redis is down).
+    pub jobs: Option<u64>,
+    /// Its cap on concurrent jobs (0: none of its own).
+    pub max_concurrent_jobs: u32,
 }
 
 /// The metrics of one dispatcher process.
@@ -221,13 +241,13 @@ impl Metrics {
         }
     }
 
-    /// Records that `stage` of a job from `source` on `backend` with `profile` took
+    /// Records that `stage` of a job from `source` on `backend` and `target` with `profile` took
     /// `seconds`: in `agentsmith_stage_seconds` and in the stage's last hour.
     pub fn observe_stage(
         &self,
         stage: Stage,
         source: &'static str,
-        backend: &'static str,
+        (backend, target): (&'static str, String),
         profile: String,
         seconds: f64,
     ) {
@@ -235,6 +255,7 @@ impl Metrics {
             stage: stage.as_str(),
             source,
             backend,
+            target,
             profile,
         };
         self.stages.get_or_create(&labels).observe(seconds);
@@ -247,12 +268,14 @@ impl Metrics {
         self.stages_last_hour[stage as usize].percentiles((self.clock)())
     }
 
-    /// The OpenMetrics text of this process's metrics plus the queue figures in `stats`.
-    pub fn render(&self, stats: Option<&Stats>) -> String {
+    /// The OpenMetrics text of this process's metrics plus the queue figures in `stats` and
+    /// the state of each spawner target.
+    pub fn render(&self, stats: Option<&Stats>, targets: &[TargetState]) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
         let mut out = body;
+        render_targets(&mut out, targets);
         if let Some(stats) = stats {
             let _ = writeln!(
                 out,
@@ -317,6 +340,56 @@ impl Metrics {
     }
 }
 
+/// `agentsmith_target_up`, `agentsmith_target_jobs` and `agentsmith_target_max_jobs`.
+fn render_targets(out: &mut String, targets: &[TargetState]) {
+    if targets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP agentsmith_target_up Whether the spawner target's last probe passed (1), failed (0) or none ran yet (-1)."
+    );
+    let _ = writeln!(out, "# TYPE agentsmith_target_up gauge");
+    for t in targets {
+        let up = match t.state {
+            "up" => 1,
+            "down" => 0,
+            _ => -1,
+        };
+        let _ = writeln!(
+            out,
+            "agentsmith_target_up{{target=\"{}\",backend=\"{}\"}} {up}",
+            t.name, t.backend
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP agentsmith_target_jobs Jobs holding a slot of the spawner target."
+    );
+    let _ = writeln!(out, "# TYPE agentsmith_target_jobs gauge");
+    for t in targets {
+        if let Some(jobs) = t.jobs {
+            let _ = writeln!(
+                out,
+                "agentsmith_target_jobs{{target=\"{}\"}} {jobs}",
+                t.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP agentsmith_target_max_jobs The spawner target's cap on concurrent jobs (0: none of its own)."
+    );
+    let _ = writeln!(out, "# TYPE agentsmith_target_max_jobs gauge");
+    for t in targets {
+        let _ = writeln!(
+            out,
+            "agentsmith_target_max_jobs{{target=\"{}\"}} {}",
+            t.name, t.max_concurrent_jobs
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -335,8 +408,20 @@ mod tests {
     #[test]
     fn a_stage_leaves_its_last_hour_but_stays_in_the_cumulative_histogram() {
         let (metrics, now) = metrics_on_a_test_clock();
-        metrics.observe_stage(Stage::Run, "api", "process", "ok".into(), 3.0);
-        metrics.observe_stage(Stage::Run, "slack", "process", "other".into(), 5.0);
+        metrics.observe_stage(
+            Stage::Run,
+            "api",
+            ("process", "default".into()),
+            "ok".into(),
+            3.0,
+        );
+        metrics.observe_stage(
+            Stage::Run,
+            "slack",
+            ("process", "default".into()),
+            "other".into(),
+            5.0,
+        );
         let run = metrics.stage_last_hour(Stage::Run);
         assert_eq!(run.count, 2, "{run:?}");
         assert!(
@@ -346,10 +431,16 @@ mod tests {
         assert_eq!(metrics.stage_last_hour(Stage::Queue).count, 0);
 
         now.store(61 * 60_000, Ordering::SeqCst);
-        metrics.observe_stage(Stage::Queue, "api", "process", "ok".into(), 0.1);
+        metrics.observe_stage(
+            Stage::Queue,
+            "api",
+            ("process", "default".into()),
+            "ok".into(),
+            0.1,
+        );
         assert_eq!(metrics.stage_last_hour(Stage::Run), Percentiles::default());
         assert_eq!(metrics.stage_last_hour(Stage::Queue).count, 1);
-        let text = metrics.render(None);
+        let text = metrics.render(None, &[]);
         let run_total: u64 = text
             .lines()
             .filter(|l| l.starts_with("agentsmith_stage_seconds_count{stage=\"run\""))
@@ -368,7 +459,7 @@ mod tests {
         }
         let get = HttpLabels::new(Some("/v1/jobs"), &Method::GET, StatusCode::OK);
         metrics.http_requests.get_or_create(&get).inc();
-        let text = metrics.render(None);
+        let text = metrics.render(None, &[]);
         let mut series: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("agentsmith_http_requests_total{"))

@@ -50,6 +50,24 @@ pub struct AgentSettings {
     /// Mount a service account token in the agent's pod (kubernetes).
     #[serde(default)]
     pub service_account_token: bool,
+    /// The spawner targets this profile's jobs run on, in order of preference; empty: the
+    /// default target (the `spawner:` section). A project's own list wins.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// What a job does when its first target is full or unhealthy.
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+/// `agents.<name>.overflow`: where a job goes when its first target is full or unhealthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// The next of its targets that has room and is healthy; it waits when none has.
+    #[default]
+    Next,
+    /// It waits for its first target.
+    Wait,
 }
 
 impl AgentSettings {
@@ -107,6 +125,10 @@ pub struct ProjectSettings {
     /// Who may start, cancel and retry this project's jobs, per source.
     #[serde(default)]
     pub access: AccessSettings,
+    /// The spawner targets this project's jobs run on, in order of preference; empty: its
+    /// profile's.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// `projects.<name>.checkout.*`: the runner checks the project's `repo` out into the work

@@ -74,8 +74,10 @@ pub struct Settings {
     pub redis: queue::RedisSettings,
     /// Limits, retries, leases and retention.
     pub queue: queue::QueueSettings,
-    /// The backend that runs agent workloads.
+    /// The backend that runs agent workloads: the target named `default`.
     pub spawner: spawner::SpawnerSettings,
+    /// More spawner targets, by name.
+    pub spawners: BTreeMap<String, spawner::SpawnerSettings>,
     /// Agent profiles by name.
     pub agents: BTreeMap<String, AgentSettings>,
     /// Projects by name.
@@ -125,6 +127,16 @@ impl Settings {
             }
         }
         merge(&mut defaults, user);
+        // Each named target starts from the built-in spawner section.
+        if let (Some(base), Some(Value::Object(targets))) =
+            (builtin.get("spawner"), defaults.get_mut("spawners"))
+        {
+            for target in targets.values_mut() {
+                let mut full = base.clone();
+                merge(&mut full, std::mem::take(target));
+                *target = full;
+            }
+        }
         let (settings, mut problems) = deserialize_all(defaults, &builtin, &env_texts(env));
         if let Some(settings) = &settings {
             problems.extend(settings.validate());
@@ -233,6 +245,79 @@ mod tests {
                 .iter()
                 .any(|p| p.key == "spawner.kubernetes.profiles.echo.volumes"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn named_targets_start_from_the_built_in_spawner_and_routes_must_name_them() {
+        let yaml = "spawners:\n  gpu-eu:\n    type: docker\n    max_concurrent_jobs: 2\n    \
+                    docker:\n      network: host\n  spare:\n    process:\n      keep_finished_secs: 5\n\
+                    agents:\n  echo:\n    command: [\"true\"]\n    image: agent:1\n    \
+                    targets: [gpu-eu, default]\n    overflow: wait\n\
+                    projects:\n  p:\n    agent: echo\n    targets: [spare]\n";
+        let settings = load_yaml(yaml, &[]).unwrap();
+        let gpu = &settings.spawners["gpu-eu"];
+        assert_eq!(gpu.kind, spawner::SpawnerKind::Docker);
+        assert_eq!(gpu.max_concurrent_jobs, 2);
+        assert_eq!(gpu.docker.network, "host");
+        // Unset keys take the built-in defaults.
+        assert_eq!(gpu.docker.user, "10001:10001");
+        assert_eq!(gpu.probe_secs, 10);
+        assert_eq!(
+            settings.spawners["spare"].kind,
+            spawner::SpawnerKind::Process
+        );
+        assert_eq!(settings.spawners["spare"].process.keep_finished_secs, 5);
+        let echo = &settings.agents["echo"];
+        assert_eq!(echo.targets, ["gpu-eu", "default"]);
+        assert_eq!(echo.overflow, agents::Overflow::Wait);
+        assert_eq!(settings.projects["p"].targets, ["spare"]);
+
+        let problems = |yaml: &str| load_yaml(yaml, &[]).unwrap_err().0;
+        let has = |found: &[Problem], key: &str, part: &str| {
+            found
+                .iter()
+                .any(|p| p.key == key && p.message.contains(part))
+        };
+        let found = problems(&yaml.replace("[gpu-eu, default]", "[gpu-us]"));
+        assert!(
+            has(&found, "agents.echo.targets[0]", "names no target"),
+            "{found:?}"
+        );
+        let found = problems(&yaml.replace("[spare]", "[spare, spare]"));
+        assert!(
+            has(&found, "projects.p.targets[1]", "listed twice"),
+            "{found:?}"
+        );
+        let found = problems(&yaml.replace("  spare:", "  default:"));
+        assert!(
+            has(&found, "spawners.default", "spawner section"),
+            "{found:?}"
+        );
+        let found = problems(&yaml.replace("  spare:", "  Spare_1:"));
+        assert!(has(&found, "spawners.Spare_1", "lowercase"), "{found:?}");
+        let found = problems(&yaml.replace("network: host", "netwrok: host"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.key == "spawners.gpu-eu.docker.netwrok"),
+            "{found:?}"
+        );
+        let found = problems(&yaml.replace("max_concurrent_jobs: 2", "probe_secs: 0"));
+        assert!(
+            has(&found, "spawners.gpu-eu.probe_secs", "greater than 0"),
+            "{found:?}"
+        );
+        let found = problems(&yaml.replace("overflow: wait", "overflow: later"));
+        assert!(
+            found.iter().any(|p| p.key == "agents.echo.overflow"),
+            "{found:?}"
+        );
+        // A profile that may run in a container needs an image.
+        let found = problems(&yaml.replace("    image: agent:1\n", ""));
+        assert!(
+            has(&found, "agents.echo.image", "need an image"),
+            "{found:?}"
         );
     }
 

@@ -39,6 +39,7 @@ impl Settings {
         problems.section("redis", self.redis.problems());
         problems.section("queue", self.queue.problems());
         problems.section("spawner", self.spawner.problems());
+        self.check_targets(&mut problems);
         self.check_agents(&mut problems);
         self.check_sources(&mut problems);
         self.check_projects(&mut problems);
@@ -117,16 +118,88 @@ impl Settings {
         }
     }
 
+    /// The spawner section of each target, by name, the default first.
+    pub fn target_settings(&self) -> Vec<(&str, &spawner::SpawnerSettings)> {
+        std::iter::once((spawner::DEFAULT_TARGET, &self.spawner))
+            .chain(self.spawners.iter().map(|(n, s)| (n.as_str(), s)))
+            .collect()
+    }
+
+    fn check_targets(&self, problems: &mut Problems) {
+        for (name, target) in &self.spawners {
+            let key = format!("spawners.{name}");
+            if name == spawner::DEFAULT_TARGET {
+                problems.add(&key, "the target named default is the spawner section");
+            } else if !valid_target_name(name) {
+                problems.add(
+                    &key,
+                    "target names are lowercase letters, digits and '-', at most 40",
+                );
+            }
+            problems.section(&key, target.problems());
+        }
+        let mut lists: Vec<(String, &[String])> = self
+            .agents
+            .iter()
+            .map(|(n, a)| (format!("agents.{n}.targets"), a.targets.as_slice()))
+            .collect();
+        lists.extend(
+            self.projects
+                .iter()
+                .map(|(n, p)| (format!("projects.{n}.targets"), p.targets.as_slice())),
+        );
+        for (key, list) in lists {
+            for (i, target) in list.iter().enumerate() {
+                if target != spawner::DEFAULT_TARGET && !self.spawners.contains_key(target) {
+                    problems.add(
+                        &format!("{key}[{i}]"),
+                        format!("{target:?} names no target (default or spawners.*)"),
+                    );
+                } else if list[..i].contains(target) {
+                    problems.add(
+                        &format!("{key}[{i}]"),
+                        format!("{target:?} is listed twice"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The targets a profile's own jobs may run on (a project may route elsewhere).
+    fn targets_of(&self, agent: &super::AgentSettings) -> Vec<&spawner::SpawnerSettings> {
+        if agent.targets.is_empty() {
+            return vec![&self.spawner];
+        }
+        agent
+            .targets
+            .iter()
+            .filter_map(|t| {
+                if t == spawner::DEFAULT_TARGET {
+                    Some(&self.spawner)
+                } else {
+                    self.spawners.get(t)
+                }
+            })
+            .collect()
+    }
+
     fn check_agents(&self, problems: &mut Problems) {
         if self.agents.is_empty() {
             problems.add("agents", "at least one agent profile is needed");
         }
-        for profile in self.spawner.kubernetes.profiles.keys() {
-            if !self.agents.contains_key(profile) {
-                problems.add(
-                    &format!("spawner.kubernetes.profiles.{profile}"),
-                    "names no agent profile (agents.*)",
-                );
+        for (target, settings) in self.target_settings() {
+            let section = if target == spawner::DEFAULT_TARGET {
+                "spawner".to_string()
+            } else {
+                format!("spawners.{target}")
+            };
+            for profile in settings.kubernetes.profiles.keys() {
+                if !self.agents.contains_key(profile) {
+                    problems.add(
+                        &format!("{section}.kubernetes.profiles.{profile}"),
+                        "names no agent profile (agents.*)",
+                    );
+                }
             }
         }
         for (name, agent) in &self.agents {
@@ -143,19 +216,21 @@ impl Settings {
             if agent.timeout_secs == 0 {
                 problems.add(&key("timeout_secs"), "must be greater than 0");
             }
-            if self.spawner.kind != SpawnerKind::Process && agent.image.is_empty() {
+            let targets = self.targets_of(agent);
+            if targets.iter().any(|t| t.kind != SpawnerKind::Process) && agent.image.is_empty() {
                 problems.add(
                     &key("image"),
                     "container spawners (docker, kubernetes) need an image for every agent profile",
                 );
             }
-            if self.spawner.kind == SpawnerKind::Kubernetes
-                && !agent.secret_env.is_empty()
-                && self.spawner.kubernetes.secret_name.is_empty()
+            if !agent.secret_env.is_empty()
+                && targets.iter().any(|t| {
+                    t.kind == SpawnerKind::Kubernetes && t.kubernetes.secret_name.is_empty()
+                })
             {
                 problems.add(
                     &key("secret_env"),
-                    "the kubernetes spawner reads secrets from spawner.kubernetes.secret_name, which is not set",
+                    "the kubernetes spawner reads secrets from its kubernetes.secret_name, which is not set",
                 );
             }
             for (var, secret) in &agent.secret_env {
@@ -544,6 +619,15 @@ fn valid_host(host: &str) -> bool {
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A target's name: in metrics labels and job records, so short and plain.
+fn valid_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn valid_name(name: &str) -> bool {

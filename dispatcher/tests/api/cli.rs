@@ -257,7 +257,7 @@ async fn jobs_logs_follow_resumes_after_a_lagged_drop_without_gaps_or_repeats() 
         "the follower saw the end: {}",
         &printed[printed.len().saturating_sub(500)..]
     );
-    let metrics = app.ctx.metrics.render(None);
+    let metrics = app.ctx.metrics.render(None, &[]);
     let streams = "agentsmith_http_requests_total{route=\"/v1/jobs/{id}/events\",method=\"GET\",status=\"200\"} ";
     let opened: u64 = metrics
         .lines()

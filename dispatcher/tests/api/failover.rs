@@ -107,8 +107,8 @@ async fn two_dispatchers_on_one_redis_run_each_of_fifty_jobs_once() {
     assert_eq!(lines.len(), 50, "each job ran exactly once");
     assert_eq!(distinct.len(), 50);
     // Both dispatchers spawned some of them (the process spawner keeps finished workloads).
-    let by_a = a.ctx.spawner.list().await.unwrap().len();
-    let by_b = b.ctx.spawner.list().await.unwrap().len();
+    let by_a = a.ctx.spawner.list().await.0.len();
+    let by_b = b.ctx.spawner.list().await.0.len();
     assert_eq!(by_a + by_b, 50, "{by_a} + {by_b} spawns");
     assert!(
         by_a > 0 && by_b > 0,

@@ -67,6 +67,8 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         disk: None,
         writable_root: false,
         service_account_token: false,
+        targets: Vec::new(),
+        overflow: Default::default(),
     }
 }
 

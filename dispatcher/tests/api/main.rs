@@ -33,4 +33,6 @@ mod router;
 mod runner_wall;
 mod sse;
 mod stream_caps;
+mod targets;
+mod targets_lab;
 mod webhooks;

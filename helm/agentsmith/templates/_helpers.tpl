@@ -193,11 +193,36 @@ a secret (a ConfigMap is no place for one, and the Secret's environment would ov
 {{- get $server "shutdown_grace_secs" | default 20 | int -}}
 {{- end -}}
 
+{{/* Where the kubeconfig of a target in another cluster is mounted (a directory). Takes the target's name. */}}
+{{- define "agentsmith.targetKubeconfigDir" -}}
+{{- printf "/etc/agentsmith/targets/%s" . -}}
+{{- end -}}
+
+{{/*
+The `targets` value as agentsmith.yml's spawners section, the chart's layer under
+config.content's: each entry without kubeconfigSecret (the chart's key: the dispatcher refuses
+keys it does not know), its type kubernetes unless it names another (the dispatcher's own
+default, process, cannot run in its image). Fails on a kubeconfigSecret of another type.
+*/}}
+{{- define "agentsmith.targetSpawners" -}}
+{{- $spawners := dict -}}
+{{- range $name, $target := .Values.targets -}}
+{{- $target = deepCopy ($target | default dict) -}}
+{{- $type := toString (get $target "type" | default "kubernetes") -}}
+{{- if and (get $target "kubeconfigSecret") (ne $type "kubernetes") -}}
+{{- fail (printf "targets.%s.kubeconfigSecret is set but targets.%s.type is %s: a kubeconfig is for a kubernetes target" $name $name $type) -}}
+{{- end -}}
+{{- $_ := set $spawners $name (merge (omit $target "kubeconfigSecret") (dict "type" "kubernetes")) -}}
+{{- end -}}
+{{- toYaml $spawners -}}
+{{- end -}}
+
 {{/*
 agentsmith.yml as the dispatcher reads it, in three layers: the chart's defaults for agent
-pods (from values), the user's config.content over them, and the settings the chart must
-control (where the dispatcher listens, where runners call back, in-cluster access, the
-namespace, service account and Secret it created) over both.
+pods and its more targets (from values), the user's config.content over them, and the settings
+the chart must control (where the dispatcher listens, where runners call back, in-cluster
+access, the namespace, service account and Secret it created, the kubeconfigs it mounts) over
+both.
 */}}
 {{- define "agentsmith.configFile" -}}
 {{- $user := fromYaml (include "agentsmith.userConfig" .) -}}
@@ -224,6 +249,10 @@ namespace, service account and Secret it created) over both.
 {{- $_ := set $k8sDefaults "profiles" .Values.agents.profileShapes -}}
 {{- end -}}
 {{- $defaults := dict "spawner" (dict "kubernetes" $k8sDefaults) -}}
+{{- /* More targets, only when given (dispatchers that predate spawners refuse the key). */ -}}
+{{- with include "agentsmith.targetSpawners" . | fromYaml -}}
+{{- $_ := set $defaults "spawners" . -}}
+{{- end -}}
 {{- /*
   On Redis Cluster every key of the installation must be in one hash slot, so the prefix needs
   a hash tag: "{agentsmith}:", the dispatcher's own "agentsmith:" with its name as the tag. A
@@ -260,6 +289,17 @@ namespace, service account and Secret it created) over both.
         "installation" (include "agentsmith.installation" .))
       "spawner" (dict "type" "kubernetes" "kubernetes" $managedK8s)
 -}}
+{{- /* A target in another cluster reaches it through the kubeconfig the chart mounts. */ -}}
+{{- $managedSpawners := dict -}}
+{{- range $name, $target := .Values.targets -}}
+{{- if get ($target | default dict) "kubeconfigSecret" -}}
+{{- $kubeconfig := printf "%s/kubeconfig" (include "agentsmith.targetKubeconfigDir" $name) -}}
+{{- $_ := set $managedSpawners $name (dict "kubernetes" (dict "kubeconfig" $kubeconfig)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $managedSpawners -}}
+{{- $_ := set $managed "spawners" $managedSpawners -}}
+{{- end -}}
 {{- /* A source whose secret the chart holds is on. */ -}}
 {{- $enabled := dict -}}
 {{- range $source, $secret := dict "slack" .Values.secrets.slack.signingSecret "github" .Values.secrets.github.webhookSecret "gitlab" .Values.secrets.gitlab.webhookToken "jira" .Values.secrets.jira.webhookSecret -}}

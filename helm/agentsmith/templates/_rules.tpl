@@ -5,7 +5,7 @@ runs `promtool check rules` and `promtool test rules` (helm/agentsmith/tests/rul
 both.
 
 They read agentsmith_stage_seconds, the dispatcher's histogram of each stage of a job's life
-(dispatcher/src/metrics), labelled stage, source, backend and profile.
+(dispatcher/src/metrics), labelled stage, source, backend, target and profile.
 */}}
 
 {{/*

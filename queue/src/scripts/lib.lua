@@ -153,18 +153,21 @@ local function admit(id, attempt, ckey, rec)
     redis.call('ZREM', key_queue(ckey), id)
   end
   transition(id, 'queued', 'starting', attempt, nil, rec,
-    { F_HANDLE, '', F_HANDLE_IDENTITY, '', F_ADMITTED_AT, NOW })
+    { F_HANDLE, '', F_HANDLE_IDENTITY, '', F_TARGET, '', F_ADMITTED_AT, NOW })
 end
 
 local function release(id, rec)
   redis.call('ZREM', K_RUNNING, id)
   PUMP = true
-  local ckey
-  if rec then ckey = rec[6] else ckey = redis.call('HGET', job_key(id), F_CONCURRENCY_KEY) end
+  local k = redis.call('HMGET', job_key(id), F_CONCURRENCY_KEY, F_TARGET)
+  local ckey = k[1]
+  if rec then ckey = rec[6] end
   if ckey and ckey ~= '' then
     redis.call('SREM', concurrency_key(ckey), id)
     redis.call('ZREM', key_queue(ckey), id)
   end
+  -- The target keeps its name in the record (where the attempt ran); its slot is freed.
+  if k[2] and k[2] ~= '' then redis.call('SREM', target_key(k[2]), id) end
 end
 
 -- Admits waiting jobs, oldest first, while slots are free; each admitted job gets a queue
@@ -210,7 +213,7 @@ local function fail_attempt(id, from, attempt, reason, retryable, delay_ms, rec)
     release(id, rec)
     redis.call('ZADD', K_DELAYED, now + delay_ms, id)
     transition(id, from, 'retrying', attempt, reason, rec, { F_ATTEMPT, attempt + 1, F_HANDLE, '',
-      F_HANDLE_IDENTITY, '', F_REASON, reason, F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0 })
+      F_HANDLE_IDENTITY, '', F_TARGET, '', F_REASON, reason, F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0 })
     return 'retrying'
   end
   local why = reason

@@ -11,7 +11,7 @@ local attempt = tonumber(f[2]) + 1
 redis.call('PERSIST', K_JOB)
 redis.call('PERSIST', K_EVENTS)
 redis.call('HSET', K_JOB, F_ATTEMPT, attempt, F_MAX_ATTEMPTS, attempt + tonumber(ARGV[8]) - 1,
-  F_HANDLE, '', F_HANDLE_IDENTITY, '', F_REASON, '', F_FINISHED_AT, '', F_RESULT, '', F_EXIT_CODE, '',
+  F_HANDLE, '', F_HANDLE_IDENTITY, '', F_TARGET, '', F_REASON, '', F_FINISHED_AT, '', F_RESULT, '', F_EXIT_CODE, '',
   F_RUNNER_SEQ, 0, F_OUTPUT_BYTES, 0)
 redis.call('HDEL', K_JOB, F_STARTED_AT, F_SPAWNED_AT, F_ADMITTED_AT)
 transition(id, state, 'queued', attempt, 'retry requested')

@@ -60,6 +60,7 @@ impl JobSpawner for NoopSpawner {
                 job_id: job.job_id.clone(),
                 attempt: job.attempt,
                 id: None,
+                target: contract::DEFAULT_TARGET.into(),
             };
             (handle, WorkloadStatus::Running)
         });

@@ -370,6 +370,7 @@ impl JobSpawner for ProcessSpawner {
             job_id: job.job_id.clone(),
             attempt: job.attempt,
             id: Some(pid.to_string()),
+            target: contract::DEFAULT_TARGET.into(),
         };
         let (tx, rx) = watch::channel(WorkloadStatus::Running);
         workloads.insert(
@@ -543,6 +544,7 @@ mod tests {
             job_id: "j".into(),
             attempt: 1,
             id: None,
+            target: contract::DEFAULT_TARGET.into(),
         };
         lock(&registry).insert(
             "w".into(),

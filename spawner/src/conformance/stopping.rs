@@ -21,6 +21,7 @@ fn phantom(spawner: &dyn JobSpawner) -> JobHandle {
         job_id: "neverexisted".into(),
         attempt: 1,
         id: None,
+        target: contract::DEFAULT_TARGET.into(),
     }
 }
 

@@ -40,6 +40,15 @@ pub struct SpawnerSettings {
     pub reconcile_secs: u64,
     /// Directory of secret files (one file per key); empty: `AGENTSMITH_SECRET_<KEY>` only.
     pub secrets_dir: String,
+    /// The most jobs this target runs at once; 0: no cap besides the queue's
+    /// `max_concurrent_jobs`.
+    pub max_concurrent_jobs: u32,
+    /// The base URL this target's runners post their events to (a dispatcher address its
+    /// agents reach: a cluster of its own needs one); empty: `server.public_url`.
+    pub callback_url: String,
+    /// Seconds between probes of the target's backend (a target whose probe fails gets no
+    /// new attempts until one passes).
+    pub probe_secs: u64,
     /// Settings of the process backend.
     #[cfg(feature = "process")]
     pub process: ProcessSettings,
@@ -86,6 +95,12 @@ impl SpawnerSettings {
 
     fn report(&self, problems: &mut Problems<'_>) {
         problems.positive("reconcile_secs", self.reconcile_secs);
+        problems.positive("probe_secs", self.probe_secs);
+        let url = &self.callback_url;
+        let http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !http {
+            problems.add("callback_url", "must be an http:// or https:// URL");
+        }
         // The process section has nothing that parses yet cannot work: a missing runner is
         // what the backend's probe says.
         #[cfg(feature = "docker")]

@@ -434,7 +434,7 @@
 
   async function jobView(view, id) {
     let job = await api("/v1/jobs/" + encodeURIComponent(id));
-    const attempts = new Map(); // attempt -> {backend, workload, at, state}
+    const attempts = new Map(); // attempt -> {backend, target, workload, at, state}
     let result = null;
 
     const head = h("div", { class: "page-head" });
@@ -465,7 +465,7 @@
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h2", {}, "Attempts"),
           h("table", { class: "attempts" },
-            h("thead", {}, h("tr", {}, ["Attempt", "Backend", "Workload", "Spawned", "Outcome"].map((c) => h("th", { scope: "col" }, c)))),
+            h("thead", {}, h("tr", {}, ["Attempt", "Backend", "Target", "Workload", "Spawned", "Outcome"].map((c) => h("th", { scope: "col" }, c)))),
             attemptsBody)),
         h("section", { class: "card" }, h("h2", {}, "Result"), resultBox)));
 
@@ -502,10 +502,11 @@
       attemptsBody.replaceChildren(...list.map(([n, a]) => h("tr", {},
         h("td", { "data-label": "Attempt" }, String(n)),
         h("td", { "data-label": "Backend" }, a.backend || "—"),
+        h("td", { "data-label": "Target" }, a.target || "—"),
         h("td", { "data-label": "Workload", class: "mono" }, a.workload || "—"),
         h("td", { "data-label": "Spawned" }, fmtTime(a.at)),
         h("td", { "data-label": "Outcome" }, a.state ? badge(a.state) : "—"))));
-      if (!list.length) attemptsBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted" }, "Not spawned yet.")));
+      if (!list.length) attemptsBody.append(h("tr", {}, h("td", { colspan: "6", class: "muted" }, "Not spawned yet.")));
     }
 
     function renderResult() {
@@ -593,8 +594,8 @@
       } else if (type === "waiting") {
         item(h("span", { class: "tag" }, "waiting"), ev.reason);
       } else if (type === "spawned") {
-        attempts.set(ev.attempt, { backend: ev.backend, workload: ev.workload, at: ev.at, state: (attempts.get(ev.attempt) || {}).state });
-        item(h("span", { class: "tag" }, "spawned"), ev.backend + " · " + ev.workload);
+        attempts.set(ev.attempt, { backend: ev.backend, target: ev.target, workload: ev.workload, at: ev.at, state: (attempts.get(ev.attempt) || {}).state });
+        item(h("span", { class: "tag" }, "spawned"), ev.backend + " · " + (ev.target || "default") + " · " + ev.workload);
         renderAttempts();
       } else if (type === "result") {
         result = ev;
@@ -660,6 +661,15 @@
           h("div", { class: "stat card" }, h("div", { class: "stat-label" }, "Health"),
             h("ul", { class: "health", id: "health" }, health("Redis", o.redis), health("Spawner", o.spawner, o.backend),
               o.draining ? h("li", { class: "bad" }, h("span", { class: "swatch" }), "draining: shutting down") : null))),
+        h("section", { class: "card", id: "targets" },
+          h("table", { class: "targets" },
+            h("caption", {}, "Spawner targets"),
+            h("thead", {}, h("tr", {}, ["target", "backend", "state", "jobs", "cap"].map((c) => h("th", { scope: "col" }, c)))),
+            h("tbody", {}, (o.targets || []).map((t) => h("tr", { "data-target": t.name },
+              h("th", { scope: "row" }, t.name), h("td", {}, t.backend),
+              h("td", { class: t.state === "down" ? "bad" : "" }, t.state + (t.error ? ": " + t.error : "")),
+              h("td", { class: "num" }, t.jobs == null ? "—" : String(t.jobs)),
+              h("td", { class: "num" }, t.max_concurrent_jobs ? String(t.max_concurrent_jobs) : "none")))))),
         h("div", { class: "grid three" },
           h("section", { class: "card" }, stateTable(o.last_hour.by_state, "Jobs created in the last hour, by state now")),
           h("section", { class: "card" }, stateTable(o.current, "Jobs now active, by state")),

@@ -12,7 +12,7 @@ use super::*;
 
 /// The refusal counter's line for `source` and `reason`, as `/metrics` shows it.
 fn refused_count(app: &TestApp, source: &str, reason: &str) -> u64 {
-    let text = app.ctx.metrics.render(None);
+    let text = app.ctx.metrics.render(None, &[]);
     let prefix =
         format!("agentsmith_triggers_refused_total{{source=\"{source}\",reason=\"{reason}\"}} ");
     text.lines()

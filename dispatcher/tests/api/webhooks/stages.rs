@@ -1,6 +1,6 @@
 //! Every stage of a job's life is timed: a job from a signed GitHub delivery to its
 //! delivered final comment leaves one observation in each of the six stages of
-//! `agentsmith_stage_seconds`, labelled with its source, backend and profile.
+//! `agentsmith_stage_seconds`, labelled with its source, backend, target and profile.
 
 use queue::JobState;
 
@@ -20,16 +20,18 @@ async fn a_job_from_a_signed_webhook_to_its_delivered_reply_is_timed_in_every_st
     wait_for_outbox_drained(&app).await;
     let metrics = app.metrics_text().await;
     let profile = job.agent.as_str();
-    for (stage, profile) in [
-        ("acknowledge", "none"),
-        ("queue", profile),
-        ("spawn", profile),
-        ("start", profile),
-        ("run", profile),
-        ("reply", profile),
+    // An acknowledgement comes before the job has a target.
+    let ran = ("process", "default", profile);
+    for (stage, (backend, target, profile)) in [
+        ("acknowledge", ("none", "none", "none")),
+        ("queue", ran),
+        ("spawn", ran),
+        ("start", ran),
+        ("run", ran),
+        ("reply", ran),
     ] {
         let series = format!(
-            "agentsmith_stage_seconds_count{{stage=\"{stage}\",source=\"github\",backend=\"process\",profile=\"{profile}\"}} 1\n"
+            "agentsmith_stage_seconds_count{{stage=\"{stage}\",source=\"github\",backend=\"{backend}\",target=\"{target}\",profile=\"{profile}\"}} 1\n"
         );
         assert!(metrics.contains(&series), "no {series} in\n{metrics}");
     }

@@ -78,6 +78,7 @@ impl DockerSpawner {
             job_id: job_id.to_string(),
             attempt,
             id,
+            target: contract::DEFAULT_TARGET.into(),
         }
     }
 

@@ -287,6 +287,7 @@ impl JobSpawner for KubernetesSpawner {
             job_id: job.job_id.clone(),
             attempt: job.attempt,
             id: uid,
+            target: contract::DEFAULT_TARGET.into(),
         })
     }
 
@@ -404,6 +405,7 @@ impl JobSpawner for KubernetesSpawner {
                     job_id: l.get(labels::JOB_ID)?.clone(),
                     attempt: l.get(labels::ATTEMPT)?.parse().ok()?,
                     id: job.metadata.uid.clone(),
+                    target: contract::DEFAULT_TARGET.into(),
                 })
             })
             .collect())
