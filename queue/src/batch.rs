@@ -181,22 +181,13 @@ mod tests {
 
     use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
     use redis::AsyncCommands;
-    use secrecy::SecretString;
     use testkit::redis::RedisServer;
 
     use crate::fields::job as f;
     use crate::{new_job_id, Admission, NewJob, Queue, QueueSettings, RedisSettings, Submission};
 
     fn queue_at(url: &str) -> Queue {
-        let redis = RedisSettings {
-            url: SecretString::from(url.to_string()),
-            prefix: format!("test-batch-{}:", new_job_id()),
-            timeout_secs: 5,
-            tls: Default::default(),
-            sentinel: Default::default(),
-            cluster: false,
-            min_replicas_acked: 0,
-        };
+        let redis = RedisSettings::for_tests(url, format!("test-batch-{}:", new_job_id()));
         Queue::new(&redis, &QueueSettings::for_tests()).unwrap()
     }
 

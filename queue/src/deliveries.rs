@@ -483,21 +483,15 @@ fn parse_cursor(cursor: Option<&str>) -> (String, usize) {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::SecretString;
 
     use super::*;
     use crate::{now_ms, QueueSettings, RedisSettings};
 
     fn queue(max_len: u64) -> Queue {
-        let redis = RedisSettings {
-            url: SecretString::from(testkit::redis::test_url()),
-            prefix: format!("deliveries-{:016x}:", rand::random::<u64>()),
-            timeout_secs: 5,
-            tls: Default::default(),
-            sentinel: Default::default(),
-            cluster: false,
-            min_replicas_acked: 0,
-        };
+        let redis = RedisSettings::for_tests(
+            &testkit::redis::test_url(),
+            format!("deliveries-{:016x}:", rand::random::<u64>()),
+        );
         let mut limits = QueueSettings::for_tests();
         limits.deliveries_max_len = max_len;
         Queue::new(&redis, &limits).unwrap()

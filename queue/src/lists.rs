@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
 use redis::aio::MultiplexedConnection;
-use secrecy::SecretString;
 use testkit::redis::RedisServer;
 use testkit::wait_until;
 
@@ -25,15 +24,7 @@ const NOPE: &str = "nope";
 /// A queue on `url` under a fresh prefix, admitting up to 1,000 jobs, keeping finished jobs
 /// for `retention_secs`.
 fn queue_at(url: &str, retention_secs: u64) -> Queue {
-    let redis = RedisSettings {
-        url: SecretString::from(url.to_string()),
-        prefix: format!("test-lists-{}:", new_job_id()),
-        timeout_secs: 5,
-        tls: Default::default(),
-        sentinel: Default::default(),
-        cluster: false,
-        min_replicas_acked: 0,
-    };
+    let redis = RedisSettings::for_tests(url, format!("test-lists-{}:", new_job_id()));
     let mut limits = QueueSettings::for_tests();
     limits.max_concurrent_jobs = 1_000;
     limits.retention_secs = retention_secs;

@@ -312,6 +312,22 @@ fn is_loopback(host: &str) -> bool {
 }
 
 #[cfg(test)]
+impl RedisSettings {
+    /// A plain Redis at `url` under `prefix`, for the queue's own tests.
+    pub(crate) fn for_tests(url: &str, prefix: String) -> Self {
+        Self {
+            url: secrecy::SecretString::from(url.to_string()),
+            prefix,
+            timeout_secs: 5,
+            tls: Default::default(),
+            sentinel: Default::default(),
+            cluster: false,
+            min_replicas_acked: 0,
+        }
+    }
+}
+
+#[cfg(test)]
 impl QueueSettings {
     /// Small limits for the queue's own tests.
     pub(crate) fn for_tests() -> Self {

@@ -5,23 +5,16 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
-
 use crate::{
     new_job_id, Admission, AttemptFailure, Claim, JobState, NewJob, Queue, QueueSettings,
     RedisSettings, TargetChoice,
 };
 
 fn queue() -> Queue {
-    let redis = RedisSettings {
-        url: SecretString::from(testkit::redis::test_url()),
-        prefix: format!("test-targets-{}:", new_job_id()),
-        timeout_secs: 5,
-        tls: Default::default(),
-        sentinel: Default::default(),
-        cluster: false,
-        min_replicas_acked: 0,
-    };
+    let redis = RedisSettings::for_tests(
+        &testkit::redis::test_url(),
+        format!("test-targets-{}:", new_job_id()),
+    );
     let mut limits = QueueSettings::for_tests();
     limits.max_concurrent_jobs = 100;
     Queue::new(&redis, &limits).unwrap()

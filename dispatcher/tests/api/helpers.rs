@@ -13,7 +13,7 @@ use agentsmith::settings::{AgentSettings, Settings};
 use queue::{Job, JobState};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use spawner::JobSpawner;
+use spawner::{Fleet, JobSpawner, Target};
 use tokio_util::sync::CancellationToken;
 
 pub use testkit::wait_until;
@@ -128,12 +128,20 @@ pub async fn spawn_app(customize: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, None).await
 }
 
-/// Starts a dispatcher with these settings and, if given, this spawner.
+/// Starts a dispatcher with these settings and, if given, this spawner (as its only target).
 pub async fn start(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> TestApp {
+    let cap = settings.spawner.max_concurrent_jobs;
+    let fleet = spawner.map(|s| Fleet::new([Target::new(spawner::DEFAULT_TARGET, s, cap)]));
+    start_on(settings, fleet).await
+}
+
+/// Starts a dispatcher with these settings and, if given, these spawner targets (else the
+/// ones the settings make).
+pub async fn start_on(settings: Settings, fleet: Option<Fleet>) -> TestApp {
     let shutdown = CancellationToken::new();
     let url = agentsmith::app::redacted_url(settings.redis.url.expose_secret());
-    let app = match spawner {
-        Some(spawner) => Application::build_with_spawner(settings, spawner, shutdown.clone()).await,
+    let app = match fleet {
+        Some(fleet) => Application::build_with_fleet(settings, fleet, shutdown.clone()).await,
         None => Application::build(settings, shutdown.clone()).await,
     }
     .unwrap_or_else(|e| {

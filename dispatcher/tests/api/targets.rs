@@ -13,7 +13,16 @@ use agentsmith::settings::{AgentSettings, Settings};
 use queue::{JobEvent, JobState};
 use serde_json::json;
 
-use crate::helpers::{runner_path, sh_agent, spawn_app, temp_dir, wait_until, TestApp};
+use std::sync::Arc;
+
+use spawner::recording::RecordingSpawner;
+use spawner::{Fleet, Target};
+
+use crate::helpers::{random_prefix, runner_path, sh_agent, spawn_app, start_on, temp_dir};
+use crate::helpers::{test_settings, wait_until, TestApp};
+
+/// How long a process job may take to reach what the test waits for.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A profile whose agent runs until `release` exists.
 fn held(release: &Path, targets: &[&str], overflow: Overflow) -> AgentSettings {
@@ -38,17 +47,17 @@ fn process_target(s: &Settings, runner: PathBuf, cap: u32) -> spawner::SpawnerSe
     target
 }
 
-fn target_of(job: &queue::Job) -> String {
+/// The target the job's attempt ran on ("" before its spawn is recorded).
+pub fn target_of(job: &queue::Job) -> String {
     job.handle
         .as_ref()
         .map(|h| h.target.clone())
         .unwrap_or_default()
 }
 
-async fn running_on(app: &TestApp, id: &str) -> String {
-    let job = app
-        .wait_for_state(id, JobState::Running, Duration::from_secs(20))
-        .await;
+/// The target the job runs on, once it runs (within `limit`).
+pub async fn running_on(app: &TestApp, id: &str, limit: Duration) -> String {
+    let job = app.wait_for_state(id, JobState::Running, limit).await;
     target_of(&job)
 }
 
@@ -78,14 +87,14 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
 
     // The first takes the small target's one slot; the second spills over to the next.
     let first = app.submit("spill", "first").await;
-    assert_eq!(running_on(&app, &first).await, "small");
+    assert_eq!(running_on(&app, &first, WAIT).await, "small");
     let second = app.submit("spill", "second").await;
-    assert_eq!(running_on(&app, &second).await, "big");
+    assert_eq!(running_on(&app, &second, WAIT).await, "big");
 
     // A profile that waits for its one target: queued, saying why, while the target is full.
     let patient = app.submit("patient", "waits").await;
     let waiting = app
-        .wait_for(&patient, "a reason to wait", Duration::from_secs(20), |j| {
+        .wait_for(&patient, "a reason to wait", WAIT, |j| {
             j.state == JobState::Queued
                 && j.reason
                     .as_deref()
@@ -102,9 +111,7 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
     let by_project = body["id"].as_str().unwrap().to_string();
     let plain = app.submit("ok", "by default").await;
     for (id, target) in [(&by_project, "big"), (&plain, "default")] {
-        let job = app
-            .wait_for_state(id, JobState::Succeeded, Duration::from_secs(20))
-            .await;
+        let job = app.wait_for_state(id, JobState::Succeeded, WAIT).await;
         assert_eq!(target_of(&job), target, "{job:#?}");
         let spawned: Vec<String> = app
             .events(id)
@@ -141,9 +148,7 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
     // Once the first ends, the patient one gets the small target's slot.
     std::fs::write(&release, "").unwrap();
     for id in [&first, &second] {
-        let job = app
-            .wait_for_state(id, JobState::Succeeded, Duration::from_secs(20))
-            .await;
+        let job = app.wait_for_state(id, JobState::Succeeded, WAIT).await;
         assert_eq!(job.attempt, 1);
     }
     let patient = app
@@ -198,9 +203,7 @@ async fn a_target_that_fails_its_probe_gets_no_new_jobs_until_it_passes_again() 
     );
 
     let id = app.submit("either", "skips the flaky target").await;
-    let job = app
-        .wait_for_state(&id, JobState::Succeeded, Duration::from_secs(20))
-        .await;
+    let job = app.wait_for_state(&id, JobState::Succeeded, WAIT).await;
     assert_eq!(target_of(&job), "steady", "{job:#?}");
     assert_eq!(
         job.attempt, 1,
@@ -220,8 +223,45 @@ async fn a_target_that_fails_its_probe_gets_no_new_jobs_until_it_passes_again() 
         "the flaky target did not come back"
     );
     let id = app.submit("either", "back on the first").await;
-    let job = app
-        .wait_for_state(&id, JobState::Succeeded, Duration::from_secs(20))
-        .await;
+    let job = app.wait_for_state(&id, JobState::Succeeded, WAIT).await;
     assert_eq!(target_of(&job), "flaky", "{job:#?}");
+}
+
+#[tokio::test]
+async fn a_job_whose_target_goes_down_while_its_runner_is_silent_is_retried_on_the_next() {
+    // "lost" records the spawn and runs nothing: no runner will ever report.
+    let lost = Arc::new(RecordingSpawner::new());
+    let mut s = test_settings(&random_prefix());
+    s.spawner.probe_secs = 1;
+    let mut either = sh_agent("echo ran");
+    either.targets = vec!["lost".into(), spawner::DEFAULT_TARGET.into()];
+    s.agents.insert("either".into(), either);
+    let local = spawner::from_settings(&s.spawner, &s.server.installation).unwrap();
+    let fleet = Fleet::new([
+        Target::new("lost", lost.clone(), 0),
+        Target::new(spawner::DEFAULT_TARGET, local, 0),
+    ]);
+    let app = start_on(s, Some(fleet)).await;
+    let id = app.submit("either", "goes to lost first").await;
+    let job = app
+        .wait_for(&id, "its spawn on lost", WAIT, |j| j.handle.is_some())
+        .await;
+    assert_eq!(target_of(&job), "lost", "{job:#?}");
+
+    // Its API stops answering: the silent attempt is given up at its lease's end and the
+    // next runs where a runner reports.
+    lost.set_unreachable(true);
+    let job = app
+        .wait_for_state(&id, JobState::Succeeded, Duration::from_secs(40))
+        .await;
+    assert_eq!(job.attempt, 2, "{job:#?}");
+    assert_eq!(target_of(&job), spawner::DEFAULT_TARGET, "{job:#?}");
+    let reasons = app.state_reasons(&id).await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("target lost is unreachable")),
+        "{reasons:?}"
+    );
+    app.stop().await;
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::Client;
-use queue::{Job, JobState};
+use queue::JobState;
 use spawner::conformance::lab::{agent_image, DockerLab, KubernetesLab};
 use spawner::conformance::{Lab, KEEP_FINISHED};
 use spawner::{Health, SpawnerKind, SpawnerSettings};
@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{random_prefix, runner_path, sh_agent, start, temp_dir, test_settings};
 use crate::helpers::{wait_until, TestApp};
+use crate::targets::{running_on, target_of};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -137,16 +138,19 @@ fn api_server(kubeconfig: &Path) -> String {
     server.trim_start_matches("https://").to_string()
 }
 
-/// Relays connections on `listen` to `to` until aborted (dropping it closes the port).
+/// Relays connections on `listener` to `to` until aborted: then the port closes and the
+/// connections it relays are cut (a client would otherwise go on using one it holds).
 fn relay(listener: TcpListener, to: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         while let Ok((mut inbound, _)) = listener.accept().await {
             let to = to.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Ok(mut outbound) = TcpStream::connect(&to).await {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
             });
+            while connections.try_join_next().is_some() {}
         }
     })
 }
@@ -170,20 +174,6 @@ fn sleeper(secs: u32, targets: &[&str]) -> AgentSettings {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         ..sh_agent(&format!("sleep {secs}; echo ran on $(hostname)"))
     }
-}
-
-fn target_of(job: &Job) -> String {
-    job.handle
-        .as_ref()
-        .map(|h| h.target.clone())
-        .unwrap_or_default()
-}
-
-async fn running_on(app: &TestApp, id: &str) -> String {
-    let job = app
-        .wait_for(id, "running", LONG, |j| j.state == JobState::Running)
-        .await;
-    target_of(&job)
 }
 
 async fn health_of(app: &TestApp, target: &str) -> Health {
@@ -236,7 +226,7 @@ async fn one_dispatcher_runs_jobs_on_two_clusters_a_docker_engine_and_processes(
         .await;
     assert_eq!(status, 202, "{body}");
     let on_west = body["id"].as_str().unwrap().to_string();
-    assert_eq!(running_on(&first, &on_west).await, "west");
+    assert_eq!(running_on(&first, &on_west, LONG).await, "west");
     let spilled = first.submit("spill", "west is full").await;
     let roamed = first.submit("roam", "far is down").await;
     let local = first.submit("local", "no route").await;
@@ -245,7 +235,7 @@ async fn one_dispatcher_runs_jobs_on_two_clusters_a_docker_engine_and_processes(
         (&spilled, "engine"),
         (&local, "default"),
     ] {
-        assert_eq!(running_on(&first, id).await, target, "job {id}");
+        assert_eq!(running_on(&first, id, LONG).await, target, "job {id}");
     }
     let job = first
         .wait_for_state(&roamed, JobState::Succeeded, LONG)
