@@ -181,6 +181,7 @@ impl Queue {
                     claim.entry.clone(),
                     to_json(&event),
                     (self.limits.lease_secs * 1000).to_string(),
+                    handle.target.clone(),
                 ],
             )
             .await?;

@@ -75,6 +75,8 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
         );
         s.agents
             .insert("patient".into(), held(&release, &["small"], Overflow::Wait));
+        s.agents
+            .insert("solo".into(), held(&release, &[], Overflow::Next));
         let mut project = agentsmith::settings::ProjectSettings {
             agent: "ok".into(),
             targets: vec!["big".into()],
@@ -86,6 +88,9 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
     .await;
 
     // The first takes the small target's one slot; the second spills over to the next.
+    // A job whose only route has no cap takes no slot to start, yet is counted once it runs.
+    let solo = app.submit("solo", "counted on the default target").await;
+    assert_eq!(running_on(&app, &solo, WAIT).await, "default");
     let first = app.submit("spill", "first").await;
     assert_eq!(running_on(&app, &first, WAIT).await, "small");
     let second = app.submit("spill", "second").await;
@@ -135,6 +140,8 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
     assert_eq!(small["jobs"], 1, "{ready}");
     assert_eq!(small["max_concurrent_jobs"], 1, "{ready}");
     assert_eq!(small["state"], "up", "{ready}");
+    let default = targets.iter().find(|t| t["name"] == "default").unwrap();
+    assert_eq!(default["jobs"], 1, "the solo job: {ready}");
     let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("agentsmith_target_jobs{target=\"small\"} 1"),
@@ -156,8 +163,14 @@ async fn jobs_run_where_their_profile_or_project_routes_them_and_overflow_when_a
         .await;
     assert_eq!(target_of(&patient), "small", "{patient:#?}");
     assert_eq!(patient.attempt, 1);
-    let slots = app.ctx.queue.target_load(&["small", "big"]).await.unwrap();
-    assert_eq!(slots, [0, 0], "every slot is given back");
+    let solo = app.wait_for_state(&solo, JobState::Succeeded, WAIT).await;
+    assert_eq!(solo.target.as_deref(), Some("default"), "{solo:#?}");
+    let slots = app
+        .ctx
+        .queue
+        .target_load(&["small", "big", "default"])
+        .await;
+    assert_eq!(slots.unwrap(), [0, 0, 0], "every slot is given back");
 }
 
 #[tokio::test]

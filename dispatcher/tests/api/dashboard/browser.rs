@@ -433,6 +433,15 @@ async fn the_jobs_page_and_the_overview(c: &Client, app: &TestApp, jobs: &Jobs) 
         .unwrap();
     wait_text(c, "#health", "Redis: reachable").await;
     wait_text(c, "#health", "Spawner: reachable").await;
+    // The targets: the only one, up, with the busy job.
+    wait_text(c, "#targets tr[data-target=default]", "process").await;
+    wait_text(
+        c,
+        "#targets tr[data-target=default] td:nth-of-type(2)",
+        "up",
+    )
+    .await;
+    wait_text(c, "#targets tr[data-target=default] td:nth-of-type(3)", "1").await;
     wait_text(c, "#admitted", "/ 10").await;
     wait_text(c, "#last-hour", "4").await;
     wait_text(c, "#admitted", "1 / 10").await;
