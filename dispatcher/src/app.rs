@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use queue::Queue;
 use secrecy::ExposeSecret;
-use spawner::{Fleet, JobSpawner, Target};
+use spawner::{Fleet, JobSpawner};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -44,8 +44,7 @@ impl Application {
         spawner: Arc<dyn JobSpawner>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let cap = settings.spawner.max_concurrent_jobs;
-        let fleet = Fleet::new([Target::new(spawner::DEFAULT_TARGET, spawner, cap)]);
+        let fleet = Fleet::single(spawner, settings.spawner.max_concurrent_jobs);
         Self::build_with_fleet(settings, fleet, shutdown).await
     }
 

@@ -107,9 +107,10 @@ impl Fleet {
         }
     }
 
-    /// A fleet of one target, the default, with no cap of its own.
-    pub fn single(spawner: Arc<dyn JobSpawner>) -> Self {
-        Self::new([Target::new(DEFAULT_TARGET, spawner, 0)])
+    /// A fleet of one target, the default, with at most `max_concurrent_jobs` jobs (0: no
+    /// cap of its own).
+    pub fn single(spawner: Arc<dyn JobSpawner>, max_concurrent_jobs: u32) -> Self {
+        Self::new([Target::new(DEFAULT_TARGET, spawner, max_concurrent_jobs)])
     }
 
     /// The target named `name`.
@@ -138,11 +139,6 @@ impl Fleet {
     /// The backend of the target named `name`, or `unknown`.
     pub fn backend_of(&self, name: &str) -> &'static str {
         self.get(name).map_or("unknown", Target::backend)
-    }
-
-    /// Whether every target's workloads outlive the dispatcher.
-    pub fn survives_restart(&self) -> bool {
-        self.targets().all(|t| t.spawner.survives_restart())
     }
 
     /// Probes every target at once, remembering each answer; the errors by target.

@@ -13,7 +13,7 @@ use agentsmith::settings::{AgentSettings, Settings};
 use queue::{Job, JobState};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use spawner::{Fleet, JobSpawner, Target};
+use spawner::{Fleet, JobSpawner};
 use tokio_util::sync::CancellationToken;
 
 pub use testkit::wait_until;
@@ -131,8 +131,7 @@ pub async fn spawn_app(customize: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a dispatcher with these settings and, if given, this spawner (as its only target).
 pub async fn start(settings: Settings, spawner: Option<Arc<dyn JobSpawner>>) -> TestApp {
     let cap = settings.spawner.max_concurrent_jobs;
-    let fleet = spawner.map(|s| Fleet::new([Target::new(spawner::DEFAULT_TARGET, s, cap)]));
-    start_on(settings, fleet).await
+    start_on(settings, spawner.map(|s| Fleet::single(s, cap))).await
 }
 
 /// Starts a dispatcher with these settings and, if given, these spawner targets (else the
