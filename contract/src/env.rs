@@ -72,3 +72,9 @@ pub const RESULT_FILE: &str = "AGENTSMITH_RESULT_FILE";
 /// Set for the agent: where it may write notes for the pull request's description
 /// (markdown), when its work is pushed.
 pub const NOTES_FILE: &str = "AGENTSMITH_NOTES_FILE";
+/// Set for the agent: the directory where it leaves questions (`<name>.json`, a
+/// [`crate::Ask`]) and finds their answers (`<name>.answer.json`); `agent-runner ask` uses it.
+pub const ASK_DIR: &str = "AGENTSMITH_ASK_DIR";
+/// Set for the agent: the directory where it leaves progress messages (`<name>.json`, a
+/// [`crate::Say`]); `agent-runner say` uses it.
+pub const SAY_DIR: &str = "AGENTSMITH_SAY_DIR";

@@ -7,6 +7,7 @@
 //! | [`exit`] | `agent-runner`'s exit codes and what each means |
 //! | [`labels`] | the labels every backend puts on every workload |
 //! | [`intent`] | [`Intent`]: what the requester wants done |
+//! | [`conversation`] | questions and progress messages: the agent's files, the runner's events, the answers |
 //! | [`checkout`] | [`Checkout`]: the repository the runner checks out before the agent starts, and its credential |
 //! | [`runner`] | the runner's wire types: [`RunnerBatch`] of [`RunnerEvent`]s, [`RunnerReply`], [`AgentResult`] |
 //! | [`workload`] | [`JobHandle`] (one workload, as the queue records it) and [`workload_name`] |
@@ -17,6 +18,7 @@
 
 pub mod agent_user;
 pub mod checkout;
+pub mod conversation;
 pub mod env;
 pub mod error_chain;
 pub mod exit;
@@ -27,6 +29,7 @@ pub mod workload;
 
 pub use agent_user::AgentUser;
 pub use checkout::{Change, Checkout, GitCredential, PullRequest, Push};
+pub use conversation::{Answer, AnswerReply, AnswerRequest, Ask, AskReply, Say};
 pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{

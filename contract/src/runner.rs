@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The version of the runner wire protocol; sent in every [`RunnerBatch`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,26 @@ pub enum RunnerEvent {
     Dropped {
         /// How many.
         lines: u64,
+    },
+    /// The agent asked a question and waits for its answer.
+    Question {
+        /// The question's id, unique within the attempt (the runner's name for it).
+        id: String,
+        /// The question.
+        text: String,
+        /// The answers offered as buttons.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        choices: Vec<String>,
+        /// The answer taken when nobody answers in time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<String>,
+        /// How long to wait for the answer.
+        timeout_secs: u64,
+    },
+    /// A progress message from the agent, for people.
+    Say {
+        /// The message.
+        text: String,
     },
     /// The agent's run is over; the last event of an attempt.
     Finished {
