@@ -164,7 +164,9 @@ impl Job {
 
     /// The environment changes for the agent: `Some(value)` sets a variable, `None`
     /// removes one it would otherwise inherit from the runner. The credential and the callback
-    /// URL are always removed: the agent never speaks for the job.
+    /// URL are always removed: the agent never speaks for the job. The runner's own
+    /// directory comes first on the agent's `PATH`, so that `agent-runner ask` and `say`
+    /// are found wherever the runner was started from.
     pub fn agent_env(&self, workspace: &Workspace) -> Vec<(&'static str, Option<String>)> {
         let path = |p: PathBuf| Some(p.to_string_lossy().into_owned());
         vec![
@@ -187,8 +189,17 @@ impl Job {
             (env::INTENT_FILE, path(workspace.intent_file())),
             (env::RESULT_FILE, path(workspace.result_file())),
             (env::NOTES_FILE, path(workspace.notes_file())),
+            (env::ASK_DIR, path(workspace.ask_dir())),
+            (env::SAY_DIR, path(workspace.say_dir())),
         ]
         .into_iter()
+        .chain(
+            search_path(
+                std::env::current_exe().ok().as_deref(),
+                std::env::var_os("PATH").as_deref(),
+            )
+            .map(|path| ("PATH", Some(path))),
+        )
         .chain(
             self.extra_ca
                 .iter()
@@ -196,6 +207,25 @@ impl Job {
         )
         .collect()
     }
+}
+
+/// The agent's `PATH`: the directory of `runner` (the runner's executable) first, then
+/// `inherited` (or the usual system directories when there is none). `None` when the
+/// runner's directory cannot be put on a `PATH` (unknown, or with a `:` in it): the agent
+/// inherits the runner's as it is.
+fn search_path(runner: Option<&Path>, inherited: Option<&std::ffi::OsStr>) -> Option<String> {
+    let dir = runner?.parent()?.to_str()?;
+    if dir.is_empty() || dir.contains(':') {
+        return None;
+    }
+    let rest = inherited
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    if rest.split(':').next() == Some(dir) {
+        return Some(rest);
+    }
+    Some(format!("{dir}:{rest}"))
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
@@ -385,6 +415,44 @@ mod tests {
         assert!(!vars.values().flatten().any(|v| v.contains("sekrit")));
         assert_eq!(vars[env::SOURCE].as_deref(), Some("api"));
         assert_eq!(vars[env::TITLE], None);
+        assert_eq!(
+            vars[env::ASK_DIR].as_deref(),
+            Some("/tmp/agentsmith-job1/.agentsmith/ask")
+        );
+        assert_eq!(
+            vars[env::SAY_DIR].as_deref(),
+            Some("/tmp/agentsmith-job1/.agentsmith/say")
+        );
+        let runner_dir = std::env::current_exe().unwrap();
+        let runner_dir = runner_dir.parent().unwrap().to_str().unwrap();
+        let path = vars["PATH"].as_deref().unwrap();
+        assert_eq!(path.split(':').next(), Some(runner_dir), "{path}");
+    }
+
+    #[test]
+    fn the_runners_directory_comes_first_on_the_agents_path() {
+        let runner = Path::new("/opt/agentsmith/bin/agent-runner");
+        let path = |inherited: Option<&str>| {
+            search_path(Some(runner), inherited.map(std::ffi::OsStr::new))
+        };
+        assert_eq!(
+            path(Some("/usr/bin:/bin")).as_deref(),
+            Some("/opt/agentsmith/bin:/usr/bin:/bin")
+        );
+        assert_eq!(
+            path(Some("/opt/agentsmith/bin:/bin")).as_deref(),
+            Some("/opt/agentsmith/bin:/bin"),
+            "not twice"
+        );
+        assert_eq!(
+            path(None).as_deref(),
+            Some("/opt/agentsmith/bin:/usr/local/bin:/usr/bin:/bin")
+        );
+        assert_eq!(
+            search_path(Some(Path::new("/a:b/agent-runner")), None),
+            None
+        );
+        assert_eq!(search_path(None, None), None);
     }
 
     #[test]

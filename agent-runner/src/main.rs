@@ -1,19 +1,35 @@
 //! The `agent-runner` binary: reads its job from the environment and runs it; see the
-//! `agent_runner` library for what that means.
+//! `agent_runner` library for what that means. Run by the agent as `agent-runner ask` or
+//! `agent-runner say`, it is the agent's client for questions and progress messages
+//! instead, and reads no job (`agent_runner::ask`).
 //!
 //! Exit codes: 0 once the final event is delivered (whatever the agent's own exit code,
 //! which the event carries), 2 for a missing or invalid environment variable, 3 when the
 //! dispatcher refuses the job's credential or token, 4 when the final event could not be
 //! delivered (or the credential not exchanged), 1 for any other failure of the runner.
+//!
+//! As `ask`: 0 with the answer alone on stdout, 1 when there is no answer (refused, the job
+//! is ending, nobody answered), 2 for bad usage or outside a job. As `say`: 0 once the
+//! message is left, 1 when it cannot be written, 2 for bad usage or outside a job.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use agent_runner::{Job, Settings};
 use tracing_subscriber::EnvFilter;
 
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|command| command.to_str()) {
+        Some("ask") => agent_runner::ask::ask(&args[1..]),
+        Some("say") => agent_runner::ask::say(&args[1..]),
+        _ => run_job(),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+async fn run_job() -> ExitCode {
     // Before anything else: no other process of this user may read this one's memory.
     agent_runner::credential::seal();
     install_tracing();

@@ -293,6 +293,19 @@ fn approximate_size(event: &RunnerEvent) -> usize {
             | RunOutcome::PushFailed { reason } => OVERHEAD * 2 + reason.len() * 2,
             _ => OVERHEAD * 2,
         },
+        RunnerEvent::Question {
+            id,
+            text,
+            choices,
+            default,
+            ..
+        } => {
+            let choices: usize = choices.iter().map(|c| c.len() * 2 + 8).sum();
+            OVERHEAD * 2
+                + (id.len() + text.len() + default.as_ref().map_or(0, String::len)) * 2
+                + choices
+        }
+        RunnerEvent::Say { text } => OVERHEAD + text.len() * 2,
         RunnerEvent::Started | RunnerEvent::Heartbeat | RunnerEvent::Dropped { .. } => OVERHEAD,
     }
 }

@@ -12,11 +12,14 @@
 //!
 //! Retries go on for as long as the agent runs (the outbox caps what waits meanwhile),
 //! and for [`SenderSettings::final_delivery`] after the final event was queued.
+//!
+//! The sender's [`Callback`] (client, URLs, token) also serves the conversation's second
+//! kind of request, [`Callback::answer`]: whether a question has been answered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::{RunnerBatch, RunnerReply};
+use contract::{AnswerReply, AnswerRequest, RunnerBatch, RunnerReply};
 use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 
@@ -96,12 +99,90 @@ enum Answer {
     Failed(String),
 }
 
+/// The dispatcher's routes for this attempt, with the client and the token to call them:
+/// shared by the [`Sender`] and the conversation ([`crate::conversation`]).
+#[derive(Debug, Clone)]
+pub struct Callback {
+    client: reqwest::Client,
+    events: Url,
+    answer: Url,
+    token: Token,
+}
+
+/// What asking the dispatcher for a question's answer came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerPoll {
+    /// Somebody answered (or the question's default was taken).
+    Answered(contract::Answer),
+    /// Nobody has answered yet.
+    Waiting,
+    /// The attempt is no longer wanted (409, or `stop`): stop the agent.
+    Stop,
+    /// The token is refused (401, 403).
+    Unauthorized(u16),
+    /// A passing failure: ask again later.
+    Failed(String),
+}
+
+impl Callback {
+    /// The routes next to `job`'s callback URL, called with the attempt's `token`.
+    pub fn new(job: &Job, token: Token, settings: &SenderSettings) -> Result<Self> {
+        let client = http_client(settings, job.extra_ca.as_ref())?;
+        let answer = job
+            .callback_url
+            .join("answer")
+            .expect("a relative path joins any http URL");
+        Ok(Self {
+            client,
+            events: job.callback_url.clone(),
+            answer,
+            token,
+        })
+    }
+
+    /// Asks whether the question of `request` has been answered
+    /// (`POST .../internal/jobs/{id}/answer`).
+    pub async fn answer(&self, request: &AnswerRequest) -> AnswerPoll {
+        let response = self
+            .client
+            .post(self.answer.clone())
+            .bearer_auth(self.token.expose())
+            .json(request)
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => return AnswerPoll::Failed(describe(&e)),
+        };
+        let status = response.status();
+        match status {
+            StatusCode::CONFLICT | StatusCode::GONE => return AnswerPoll::Stop,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return AnswerPoll::Unauthorized(status.as_u16())
+            }
+            _ if !status.is_success() => return AnswerPoll::Failed(format!("HTTP {status}")),
+            _ => {}
+        }
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return AnswerPoll::Failed(format!("reading the reply: {}", describe(&e))),
+        };
+        match serde_json::from_slice::<AnswerReply>(&body) {
+            Ok(AnswerReply { stop: true, .. }) => AnswerPoll::Stop,
+            Ok(AnswerReply {
+                answer: Some(answer),
+                ..
+            }) => AnswerPoll::Answered(answer),
+            Ok(AnswerReply { answer: None, .. }) => AnswerPoll::Waiting,
+            Err(e) => AnswerPoll::Failed(format!("the reply is not an AnswerReply: {e}")),
+        }
+    }
+}
+
 /// Posts the outbox's batches to the callback URL until the final one is recorded.
 #[derive(Debug)]
 pub struct Sender {
-    client: reqwest::Client,
-    url: Url,
-    token: Token,
+    callback: Callback,
     outbox: Arc<Outbox>,
     directives: mpsc::UnboundedSender<Directive>,
     settings: SenderSettings,
@@ -117,15 +198,17 @@ impl Sender {
         directives: mpsc::UnboundedSender<Directive>,
         settings: SenderSettings,
     ) -> Result<Self> {
-        let client = http_client(&settings, job.extra_ca.as_ref())?;
         Ok(Self {
-            client,
-            url: job.callback_url.clone(),
-            token,
+            callback: Callback::new(job, token, &settings)?,
             outbox,
             directives,
             settings,
         })
+    }
+
+    /// The routes, client and token this sender posts with, for the conversation's requests.
+    pub fn callback(&self) -> Callback {
+        self.callback.clone()
     }
 
     /// Delivers batches until the final event is recorded or delivery must end.
@@ -192,10 +275,11 @@ impl Sender {
     }
 
     async fn post(&self, batch: &RunnerBatch) -> Answer {
-        let response = self
+        let callback = &self.callback;
+        let response = callback
             .client
-            .post(self.url.clone())
-            .bearer_auth(self.token.expose())
+            .post(callback.events.clone())
+            .bearer_auth(callback.token.expose())
             .json(batch)
             .send()
             .await;

@@ -1,6 +1,6 @@
 //! One attempt from start to the final event: prepare the work directory, start the
-//! agent, relay its output and heartbeats, stop it on a signal, a timeout or the
-//! dispatcher's word, and report how it ended.
+//! agent, relay its output, heartbeats, questions and messages, stop it on a signal, a
+//! timeout or the dispatcher's word, and report how it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::agent::{self, Agent, Launch};
 use crate::checkout::{self, CheckedOut};
+use crate::conversation::Conversation;
 use crate::credential::{self, Exchanged};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -90,9 +91,10 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         &job,
         token,
         Arc::clone(&outbox),
-        directive_tx,
+        directive_tx.clone(),
         settings.sender.clone(),
     )?;
+    let callback = sender.callback();
     let sender = tokio::spawn(sender.run().in_current_span());
     tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
 
@@ -110,6 +112,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         checkout::identity(checkout.as_deref()),
     ]
     .concat();
+    let agent_user = launch.user;
     let (mut agent, pipes) =
         match Agent::start(&job.command, workspace.dir(), &agent_environment, launch) {
             Ok(started) => started,
@@ -126,8 +129,17 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         outbox.push(RunnerEvent::Started);
     }
     let mut pumps = pump_output(pipes, &outbox, settings.max_line_bytes);
+    let conversation = Conversation::start(
+        &workspace,
+        agent_user,
+        job.attempt,
+        Arc::clone(&outbox),
+        callback,
+        directive_tx,
+    );
 
     let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;
+    conversation.end().await;
 
     drain(&mut pumps, &outbox, settings.output_drain).await;
     let outcome = match (ending.stopped_as, ending.status) {

@@ -1,6 +1,7 @@
 //! The agent's work directory and the files the runner keeps in it: the intent file, the
-//! result file and the notes file (under `.agentsmith/`). Nothing the runner or a spawner
-//! acts on is kept here: the agent can write all of it.
+//! result file, the notes file, and the directories where the agent leaves questions and
+//! progress messages (`ask/`, `say/`), all under `.agentsmith/`. Nothing the runner or a
+//! spawner acts on is kept here: the agent can write all of it.
 
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,13 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, Result};
 
 /// The directory, inside the work directory, that holds the runner's files for the agent.
-const RUNNER_DIR: &str = ".agentsmith";
+pub(crate) const RUNNER_DIR: &str = ".agentsmith";
+
+/// The directory, under [`RUNNER_DIR`], where the agent leaves its questions.
+pub(crate) const ASK_DIR: &str = "ask";
+
+/// The directory, under [`RUNNER_DIR`], where the agent leaves its progress messages.
+pub(crate) const SAY_DIR: &str = "say";
 
 /// The largest result file the runner reads; a result is a summary and some links.
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
@@ -52,6 +59,16 @@ impl Workspace {
         self.dir.join(RUNNER_DIR).join("notes.md")
     }
 
+    /// Where the agent leaves its questions and finds their answers.
+    pub fn ask_dir(&self) -> PathBuf {
+        self.dir.join(RUNNER_DIR).join(ASK_DIR)
+    }
+
+    /// Where the agent leaves its progress messages.
+    pub fn say_dir(&self) -> PathBuf {
+        self.dir.join(RUNNER_DIR).join(SAY_DIR)
+    }
+
     /// Marks `attempt` as run in this work directory; `false` if it already was. A
     /// container that is started again (Docker restarts an exited container in place, with
     /// its volume) finds the mark and does not run the agent twice.
@@ -88,7 +105,8 @@ impl Workspace {
     }
 
     /// Creates the directories, writes the intent file and removes a result or notes file
-    /// left by an earlier attempt, so neither is mistaken for this attempt's.
+    /// left by an earlier attempt, so neither is mistaken for this attempt's; the ask and say
+    /// directories start empty for the same reason (an old answer is not this attempt's).
     pub async fn prepare(&self, intent: &serde_json::Value) -> Result<()> {
         let runner_dir = self.dir.join(RUNNER_DIR);
         tokio::fs::create_dir_all(&runner_dir)
@@ -116,6 +134,17 @@ impl Workspace {
                     })
                 }
             }
+        }
+        for dir in [self.ask_dir(), self.say_dir()] {
+            // `remove_dir_all` removes a symbolic link itself, never what it points to.
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Workspace { path: dir, source }),
+            }
+            tokio::fs::create_dir(&dir)
+                .await
+                .map_err(|source| Error::Workspace { path: dir, source })?;
         }
         Ok(())
     }
@@ -269,6 +298,29 @@ mod tests {
         assert_eq!(written, serde_json::json!({"task": "t", "extra": 1}));
         assert!(!ws.result_file().exists());
         assert_eq!(ws.read_result().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn prepare_empties_the_ask_and_say_directories_of_an_earlier_attempt() {
+        let tmp = TempDir::new("prepare-ask");
+        let ws = Workspace::new(tmp.0.clone());
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+        std::fs::write(ws.ask_dir().join("q.answer.json"), r#"{"answer":"old"}"#).unwrap();
+        std::fs::write(ws.say_dir().join("s.json"), r#"{"text":"old"}"#).unwrap();
+        // A link left in place of a directory is removed, not what it points to.
+        let outside = TempDir::new("prepare-ask-outside");
+        std::fs::write(outside.0.join("keep"), "someone else's").unwrap();
+        std::fs::remove_dir_all(ws.say_dir()).unwrap();
+        std::os::unix::fs::symlink(&outside.0, ws.say_dir()).unwrap();
+
+        ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
+
+        for dir in [ws.ask_dir(), ws.say_dir()] {
+            let meta = std::fs::symlink_metadata(&dir).unwrap();
+            assert!(meta.is_dir(), "{}", dir.display());
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        }
+        assert!(outside.0.join("keep").exists());
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::{Checkout, GitCredential, Intent, Push};
-use queue::{CancelOutcome, Job, Queue};
+use queue::{CancelOutcome, Expiry, Job, Queue};
 use spawner::{AgentProfile, Fleet, Health, JobSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -233,6 +233,39 @@ impl Context {
             });
         }
         Ok(outcome)
+    }
+
+    /// Lets every question whose deadline has passed expire: it takes its default, or its
+    /// job fails and its workload is stopped.
+    pub async fn expire_questions(self: &Arc<Self>) {
+        let due = match self.queue.due_questions(queue::now_ms()).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "reading the questions waiting for an answer failed");
+                return;
+            }
+        };
+        for job_id in due {
+            match self.queue.expire_question(&job_id).await {
+                Ok(Expiry::Defaulted(answer)) => tracing::info!(
+                    %job_id,
+                    question = %answer.question,
+                    "nobody answered in time: the question took its default"
+                ),
+                Ok(Expiry::Failed(handle)) => {
+                    tracing::info!(%job_id, "nobody answered in time and the question has no default: the job failed");
+                    if let Some(handle) = handle {
+                        if let Err(e) = self.spawner.cancel(&handle, self.grace()).await {
+                            tracing::warn!(error = %chain(&e), workload = %handle.name, "stopping the workload failed");
+                        }
+                    }
+                }
+                Ok(Expiry::Open) => {}
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), %job_id, "letting a question expire failed")
+                }
+            }
+        }
     }
 
     /// The spec of one attempt of `job` on `target`, or why it cannot be built.

@@ -1,8 +1,9 @@
 //! The watchdog: the periodic half of the dispatcher.
 //!
-//! Every tick it moves due retries back to the ready queue and checks jobs whose lease has
+//! Every tick it moves due retries back to the ready queue, checks jobs whose lease has
 //! run out (their runner has not been heard from): it asks the spawner what happened and
-//! extends the lease, retries the attempt, or fails the job, with the reason. Less often
+//! extends the lease, retries the attempt, or fails the job, with the reason; and lets
+//! questions nobody answered in time take their default (or fail their job). Less often
 //! it takes over claims a dead dispatcher left unrecorded, reconciles workloads with job
 //! records, and sweeps the index of expired jobs.
 
@@ -35,6 +36,7 @@ pub async fn run(ctx: Arc<Context>) {
             warn!(error = %chain(&e), "promoting due retries failed");
         }
         check_leases(&ctx).await;
+        ctx.expire_questions().await;
         if last_reclaim.elapsed() >= reclaim_every {
             last_reclaim = Instant::now();
             reclaim(&ctx).await;
@@ -99,7 +101,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
             return;
         }
     };
-    if !matches!(job.state, JobState::Starting | JobState::Running) {
+    if !job.state.is_live() {
         return;
     }
     tracing::Span::current().record("attempt", job.attempt);
@@ -147,7 +149,7 @@ async fn check_lease(ctx: &Arc<Context>, job_id: &str) {
         .admitted_at
         .is_some_and(|at| now_ms() - at < settings.start_timeout_secs as i64 * 1000);
     let keep_waiting = match (&status, job.state) {
-        (WorkloadStatus::Running, JobState::Running) => {
+        (WorkloadStatus::Running, JobState::Running | JobState::WaitingForInput) => {
             // The workload lives but its runner cannot reach us: trust the spawner's view.
             warn!("runner not heard from, but its workload is running; extending the lease");
             true
@@ -238,9 +240,7 @@ pub async fn reconcile(ctx: &Arc<Context>) {
                     && job
                         .finished_at
                         .is_some_and(|at| now_ms() - at < winding_down_ms);
-                winding_down
-                    || (job.attempt == handle.attempt
-                        && matches!(job.state, JobState::Starting | JobState::Running))
+                winding_down || (job.attempt == handle.attempt && job.state.is_live())
             }
             Ok(None) => {
                 // No job record at all (another installation's leftovers, a flushed Redis):

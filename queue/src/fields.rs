@@ -92,6 +92,11 @@ pub mod job {
         CREDENTIAL = "credential",
         /// Bytes of output the current attempt has recorded.
         OUTPUT_BYTES = "output_bytes",
+        /// The agent's open question (its question event, JSON); read only while the job is
+        /// `waiting_for_input`.
+        QUESTION = "question",
+        /// The answer to the attempt's last question (JSON: question, text, by, defaulted, at).
+        ANSWER = "answer",
     }
 }
 

@@ -17,6 +17,8 @@ pub enum JobState {
     Starting,
     /// The runner reported that the agent started.
     Running,
+    /// The agent asked a question and waits for its answer (it keeps its slot).
+    WaitingForInput,
     /// The agent exited 0.
     Succeeded,
     /// The agent failed, or attempts ran out.
@@ -31,10 +33,11 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 8] = [
+    pub const ALL: [JobState; 9] = [
         JobState::Queued,
         JobState::Starting,
         JobState::Running,
+        JobState::WaitingForInput,
         JobState::Retrying,
         JobState::Succeeded,
         JobState::Failed,
@@ -48,12 +51,22 @@ impl JobState {
             JobState::Queued => "queued",
             JobState::Starting => "starting",
             JobState::Running => "running",
+            JobState::WaitingForInput => "waiting_for_input",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::TimedOut => "timed_out",
             JobState::Retrying => "retrying",
         }
+    }
+
+    /// Whether the job's attempt is admitted and not over: it holds a slot and a lease, and
+    /// its runner may report.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            JobState::Starting | JobState::Running | JobState::WaitingForInput
+        )
     }
 
     /// Whether the job has ended.
@@ -165,10 +178,40 @@ pub struct Job {
     /// Where replies go, for jobs from a webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The agent's open question, while the job is `waiting_for_input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
+    /// The answer to the current attempt's last question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<contract::Answer>,
     /// Slack's `response_url` of the command that made the job: a credential for posting
     /// into the conversation, so it is kept out of every view of the job.
     #[serde(skip)]
     pub response_url: Option<String>,
+}
+
+/// A question an agent asked, as recorded (the `question` event, and the job's open
+/// question while it waits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    /// The attempt that asked.
+    pub attempt: u32,
+    /// Its id within the attempt.
+    pub id: String,
+    /// The question.
+    pub text: String,
+    /// The answers offered as buttons (any text is accepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// The answer taken at the deadline when nobody answers; without one the job fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// How long it waits.
+    pub timeout_secs: u64,
+    /// When it stops waiting (ms).
+    pub deadline: i64,
+    /// When it was asked (ms).
+    pub at: i64,
 }
 
 /// Where a job came from and where its replies go.
@@ -231,10 +274,26 @@ impl Job {
             })
             .unzip();
         let change = change.flatten();
+        let state: JobState = f.get(F::STATE)?.parse().ok()?;
+        let question = text(F::QUESTION)
+            .filter(|_| state == JobState::WaitingForInput)
+            .and_then(|q| match serde_json::from_str::<JobEvent>(&q).ok()? {
+                JobEvent::Question(question) => Some(question),
+                _ => None,
+            });
+        let attempt = num(F::ATTEMPT)? as u32;
+        // Only the current attempt's answer: a retry starts a conversation afresh.
+        let answer = text(F::ANSWER)
+            .and_then(|a| serde_json::from_str::<contract::Answer>(&a).ok())
+            .filter(|_| {
+                text(F::QUESTION)
+                    .and_then(|q| serde_json::from_str::<JobEvent>(&q).ok())
+                    .is_some_and(|q| matches!(q, JobEvent::Question(q) if q.attempt == attempt))
+            });
         Some(Job {
             id: id.to_string(),
-            state: f.get(F::STATE)?.parse().ok()?,
-            attempt: num(F::ATTEMPT)? as u32,
+            state,
+            attempt,
             max_attempts: num(F::MAX_ATTEMPTS).unwrap_or(1) as u32,
             agent: text(F::AGENT).unwrap_or_default(),
             task: text(F::TASK).unwrap_or_default(),
@@ -260,6 +319,8 @@ impl Job {
             requester: text(F::REQUESTER),
             url: text(F::URL),
             origin: text(F::ORIGIN).and_then(|o| serde_json::from_str(&o).ok()),
+            question,
+            answer,
             response_url: text(F::RESPONSE_URL),
         })
     }
@@ -312,6 +373,25 @@ pub enum JobEvent {
         stream: OutputStream,
         /// The line.
         line: String,
+        /// When the dispatcher received it (ms).
+        at: i64,
+    },
+    /// The agent asked a question.
+    Question(Question),
+    /// A question was answered (by someone, or by its default at its deadline).
+    Answer {
+        /// The attempt that asked.
+        attempt: u32,
+        /// The answer.
+        #[serde(flatten)]
+        answer: contract::Answer,
+    },
+    /// A progress message from the agent.
+    Say {
+        /// The attempt.
+        attempt: u32,
+        /// The message.
+        text: String,
         /// When the dispatcher received it (ms).
         at: i64,
     },

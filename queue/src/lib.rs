@@ -41,6 +41,7 @@ mod leases;
 #[cfg(test)]
 mod lists;
 mod outbox;
+mod questions;
 mod runner;
 mod scripts;
 pub mod settings;
@@ -62,10 +63,11 @@ pub use deliveries::{
     new_delivery_id, Decision, Delivery, DeliveryFilter, DeliveryPage, MAX_DELIVERY_BODY,
 };
 pub use error::{QueueError, Result};
-pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin};
+pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin, Question};
 pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};
 pub use keys::Keys;
 pub use outbox::{Reply, ReplyBody};
+pub use questions::{AnswerOutcome, AnswerPoll, Expiry};
 pub use runner::{
     bounded_change, BatchOutcome, Exchange, MAX_LINKS, MAX_NOTES_BYTES, MAX_RECORDED_LINE_BYTES,
     MAX_SUMMARY_BYTES, MAX_URL_BYTES,

@@ -8,10 +8,12 @@
 //! records at most `queue.output_bytes_per_attempt` of output (then one event says the
 //! rest was dropped). A batch may not leave a gap in the sequence numbers.
 
-use contract::{AgentResult, Change, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent};
+use contract::{
+    conversation, AgentResult, Change, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent,
+};
 
 use crate::batch::Batched;
-use crate::{now_ms, JobEvent, JobState, Queue, QueueError, Result};
+use crate::{now_ms, JobEvent, JobState, Question, Queue, QueueError, Result};
 
 /// The longest log line recorded, in bytes (the runner cuts at 16 KiB and notes the cut;
 /// this bounds what any sender can store).
@@ -94,7 +96,7 @@ impl Queue {
         // Only an attempt starting or running gets its batch applied ('ok').
         let applied = verdict == "ok";
         let before = before.first().map(String::as_str);
-        let live = |s: &str| s == JobState::Starting.as_str() || s == JobState::Running.as_str();
+        let live = |s: &str| s.parse::<JobState>().is_ok_and(JobState::is_live);
         Ok(BatchOutcome {
             stop: verdict == "stop",
             started: applied && before == Some(JobState::Starting.as_str()) && state != "starting",
@@ -222,6 +224,40 @@ fn encode_runner_event(
                 at: now,
             };
             ("log", to_json(&event), String::new(), String::new())
+        }
+        RunnerEvent::Question {
+            id,
+            text,
+            choices,
+            default,
+            timeout_secs,
+        } => {
+            let timeout_secs = (*timeout_secs).clamp(1, conversation::MAX_ASK_TIMEOUT_SECS);
+            let event = JobEvent::Question(Question {
+                attempt,
+                id: truncated(id, 64),
+                text: truncated(text, conversation::MAX_QUESTION_BYTES),
+                choices: choices
+                    .iter()
+                    .take(conversation::MAX_CHOICES)
+                    .map(|c| truncated(c, conversation::MAX_CHOICE_BYTES))
+                    .collect(),
+                default: default
+                    .as_deref()
+                    .map(|d| truncated(d, conversation::MAX_ANSWER_BYTES)),
+                timeout_secs,
+                deadline: now + (timeout_secs as i64) * 1000,
+                at: now,
+            });
+            ("ask", to_json(&event), String::new(), String::new())
+        }
+        RunnerEvent::Say { text } => {
+            let event = JobEvent::Say {
+                attempt,
+                text: truncated(text, conversation::MAX_SAY_BYTES),
+                at: now,
+            };
+            ("say", to_json(&event), String::new(), String::new())
         }
         RunnerEvent::Finished {
             outcome,

@@ -26,7 +26,7 @@ use crate::keys::{self, FAMILIES, FIXED};
 const LIB: &str = include_str!("scripts/lib.lua");
 
 /// The script bodies, by name.
-const BODIES: [(&str, &str); 16] = [
+const BODIES: [(&str, &str); 17] = [
     ("submit", include_str!("scripts/submit.lua")),
     ("claim", include_str!("scripts/claim.lua")),
     ("record_spawn", include_str!("scripts/record_spawn.lua")),
@@ -38,6 +38,7 @@ const BODIES: [(&str, &str); 16] = [
     ("extend_lease", include_str!("scripts/extend_lease.lua")),
     ("reserve_target", include_str!("scripts/reserve_target.lua")),
     ("defer_start", include_str!("scripts/defer_start.lua")),
+    ("answer", include_str!("scripts/answer.lua")),
     ("sweep", include_str!("scripts/sweep.lua")),
     ("backfill", include_str!("scripts/backfill.lua")),
     ("notify_defer", include_str!("scripts/notify_defer.lua")),
@@ -109,6 +110,7 @@ pub(crate) struct Scripts {
     pub extend_lease: Script,
     pub reserve_target: Script,
     pub defer_start: Script,
+    pub answer: Script,
     pub sweep: Script,
     pub backfill: Script,
     pub notify_defer: Script,
@@ -270,6 +272,7 @@ impl Scripts {
             extend_lease: script("extend_lease"),
             reserve_target: script("reserve_target"),
             defer_start: script("defer_start"),
+            answer: script("answer"),
             sweep: script("sweep"),
             backfill: script("backfill"),
             notify_defer: script("notify_defer"),

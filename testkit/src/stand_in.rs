@@ -2,7 +2,8 @@
 //! records every batch a runner posts and answers as scripted, so the runner's tests and the
 //! spawner's conformance suite can watch what a real `agent-runner` reports. Its
 //! `/internal/jobs/{id}/token` exchanges a credential once, like the dispatcher's, for
-//! [`token_for`] the credential.
+//! [`token_for`] the credential; its `/internal/jobs/{id}/answer` tells the answers a test
+//! gave ([`Dispatcher::answer`]), or 409 once told to stop ([`Dispatcher::stop_answers`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use contract::{
-    AgentResult, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
-    TokenRequest,
+    AgentResult, AnswerReply, AnswerRequest, OutputStream, RunOutcome, RunnerBatch, RunnerEvent,
+    RunnerReply, TokenGrant, TokenRequest,
 };
 
 /// How the stand-in dispatcher answers a post.
@@ -81,6 +82,12 @@ struct Recorder {
     spent: BTreeMap<String, String>,
     /// Exchanges refused (a spent credential with another nonce).
     refused: usize,
+    /// The answers to give, by question id.
+    answers: BTreeMap<String, contract::Answer>,
+    /// Every answer request, in order.
+    answer_requests: Vec<AnswerRequest>,
+    /// Answer requests get 409 `{"stop": true}`.
+    stop_answers: bool,
 }
 
 /// The token the stand-in grants for `credential`.
@@ -113,6 +120,36 @@ async fn exchange(
     Json(TokenGrant {
         token: token_for(credential),
         checkout: None,
+    })
+    .into_response()
+}
+
+async fn answer(
+    State(state): State<Arc<Mutex<Recorder>>>,
+    headers: HeaderMap,
+    Json(request): Json<AnswerRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| t.starts_with(&token_for(""))) {
+        return (StatusCode::UNAUTHORIZED, "no token").into_response();
+    }
+    let mut state = state.lock().unwrap();
+    let answer = state.answers.get(&request.question).cloned();
+    state.answer_requests.push(request);
+    if state.stop_answers {
+        let reply = AnswerReply {
+            answer: None,
+            stop: true,
+        };
+        return (StatusCode::CONFLICT, Json(reply)).into_response();
+    }
+    Json(AnswerReply {
+        answer,
+        stop: false,
     })
     .into_response()
 }
@@ -184,10 +221,14 @@ impl Dispatcher {
             script,
             spent: BTreeMap::new(),
             refused: 0,
+            answers: BTreeMap::new(),
+            answer_requests: Vec::new(),
+            stop_answers: false,
         }));
         let app = Router::new()
             .route("/internal/jobs/{id}/events", post(record))
             .route("/internal/jobs/{id}/token", post(exchange))
+            .route("/internal/jobs/{id}/answer", post(answer))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind((host, 0))
             .await
@@ -216,6 +257,32 @@ impl Dispatcher {
     /// Credential exchanges refused because the credential was spent.
     pub fn refused_exchanges(&self) -> usize {
         self.state.lock().unwrap().refused
+    }
+
+    /// Answers the question `id` with `text`, by `by`, from now on.
+    pub fn answer(&self, id: &str, text: &str, by: &str) {
+        let answer = contract::Answer {
+            question: id.to_string(),
+            text: text.to_string(),
+            by: by.to_string(),
+            defaulted: false,
+            at: 0,
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .insert(id.to_string(), answer);
+    }
+
+    /// Answers every answer request from now on with 409 `{"stop": true}`.
+    pub fn stop_answers(&self) {
+        self.state.lock().unwrap().stop_answers = true;
+    }
+
+    /// Every answer request so far.
+    pub fn answer_requests(&self) -> Vec<AnswerRequest> {
+        self.state.lock().unwrap().answer_requests.clone()
     }
 
     /// Every post so far.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod containment;
+mod conversation;
 mod delivery;
 mod harness;
 mod lifecycle;

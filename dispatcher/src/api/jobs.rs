@@ -13,7 +13,10 @@ use super::auth::ApiCaller;
 use super::error::ApiError;
 use super::{AppState, SSE_BLOCK};
 use crate::fanout::{ClientId, Follow, StreamId};
-use queue::{valid_id, CancelOutcome, Job, JobFilter, JobState, NewJob, RetryOutcome, Submission};
+use queue::{
+    valid_id, AnswerOutcome, CancelOutcome, Job, JobFilter, JobState, NewJob, RetryOutcome,
+    Submission,
+};
 
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -222,6 +225,88 @@ pub async fn cancel(
             format!("job {job_id} has already ended ({s})"),
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found(
+            "unknown_job",
+            format!("no job {job_id:?}"),
+        )),
+    }
+}
+
+/// The body of `POST /v1/jobs/{id}/answer`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    /// The answer: one of the question's choices, or any text.
+    pub text: String,
+    /// The question answered (its `id`), so an answer meant for one question never
+    /// answers the next; any open question when absent.
+    #[serde(default)]
+    pub question: Option<String>,
+    /// Who answers, as recorded and shown (`api` when absent).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /v1/jobs/{id}/answer`: answers the agent's open question. The first answer wins;
+/// a later one (or one for a question no longer open) is a 409 that says who answered.
+#[instrument(skip(state, _caller, body))]
+pub async fn answer(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Job>, ApiError> {
+    let body: AnswerBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid answer: {e}")))?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("the answer is empty"));
+    }
+    if text.len() > contract::conversation::MAX_ANSWER_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the answer holds {} bytes; at most {} are taken",
+            text.len(),
+            contract::conversation::MAX_ANSWER_BYTES
+        )));
+    }
+    let by = body.by.as_deref().map(str::trim).unwrap_or("api");
+    if by.is_empty() || by.len() > 100 {
+        return Err(ApiError::bad_request("`by` must be 1 to 100 bytes"));
+    }
+    match state
+        .queue
+        .answer(&job_id, body.question.as_deref(), text, by)
+        .await?
+    {
+        AnswerOutcome::Answered(answer) => {
+            info!(question = %answer.question, by, "question answered");
+            Ok(Json(find(&state, &job_id).await?))
+        }
+        AnswerOutcome::Closed {
+            last: Some(last), ..
+        } if body.question.as_deref().is_none_or(|q| q == last.question) => {
+            let who = if last.defaulted {
+                "nobody answered in time; it took its default".to_string()
+            } else {
+                format!("{} answered", last.by)
+            };
+            Err(ApiError::conflict(
+                "already_answered",
+                format!(
+                    "question {} of job {job_id} was already answered: {who} {:?}",
+                    last.question, last.text
+                ),
+            ))
+        }
+        AnswerOutcome::Closed { state: s, .. } => Err(ApiError::conflict(
+            "no_open_question",
+            match (&body.question, s) {
+                (Some(q), JobState::WaitingForInput) => {
+                    format!("job {job_id} is waiting for another question than {q}")
+                }
+                _ => format!("job {job_id} has no open question (it is {s})"),
+            },
+        )),
+        AnswerOutcome::NotFound => Err(ApiError::not_found(
             "unknown_job",
             format!("no job {job_id:?}"),
         )),

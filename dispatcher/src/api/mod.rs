@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     let internal = Router::new()
         .route("/internal/jobs/{id}/events", json_post(runner::events))
         .route("/internal/jobs/{id}/token", json_post(runner::token))
+        .route("/internal/jobs/{id}/answer", json_post(runner::answer))
         .layer(DefaultBodyLimit::max(runner_limit))
         .layer(RequestBodyLimitLayer::new(runner_limit));
     let mut api = Router::new()
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/jobs/{id}/cancel", json_post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", json_post(jobs::retry))
+        .route("/v1/jobs/{id}/answer", json_post(jobs::answer))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))
         .route("/v1/deliveries/{id}/replay", json_post(deliveries::replay))

@@ -1,6 +1,7 @@
 //! Where runners report: `POST /internal/jobs/{id}/token` exchanges an attempt's one-time
-//! credential for its token, and `POST /internal/jobs/{id}/events` takes the attempt's
-//! events, authenticated with that token.
+//! credential for its token, `POST /internal/jobs/{id}/events` takes the attempt's
+//! events, and `POST /internal/jobs/{id}/answer` tells it the answer to its question, both
+//! authenticated with that token.
 //!
 //! A runner shares its workload with an untrusted agent, so both routes bound what they
 //! take: the body ([`RUNNER_BODY_LIMIT`](super::RUNNER_BODY_LIMIT)), the events of a batch
@@ -15,7 +16,8 @@ use axum::Json;
 use std::time::Duration;
 
 use contract::{
-    Change, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION,
+    AnswerReply, AnswerRequest, Change, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
+    TokenRequest, PROTOCOL_VERSION,
 };
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -24,7 +26,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::metrics::{seconds_between, Stage};
 use crate::notify::{providers, pulls};
-use queue::{now_ms, valid_id, BatchOutcome, Exchange};
+use queue::{now_ms, valid_id, AnswerPoll, BatchOutcome, Exchange};
 
 /// The most events one batch may carry (the runner sends at most 200).
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -96,6 +98,48 @@ pub async fn token(
             Ok((StatusCode::CONFLICT, Json(RunnerReply { stop: true })).into_response())
         }
     }
+}
+
+/// Tells a runner the answer to its question: `{"answer": null}` while nobody has answered,
+/// 409 with `stop` when the attempt is no longer wanted.
+#[instrument(skip(state, headers, body), fields(attempt))]
+pub async fn answer(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
+    let request: AnswerRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid answer request: {e}")))?;
+    tracing::Span::current().record("attempt", request.attempt);
+    if !valid_id(&job_id) || !state.tokens.verify(&job_id, request.attempt, token) {
+        return Err(ApiError::unauthorized(
+            "job token does not match this job and attempt",
+        ));
+    }
+    let reply = match state
+        .queue
+        .answer_for(&job_id, request.attempt, &request.question)
+        .await?
+    {
+        AnswerPoll::Waiting => AnswerReply {
+            answer: None,
+            stop: false,
+        },
+        AnswerPoll::Answered(answer) => AnswerReply {
+            answer: Some(answer),
+            stop: false,
+        },
+        AnswerPoll::Gone => {
+            let reply = AnswerReply {
+                answer: None,
+                stop: true,
+            };
+            return Ok((StatusCode::CONFLICT, Json(reply)).into_response());
+        }
+    };
+    Ok(Json(reply).into_response())
 }
 
 /// Applies a batch of runner events; answers `{"stop": bool}`, or 409 when the attempt is

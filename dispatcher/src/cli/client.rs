@@ -122,12 +122,14 @@ impl Client {
     /// `POST /v1/jobs/{id}/cancel` or `/retry`, with an empty JSON object: every `POST`
     /// of the API wants `Content-Type: application/json`, even with nothing to say.
     pub async fn act(&self, id: &str, action: &str) -> anyhow::Result<Job> {
-        let path = format!("/v1/jobs/{id}/{action}");
-        self.send(
-            self.request(reqwest::Method::POST, &path)
-                .json(&serde_json::json!({})),
-        )
-        .await
+        self.post(&format!("/v1/jobs/{id}/{action}"), &serde_json::json!({}))
+            .await
+    }
+
+    /// `POST` of `body` (JSON) to `path`, answered with a job.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Job> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
     }
 
     /// `GET /v1/deliveries`: the newest entries of the delivery journal.

@@ -1,4 +1,4 @@
-//! `agentsmith jobs submit|list|show|logs|cancel|retry`.
+//! `agentsmith jobs submit|list|show|logs|cancel|retry|answer`.
 
 use std::process::ExitCode;
 
@@ -80,6 +80,19 @@ pub enum JobsCommand {
     Retry {
         /// The job id.
         id: String,
+    },
+    /// Answer the question a job's agent is waiting on.
+    Answer {
+        /// The job id.
+        id: String,
+        /// The answer: one of the question's choices, or any text.
+        text: String,
+        /// Answer only this question (its id, as `jobs show` prints it), never a later one.
+        #[arg(long)]
+        question: Option<String>,
+        /// Who answers, as recorded (default `api`).
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -176,6 +189,23 @@ async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
                 println!("job {} is {}", job.id, job.state);
             }
         }
+        JobsCommand::Answer {
+            id,
+            text,
+            question,
+            by,
+        } => {
+            let body = serde_json::json!({"text": text, "question": question, "by": by});
+            let job = client.post(&format!("/v1/jobs/{id}/answer"), &body).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else if let Some(answer) = &job.answer {
+                println!(
+                    "answered question {} of job {}: {}",
+                    answer.question, job.id, answer.text
+                );
+            }
+        }
         JobsCommand::Retry { id } => {
             let job = client.act(&id, "retry").await?;
             if json {
@@ -238,6 +268,27 @@ fn print_event(event: &JobEvent, json: bool) {
             }
         }
         JobEvent::Log { line, .. } => println!("    {line}"),
+        JobEvent::Question(question) => {
+            println!("==> the agent asks ({}): {}", question.id, question.text);
+            if !question.choices.is_empty() {
+                println!("==> choices: {}", question.choices.join(" | "));
+            }
+            if let Some(default) = &question.default {
+                println!(
+                    "==> without an answer in {}s: {default}",
+                    question.timeout_secs
+                );
+            }
+            println!("==> answer with: agentsmith jobs answer <job id> <text>");
+        }
+        JobEvent::Answer { answer, .. } => {
+            if answer.defaulted {
+                println!("==> nobody answered in time; the default: {}", answer.text);
+            } else {
+                println!("==> answered by {}: {}", answer.by, answer.text);
+            }
+        }
+        JobEvent::Say { text, .. } => println!("==> the agent says: {text}"),
         JobEvent::Result {
             exit_code,
             result,
@@ -339,6 +390,26 @@ fn print_job(job: &Job) {
             println!("change:     {line}");
         }
     }
+    if let Some(question) = &job.question {
+        println!("question:   {} ({})", question.text, question.id);
+        if !question.choices.is_empty() {
+            println!("choices:    {}", question.choices.join(" | "));
+        }
+        let default = match &question.default {
+            Some(default) => format!(", then {default:?}"),
+            None => ", then the job fails".into(),
+        };
+        let left = (question.deadline - queue::now_ms()).max(0) / 1000;
+        println!("waits:      {left}s more{default}");
+        println!("answer:     agentsmith jobs answer {} <text>", job.id);
+    } else if let Some(answer) = &job.answer {
+        let by = if answer.defaulted {
+            "its default".to_string()
+        } else {
+            answer.by.clone()
+        };
+        println!("answered:   {} ({} by {by})", answer.text, answer.question);
+    }
     if let Some(handle) = &job.handle {
         println!(
             "workload:   {} ({}, target {})",
@@ -349,7 +420,7 @@ fn print_job(job: &Job) {
 
 fn print_table(jobs: &[Job]) {
     println!(
-        "{:<14} {:<10} {:>7} {:<12} TASK",
+        "{:<14} {:<17} {:>7} {:<12} TASK",
         "ID", "STATE", "ATTEMPT", "AGENT"
     );
     for job in jobs {
@@ -358,7 +429,7 @@ fn print_table(jobs: &[Job]) {
             task.push('…');
         }
         println!(
-            "{:<14} {:<10} {:>7} {:<12} {}",
+            "{:<14} {:<17} {:>7} {:<12} {}",
             job.id,
             job.state.as_str(),
             job.attempt,

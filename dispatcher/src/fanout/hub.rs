@@ -45,6 +45,9 @@ impl Frame {
                     JobEvent::Waiting { .. } => "waiting",
                     JobEvent::Spawned { .. } => "spawned",
                     JobEvent::Log { .. } => "log",
+                    JobEvent::Question(_) => "question",
+                    JobEvent::Answer { .. } => "answer",
+                    JobEvent::Say { .. } => "say",
                     JobEvent::Result { .. } => "result",
                 };
                 let data = serde_json::to_string(&event).expect("job events always serialise");

@@ -16,6 +16,7 @@ mod checkout;
 mod checkout_backends;
 mod checkout_ssh;
 mod cli;
+mod conversation;
 mod dashboard;
 mod docker;
 mod failover;

@@ -7,5 +7,5 @@ if not state then return { 'missing' } end
 if TERMINAL[state] then return { 'finished', state } end
 finish(id, state, 'cancelled', f[2], ARGV[8])
 local handle = ''
-if state == 'starting' or state == 'running' then handle = f[3] or '' end
+if LIVE[state] then handle = f[3] or '' end
 return { 'cancelled', handle }

@@ -2,6 +2,6 @@
 -- KEYS[11] the job's record. ARGV[7] id, ARGV[8] attempt, ARGV[9] new deadline (ms).
 -- Returns 1 if extended.
 local f = redis.call('HMGET', KEYS[11], F_STATE, F_ATTEMPT)
-if (f[1] ~= 'starting' and f[1] ~= 'running') or tonumber(f[2]) ~= tonumber(ARGV[8]) then return 0 end
+if not LIVE[f[1]] or tonumber(f[2]) ~= tonumber(ARGV[8]) then return 0 end
 redis.call('ZADD', K_RUNNING, 'XX', tonumber(ARGV[9]), ARGV[7])
 return 1

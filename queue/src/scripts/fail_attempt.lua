@@ -7,7 +7,7 @@
 local id = ARGV[7]
 ack(ARGV[12])
 local f = redis.call('HMGET', KEYS[11], F_STATE, F_ATTEMPT)
-if f[1] ~= 'starting' and f[1] ~= 'running' then return 'stale' end
+if not LIVE[f[1]] then return 'stale' end
 if tonumber(f[2]) ~= tonumber(ARGV[8]) then return 'stale' end
 if ARGV[13] == '1' then
   local deadline = redis.call('ZSCORE', K_RUNNING, id)

@@ -9,6 +9,8 @@
 local FEED_MAX = 10000
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true, timed_out = true }
+-- The states of an admitted attempt: it holds a slot and a lease, and its runner may report.
+local LIVE = { starting = true, running = true, waiting_for_input = true }
 -- The states a job's requester hears about (queued only when it is new or asked again,
 -- not when an infrastructure retry puts it back).
 local REPLY_STATES = { queued = true, running = true, succeeded = true, failed = true, cancelled = true, timed_out = true }
@@ -109,7 +111,9 @@ local function transition(id, from, to, attempt, reason, rec, extra)
   FED = true
   -- A job that came from a webhook gets a reply in the outbox, in the same transaction as
   -- the change it tells of, so no reply is lost and none is sent for a change not made.
-  if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from]) then
+  -- (An answered question puts the job back to running: its requester knows it runs.)
+  if REPLY_STATES[to] and (to ~= 'queued' or not from or TERMINAL[from])
+      and from ~= 'waiting_for_input' then
     local origin = f[4]
     -- A slash command's "queued" was said in the command's own response.
     local answered = to == 'queued' and f[5] and f[5] ~= ''

@@ -14,7 +14,7 @@ ack(ARGV[11])
 local f = redis.call('HMGET', K_JOB, F_STATE, F_ATTEMPT, F_HANDLE_IDENTITY, F_TARGET)
 local state = f[1]
 if tonumber(f[2]) ~= tonumber(ARGV[8]) then return 'stale' end
-if not (state == 'starting' or state == 'running' or state == 'succeeded'
+if not (LIVE[state] or state == 'succeeded'
     or state == 'failed' or state == 'timed_out') then
   return 'stale'
 end
@@ -27,7 +27,7 @@ local set = { F_HANDLE, ARGV[9], F_HANDLE_IDENTITY, ARGV[10], F_SPAWNED_AT, NOW 
 -- reserve_target) is recorded, and counted while the attempt is active, from here.
 if ARGV[14] ~= '' and (not f[4] or f[4] == '') then
   set[7], set[8] = F_TARGET, ARGV[14]
-  if state == 'starting' or state == 'running' then redis.call('SADD', target_key(ARGV[14]), id) end
+  if LIVE[state] then redis.call('SADD', target_key(ARGV[14]), id) end
 end
 redis.call('HSET', K_JOB, unpack(set))
 if state == 'starting' then

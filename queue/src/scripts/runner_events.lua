@@ -3,7 +3,9 @@
 -- number, ARGV[10] lease (ms), ARGV[11] retry delay (ms), ARGV[12] the bytes of output an
 -- attempt may record, ARGV[13] the event recorded once in place of the line that passes
 -- them (later lines are dropped), then four values per event:
--- kind, JSON to append ('' for none), exit code ('' for none), and for 'finished' the
+-- kind ('started', 'heartbeat', 'log', 'ask' (a question), 'say', 'finished'), JSON to append
+-- ('' for none; a question's is also kept as the record's open question), exit code ('' for
+-- none), and for 'finished' the
 -- verdict: '' (succeeded), 'timed_out', 'agent:<why>' (the agent failed; retried only if
 -- the profile says so) or 'infra:<why>' (retried while attempts remain).
 -- Events the job already has (by sequence number) are skipped; a batch that would leave a
@@ -19,7 +21,7 @@ local f = redis.call('HMGET', K_JOB, F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN,
 local state = f[1]
 local before = state
 if not state then return { 'stop', 'gone' } end
-if tonumber(f[7]) ~= attempt or (state ~= 'starting' and state ~= 'running') then
+if tonumber(f[7]) ~= attempt or not LIVE[state] then
   return { 'stop', state }
 end
 local seq = tonumber(ARGV[9])
@@ -46,6 +48,22 @@ while i + 3 <= #ARGV do
       if output_bytes <= output_limit then
         output_bytes = output_bytes + #payload
         if output_bytes > output_limit then emit_line(id, ARGV[13]) else emit_line(id, payload) end
+      end
+    elseif kind == 'ask' then
+      -- The agent waits for an answer: the attempt keeps its slot, its lease held by the
+      -- runner's heartbeats. Questions, like lines, keep the stream near its cap.
+      emit_line(id, payload)
+      set[#set + 1] = F_QUESTION
+      set[#set + 1] = payload
+      if state ~= 'waiting_for_input' then
+        transition(id, state, 'waiting_for_input', attempt, nil, f)
+        state = 'waiting_for_input'
+      end
+    elseif kind == 'say' then
+      -- A progress message is output: it counts against the attempt's budget.
+      if output_bytes <= output_limit then
+        output_bytes = output_bytes + #payload
+        if output_bytes <= output_limit then emit_line(id, payload) end
       end
     elseif kind == 'finished' then
       if payload ~= '' then
@@ -91,5 +109,7 @@ if state ~= 'retrying' then
   end
 end
 if #set > 0 then redis.call('HSET', K_JOB, unpack(set)) end
-if state == 'running' then redis.call('ZADD', K_RUNNING, 'XX', now + lease_ms, id) end
+if state == 'running' or state == 'waiting_for_input' then
+  redis.call('ZADD', K_RUNNING, 'XX', now + lease_ms, id)
+end
 return { 'ok', state, before }

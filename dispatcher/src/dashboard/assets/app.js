@@ -10,7 +10,7 @@
 (function () {
   const TOKEN_KEY = "agentsmith.token";
   const PAGE_SIZE = 50;
-  const STATES = ["queued", "starting", "running", "retrying", "succeeded", "failed", "cancelled", "timed_out"];
+  const STATES = ["queued", "starting", "running", "waiting_for_input", "retrying", "succeeded", "failed", "cancelled", "timed_out"];
   const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
 
   // ---- small DOM helpers -------------------------------------------------------------
@@ -35,7 +35,7 @@
   const $ = (id) => document.getElementById(id);
 
   function badge(state) {
-    return h("span", { class: "state state-" + state, "data-state": state }, h("span", { class: "swatch", "aria-hidden": "true" }), state.replace("_", " "));
+    return h("span", { class: "state state-" + state, "data-state": state }, h("span", { class: "swatch", "aria-hidden": "true" }), state.replace(/_/g, " "));
   }
 
   function fmtTime(ms) {
@@ -343,7 +343,7 @@
       location.hash = "#/jobs" + (s ? "?" + s : "");
     };
     const stateSel = h("select", { id: "filter-state", onchange: setFilter },
-      h("option", { value: "" }, "all states"), STATES.map((s) => h("option", { value: s }, s.replace("_", " "))));
+      h("option", { value: "" }, "all states"), STATES.map((s) => h("option", { value: s }, s.replace(/_/g, " "))));
     stateSel.value = filter.state;
     const projects = (overview && overview.projects) || [];
     const projectSel = h("select", { id: "filter-project", onchange: setFilter },
@@ -443,6 +443,8 @@
     const retryBtn = h("button", { id: "retry", class: "button", type: "button", onclick: () => act("retry") }, "Retry");
     const actionMsg = h("p", { id: "action-message", class: "error", role: "alert", hidden: true });
     actions.append(cancelBtn, retryBtn);
+    // The agent's open question: a button per choice, and any text.
+    const questionBox = h("section", { id: "question", class: "card question", hidden: true, "aria-live": "polite" });
 
     const facts = h("dl", { class: "facts", id: "facts" });
     const reason = h("div", { id: "reason", class: "reason", hidden: true });
@@ -455,7 +457,7 @@
 
     view.replaceChildren(
       h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
-      head, actionMsg, reason,
+      head, actionMsg, reason, questionBox,
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h2", {}, "Intent"), facts),
         h("section", { class: "card" }, h("h2", {}, "Timeline"), timeline)),
@@ -495,6 +497,44 @@
       } else reason.hidden = true;
       renderAttempts();
       renderResult();
+      renderQuestion();
+    }
+
+    let shownQuestion = null;
+    function renderQuestion() {
+      const q = job.state === "waiting_for_input" ? job.question : null;
+      if (!q) { questionBox.hidden = true; shownQuestion = null; return; }
+      if (shownQuestion === q.attempt + ":" + q.id) return; // keep what the reader is typing
+      shownQuestion = q.attempt + ":" + q.id;
+      const message = h("p", { id: "answer-message", class: "error", role: "alert", hidden: true });
+      const text = h("input", { id: "answer-text", type: "text", maxlength: "4096", "aria-label": "Your answer", placeholder: "Or type an answer" });
+      const send = async (answer) => {
+        answer = answer.trim();
+        if (!answer) return;
+        message.hidden = true;
+        for (const b of questionBox.querySelectorAll("button")) b.disabled = true;
+        try {
+          job = await api("/v1/jobs/" + encodeURIComponent(job.id) + "/answer", { method: "POST", body: JSON.stringify({ text: answer, question: q.id, by: "dashboard" }) });
+          render();
+        } catch (e) {
+          for (const b of questionBox.querySelectorAll("button")) b.disabled = false;
+          if (e.status === 401) return;
+          message.textContent = "Could not answer: " + e.message;
+          message.hidden = false;
+        }
+      };
+      const deadline = q.default !== undefined && q.default !== null
+        ? "Without an answer by " + fmtTime(q.deadline) + " the agent goes on with “" + q.default + "”."
+        : "Without an answer by " + fmtTime(q.deadline) + " the job fails.";
+      questionBox.hidden = false;
+      questionBox.replaceChildren(
+        h("h2", {}, "The agent asks"),
+        h("p", { id: "question-text", class: "question-text" }, q.text),
+        h("div", { class: "choices" }, (q.choices || []).map((c) => h("button", { class: "button primary", type: "button", "data-choice": c, onclick: () => send(c) }, c))),
+        h("form", { class: "free-answer", onsubmit: (e) => { e.preventDefault(); send(text.value); } },
+          text, h("button", { id: "answer-send", class: "button", type: "submit" }, "Answer")),
+        h("p", { class: "muted" }, deadline),
+        message);
     }
 
     function renderAttempts() {
@@ -597,6 +637,13 @@
         attempts.set(ev.attempt, { backend: ev.backend, target: ev.target, workload: ev.workload, at: ev.at, state: (attempts.get(ev.attempt) || {}).state });
         item(h("span", { class: "tag" }, "spawned"), ev.backend + " · " + (ev.target || "default") + " · " + ev.workload);
         renderAttempts();
+      } else if (type === "question") {
+        item(h("span", { class: "tag" }, "question"), ev.text + (ev.choices && ev.choices.length ? " (" + ev.choices.join(" / ") + ")" : ""));
+        refetch();
+      } else if (type === "answer") {
+        item(h("span", { class: "tag" }, "answer"), (ev.defaulted ? "nobody answered in time; the default: " : (ev.by || "someone") + " answered: ") + ev.text);
+      } else if (type === "say") {
+        item(h("span", { class: "tag" }, "says"), ev.text);
       } else if (type === "result") {
         result = ev;
         item(h("span", { class: "tag" }, "result"), ev.exit_code !== undefined ? "exit code " + ev.exit_code : "");

@@ -194,6 +194,14 @@ async fn the_dashboard_shows_jobs_live_follows_a_log_and_cancels_in_a_real_brows
             sh_agent("for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.5; done"),
         );
         s.agents.insert(
+            "asker".into(),
+            sh_agent(
+                "agent-runner say 'reading the ticket'; \
+                 choice=$(agent-runner ask 'The ticket names two services. Which one?' --choice billing --choice payments) || exit 9; \
+                 echo \"chose $choice\"",
+            ),
+        );
+        s.agents.insert(
             "fixer".into(),
             sh_agent(
                 "echo fixed >> README.md; \
@@ -251,6 +259,7 @@ async fn scenario(c: &Client, app: &TestApp) {
     let jobs = jobs_appear_and_change_live(c, app).await;
     filters_keep_only_their_jobs(c, app, &jobs).await;
     the_job_page_follows_the_log_and_cancels(c, app, &jobs.slow).await;
+    a_question_is_answered_by_a_click(c, app).await;
     ended_jobs_show_why_and_what(c, app, &jobs).await;
     let busy = the_jobs_page_and_the_overview(c, app, &jobs).await;
     a_narrow_screen_stacks_the_table(c, app, &jobs, &busy).await;
@@ -366,6 +375,34 @@ async fn the_job_page_follows_the_log_and_cancels(c: &Client, app: &TestApp, slo
     assert_eq!(app.job(slow).await.state, JobState::Cancelled);
     let log = text(c, "#log").await.unwrap();
     assert!(!log.contains("line 10"), "the agent was not stopped: {log}");
+}
+
+/// A job whose agent asks shows the question with a button per choice; a click answers it,
+/// the agent goes on with the answer, and the timeline tells who answered what.
+async fn a_question_is_answered_by_a_click(c: &Client, app: &TestApp) {
+    let id = app.submit("asker", "fix the flaky test").await;
+    c.goto(&format!("{}/#/jobs/{id}", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#question-text", "Which one?").await;
+    wait_text(c, "#job-state", "waiting for input").await;
+    wait_text(c, "#timeline", "reading the ticket").await;
+    c.set_window_size(1360, 1000).await.unwrap();
+    screenshot(c, "question.png").await;
+    c.set_window_size(1360, 900).await.unwrap();
+    click(c, "#question button[data-choice=\"payments\"]").await;
+    wait_text(c, "#job-state", "succeeded").await;
+    wait_text(c, "#log", "chose payments").await;
+    wait_text(c, "#timeline", "dashboard answered: payments").await;
+    assert!(
+        !displayed(c, "#question").await,
+        "the answered question is still shown"
+    );
+    let answer = app.job(&id).await.answer.expect("the answer is recorded");
+    assert_eq!(
+        (answer.text.as_str(), answer.by.as_str()),
+        ("payments", "dashboard")
+    );
 }
 
 /// A failed job shows why; a finished one shows its result with its links.

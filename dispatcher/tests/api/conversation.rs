@@ -1,0 +1,186 @@
+//! An agent asks, people answer (issue 19): real `agent-runner` processes whose agents call
+//! `agent-runner ask` and `say`, answered through the API. The job waits in
+//! `waiting_for_input` holding its slot, the first answer wins exactly once, and a question
+//! nobody answers takes its default or fails the job at its deadline, with the reason.
+
+use std::time::Duration;
+
+use queue::{JobEvent, JobState};
+use serde_json::{json, Value};
+
+use crate::helpers::{sh_agent, spawn_app, TestApp, TOKEN};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn answer(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(format!("{}/v1/jobs/{id}/answer", app.address))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the dispatcher answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_agent_asks_waits_holding_its_slot_and_acts_on_the_first_answer() {
+    let app = spawn_app(|s| {
+        s.queue.max_concurrent_jobs = 1;
+        s.agents.insert(
+            "asker".into(),
+            sh_agent(
+                "agent-runner say 'reading the ticket'; \
+                 choice=$(agent-runner ask 'Which service?' --choice billing --choice payments) || exit 9; \
+                 echo \"chose $choice\"; \
+                 printf '{\"summary\":\"worked on %s\"}' \"$choice\" > \"$AGENTSMITH_RESULT_FILE\"",
+            ),
+        );
+    })
+    .await;
+    let id = app.submit("asker", "fix the flaky test").await;
+    let other = app.submit("ok", "waits for the slot").await;
+    let job = app
+        .wait_for_state(&id, JobState::WaitingForInput, WAIT)
+        .await;
+    let question = job.question.expect("a waiting job shows its question");
+    assert_eq!(question.text, "Which service?");
+    assert_eq!(question.choices, ["billing", "payments"]);
+    assert_eq!((question.default, question.attempt), (None, 1));
+
+    // Longer than a lease (3 s): the runner's heartbeats hold it, and the slot stays taken.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(app.job(&id).await.state, JobState::WaitingForInput);
+    assert_eq!(app.job(&other).await.state, JobState::Queued);
+
+    // Bad answers are refused, naming the problem, and change nothing.
+    let (status, body) = answer(&app, &id, json!({"text": "  "})).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "the answer is empty")
+    );
+    let (status, body) = answer(&app, &id, json!({"txt": "billing"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("unknown field `txt`"), "{body}");
+    let (status, body) = answer(&app, &id, json!({"text": "x".repeat(5000)})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = answer(&app, &id, json!({"text": "billing", "question": "other"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("no_open_question"))
+    );
+    let (status, _) = answer(&app, "nosuchjob", json!({"text": "billing"})).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = answer(
+        &app,
+        &id,
+        json!({"text": "payments", "question": question.id, "by": "ann"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["answer"]["text"], "payments");
+    assert_eq!(body["answer"]["by"], "ann");
+    let (status, body) = answer(&app, &id, json!({"text": "billing", "by": "bob"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_answered"))
+    );
+    assert!(
+        message(&body).contains("ann answered \"payments\""),
+        "{body}"
+    );
+
+    let job = app.wait_for_end(&id, WAIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(
+        job.result.and_then(|r| r.summary).as_deref(),
+        Some("worked on payments")
+    );
+    let lines = app.log_lines(&id).await;
+    assert!(lines.contains(&"chose payments".to_string()), "{lines:?}");
+    let events = app.events(&id).await;
+    let said: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Say { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["reading the ticket"]);
+    let answers: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Answer { answer, .. } => Some((answer.text.as_str(), answer.by.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, [("payments", "ann")], "one answer, once");
+    // The next job had to wait for the slot the asking job held.
+    assert_eq!(
+        app.wait_for_end(&other, WAIT).await.state,
+        JobState::Succeeded
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_question_takes_its_default_or_fails_the_job_at_its_deadline() {
+    let app = spawn_app(|s| {
+        s.agents.insert(
+            "patient".into(),
+            sh_agent("a=$(agent-runner ask 'Go ahead?' --default yes --timeout 1) || exit 9; echo \"got $a\""),
+        );
+        s.agents.insert(
+            "stuck".into(),
+            sh_agent("agent-runner ask 'Go ahead?' --timeout 1; echo after-the-question"),
+        );
+    })
+    .await;
+    let patient = app.submit("patient", "defaults").await;
+    let stuck = app.submit("stuck", "fails").await;
+
+    let job = app.wait_for_end(&patient, WAIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert!(app
+        .log_lines(&patient)
+        .await
+        .contains(&"got yes".to_string()));
+    let answer = job.answer.expect("the default is recorded as the answer");
+    assert!(answer.defaulted && answer.text == "yes", "{answer:?}");
+
+    let job = app.wait_for_end(&stuck, WAIT).await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let reason = job.reason.unwrap_or_default();
+    assert!(
+        reason.contains(
+            "nobody answered the question \"Go ahead?\" within 1s, and it has no default"
+        ),
+        "{reason}"
+    );
+    assert!(
+        !app.log_lines(&stuck)
+            .await
+            .contains(&"after-the-question".to_string()),
+        "the agent is stopped, not handed an answer"
+    );
+    let (status, body) = answer_late(&app, &stuck).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("no_open_question"))
+    );
+    app.stop().await;
+}
+
+async fn answer_late(app: &TestApp, id: &str) -> (u16, Value) {
+    answer(app, id, json!({"text": "yes"})).await
+}
