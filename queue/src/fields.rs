@@ -103,7 +103,7 @@ pub mod job {
 /// Fields of a reply in the outbox (`notify`).
 pub mod outbox {
     names! { "O_";
-        /// What the reply is: `state`, `running`, `text`, `unreadable`.
+        /// What the reply is: `state`, `ask` (a question), `running`, `text`, `unreadable`.
         KIND = "kind",
         /// The job it is about.
         JOB = "job",

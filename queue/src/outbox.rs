@@ -33,6 +33,17 @@ pub enum ReplyBody {
         /// The attempt.
         attempt: u32,
     },
+    /// The job's agent asked `question` in `attempt`: tell where the job came from, with how
+    /// to answer (the reply reads the job when it is sent, and says nothing once the
+    /// question has been answered).
+    Question {
+        /// The job.
+        job_id: String,
+        /// The attempt that asked.
+        attempt: u32,
+        /// The question's id.
+        question: String,
+    },
     /// A trigger for a ticket whose job `job_id` has not ended: "already running".
     AlreadyRunning {
         /// The unfinished job.
@@ -68,6 +79,17 @@ impl ReplyBody {
                 (o::STATE, state.as_str().into()),
                 (o::ATTEMPT, attempt.to_string()),
             ],
+            ReplyBody::Question {
+                job_id,
+                attempt,
+                question,
+            } => vec![
+                // (Not "question": the scripts spell no record field's name.)
+                (o::KIND, "ask".into()),
+                (o::JOB, job_id.clone()),
+                (o::ATTEMPT, attempt.to_string()),
+                (o::TEXT, question.clone()),
+            ],
             ReplyBody::AlreadyRunning { job_id, origin } => vec![
                 (o::KIND, "running".into()),
                 (o::JOB, job_id.clone()),
@@ -101,6 +123,11 @@ impl ReplyBody {
                     attempt: get(o::ATTEMPT).parse().unwrap_or(1),
                 },
                 Err(e) => ReplyBody::Unreadable(e),
+            },
+            "ask" => ReplyBody::Question {
+                job_id: get(o::JOB),
+                attempt: get(o::ATTEMPT).parse().unwrap_or(1),
+                question: get(o::TEXT),
             },
             "running" => match origin() {
                 Ok(origin) => ReplyBody::AlreadyRunning {

@@ -10,7 +10,7 @@ use contract::{Answer, JobHandle};
 use redis::AsyncCommands;
 
 use crate::fields::job as F;
-use crate::{valid_id, JobEvent, JobState, Queue, QueueError, Result};
+use crate::{valid_id, Job, JobEvent, JobState, Queue, QueueError, Result};
 
 /// What became of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +153,31 @@ impl Queue {
             }
             None => AnswerPoll::Waiting,
         })
+    }
+
+    /// The job of `ticket` (from `source`) that waits for an answer, if one does: where a
+    /// `/agent answer` comment on an issue goes.
+    pub async fn waiting_job_of_ticket(&self, source: &str, ticket: &str) -> Result<Option<Job>> {
+        let index = self.keys.state_jobs(JobState::WaitingForInput.as_str());
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let ids: Vec<String> = conn.zrange(&index, 0, -1).await?;
+            for id in ids {
+                let fields: HashMap<String, String> = conn.hgetall(self.keys.job(&id)).await?;
+                let Some(job) = Job::from_fields(&id, &fields) else {
+                    continue;
+                };
+                let same_source = job.origin.as_ref().is_some_and(|o| o.source() == source);
+                if job.state == JobState::WaitingForInput
+                    && same_source
+                    && job.ticket.as_deref() == Some(ticket)
+                {
+                    return Ok(Some(job));
+                }
+            }
+            Ok(None)
+        })
+        .await
     }
 
     /// The jobs waiting for input whose question's deadline has passed at `now` (ms).

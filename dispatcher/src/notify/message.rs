@@ -32,6 +32,17 @@ pub struct Message {
     pub can_retry: bool,
     /// Only the requester sees it (Slack).
     pub ephemeral: bool,
+    /// The agent's open question, when the message asks it: a button per choice (Slack).
+    pub question: Option<Asked>,
+}
+
+/// A question a message asks, for its buttons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// The question's id.
+    pub id: String,
+    /// Its choices.
+    pub choices: Vec<String>,
 }
 
 impl Message {
@@ -47,6 +58,7 @@ impl Message {
             can_cancel: false,
             can_retry: false,
             ephemeral: false,
+            question: None,
         }
     }
 
@@ -113,6 +125,64 @@ impl Message {
             can_cancel: !state.is_terminal(),
             can_retry: state.is_terminal() && state != JobState::Succeeded,
             ephemeral: false,
+            question: None,
+        }
+    }
+
+    /// The agent of `job` asks `question`: the question, its choices, how to answer it
+    /// (`command` is the sources' comment command, `/agent`) and what happens without an
+    /// answer. Slack shows a button per choice; elsewhere a comment answers.
+    pub fn question(
+        job: &Job,
+        question: &queue::Question,
+        job_url: Option<String>,
+        command: &str,
+    ) -> Self {
+        let mut detail = question.text.clone();
+        if !question.choices.is_empty() {
+            detail.push_str(&format!("\nChoices: {}", question.choices.join(" | ")));
+        }
+        let within = if question.timeout_secs.is_multiple_of(3600) {
+            format!("{} h", question.timeout_secs / 3600)
+        } else if question.timeout_secs.is_multiple_of(60) {
+            format!("{} min", question.timeout_secs / 60)
+        } else {
+            format!("{} s", question.timeout_secs)
+        };
+        detail.push_str(&match &question.default {
+            Some(default) => {
+                format!("\nWithout an answer within {within} it goes on with: {default}")
+            }
+            None => format!("\nWithout an answer within {within} the job fails."),
+        });
+        let slack = matches!(job.origin, Some(queue::Origin::Slack { .. }));
+        if slack {
+            detail.push_str(&format!(
+                "\nAnswer with a button, or `{command} answer {} <your answer>`.",
+                job.id
+            ));
+        } else {
+            detail.push_str(&format!(
+                "\nAnswer with a comment: {command} answer <your answer>"
+            ));
+        }
+        Self {
+            job_id: Some(job.id.clone()),
+            headline: format!("The agent of {} asks:", job.id),
+            detail: Some(neutralise::summary(&detail)),
+            links: job_url
+                .and_then(|u| Link::new(Some(&format!("job {}", job.id)), &u))
+                .into_iter()
+                .collect(),
+            links_left_out: 0,
+            log_lines: Vec::new(),
+            can_cancel: false,
+            can_retry: false,
+            ephemeral: false,
+            question: Some(Asked {
+                id: question.id.clone(),
+                choices: question.choices.clone(),
+            }),
         }
     }
 
@@ -133,6 +203,7 @@ impl Message {
             can_cancel: !job.state.is_terminal(),
             can_retry: false,
             ephemeral: false,
+            question: None,
         }
     }
 

@@ -128,6 +128,31 @@ impl Notifier {
                 }
                 sent
             }
+            ReplyBody::Question {
+                job_id,
+                attempt,
+                question,
+            } => {
+                let job = match queue.get(job_id).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => return done("the job is gone"),
+                    Err(e) => return Outcome::Retry(format!("reading the job: {e}")),
+                };
+                let Some(origin) = job.origin.clone() else {
+                    return done("the job has no origin");
+                };
+                // Answered (or ended) before the reply went out: nothing to ask any more.
+                let Some(open) = job
+                    .question
+                    .as_ref()
+                    .filter(|q| q.id == *question && q.attempt == *attempt)
+                else {
+                    return done("the question is no longer open");
+                };
+                let command = &self.ctx.settings.sources.command;
+                let message = Message::question(&job, open, self.job_url(job_id), command);
+                self.send(&origin, &message, Some(&job)).await
+            }
             ReplyBody::AlreadyRunning { job_id, origin } => {
                 let job = match queue.get(job_id).await {
                     Ok(Some(job)) => job,

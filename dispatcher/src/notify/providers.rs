@@ -149,7 +149,7 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
 }
 
 /// Slack's message payload: the text as a fallback, a section in mrkdwn and, for a job,
-/// Cancel and Retry buttons as they fit.
+/// Cancel and Retry buttons as they fit, or a button per choice of the question it asks.
 pub fn slack_payload(message: &Message) -> Value {
     let text = super::short(&message.mrkdwn(), SLACK_SECTION_MAX);
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
@@ -162,6 +162,15 @@ pub fn slack_payload(message: &Message) -> Value {
         if message.can_retry {
             buttons.push(json!({"type": "button", "action_id": "retry", "value": id,
                 "text": {"type": "plain_text", "text": "Retry"}}));
+        }
+        // A choice's button carries its place, not its text: the click answers with the
+        // open question's own choice, and names the question, so it never answers a later one.
+        if let Some(question) = &message.question {
+            for (i, choice) in question.choices.iter().enumerate() {
+                buttons.push(json!({"type": "button", "action_id": format!("answer:{i}"),
+                    "value": format!("{id}:{}:{i}", question.id),
+                    "text": {"type": "plain_text", "text": super::short(choice, 75)}}));
+            }
         }
         if !buttons.is_empty() {
             blocks.push(json!({"type": "actions", "elements": buttons}));

@@ -30,6 +30,13 @@ pub enum Command {
     Cancel(String),
     /// Run a finished job again.
     Retry(String),
+    /// Answer the question a job's agent waits on.
+    Answer {
+        /// The job.
+        job: String,
+        /// The answer.
+        text: String,
+    },
     /// The usage text.
     Help,
 }
@@ -41,6 +48,9 @@ pub enum CommentCommand {
     Fix(String),
     /// Run a task about the issue.
     Run(String),
+    /// Answer the question the issue's job waits on (the rest of the comment; empty when
+    /// nothing followed the verb).
+    Answer(String),
 }
 
 /// The usage text of the Slack command named `command`.
@@ -52,6 +62,7 @@ pub fn usage(command: &str) -> String {
          • `{command} status [<job>]`: a job's state, or your latest jobs\n\
          • `{command} list`: the latest jobs\n\
          • `{command} cancel <job>` / `{command} retry <job>`\n\
+         • `{command} answer <job> <answer…>`: answer a job's question\n\
          • `{command} help`: this text"
     )
 }
@@ -119,6 +130,11 @@ pub fn parse(text: &str, command: &str) -> Result<Command, CommandError> {
         (Some("list"), []) => Ok(Command::List),
         (Some("cancel"), [job]) => Ok(Command::Cancel(key(job, "job id")?)),
         (Some("retry"), [job]) => Ok(Command::Retry(key(job, "job id")?)),
+        (Some("answer"), [job, answer @ ..]) if !answer.is_empty() => Ok(Command::Answer {
+            job: key(job, "job id")?,
+            text: answer.join(" "),
+        }),
+        (Some("answer"), _) => Err(wrong("`answer` takes a job id and the answer.")),
         (Some(verb @ ("status" | "list" | "cancel" | "retry")), _) => {
             Err(wrong(&format!("Wrong arguments for `{verb}`.")))
         }
@@ -141,6 +157,13 @@ pub fn parse_comment(body: &str, command: &str) -> Option<CommentCommand> {
     match verb.as_str() {
         "fix" => Some(CommentCommand::Fix(tail)),
         "run" if !tail.is_empty() => Some(CommentCommand::Run(tail)),
+        // The answer is the rest of the comment, as written (lines and all).
+        "answer" => {
+            let after = body.split_once(first).map_or("", |(_, after)| after);
+            let line = rest.trim_start().get("answer".len()..).unwrap_or("");
+            let answer = format!("{}{after}", line.trim());
+            Some(CommentCommand::Answer(answer.trim().to_string()))
+        }
         _ => None,
     }
 }
@@ -231,6 +254,39 @@ mod tests {
         ] {
             assert_eq!(parse_comment(body, "/agent"), None, "{body:?}");
         }
+    }
+
+    #[test]
+    fn an_answer_is_the_rest_of_the_comment_or_of_the_command() {
+        assert_eq!(
+            parse_comment("/agent answer payments", "/agent"),
+            Some(CommentCommand::Answer("payments".into()))
+        );
+        assert_eq!(
+            parse_comment(
+                "/agent Answer use the v2 client\nand keep v1 working",
+                "/agent"
+            ),
+            Some(CommentCommand::Answer(
+                "use the v2 client\nand keep v1 working".into()
+            ))
+        );
+        assert_eq!(
+            parse_comment("/agent answer", "/agent"),
+            Some(CommentCommand::Answer(String::new()))
+        );
+        assert_eq!(
+            parse("answer abc123 the billing one", "/agent"),
+            Ok(Command::Answer {
+                job: "abc123".into(),
+                text: "the billing one".into()
+            })
+        );
+        let message = parse("answer abc123", "/agent").unwrap_err().to_string();
+        assert!(
+            message.contains("`answer` takes a job id and the answer."),
+            "{message}"
+        );
     }
 
     #[test]

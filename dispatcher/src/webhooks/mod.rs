@@ -26,6 +26,7 @@
 //! logged.
 
 pub mod access;
+pub mod answer;
 pub mod command;
 pub mod github;
 pub mod gitlab;
@@ -183,6 +184,7 @@ pub fn decide(settings: &Settings, event: &IssueEvent) -> Result<Trigger, String
                 project: name.to_string(),
                 task,
             }),
+            Some(CommentCommand::Answer(_)) => Err("an answer is not a trigger".into()),
             None => Err(format!(
                 "the comment does not start with {}",
                 sources.command
@@ -405,6 +407,14 @@ pub async fn handle_issue_delivery(
         Parsed::Ignore(reason) => return Ok(ignored(&reason)),
         Parsed::Issue(event) => *event,
     };
+    let command = &state.settings.sources.command;
+    if let Some(CommentCommand::Answer(text)) = event
+        .comment
+        .as_deref()
+        .and_then(|body| parse_comment(body, command))
+    {
+        return answer::on_ticket(state, &event, &text, digest).await;
+    }
     let trigger = match decide(&state.settings, &event) {
         Ok(trigger) => trigger,
         Err(reason) => return Ok(ignored(&reason)),

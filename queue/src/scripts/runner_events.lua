@@ -59,6 +59,11 @@ while i + 3 <= #ARGV do
         transition(id, state, 'waiting_for_input', attempt, nil, f)
         state = 'waiting_for_input'
       end
+      -- Where the job came from hears the question, with how to answer it.
+      if f[4] and f[4] ~= '' then
+        redis.call('XADD', K_NOTIFY, '*', O_KIND, 'ask', O_JOB, id, O_ATTEMPT, attempt,
+          O_TEXT, cjson.decode(payload).id, O_TRIES, 0)
+      end
     elseif kind == 'say' then
       -- A progress message is output: it counts against the attempt's budget.
       if output_bytes <= output_limit then

@@ -13,7 +13,9 @@ use crate::webhooks::access::{self, Actor, Ask, Refusal, Verdict};
 use crate::webhooks::command::{self, truncate, Command};
 use crate::webhooks::journal;
 use crate::webhooks::{accept, project_for, Request, Source};
-use queue::{CancelOutcome, Decision, Job, JobFilter, Origin, RetryOutcome, Submission};
+use queue::{
+    AnswerOutcome, CancelOutcome, Decision, Job, JobFilter, Origin, RetryOutcome, Submission,
+};
 
 /// Whether `user` is the job's requester or an admin: the first condition for cancelling
 /// or retrying it (the project's access is the second).
@@ -168,6 +170,10 @@ pub(super) async fn run_command(
         }
         Command::Retry(id) => {
             let outcome = act(state, asker, "retry", &id).await?;
+            return Ok(Answer::answered(outcome.clone(), outcome));
+        }
+        Command::Answer { job, text } => {
+            let outcome = answer(state, asker, &job, None, &text).await?;
             return Ok(Answer::answered(outcome.clone(), outcome));
         }
     };
@@ -393,6 +399,50 @@ pub(super) async fn act(
             RetryOutcome::NotFound => format!("There is no job `{job_id}`."),
         }
     })
+}
+
+/// Answers the question `job_id`'s agent waits on (`question`, when a button names the one
+/// it was made for) with `text`, if `asker` may: whoever the job's project lets start jobs
+/// here, or, for a job of no project, its requester or an admin. What to tell them.
+pub(super) async fn answer(
+    state: &AppState,
+    asker: &Asker<'_>,
+    job_id: &str,
+    question: Option<&str>,
+    text: &str,
+) -> Result<String, ApiError> {
+    let user = asker.actor.id.as_str();
+    let Some(job) = state.queue.get(job_id).await? else {
+        return Ok(format!("There is no job `{job_id}`."));
+    };
+    let doing = format!("answer the question of `{job_id}`");
+    match job.project.as_deref() {
+        Some(project) => {
+            if let Some(refusal) = refusal(state, asker, project).await {
+                info!(job_id, user, "an answer refused: the project's rules");
+                return Ok(refusal.answer(Some(&asker.actor), &doing));
+            }
+        }
+        None if !requester_or_admin(&state.settings, &job, user) => {
+            info!(
+                job_id,
+                user, "an answer refused: not the requester or an admin"
+            );
+            return Ok(format!(
+                "Only the job's requester or an admin (sources.slack.admins) may {doing}."
+            ));
+        }
+        None => {}
+    }
+    let by = format!("{} (slack)", asker.actor.name);
+    let outcome = state.queue.answer(job_id, question, text, &by).await?;
+    info!(
+        job_id,
+        user,
+        answered = matches!(outcome, AnswerOutcome::Answered(_)),
+        "an answer from Slack"
+    );
+    Ok(crate::webhooks::answer::told(&outcome, job_id, question))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::context::AppState;
 use crate::notify::message::Message;
 use crate::notify::providers::{response_url_host, slack_payload};
 use crate::settings::Settings;
-use queue::{Decision, Origin, ReplyBody};
+use queue::{AnswerOutcome, Decision, Origin, ReplyBody};
 
 mod conversation;
 mod payload;
@@ -306,7 +306,7 @@ pub(super) async fn interaction(
     delivery: &Verified,
 ) -> Result<Response, ApiError> {
     let Some(click) = parse_interaction(&delivery.body).map_err(PayloadError::bad_request)? else {
-        return Ok(super::ignored("not a Cancel or Retry button"));
+        return Ok(super::ignored("not a Cancel, Retry or answer button"));
     };
     tracing::Span::current().record("job_id", click.job_id.as_str());
     let seen = format!("slack:{}", delivery.digest);
@@ -322,7 +322,11 @@ pub(super) async fn interaction(
         delivery: None,
         in_response: false,
     };
-    let outcome = act(state, &asker, &click.action, &click.job_id).await?;
+    let outcome = if click.action == "answer" {
+        answer_click(state, &asker, &click.job_id).await?
+    } else {
+        act(state, &asker, &click.action, &click.job_id).await?
+    };
     state
         .queue
         .send_reply(&ReplyBody::Text {
@@ -339,4 +343,43 @@ pub(super) async fn interaction(
         Json(json!({})).into_response(),
         Decision::Answered { reason: outcome },
     ))
+}
+
+/// A choice's button: its value is `<job>:<question>:<n>`, and the answer is the open
+/// question's own choice `n` (what the button shows), so a forged value can name no other
+/// text, and a button of an earlier question answers no later one.
+async fn answer_click(
+    state: &AppState,
+    asker: &Asker<'_>,
+    value: &str,
+) -> Result<String, ApiError> {
+    let mut parts = value.rsplitn(3, ':');
+    let (Some(n), Some(question), Some(job_id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok("That button does not name a question.".into());
+    };
+    let job = match state.queue.get(job_id).await? {
+        Some(job) => job,
+        None => return Ok(format!("There is no job `{job_id}`.")),
+    };
+    let Some(open) = job.question.as_ref().filter(|q| q.id == question) else {
+        // Answered, or ended, since the button was posted: say by whom (nothing is written).
+        let outcome = AnswerOutcome::Closed {
+            state: job.state,
+            last: job.answer.clone(),
+        };
+        return Ok(crate::webhooks::answer::told(
+            &outcome,
+            job_id,
+            Some(question),
+        ));
+    };
+    let Some(choice) = n
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| open.choices.get(n))
+        .cloned()
+    else {
+        return Ok("That button is not one of the question's choices.".into());
+    };
+    conversation::answer(state, asker, job_id, Some(question), &choice).await
 }

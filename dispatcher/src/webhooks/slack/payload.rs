@@ -166,8 +166,12 @@ pub fn parse_interaction(body: &[u8]) -> Result<Option<ButtonClick>, PayloadErro
     if value.get("type").and_then(Value::as_str) != Some("block_actions") {
         return Ok(None);
     }
-    let action = crate::webhooks::required(&value, "/actions/0/action_id")?;
-    if action != "cancel" && action != "retry" {
+    let mut action = crate::webhooks::required(&value, "/actions/0/action_id")?;
+    // A question's choices are `answer:<n>` (Slack wants each action id of a message unique).
+    if action.starts_with("answer:") {
+        action = "answer".into();
+    }
+    if action != "cancel" && action != "retry" && action != "answer" {
         return Ok(None);
     }
     Ok(Some(ButtonClick {

@@ -259,10 +259,10 @@ async fn scenario(c: &Client, app: &TestApp) {
     let jobs = jobs_appear_and_change_live(c, app).await;
     filters_keep_only_their_jobs(c, app, &jobs).await;
     the_job_page_follows_the_log_and_cancels(c, app, &jobs.slow).await;
-    a_question_is_answered_by_a_click(c, app).await;
     ended_jobs_show_why_and_what(c, app, &jobs).await;
     let busy = the_jobs_page_and_the_overview(c, app, &jobs).await;
     a_narrow_screen_stacks_the_table(c, app, &jobs, &busy).await;
+    a_question_is_answered_by_a_click(c, app).await;
     signing_out_forgets_the_token(c).await;
 }
 

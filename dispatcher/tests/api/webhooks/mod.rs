@@ -19,6 +19,7 @@
 //! | [`intent`] | what the agent sees is what the allowed actor triggered on, whatever is edited later |
 
 mod access;
+mod conversation;
 mod deliveries;
 mod github;
 mod gitlab;
