@@ -71,6 +71,12 @@ fn docker_settings(lab: &DockerLab) -> Settings {
             "sleep".to_string(),
             container_agent("echo sleeping; sleep 4; echo woke"),
         ),
+        (
+            "asker".to_string(),
+            container_agent(
+                "a=$(agent-runner ask 'Which one?' --choice x --choice y) || exit 9; echo \"got $a\"",
+            ),
+        ),
     ]);
     s
 }
@@ -164,6 +170,48 @@ async fn a_restarted_dispatcher_adopts_the_running_container() {
     assert_eq!(job.attempt, 1, "the container was adopted, not run again");
     let lines = second.log_lines(&id).await;
     assert!(lines.contains(&"woke".to_string()), "{lines:?}");
+    second.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Docker engine and the agentsmith-agent:test image: scripts/build-agent-image --tag agentsmith-agent:test"]
+async fn an_open_question_outlives_its_dispatcher_and_the_answer_arrives_once() {
+    // The agent runs as the image's own user, apart from the runner: its question and
+    // answer files cross that line.
+    let (mut first, _docker) = docker_app().await;
+    let id = first.submit("asker", "ask across a restart").await;
+    first
+        .wait_for(&id, "waiting for input", LONG, |j| {
+            j.state == JobState::WaitingForInput
+        })
+        .await;
+    let address = first.address.clone();
+    let mut settings = first.ctx.settings.clone();
+    first.app.take().unwrap().stop().await;
+
+    settings.server.bind = address.trim_start_matches("http://").to_string();
+    let second = start(settings, None).await;
+    let job = second.job(&id).await;
+    assert_eq!(job.state, JobState::WaitingForInput, "{job:#?}");
+    let answered = second
+        .http
+        .post(format!("{}/v1/jobs/{id}/answer", second.address))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&serde_json::json!({"text": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let job = second.wait_for_end(&id, LONG).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(job.attempt, 1, "the container was adopted, not run again");
+    let lines = second.log_lines(&id).await;
+    let got: Vec<&String> = lines.iter().filter(|l| l.starts_with("got ")).collect();
+    assert_eq!(
+        got,
+        ["got y"],
+        "the answer reached the agent once: {lines:?}"
+    );
     second.stop().await;
 }
 
