@@ -19,6 +19,7 @@ use contract::{Change, Checkout, OutputStream, Push, RunnerEvent};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::ca::ExtraCa;
+use crate::conversation::Approver;
 use crate::outbox::Outbox;
 
 mod git;
@@ -202,6 +203,19 @@ async fn steps(checkout: &Checkout, git: Git<'_>, outbox: &Outbox) -> Result<Che
     })
 }
 
+/// What a push says and asks on its way: its progress lines (and heartbeats, every
+/// `heartbeat`, so the attempt's lease holds while git works) in `outbox`, and the approval
+/// it waits for, when the profile asks for one.
+#[derive(Debug, Clone, Copy)]
+pub struct Pushing<'a> {
+    /// Where progress lines and heartbeats go.
+    pub outbox: &'a Outbox,
+    /// How often a heartbeat goes.
+    pub heartbeat: Duration,
+    /// Who approves the push, if anyone must.
+    pub approver: Option<&'a Approver>,
+}
+
 /// After the agent exited 0: commits what it left uncommitted (subject: the first line of
 /// its `summary`, else the push's own), and pushes the branch's commits to the working branch
 /// of the remote named in the checkout, and to no other ref. The repository is the agent's
@@ -214,9 +228,13 @@ pub async fn push(
     checked_out: &CheckedOut,
     dir: &Path,
     summary: Option<&str>,
-    outbox: &Outbox,
-    heartbeat: Duration,
+    pushing: Pushing<'_>,
 ) -> Result<Change, String> {
+    let Pushing {
+        outbox,
+        heartbeat,
+        approver,
+    } = pushing;
     let Some(push) = &checkout.push else {
         return Ok(Change::NoChanges);
     };
@@ -224,7 +242,7 @@ pub async fn push(
         restore(dir, checked_out)?;
         let mut git = Git::new(&checkout.repo, push.credential.as_ref(), extra_ca, dir)?;
         git.harden(dir, push);
-        commit_and_push(checkout, push, checked_out, &git, summary, outbox).await
+        commit_and_push(checkout, push, checked_out, &git, summary, outbox, approver).await
     };
     with_heartbeats(work, outbox, heartbeat).await
 }
@@ -275,6 +293,7 @@ async fn commit_and_push(
     git: &Git<'_>,
     summary: Option<&str>,
     outbox: &Outbox,
+    approver: Option<&Approver>,
 ) -> Result<Change, String> {
     let say = |line: String| tell(outbox, line);
     git.run(&["add", "--all"]).await?;
@@ -307,6 +326,25 @@ async fn commit_and_push(
         .run(&["diff", "--shortstat", &checked_out.start, "HEAD"])
         .await?;
     let (files, insertions, deletions) = shortstat(&stat);
+    // Nothing leaves the sandbox before someone approves it, when the profile says so.
+    if let (Some(approver), Some(_)) = (approver, &push.approval) {
+        let listing = git
+            .run(&["diff", "--stat=100", &checked_out.start, "HEAD"])
+            .await
+            .unwrap_or_default();
+        let what = format!(
+            "Push the agent's work? {new_commits} commit(s) to {} ({files} files, +{insertions} -{deletions}).\n{}\n{}",
+            checkout.branch,
+            summary.map(str::trim).unwrap_or_default(),
+            listing.trim_end()
+        );
+        say("waiting for someone to approve the push".into());
+        let by = approver
+            .approve(&what)
+            .await
+            .map_err(|why| format!("the push was not approved: {why}"))?;
+        say(format!("{by} approved the push"));
+    }
     let refspec = format!("HEAD:refs/heads/{}", checkout.branch);
     git.run(&["push", "--quiet", "--no-verify", &checkout.repo, &refspec])
         .await?;
@@ -482,6 +520,7 @@ mod tests {
                 author_email: "agentsmith@localhost".into(),
                 subject: "T-2: over ssh".into(),
                 trailers: vec!["Agentsmith-Job: j-2".into()],
+                approval: None,
             }),
         };
         let outbox = Outbox::new(1, Limits::default());
@@ -503,8 +542,11 @@ mod tests {
             &checked_out,
             work.path(),
             None,
-            &outbox,
-            heartbeat,
+            Pushing {
+                outbox: &outbox,
+                heartbeat,
+                approver: None,
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", ssh.log()));

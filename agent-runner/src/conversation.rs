@@ -496,82 +496,32 @@ impl Asker {
     /// Posts `question` and waits for its answer (or for the reason there will be none).
     async fn ask(&mut self, question: &Question) -> AskReply {
         let id = question.id.as_str();
-        self.outbox.push(RunnerEvent::Question {
-            id: id.to_string(),
-            text: question.ask.question.clone(),
-            choices: question.ask.choices.clone(),
-            default: question.ask.default.clone(),
-            timeout_secs: question.timeout_secs,
-        });
         tracing::info!(
             question = id,
             choices = question.ask.choices.len(),
             timeout_secs = question.timeout_secs,
             "the agent asks a question"
         );
-        let request = AnswerRequest {
-            version: PROTOCOL_VERSION,
-            attempt: self.attempt,
-            question: id.to_string(),
+        let asked = Asked {
+            id: id.to_string(),
+            text: question.ask.question.clone(),
+            choices: question.ask.choices.clone(),
+            default: question.ask.default.clone(),
+            timeout_secs: question.timeout_secs,
         };
-        let patience = Duration::from_secs(question.timeout_secs) + ANSWER_MARGIN;
-        let give_up = Instant::now() + patience;
-        let mut backoff = Backoff::new(ANSWER_POLL, ANSWER_MAX_BACKOFF);
-        let mut failures = 0u32;
-        // The question's event goes out first; there is nothing to ask before it arrives.
-        let mut delay = ANSWER_POLL;
-        loop {
-            if Instant::now() + delay > give_up {
-                tracing::warn!(
-                    question = id,
-                    waited_secs = patience.as_secs(),
-                    "no answer came; giving up the question"
-                );
-                return refusal(format!(
-                    "no answer came within {} seconds",
-                    patience.as_secs()
-                ));
+        match ask_and_wait(&self.outbox, &self.callback, self.attempt, asked).await {
+            Ok(answer) => answered(id, answer),
+            Err(Unanswered::GaveUp(secs)) => {
+                refusal(format!("no answer came within {secs} seconds"))
             }
-            tokio::time::sleep(delay).await;
-            delay = match self.callback.answer(&request).await {
-                AnswerPoll::Answered(answer) => return answered(id, answer),
-                AnswerPoll::Waiting => {
-                    backoff.reset();
-                    ANSWER_POLL
-                }
-                AnswerPoll::Stop => {
-                    tracing::info!(
-                        question = id,
-                        "the dispatcher no longer wants this attempt; stopping the agent"
-                    );
-                    self.stop(Directive::Stop);
-                    return refusal("the job was stopped before the question was answered");
-                }
-                AnswerPoll::Unauthorized(status) => {
-                    tracing::error!(
-                        question = id,
-                        status,
-                        "the dispatcher refused the job token"
-                    );
-                    self.stop(Directive::Unauthorized { status });
-                    return refusal("the job is ending; the question was not answered");
-                }
-                AnswerPoll::Failed(reason) => {
-                    failures += 1;
-                    let delay = backoff.next_delay();
-                    // The first failure and then every tenth: the log is not flooded.
-                    if failures % 10 == 1 {
-                        tracing::warn!(
-                            question = id,
-                            failures,
-                            %reason,
-                            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            "asking for the answer failed; will ask again"
-                        );
-                    }
-                    delay
-                }
-            };
+            Err(Unanswered::Stop) => {
+                self.stop(Directive::Stop);
+                refusal("the job was stopped before the question was answered")
+            }
+            Err(Unanswered::Unauthorized(status)) => {
+                self.stop(Directive::Unauthorized { status });
+                refusal("the job is ending; the question was not answered")
+            }
         }
     }
 
@@ -580,6 +530,170 @@ impl Asker {
         // The supervisor stops listening only once the agent is done; then it no longer
         // matters.
         let _ = self.directives.send(directive);
+    }
+}
+
+/// A question the runner posts: the agent's, or its own (an approval).
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// Its id within the attempt.
+    pub id: String,
+    /// The question.
+    pub text: String,
+    /// The answers offered as buttons.
+    pub choices: Vec<String>,
+    /// The answer taken at the deadline.
+    pub default: Option<String>,
+    /// How long it waits.
+    pub timeout_secs: u64,
+}
+
+/// Why a question got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The dispatcher told no outcome within the question's timeout and a margin (seconds).
+    GaveUp(u64),
+    /// The dispatcher no longer wants the attempt.
+    Stop,
+    /// The dispatcher refused the job's token (its status).
+    Unauthorized(u16),
+}
+
+/// Posts `asked` as a [`RunnerEvent::Question`] of `attempt` and asks the dispatcher for its
+/// answer every [`ANSWER_POLL`] (backing off while it fails to answer) until it has one, or
+/// the reason there will be none.
+pub async fn ask_and_wait(
+    outbox: &Outbox,
+    callback: &Callback,
+    attempt: u32,
+    asked: Asked,
+) -> Result<contract::Answer, Unanswered> {
+    let id = asked.id.clone();
+    let patience = Duration::from_secs(asked.timeout_secs) + ANSWER_MARGIN;
+    outbox.push(RunnerEvent::Question {
+        id: asked.id,
+        text: asked.text,
+        choices: asked.choices,
+        default: asked.default,
+        timeout_secs: asked.timeout_secs,
+    });
+    let request = AnswerRequest {
+        version: PROTOCOL_VERSION,
+        attempt,
+        question: id.clone(),
+    };
+    let give_up = Instant::now() + patience;
+    let mut backoff = Backoff::new(ANSWER_POLL, ANSWER_MAX_BACKOFF);
+    let mut failures = 0u32;
+    // The question's event goes out first; there is nothing to ask before it arrives.
+    let mut delay = ANSWER_POLL;
+    loop {
+        if Instant::now() + delay > give_up {
+            tracing::warn!(
+                question = %id,
+                waited_secs = patience.as_secs(),
+                "no answer came; giving up the question"
+            );
+            return Err(Unanswered::GaveUp(patience.as_secs()));
+        }
+        tokio::time::sleep(delay).await;
+        delay = match callback.answer(&request).await {
+            AnswerPoll::Answered(answer) => return Ok(answer),
+            AnswerPoll::Waiting => {
+                backoff.reset();
+                ANSWER_POLL
+            }
+            AnswerPoll::Stop => {
+                tracing::info!(
+                    question = %id,
+                    "the dispatcher no longer wants this attempt; stopping the agent"
+                );
+                return Err(Unanswered::Stop);
+            }
+            AnswerPoll::Unauthorized(status) => {
+                tracing::error!(question = %id, status, "the dispatcher refused the job token");
+                return Err(Unanswered::Unauthorized(status));
+            }
+            AnswerPoll::Failed(reason) => {
+                failures += 1;
+                let delay = backoff.next_delay();
+                // The first failure and then every tenth: the log is not flooded.
+                if failures % 10 == 1 {
+                    tracing::warn!(
+                        question = %id,
+                        failures,
+                        %reason,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "asking for the answer failed; will ask again"
+                    );
+                }
+                delay
+            }
+        };
+    }
+}
+
+/// Asks people to approve a push (a profile with `approval: before_push`): the question
+/// `approve-push`, Approve / Reject, no default (without an answer the job fails).
+#[derive(Debug, Clone)]
+pub struct Approver {
+    /// Where the question is posted.
+    pub outbox: Arc<Outbox>,
+    /// Where its answer is asked for.
+    pub callback: Callback,
+    /// The attempt asking.
+    pub attempt: u32,
+    /// How long it waits.
+    pub timeout_secs: u64,
+}
+
+/// The choice that approves a push (any other answer rejects it).
+pub const APPROVE: &str = "Approve";
+
+impl Approver {
+    /// The approver of `checkout`'s push, when it asks for an approval.
+    pub fn for_push(
+        checkout: Option<&contract::Checkout>,
+        outbox: &Arc<Outbox>,
+        callback: &Callback,
+        attempt: u32,
+    ) -> Option<Self> {
+        let approval = checkout?.push.as_ref()?.approval.as_ref()?;
+        Some(Self {
+            outbox: Arc::clone(outbox),
+            callback: callback.clone(),
+            attempt,
+            timeout_secs: approval.timeout_secs,
+        })
+    }
+
+    /// Asks whether to push what `what` describes; `Err` says why not (who rejected it, or
+    /// why no answer came).
+    pub async fn approve(&self, what: &str) -> Result<String, String> {
+        let asked = Asked {
+            id: "approve-push".into(),
+            text: cut(what.to_string(), MAX_QUESTION_BYTES),
+            choices: vec![APPROVE.into(), "Reject".into()],
+            default: None,
+            timeout_secs: self.timeout_secs,
+        };
+        match ask_and_wait(&self.outbox, &self.callback, self.attempt, asked).await {
+            Ok(answer) if answer.text.trim().eq_ignore_ascii_case(APPROVE) => Ok(answer.by),
+            Ok(answer) => Err(format!(
+                "{} answered {:?}",
+                if answer.by.is_empty() {
+                    "nobody"
+                } else {
+                    &answer.by
+                },
+                cut(answer.text, 200)
+            )),
+            Err(Unanswered::GaveUp(secs)) => Err(format!("no answer came within {secs} seconds")),
+            Err(Unanswered::Stop) => Err("the job was stopped while it waited".into()),
+            Err(Unanswered::Unauthorized(status)) => {
+                Err(format!("the dispatcher refused the job's token ({status})"))
+            }
+        }
     }
 }
 

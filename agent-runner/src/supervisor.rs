@@ -13,8 +13,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::agent::{self, Agent, Launch};
-use crate::checkout::{self, CheckedOut};
-use crate::conversation::Conversation;
+use crate::checkout::{self, CheckedOut, Pushing};
+use crate::conversation::{Approver, Conversation};
 use crate::credential::{self, Exchanged};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -129,6 +129,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         outbox.push(RunnerEvent::Started);
     }
     let mut pumps = pump_output(pipes, &outbox, settings.max_line_bytes);
+    let approver = Approver::for_push(checkout.as_deref(), &outbox, &callback, job.attempt);
     let conversation = Conversation::start(
         &workspace,
         agent_user,
@@ -142,28 +143,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
     conversation.end().await;
 
     drain(&mut pumps, &outbox, settings.output_drain).await;
-    let outcome = match (ending.stopped_as, ending.status) {
-        (Some(outcome), _) => outcome,
-        (None, Ok(status)) => match agent::outcome_of(status) {
-            // SIGKILL with the cgroup's OOM kill count grown: the kernel's OOM killer.
-            RunOutcome::Signaled { signal: 9 }
-                if oom::oom_kills()
-                    .zip(oom_kills_before)
-                    .is_some_and(|(after, before)| after > before) =>
-            {
-                RunOutcome::OomKilled
-            }
-            outcome => outcome,
-        },
-        (None, Err(e)) => {
-            tracing::error!(error = %e, "waiting for the agent failed");
-            outbox.push_line(
-                OutputStream::Stderr,
-                format!("agent-runner: waiting for the agent failed: {e}"),
-            );
-            RunOutcome::Exited { code: -1 }
-        }
-    };
+    let outcome = ending.outcome(oom_kills_before, &outbox);
     tracing::info!(?outcome, "agent ended");
 
     match ending.halt {
@@ -183,6 +163,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         &workspace,
         &job,
         &outbox,
+        approver.as_ref(),
     )
     .await;
     outbox.finish_with(outcome, result, change);
@@ -198,6 +179,7 @@ async fn conclude(
     workspace: &Workspace,
     job: &Job,
     outbox: &Outbox,
+    approver: Option<&Approver>,
 ) -> (RunOutcome, Option<AgentResult>, Option<Change>) {
     let result = match workspace.read_result().await {
         Ok(result) => result,
@@ -209,12 +191,12 @@ async fn conclude(
     };
     let (outcome, change) = push_the_work(
         outcome,
-        checkout,
-        checked_out,
+        checkout.zip(checked_out),
         result.as_ref(),
         workspace,
         job,
         outbox,
+        approver,
     )
     .await;
     (outcome, result, change)
@@ -290,15 +272,14 @@ async fn prepare(
 /// (or found unchanged); otherwise the outcome as it was, and no change.
 async fn push_the_work(
     outcome: RunOutcome,
-    checkout: Option<&Checkout>,
-    checked_out: Option<&CheckedOut>,
+    checkout: Option<(&Checkout, &CheckedOut)>,
     result: Option<&AgentResult>,
     workspace: &Workspace,
     job: &Job,
     outbox: &Outbox,
+    approver: Option<&Approver>,
 ) -> (RunOutcome, Option<Change>) {
-    let (Some(checkout), Some(checked_out), RunOutcome::Exited { code: 0 }) =
-        (checkout, checked_out, &outcome)
+    let (Some((checkout, checked_out)), RunOutcome::Exited { code: 0 }) = (checkout, &outcome)
     else {
         return (outcome, None);
     };
@@ -314,8 +295,11 @@ async fn push_the_work(
         checked_out,
         dir,
         summary,
-        outbox,
-        job.heartbeat,
+        Pushing {
+            outbox,
+            heartbeat: job.heartbeat,
+            approver,
+        },
     )
     .await
     {
@@ -347,6 +331,35 @@ struct Ending {
     stopped_as: Option<RunOutcome>,
     /// Set when the dispatcher ended the attempt: no final event is sent.
     halt: Option<Halt>,
+}
+
+impl Ending {
+    /// How the agent's run ended: as the runner stopped it, else as it exited (a SIGKILL
+    /// with the cgroup's OOM kill count grown past `oom_kills_before` is the kernel's OOM
+    /// killer), else an exit code of -1 when waiting for it failed.
+    fn outcome(&self, oom_kills_before: Option<u64>, outbox: &Outbox) -> RunOutcome {
+        match (&self.stopped_as, &self.status) {
+            (Some(outcome), _) => outcome.clone(),
+            (None, Ok(status)) => match agent::outcome_of(*status) {
+                RunOutcome::Signaled { signal: 9 }
+                    if oom::oom_kills()
+                        .zip(oom_kills_before)
+                        .is_some_and(|(after, before)| after > before) =>
+                {
+                    RunOutcome::OomKilled
+                }
+                outcome => outcome,
+            },
+            (None, Err(e)) => {
+                tracing::error!(error = %e, "waiting for the agent failed");
+                outbox.push_line(
+                    OutputStream::Stderr,
+                    format!("agent-runner: waiting for the agent failed: {e}"),
+                );
+                RunOutcome::Exited { code: -1 }
+            }
+        }
+    }
 }
 
 /// Watches the agent until it exits: heartbeats meanwhile, and a stop (SIGTERM to the

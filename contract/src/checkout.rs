@@ -50,6 +50,17 @@ pub struct Push {
     /// Lines closing the message (`Agentsmith-Job: <id>`), for provenance.
     #[serde(default)]
     pub trailers: Vec<String>,
+    /// Ask people before pushing (the profile's `approval: before_push`): the runner asks a
+    /// question with the commits' summary, and pushes only when someone answers `Approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// How a push waits for its approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// How long the question waits; without an answer the job fails.
+    pub timeout_secs: u64,
 }
 
 /// A pull request on GitHub, or a merge request on GitLab.

@@ -28,7 +28,7 @@ pub mod runner;
 pub mod workload;
 
 pub use agent_user::AgentUser;
-pub use checkout::{Change, Checkout, GitCredential, PullRequest, Push};
+pub use checkout::{Approval, Change, Checkout, GitCredential, PullRequest, Push};
 pub use conversation::{Answer, AnswerReply, AnswerRequest, Ask, AskReply, Say};
 pub use error_chain::ErrorChain;
 pub use intent::Intent;

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::{Checkout, GitCredential, Intent, Push};
+use contract::{Approval, Checkout, GitCredential, Intent, Push};
 use queue::{CancelOutcome, Expiry, Job, Queue};
 use spawner::{AgentProfile, Fleet, Health, JobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Limits};
 use crate::metrics::{Metrics, Stage, TargetState, OTHER};
+use crate::settings::agents::ApprovalMode;
 use crate::settings::Settings;
 use crate::telemetry::chain;
 use crate::token::RunnerTokens;
@@ -390,6 +391,13 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
                     .map(|t| format!("Agentsmith-Ticket: {t}")),
             )
             .collect(),
+        approval: settings
+            .agents
+            .get(&job.agent)
+            .filter(|profile| profile.approval == ApprovalMode::BeforePush)
+            .map(|profile| Approval {
+                timeout_secs: profile.approval_timeout_secs,
+            }),
     });
     Some(Checkout {
         repo: repo.to_string(),

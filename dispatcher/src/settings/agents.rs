@@ -57,6 +57,28 @@ pub struct AgentSettings {
     /// What a job does when its first target is full or unhealthy.
     #[serde(default)]
     pub overflow: Overflow,
+    /// Whether people approve the agent's work before it leaves the sandbox.
+    #[serde(default)]
+    pub approval: ApprovalMode,
+    /// How long an approval waits for its answer; without one the job fails.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_secs: u64,
+}
+
+/// `agents.<name>.approval`: when people approve the agent's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Never: a job that pushes pushes when its agent exits 0.
+    #[default]
+    None,
+    /// Before its work is pushed: the runner asks (Approve / Reject) with what it would push,
+    /// and pushes and opens the pull request only on Approve.
+    BeforePush,
+}
+
+fn default_approval_timeout() -> u64 {
+    contract::conversation::DEFAULT_ASK_TIMEOUT_SECS
 }
 
 /// `agents.<name>.overflow`: where a job goes when its first target is full or unhealthy.

@@ -213,6 +213,13 @@ impl Settings {
             if agent.command.first().is_none_or(String::is_empty) {
                 problems.add(&key("command"), "must name a program");
             }
+            let most = contract::conversation::MAX_ASK_TIMEOUT_SECS;
+            if !(1..=most).contains(&agent.approval_timeout_secs) {
+                problems.add(
+                    &key("approval_timeout_secs"),
+                    format!("must be 1 to {most} seconds"),
+                );
+            }
             if agent.timeout_secs == 0 {
                 problems.add(&key("timeout_secs"), "must be greater than 0");
             }

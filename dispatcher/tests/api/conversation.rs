@@ -1,14 +1,24 @@
 //! An agent asks, people answer (issue 19): real `agent-runner` processes whose agents call
 //! `agent-runner ask` and `say`, answered through the API. The job waits in
 //! `waiting_for_input` holding its slot, the first answer wins exactly once, and a question
-//! nobody answers takes its default or fails the job at its deadline, with the reason.
+//! nobody answers takes its default or fails the job at its deadline, with the reason. With
+//! `approval: before_push` the runner asks before anything leaves the sandbox, against a
+//! real git server: a rejection pushes nothing, an approval pushes.
 
 use std::time::Duration;
 
+use agentsmith::settings::agents::ApprovalMode;
+use agentsmith::settings::CheckoutSettings;
+use contract::Change;
 use queue::{JobEvent, JobState};
+use secrecy::SecretString;
 use serde_json::{json, Value};
+use testkit::git_server::GitServer;
 
+use crate::checkout::project_app;
 use crate::helpers::{sh_agent, spawn_app, TestApp, TOKEN};
+
+const GIT_TOKEN: &str = "git-token-for-approvals-0123";
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -183,4 +193,94 @@ async fn an_unanswered_question_takes_its_default_or_fails_the_job_at_its_deadli
 
 async fn answer_late(app: &TestApp, id: &str) -> (u16, Value) {
     answer(app, id, json!({"text": "yes"})).await
+}
+
+/// A job of project `shop` (at `repo`, approval before its push) whose agent changes the
+/// README: the job, once it waits for the approval.
+async fn waiting_for_approval(git: &GitServer, ticket: &str) -> (TestApp, String) {
+    let mut agent = sh_agent(
+        "echo 'now fixed' >> README.md; \
+         printf '{\"summary\":\"Fix the greeting\"}' > \"$AGENTSMITH_RESULT_FILE\"",
+    );
+    agent.approval = ApprovalMode::BeforePush;
+    agent.approval_timeout_secs = 600;
+    let checkout = CheckoutSettings {
+        token: SecretString::from(GIT_TOKEN.to_string()),
+        ..Default::default()
+    };
+    let app = project_app(git.url("shop"), "", checkout, agent).await;
+    let (status, body) = app
+        .post_job(json!({"project": "shop", "task": "fix it", "ticket": ticket}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let job = app
+        .wait_for_state(&id, JobState::WaitingForInput, WAIT)
+        .await;
+    let question = job.question.expect("the approval is a question");
+    assert_eq!(question.id, "approve-push");
+    assert_eq!(question.choices, ["Approve", "Reject"]);
+    assert_eq!(
+        question.default, None,
+        "without an answer nothing is pushed"
+    );
+    assert!(
+        question.text.contains("1 commit(s) to agentsmith/")
+            && question.text.contains("Fix the greeting"),
+        "{}",
+        question.text
+    );
+    assert!(
+        question.text.contains("README.md"),
+        "the files are listed: {}",
+        question.text
+    );
+    (app, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_before_push_pushes_only_what_someone_approves() {
+    let git = GitServer::start(GIT_TOKEN).await;
+    git.create_repo("shop", &[("README.md", "hello\n")], "main");
+
+    // Rejected: nothing leaves the sandbox, and the job says who rejected it.
+    let (app, id) = waiting_for_approval(&git, "SHOP-1").await;
+    assert!(git.branches("shop").iter().all(|(b, _)| b == "main"));
+    let (status, body) = answer(&app, &id, json!({"text": "Reject", "by": "rita"})).await;
+    assert_eq!(status, 200, "{body}");
+    let job = app.wait_for_end(&id, WAIT).await;
+    assert_eq!(job.state, JobState::Failed, "{job:#?}");
+    let reason = job.reason.unwrap_or_default();
+    assert!(
+        reason.contains("the push was not approved: rita answered \"Reject\""),
+        "{reason}"
+    );
+    assert!(
+        git.branches("shop").iter().all(|(b, _)| b == "main"),
+        "a rejected push pushes nothing: {:?}",
+        git.branches("shop")
+    );
+    app.stop().await;
+
+    // Approved: pushed to the job's branch.
+    let (app, id) = waiting_for_approval(&git, "SHOP-2").await;
+    let (status, body) = answer(&app, &id, json!({"text": "approve", "by": "ann"})).await;
+    assert_eq!(status, 200, "{body}");
+    let job = app.wait_for_end(&id, WAIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert!(
+        matches!(job.change, Some(Change::Pushed { .. })),
+        "{job:#?}"
+    );
+    assert_eq!(
+        git.file_at("shop", "agentsmith/SHOP-2", "README.md")
+            .as_deref(),
+        Some("hello\nnow fixed\n")
+    );
+    let lines = app.log_lines(&id).await;
+    assert!(
+        lines.iter().any(|l| l.contains("ann approved the push")),
+        "{lines:#?}"
+    );
+    app.stop().await;
 }

@@ -69,6 +69,8 @@ pub fn sh_agent(script: &str) -> AgentSettings {
         service_account_token: false,
         targets: Vec::new(),
         overflow: Default::default(),
+        approval: Default::default(),
+        approval_timeout_secs: 1800,
     }
 }
 
