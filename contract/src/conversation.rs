@@ -114,6 +114,50 @@ pub struct AnswerReply {
     pub stop: bool,
 }
 
+/// The longest message to a running agent, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// The most messages a job's inbox takes.
+pub const MAX_INBOX_MESSAGES: u64 = 200;
+
+/// A message people sent a running agent (steering it), numbered from 1 per job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Its number in the job's inbox, from 1.
+    pub seq: u64,
+    /// The message.
+    pub text: String,
+    /// Who sent it.
+    #[serde(default)]
+    pub by: String,
+    /// When (ms since the epoch).
+    #[serde(default)]
+    pub at: u64,
+}
+
+/// What the runner posts to `/internal/jobs/{id}/inbox` (with the attempt's token) for the
+/// messages after those it has handed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRequest {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The attempt asking.
+    pub attempt: u32,
+    /// The number of the last message it has (0 for none).
+    pub after: u64,
+}
+
+/// The dispatcher's answer to an [`InboxRequest`] (409 with `stop` when the attempt is no
+/// longer wanted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxReply {
+    /// The messages after `after`, in order (at most 50; ask again for more).
+    #[serde(default)]
+    pub messages: Vec<InboxMessage>,
+    /// The attempt is no longer wanted: stop the agent.
+    #[serde(default)]
+    pub stop: bool,
+}
+
 /// Whether `name` may name a question or message file: 1 to 64 ASCII letters, digits, '-'
 /// and '_' (the part before `.json`).
 pub fn valid_file_name(name: &str) -> bool {

@@ -78,3 +78,7 @@ pub const ASK_DIR: &str = "AGENTSMITH_ASK_DIR";
 /// Set for the agent: the directory where it leaves progress messages (`<name>.json`, a
 /// [`crate::Say`]); `agent-runner say` uses it.
 pub const SAY_DIR: &str = "AGENTSMITH_SAY_DIR";
+/// Set for the agent: the directory where the runner leaves the messages people send it
+/// while it runs (`<seq>.json`, an [`crate::InboxMessage`], numbered from 000001), each
+/// written whole (renamed into place) and never rewritten.
+pub const INBOX_DIR: &str = "AGENTSMITH_INBOX";

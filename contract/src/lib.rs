@@ -29,7 +29,9 @@ pub mod workload;
 
 pub use agent_user::AgentUser;
 pub use checkout::{Approval, Change, Checkout, GitCredential, PullRequest, Push};
-pub use conversation::{Answer, AnswerReply, AnswerRequest, Ask, AskReply, Say};
+pub use conversation::{
+    Answer, AnswerReply, AnswerRequest, Ask, AskReply, InboxMessage, InboxReply, InboxRequest, Say,
+};
 pub use error_chain::ErrorChain;
 pub use intent::Intent;
 pub use runner::{

@@ -184,6 +184,10 @@ pub struct RunnerReply {
     /// The attempt is no longer wanted (cancelled, superseded): stop the agent now.
     #[serde(default)]
     pub stop: bool,
+    /// How many messages the job's inbox holds (people steering the agent); the runner
+    /// fetches those it has not yet handed on ([`crate::InboxRequest`]).
+    #[serde(default)]
+    pub inbox: u64,
 }
 
 #[cfg(test)]

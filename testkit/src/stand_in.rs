@@ -197,8 +197,16 @@ async fn record(
         answer,
     });
     match answer {
-        Answer::Ok => Json(RunnerReply { stop: false }).into_response(),
-        Answer::Stop => Json(RunnerReply { stop: true }).into_response(),
+        Answer::Ok => Json(RunnerReply {
+            stop: false,
+            inbox: 0,
+        })
+        .into_response(),
+        Answer::Stop => Json(RunnerReply {
+            stop: true,
+            inbox: 0,
+        })
+        .into_response(),
         Answer::Status(code) => (
             StatusCode::from_u16(code).unwrap(),
             format!("scripted {code}"),

@@ -94,9 +94,14 @@ pub async fn token(
                 "this credential was already exchanged",
             ))
         }
-        Exchange::Gone => {
-            Ok((StatusCode::CONFLICT, Json(RunnerReply { stop: true })).into_response())
-        }
+        Exchange::Gone => Ok((
+            StatusCode::CONFLICT,
+            Json(RunnerReply {
+                stop: true,
+                inbox: 0,
+            }),
+        )
+            .into_response()),
     }
 }
 
@@ -182,13 +187,20 @@ pub async fn events(
         )));
     }
     if outcome.stop {
-        let reply = RunnerReply { stop: true };
+        let reply = RunnerReply {
+            stop: true,
+            inbox: 0,
+        };
         return Ok((StatusCode::CONFLICT, Json(reply)).into_response());
     }
     if outcome.started || outcome.ended {
         observe_stages(&state, &job_id, &outcome).await;
     }
-    Ok(Json(RunnerReply { stop: false }).into_response())
+    Ok(Json(RunnerReply {
+        stop: false,
+        inbox: 0,
+    })
+    .into_response())
 }
 
 /// When `batch` ends the current attempt of a job whose work the runner pushed: the pull
