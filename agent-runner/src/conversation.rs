@@ -1,9 +1,10 @@
 //! The agent's conversation with people while it runs: its questions, asked one at a time
-//! with their answers written back beside them, and its progress messages, posted at a
-//! bounded rate. The agent leaves both as files (`agent-runner ask` and `say` write them;
-//! see [`contract::conversation`]).
+//! with their answers written back beside them; its progress messages, posted at a
+//! bounded rate; and the messages people send it, written into its inbox. The agent leaves
+//! questions and progress messages as files (`agent-runner ask` and `say` write them; see
+//! [`contract::conversation`]) and finds the messages sent to it as files.
 //!
-//! Two tasks, started with the agent and ended with it ([`Conversation::end`]):
+//! Three tasks, started with the agent and ended with it ([`Conversation::end`]):
 //!
 //! - the watcher looks into the ask and say directories every [`POLL`] (through
 //!   [`crate::mailbox`], which reads nothing the agent could turn against the runner). A
@@ -17,6 +18,10 @@
 //!   [`RunnerEvent::Question`], asks the dispatcher for the answer every [`ANSWER_POLL`]
 //!   ([`Callback::answer`]) and writes `<name>.answer.json`. When the dispatcher no longer
 //!   wants the attempt, the agent is stopped as a `stop` in an events reply would.
+//! - the postman ([`crate::inbox`]) fetches the messages people send the agent whenever the
+//!   dispatcher's answers count more than it has handed on, and writes each, once, as
+//!   `<seq:06>.json` into the inbox directory; it too stops the agent on a 409. Ended with
+//!   the agent: a message that comes later is not written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,15 +34,16 @@ use contract::conversation::{
 use contract::{
     AgentUser, AnswerRequest, Ask, AskReply, OutputStream, RunnerEvent, Say, PROTOCOL_VERSION,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
+use crate::inbox::Postman;
 use crate::mailbox::{Content, Identity, Mailbox, Opened};
 use crate::outbox::Outbox;
 use crate::sender::{AnswerPoll, Backoff, Callback, Directive};
-use crate::workspace::{Workspace, ASK_DIR, SAY_DIR};
+use crate::workspace::{Workspace, ASK_DIR, INBOX_DIR, SAY_DIR};
 
 /// How often the agent's directories are looked into.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -60,18 +66,20 @@ const LOGGED_ANSWER_CHARS: usize = 80;
 /// anything longer is not taken for a question at all.
 const PLAUSIBLE_NAME_BYTES: usize = 128;
 
-/// The conversation's two tasks, while the agent runs.
+/// The conversation's three tasks, while the agent runs.
 #[derive(Debug)]
 pub struct Conversation {
     end: oneshot::Sender<()>,
     watcher: JoinHandle<()>,
     asker: JoinHandle<()>,
+    postman: JoinHandle<()>,
 }
 
 impl Conversation {
     /// Starts watching `workspace`'s ask and say directories (whose files must belong to
     /// `owner` when the agent runs as another user), posting to `outbox`, asking `callback`
-    /// for answers to questions of `attempt`, and telling the supervisor through
+    /// for answers to questions of `attempt` and for the messages sent to the agent whenever
+    /// `inbox` (the count the sender publishes) grows, and telling the supervisor through
     /// `directives` when the dispatcher no longer wants the attempt.
     pub fn start(
         workspace: &Workspace,
@@ -80,10 +88,18 @@ impl Conversation {
         outbox: Arc<Outbox>,
         callback: Callback,
         directives: mpsc::UnboundedSender<Directive>,
+        inbox: watch::Receiver<u64>,
     ) -> Self {
         let workdir = workspace.dir().to_path_buf();
         let ask = Mailbox::new(workdir.clone(), ASK_DIR, owner);
-        let say = Mailbox::new(workdir, SAY_DIR, owner);
+        let say = Mailbox::new(workdir.clone(), SAY_DIR, owner);
+        let postman = Postman::new(
+            Mailbox::new(workdir, INBOX_DIR, owner),
+            attempt,
+            Arc::clone(&outbox),
+            callback.clone(),
+            directives.clone(),
+        );
         let (questions_tx, questions) = mpsc::unbounded_channel();
         let (end, ending) = oneshot::channel();
         let watcher = Watcher {
@@ -109,16 +125,21 @@ impl Conversation {
             end,
             watcher: tokio::spawn(watcher.run(ending).in_current_span()),
             asker: tokio::spawn(asker.run(questions).in_current_span()),
+            postman: tokio::spawn(postman.run(inbox).in_current_span()),
         }
     }
 
     /// Ends the conversation once the agent has ended: the messages it left last are still
-    /// posted; a question still open is abandoned (its asker is gone with the agent).
+    /// posted; a question still open is abandoned (its asker is gone with the agent), and so
+    /// are messages for it not yet written (the postman writes between its awaits, so no
+    /// message is left half written).
     pub async fn end(self) {
         let _ = self.end.send(());
         self.asker.abort();
+        self.postman.abort();
         let _ = self.watcher.await;
         let _ = self.asker.await;
+        let _ = self.postman.await;
     }
 }
 
@@ -172,7 +193,7 @@ pub fn check(ask: &Ask) -> Result<u64, String> {
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
-fn cut(mut text: String, max: usize) -> String {
+pub(crate) fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {

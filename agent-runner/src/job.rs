@@ -191,6 +191,7 @@ impl Job {
             (env::NOTES_FILE, path(workspace.notes_file())),
             (env::ASK_DIR, path(workspace.ask_dir())),
             (env::SAY_DIR, path(workspace.say_dir())),
+            (env::INBOX_DIR, path(workspace.inbox_dir())),
         ]
         .into_iter()
         .chain(
@@ -422,6 +423,10 @@ mod tests {
         assert_eq!(
             vars[env::SAY_DIR].as_deref(),
             Some("/tmp/agentsmith-job1/.agentsmith/say")
+        );
+        assert_eq!(
+            vars[env::INBOX_DIR].as_deref(),
+            Some("/tmp/agentsmith-job1/.agentsmith/inbox")
         );
         let runner_dir = std::env::current_exe().unwrap();
         let runner_dir = runner_dir.parent().unwrap().to_str().unwrap();

@@ -1,5 +1,5 @@
-//! The agent's ask and say directories, read and written so that nothing the agent puts
-//! there can mislead the runner.
+//! The agent's ask, say and inbox directories, read and written so that nothing the agent
+//! puts there can mislead the runner.
 //!
 //! The agent is untrusted, owns these directories, and works in them while the runner
 //! (perhaps root) reads them. So every directory is opened from the work directory down,
@@ -7,8 +7,10 @@
 //! directory (through `/proc/self/fd/<fd>/<name>`, which resolves to the directory itself,
 //! never again by path); and only a regular file with a single link, of the agent's user,
 //! at most [`MAX_FILE_BYTES`] long, is read, opened with `O_NOFOLLOW | O_NONBLOCK` so that
-//! a symbolic link is never followed and a FIFO never blocks. Answers are created with
-//! `O_EXCL`, handed to the agent's user, then renamed into place.
+//! a symbolic link is never followed and a FIFO never blocks. What the runner writes (answers,
+//! messages) is created beside its name as `.tmp` with `O_EXCL | O_NOFOLLOW`, handed to the
+//! agent's user, then renamed into place; a message is never written over anything already
+//! there ([`Opened::write_new_json`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -23,10 +25,11 @@ use nix::errno::Errno;
 use nix::fcntl::{renameat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
+use serde::Serialize;
 
 use crate::workspace::RUNNER_DIR;
 
-/// One of the agent's directories under `.agentsmith/` (`ask` or `say`).
+/// One of the agent's directories under `.agentsmith/` (`ask`, `say` or `inbox`).
 #[derive(Debug, Clone)]
 pub struct Mailbox {
     workdir: PathBuf,
@@ -64,7 +67,7 @@ impl Mailbox {
         }
     }
 
-    /// The directory's name (`ask`, `say`).
+    /// The directory's name (`ask`, `say`, `inbox`).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -180,11 +183,36 @@ impl Opened {
             .then(|| format!("it holds {size} bytes, more than the {MAX_FILE_BYTES} allowed"))
     }
 
-    /// Writes `<stem>.answer.json`: created anew beside it as `.tmp` (never through a link),
-    /// given to the agent's user, then renamed into place.
+    /// Writes `<stem>.answer.json` ([`Opened::write_json`]).
     pub fn write_reply(&self, stem: &str, reply: &AskReply) -> io::Result<()> {
-        let json = serde_json::to_vec(reply).expect("an AskReply always serialises");
-        let tmp = format!("{stem}.answer.json.tmp");
+        self.write_json(&format!("{stem}.answer.json"), reply)
+    }
+
+    /// Writes `value` as JSON to `name`: created anew beside it as `.tmp` (never through a
+    /// link), given to the agent's user, then renamed into place, replacing whatever was
+    /// there (a link itself, never what it points to).
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        self.write(name, value, Replace::Yes)
+    }
+
+    /// Like [`Opened::write_json`], but never over anything: an `AlreadyExists` error when
+    /// something (a file, a link, a directory) is at `name` already.
+    pub fn write_new_json(&self, name: &str, value: &impl Serialize) -> io::Result<()> {
+        self.write(name, value, Replace::No)
+    }
+
+    fn write(&self, name: &str, value: &impl Serialize, replace: Replace) -> io::Result<()> {
+        let exists = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} is there already"),
+            )
+        };
+        if replace == Replace::No && !matches!(self.stat(name), Err(Errno::ENOENT)) {
+            return Err(exists());
+        }
+        let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+        let tmp = format!("{name}.tmp");
         let fd = Some(self.dir.as_raw_fd());
         match unlinkat(fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => {}
@@ -201,7 +229,14 @@ impl Opened {
             std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))?;
         }
         drop(file);
-        renameat(fd, tmp.as_str(), fd, format!("{stem}.answer.json").as_str())?;
+        // Looked at again just before the rename: what the agent put there meanwhile is
+        // left alone. (Should it come between this look and the rename, the rename replaces
+        // it, never follows it: the agent's own directory gets the true message.)
+        if replace == Replace::No && !matches!(self.stat(name), Err(Errno::ENOENT)) {
+            let _ = unlinkat(fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(exists());
+        }
+        renameat(fd, tmp.as_str(), fd, name)?;
         Ok(())
     }
 
@@ -212,6 +247,13 @@ impl Opened {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether a write may replace what is at its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    No,
 }
 
 fn identity_of(stat: &FileStat) -> Identity {
@@ -361,6 +403,35 @@ mod tests {
             Content::Refused(reason) => assert!(reason.contains("belongs to user"), "{reason}"),
             other => panic!("another user's file was read: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_new_file_is_written_over_nothing_and_leaves_no_temporary_file() {
+        let (tmp, mailbox) = mailbox();
+        let dir = tmp.path().join(RUNNER_DIR).join(ASK_DIR);
+        let outside = TempDir::new("mailbox-outside-new");
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "someone else's").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("taken.json")).unwrap();
+        std::fs::create_dir(dir.join("dir.json")).unwrap();
+        let opened = mailbox.open().unwrap();
+
+        for name in ["taken.json", "dir.json"] {
+            let err = opened.write_new_json(name, &"new").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}: {err}");
+        }
+        opened.write_new_json("free.json", &"new").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "someone else's");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("free.json")).unwrap(),
+            r#""new""#
+        );
+        let names = mailbox.open().unwrap().names();
+        assert!(
+            !names.iter().any(|name| name.ends_with(".tmp")),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -13,15 +13,24 @@
 //! Retries go on for as long as the agent runs (the outbox caps what waits meanwhile),
 //! and for [`SenderSettings::final_delivery`] after the final event was queued.
 //!
-//! The sender's [`Callback`] (client, URLs, token) also serves the conversation's second
-//! kind of request, [`Callback::answer`]: whether a question has been answered.
+//! Each recorded batch's answer also says how many messages people have sent the agent
+//! (`inbox`); the sender publishes the largest count seen ([`Sender::inbox`]) for the
+//! task that fetches them ([`crate::inbox`]).
+//!
+//! The sender's [`Callback`] (client, URLs, token) also serves the conversation's other
+//! requests: [`Callback::answer`] (whether a question has been answered) and
+//! [`Callback::inbox`] (the messages sent to the agent).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::{AnswerReply, AnswerRequest, RunnerBatch, RunnerReply};
+use contract::{
+    AnswerReply, AnswerRequest, InboxMessage, InboxReply, InboxRequest, RunnerBatch, RunnerReply,
+};
 use reqwest::{StatusCode, Url};
-use tokio::sync::mpsc;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 
 use crate::ca::ExtraCa;
 use crate::error::{describe, Error, Result};
@@ -93,7 +102,11 @@ pub enum Delivery {
 
 /// What one post came to.
 enum Answer {
-    Recorded { stop: bool },
+    /// Recorded; `inbox` is `None` when the reply could not be read.
+    Recorded {
+        stop: bool,
+        inbox: Option<u64>,
+    },
     Gone(u16),
     Unauthorized(u16),
     Failed(String),
@@ -106,6 +119,7 @@ pub struct Callback {
     client: reqwest::Client,
     events: Url,
     answer: Url,
+    inbox: Url,
     token: Token,
 }
 
@@ -124,18 +138,43 @@ pub enum AnswerPoll {
     Failed(String),
 }
 
+/// What asking the dispatcher for the messages sent to the agent came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxPoll {
+    /// The messages after those asked past, in order (none: nothing new yet).
+    Messages(Vec<InboxMessage>),
+    /// The attempt is no longer wanted (409, or `stop`): stop the agent.
+    Stop,
+    /// The token is refused (401, 403).
+    Unauthorized(u16),
+    /// A passing failure: ask again later.
+    Failed(String),
+}
+
+/// Why a request of the conversation got no usable reply.
+enum Refused {
+    /// 409 or 410: the attempt is no longer wanted.
+    Stop,
+    /// 401 or 403.
+    Unauthorized(u16),
+    /// A passing failure.
+    Failed(String),
+}
+
 impl Callback {
     /// The routes next to `job`'s callback URL, called with the attempt's `token`.
     pub fn new(job: &Job, token: Token, settings: &SenderSettings) -> Result<Self> {
         let client = http_client(settings, job.extra_ca.as_ref())?;
-        let answer = job
-            .callback_url
-            .join("answer")
-            .expect("a relative path joins any http URL");
+        let route = |name: &str| {
+            job.callback_url
+                .join(name)
+                .expect("a relative path joins any http URL")
+        };
         Ok(Self {
             client,
             events: job.callback_url.clone(),
-            answer,
+            answer: route("answer"),
+            inbox: route("inbox"),
             token,
         })
     }
@@ -143,39 +182,66 @@ impl Callback {
     /// Asks whether the question of `request` has been answered
     /// (`POST .../internal/jobs/{id}/answer`).
     pub async fn answer(&self, request: &AnswerRequest) -> AnswerPoll {
-        let response = self
-            .client
-            .post(self.answer.clone())
-            .bearer_auth(self.token.expose())
-            .json(request)
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => return AnswerPoll::Failed(describe(&e)),
-        };
-        let status = response.status();
-        match status {
-            StatusCode::CONFLICT | StatusCode::GONE => return AnswerPoll::Stop,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return AnswerPoll::Unauthorized(status.as_u16())
-            }
-            _ if !status.is_success() => return AnswerPoll::Failed(format!("HTTP {status}")),
-            _ => {}
-        }
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => return AnswerPoll::Failed(format!("reading the reply: {}", describe(&e))),
-        };
-        match serde_json::from_slice::<AnswerReply>(&body) {
-            Ok(AnswerReply { stop: true, .. }) => AnswerPoll::Stop,
+        match self
+            .call::<AnswerReply>(&self.answer, request, "an AnswerReply")
+            .await
+        {
+            Ok(AnswerReply { stop: true, .. }) | Err(Refused::Stop) => AnswerPoll::Stop,
             Ok(AnswerReply {
                 answer: Some(answer),
                 ..
             }) => AnswerPoll::Answered(answer),
             Ok(AnswerReply { answer: None, .. }) => AnswerPoll::Waiting,
-            Err(e) => AnswerPoll::Failed(format!("the reply is not an AnswerReply: {e}")),
+            Err(Refused::Unauthorized(status)) => AnswerPoll::Unauthorized(status),
+            Err(Refused::Failed(reason)) => AnswerPoll::Failed(reason),
         }
+    }
+
+    /// Asks for the messages sent to the agent after those `request` has
+    /// (`POST .../internal/jobs/{id}/inbox`); the dispatcher gives a limited number at a time.
+    pub async fn inbox(&self, request: &InboxRequest) -> InboxPoll {
+        match self
+            .call::<InboxReply>(&self.inbox, request, "an InboxReply")
+            .await
+        {
+            Ok(InboxReply { stop: true, .. }) | Err(Refused::Stop) => InboxPoll::Stop,
+            Ok(InboxReply { messages, .. }) => InboxPoll::Messages(messages),
+            Err(Refused::Unauthorized(status)) => InboxPoll::Unauthorized(status),
+            Err(Refused::Failed(reason)) => InboxPoll::Failed(reason),
+        }
+    }
+
+    /// Posts `request` to `url` with the token and reads the reply as an `R` (`what`, for
+    /// the reason it is not one).
+    async fn call<R: DeserializeOwned>(
+        &self,
+        url: &Url,
+        request: &impl Serialize,
+        what: &str,
+    ) -> Result<R, Refused> {
+        let response = self
+            .client
+            .post(url.clone())
+            .bearer_auth(self.token.expose())
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| Refused::Failed(describe(&e)))?;
+        let status = response.status();
+        match status {
+            StatusCode::CONFLICT | StatusCode::GONE => return Err(Refused::Stop),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(Refused::Unauthorized(status.as_u16()))
+            }
+            _ if !status.is_success() => return Err(Refused::Failed(format!("HTTP {status}"))),
+            _ => {}
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Refused::Failed(format!("reading the reply: {}", describe(&e))))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Refused::Failed(format!("the reply is not {what}: {e}")))
     }
 }
 
@@ -185,6 +251,8 @@ pub struct Sender {
     callback: Callback,
     outbox: Arc<Outbox>,
     directives: mpsc::UnboundedSender<Directive>,
+    /// The largest inbox count the dispatcher has told.
+    inbox: watch::Sender<u64>,
     settings: SenderSettings,
 }
 
@@ -202,8 +270,16 @@ impl Sender {
             callback: Callback::new(job, token, &settings)?,
             outbox,
             directives,
+            inbox: watch::Sender::new(0),
             settings,
         })
+    }
+
+    /// How many messages the job's inbox holds, as the dispatcher's latest answers tell it
+    /// (it only grows; it changes only when it grows). The sender drops its side when
+    /// delivery ends.
+    pub fn inbox(&self) -> watch::Receiver<u64> {
+        self.inbox.subscribe()
     }
 
     /// The routes, client and token this sender posts with, for the conversation's requests.
@@ -219,7 +295,7 @@ impl Sender {
             loop {
                 tries += 1;
                 match self.post(&batch).await {
-                    Answer::Recorded { stop } => {
+                    Answer::Recorded { stop, inbox } => {
                         if tries > 1 {
                             tracing::info!(
                                 first_seq = batch.first_seq,
@@ -228,6 +304,9 @@ impl Sender {
                             );
                         }
                         backoff.reset();
+                        if let Some(count) = inbox {
+                            self.publish_inbox(count);
+                        }
                         if stop {
                             tracing::info!("the dispatcher asks to stop the agent");
                             self.direct(Directive::Stop);
@@ -268,6 +347,18 @@ impl Sender {
         Delivery::Delivered
     }
 
+    /// Publishes `count` when it is more than was known: messages are never taken back, and
+    /// an answer that arrives late must not make the count go back.
+    fn publish_inbox(&self, count: u64) {
+        self.inbox.send_if_modified(|known| {
+            let grown = count > *known;
+            if grown {
+                *known = count;
+            }
+            grown
+        });
+    }
+
     fn direct(&self, directive: Directive) {
         // The runner has stopped listening only once the agent is done; then it no
         // longer matters.
@@ -305,11 +396,17 @@ impl Sender {
         }
         match body {
             Ok(body) => match serde_json::from_slice::<RunnerReply>(&body) {
-                Ok(reply) => Answer::Recorded { stop: reply.stop },
+                Ok(reply) => Answer::Recorded {
+                    stop: reply.stop,
+                    inbox: Some(reply.inbox),
+                },
                 Err(e) => {
                     // The events were recorded; only the advice is unreadable.
                     tracing::warn!(error = %e, "the dispatcher's reply is not a RunnerReply");
-                    Answer::Recorded { stop: false }
+                    Answer::Recorded {
+                        stop: false,
+                        inbox: None,
+                    }
                 }
             },
             Err(e) => Answer::Failed(format!("reading the reply: {}", describe(&e))),

@@ -1,6 +1,7 @@
 //! One attempt from start to the final event: prepare the work directory, start the
-//! agent, relay its output, heartbeats, questions and messages, stop it on a signal, a
-//! timeout or the dispatcher's word, and report how it ended.
+//! agent, relay its output, heartbeats, questions and messages (its own, and those people
+//! send it), stop it on a signal, a timeout or the dispatcher's word, and report how it
+//! ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         settings.sender.clone(),
     )?;
     let callback = sender.callback();
+    let inbox = sender.inbox();
     let sender = tokio::spawn(sender.run().in_current_span());
     tracing::info!(callback = %job.callback_url, workdir = %job.workdir.display(), "runner starting");
 
@@ -137,6 +139,7 @@ pub async fn run(job: Job, settings: Settings) -> Result<()> {
         Arc::clone(&outbox),
         callback,
         directive_tx,
+        inbox,
     );
 
     let ending = supervise(&mut agent, &job, &mut signals, &mut directives, &outbox).await;

@@ -1,6 +1,7 @@
 //! The agent's work directory and the files the runner keeps in it: the intent file, the
-//! result file, the notes file, and the directories where the agent leaves questions and
-//! progress messages (`ask/`, `say/`), all under `.agentsmith/`. Nothing the runner or a
+//! result file, the notes file, the directories where the agent leaves questions and
+//! progress messages (`ask/`, `say/`) and the one where it finds the messages people send it
+//! (`inbox/`), all under `.agentsmith/`. Nothing the runner or a
 //! spawner acts on is kept here: the agent can write all of it.
 
 use std::io::{self, ErrorKind};
@@ -19,6 +20,9 @@ pub(crate) const ASK_DIR: &str = "ask";
 
 /// The directory, under [`RUNNER_DIR`], where the agent leaves its progress messages.
 pub(crate) const SAY_DIR: &str = "say";
+
+/// The directory, under [`RUNNER_DIR`], where the agent finds the messages people send it.
+pub(crate) const INBOX_DIR: &str = "inbox";
 
 /// The largest result file the runner reads; a result is a summary and some links.
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024;
@@ -69,6 +73,11 @@ impl Workspace {
         self.dir.join(RUNNER_DIR).join(SAY_DIR)
     }
 
+    /// Where the agent finds the messages people send it while it runs (`<seq>.json`).
+    pub fn inbox_dir(&self) -> PathBuf {
+        self.dir.join(RUNNER_DIR).join(INBOX_DIR)
+    }
+
     /// Marks `attempt` as run in this work directory; `false` if it already was. A
     /// container that is started again (Docker restarts an exited container in place, with
     /// its volume) finds the mark and does not run the agent twice.
@@ -105,8 +114,9 @@ impl Workspace {
     }
 
     /// Creates the directories, writes the intent file and removes a result or notes file
-    /// left by an earlier attempt, so neither is mistaken for this attempt's; the ask and say
-    /// directories start empty for the same reason (an old answer is not this attempt's).
+    /// left by an earlier attempt, so neither is mistaken for this attempt's; the ask, say and
+    /// inbox directories start empty for the same reason (an old answer is not this
+    /// attempt's, and this attempt's messages are written afresh).
     pub async fn prepare(&self, intent: &serde_json::Value) -> Result<()> {
         let runner_dir = self.dir.join(RUNNER_DIR);
         tokio::fs::create_dir_all(&runner_dir)
@@ -135,7 +145,7 @@ impl Workspace {
                 }
             }
         }
-        for dir in [self.ask_dir(), self.say_dir()] {
+        for dir in [self.ask_dir(), self.say_dir(), self.inbox_dir()] {
             // `remove_dir_all` removes a symbolic link itself, never what it points to.
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {}
@@ -301,12 +311,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prepare_empties_the_ask_and_say_directories_of_an_earlier_attempt() {
+    async fn prepare_empties_the_ask_say_and_inbox_directories_of_an_earlier_attempt() {
         let tmp = TempDir::new("prepare-ask");
         let ws = Workspace::new(tmp.0.clone());
         ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
         std::fs::write(ws.ask_dir().join("q.answer.json"), r#"{"answer":"old"}"#).unwrap();
         std::fs::write(ws.say_dir().join("s.json"), r#"{"text":"old"}"#).unwrap();
+        std::fs::write(
+            ws.inbox_dir().join("000001.json"),
+            r#"{"seq":1,"text":"old"}"#,
+        )
+        .unwrap();
         // A link left in place of a directory is removed, not what it points to.
         let outside = TempDir::new("prepare-ask-outside");
         std::fs::write(outside.0.join("keep"), "someone else's").unwrap();
@@ -315,7 +330,7 @@ mod tests {
 
         ws.prepare(&serde_json::json!({"task": "t"})).await.unwrap();
 
-        for dir in [ws.ask_dir(), ws.say_dir()] {
+        for dir in [ws.ask_dir(), ws.say_dir(), ws.inbox_dir()] {
             let meta = std::fs::symlink_metadata(&dir).unwrap();
             assert!(meta.is_dir(), "{}", dir.display());
             assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);

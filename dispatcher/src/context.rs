@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::{Approval, Checkout, GitCredential, Intent, Push};
-use queue::{CancelOutcome, Expiry, Job, Queue};
+use queue::{CancelOutcome, Expiry, Job, MessageOutcome, Queue};
 use spawner::{AgentProfile, Fleet, Health, JobSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::error::ApiError;
 use crate::fanout::{Fanout, Limits};
 use crate::metrics::{Metrics, Stage, TargetState, OTHER};
 use crate::settings::agents::ApprovalMode;
@@ -234,6 +235,40 @@ impl Context {
             });
         }
         Ok(outcome)
+    }
+
+    /// Puts `text` from `by` into `job_id`'s inbox, for its agent: its number, or why not
+    /// (an API error the API, a command or a comment can tell as it is).
+    pub async fn send_message(&self, job_id: &str, text: &str, by: &str) -> Result<u64, ApiError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ApiError::bad_request("the message is empty"));
+        }
+        let most = contract::conversation::MAX_MESSAGE_BYTES;
+        if text.len() > most {
+            return Err(ApiError::bad_request(format!(
+                "the message holds {} bytes; at most {most} are taken",
+                text.len()
+            )));
+        }
+        let max = contract::conversation::MAX_INBOX_MESSAGES;
+        match self.queue.send_message(job_id, text, by, max).await? {
+            MessageOutcome::Sent(seq) => Ok(seq),
+            MessageOutcome::Ended(state) => Err(ApiError::conflict(
+                "already_finished",
+                format!(
+                    "job {job_id} has already ended ({state}): its agent reads no more messages"
+                ),
+            )),
+            MessageOutcome::Full => Err(ApiError::conflict(
+                "inbox_full",
+                format!("job {job_id} has been sent {max} messages, as many as it takes"),
+            )),
+            MessageOutcome::NotFound => Err(ApiError::not_found(
+                "unknown_job",
+                format!("no job {job_id:?}"),
+            )),
+        }
     }
 
     /// Lets every question whose deadline has passed expire: it takes its default, or its

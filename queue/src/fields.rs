@@ -97,6 +97,8 @@ pub mod job {
         QUESTION = "question",
         /// The answer to the attempt's last question (JSON: question, text, by, defaulted, at).
         ANSWER = "answer",
+        /// How many messages people sent the job's agent (its inbox's length).
+        INBOX = "inbox",
     }
 }
 

@@ -386,6 +386,12 @@ pub enum JobEvent {
         #[serde(flatten)]
         answer: contract::Answer,
     },
+    /// A message people sent the agent (steering it), numbered from 1 per job.
+    Message {
+        /// The message.
+        #[serde(flatten)]
+        message: contract::InboxMessage,
+    },
     /// A progress message from the agent.
     Say {
         /// The attempt.

@@ -70,6 +70,13 @@ pub const EVENTS: Family = Family {
     head: "job:",
     tail: ":events",
 };
+/// `job:{id}:inbox`: list, the messages people sent the job's agent, in order (see
+/// `questions.rs`). Not in [`FAMILIES`]: the one script that writes it is given the key.
+pub const INBOX: Family = Family {
+    lua: "inbox_key",
+    head: "job:",
+    tail: ":inbox",
+};
 /// `concurrency:{key}`: set, admitted jobs holding a concurrency key.
 pub const CONCURRENCY: Family = Family {
     lua: "concurrency_key",
@@ -219,6 +226,11 @@ impl Keys {
     /// `job:{id}:events`: stream, the job's capped event history.
     pub fn events(&self, id: &str) -> String {
         self.of(EVENTS, id)
+    }
+
+    /// `job:{id}:inbox`: list, the messages people sent the job's agent.
+    pub fn inbox(&self, id: &str) -> String {
+        self.of(INBOX, id)
     }
 
     /// `concurrency:{key}`: set, admitted jobs holding a concurrency key.

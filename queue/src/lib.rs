@@ -67,7 +67,7 @@ pub use job::{FeedEvent, Job, JobEvent, JobState, NewJob, Origin, Question};
 pub use jobs::{CancelOutcome, JobFilter, Page, RetryOutcome, Submission};
 pub use keys::Keys;
 pub use outbox::{Reply, ReplyBody};
-pub use questions::{AnswerOutcome, AnswerPoll, Expiry};
+pub use questions::{AnswerOutcome, AnswerPoll, Expiry, InboxPoll, MessageOutcome};
 pub use runner::{
     bounded_change, BatchOutcome, Exchange, MAX_LINKS, MAX_NOTES_BYTES, MAX_RECORDED_LINE_BYTES,
     MAX_SUMMARY_BYTES, MAX_URL_BYTES,

@@ -40,6 +40,28 @@ pub enum Expiry {
     Open,
 }
 
+/// What became of a message to a job's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// In the inbox, with its number.
+    Sent(u64),
+    /// The job has ended: nobody reads it.
+    Ended(JobState),
+    /// The inbox holds as many messages as it takes.
+    Full,
+    /// No such job.
+    NotFound,
+}
+
+/// What a runner learns when it asks for its inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxPoll {
+    /// The messages after those it has (perhaps none).
+    Messages(Vec<contract::InboxMessage>),
+    /// The attempt is no longer wanted.
+    Gone,
+}
+
 /// What a runner learns when it asks for its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnswerPoll {
@@ -155,9 +177,125 @@ impl Queue {
         })
     }
 
+    /// Puts `text` from `by` into the inbox of `job_id`'s agent (at most `max` messages).
+    pub async fn send_message(
+        &self,
+        job_id: &str,
+        text: &str,
+        by: &str,
+        max: u64,
+    ) -> Result<MessageOutcome> {
+        if !valid_id(job_id) {
+            return Ok(MessageOutcome::NotFound);
+        }
+        let keys = [
+            self.keys.job(job_id),
+            self.keys.events(job_id),
+            self.keys.inbox(job_id),
+        ];
+        let args = [
+            job_id.to_string(),
+            text.to_string(),
+            by.to_string(),
+            max.to_string(),
+        ];
+        let reply: Vec<String> = self.eval(&self.scripts.send_message, &keys, &args).await?;
+        Ok(match reply.as_slice() {
+            [verdict, seq] if verdict == "sent" => MessageOutcome::Sent(seq.parse().unwrap_or(0)),
+            [verdict, state] if verdict == "ended" => MessageOutcome::Ended(
+                state
+                    .parse()
+                    .map_err(|e| QueueError::Corrupt(format!("a job's state: {e}")))?,
+            ),
+            [verdict] if verdict == "full" => MessageOutcome::Full,
+            _ => MessageOutcome::NotFound,
+        })
+    }
+
+    /// The messages of `job_id`'s inbox after number `after`, at most `limit`, for the runner
+    /// of `attempt`.
+    pub async fn inbox_after(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPoll> {
+        if !valid_id(job_id) {
+            return Ok(InboxPoll::Gone);
+        }
+        let limit = limit.clamp(1, 500) as isize;
+        let (head, messages): ((Option<String>, Option<u32>), Vec<String>) = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                let start = after.min(isize::MAX as u64) as isize;
+                Ok(redis::pipe()
+                    .cmd("HMGET")
+                    .arg(self.keys.job(job_id))
+                    .arg(&[F::STATE, F::ATTEMPT])
+                    .lrange(self.keys.inbox(job_id), start, start + limit - 1)
+                    .query_async(&mut conn)
+                    .await?)
+            })
+            .await?;
+        let (state, current) = head;
+        let live = state
+            .as_deref()
+            .and_then(|s| s.parse::<JobState>().ok())
+            .is_some_and(JobState::is_live);
+        if !live || current != Some(attempt) {
+            return Ok(InboxPoll::Gone);
+        }
+        Ok(InboxPoll::Messages(
+            messages
+                .iter()
+                .filter_map(|m| serde_json::from_str(m).ok())
+                .collect(),
+        ))
+    }
+
+    /// The live job of `ticket` (the latest one, with `sources.one_job_per_ticket`), where a
+    /// `/agent say` comment on its issue goes.
+    pub async fn active_job_of_ticket(&self, ticket: &str) -> Result<Option<Job>> {
+        let id: Option<String> = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                Ok(conn.get(self.keys.active(ticket)).await?)
+            })
+            .await?;
+        match id {
+            Some(id) => Ok(self.get(&id).await?.filter(|job| !job.state.is_terminal())),
+            None => Ok(None),
+        }
+    }
+
     /// The job of `ticket` (from `source`) that waits for an answer, if one does: where a
     /// `/agent answer` comment on an issue goes.
     pub async fn waiting_job_of_ticket(&self, source: &str, ticket: &str) -> Result<Option<Job>> {
+        self.waiting_job_where(|job| {
+            job.origin.as_ref().is_some_and(|o| o.source() == source)
+                && job.ticket.as_deref() == Some(ticket)
+        })
+        .await
+    }
+
+    /// The job started in Slack thread `thread_ts` of `channel` that waits for an answer, if
+    /// one does: where a reply in the thread goes.
+    pub async fn waiting_job_in_thread(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+    ) -> Result<Option<Job>> {
+        self.waiting_job_where(|job| {
+            matches!(&job.origin, Some(crate::Origin::Slack { channel: c, thread_ts: Some(t), .. })
+                if c == channel && t == thread_ts)
+        })
+        .await
+    }
+
+    /// The first job waiting for input that `wanted` picks (the waiting jobs are few: each
+    /// holds a slot).
+    async fn waiting_job_where(&self, wanted: impl Fn(&Job) -> bool) -> Result<Option<Job>> {
         let index = self.keys.state_jobs(JobState::WaitingForInput.as_str());
         self.bounded(async {
             let mut conn = self.conn().await?;
@@ -167,11 +305,7 @@ impl Queue {
                 let Some(job) = Job::from_fields(&id, &fields) else {
                     continue;
                 };
-                let same_source = job.origin.as_ref().is_some_and(|o| o.source() == source);
-                if job.state == JobState::WaitingForInput
-                    && same_source
-                    && job.ticket.as_deref() == Some(ticket)
-                {
+                if job.state == JobState::WaitingForInput && wanted(&job) {
                     return Ok(Some(job));
                 }
             }
@@ -444,6 +578,71 @@ mod tests {
         assert_eq!(
             queue.due_questions(now_ms()).await.unwrap(),
             Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_wait_in_order_in_the_inbox_and_its_runner_learns_how_many() {
+        let queue = queue();
+        let id = running(&queue).await;
+        for (n, text) in [(1, "use the v2 client"), (2, "and keep v1 working")] {
+            assert_eq!(
+                queue.send_message(&id, text, "ann", 3).await.unwrap(),
+                MessageOutcome::Sent(n)
+            );
+        }
+        let batch = RunnerBatch {
+            version: PROTOCOL_VERSION,
+            attempt: 1,
+            first_seq: 1,
+            events: vec![RunnerEvent::Heartbeat],
+        };
+        assert_eq!(
+            queue.apply_runner_batch(&id, &batch).await.unwrap().inbox,
+            2
+        );
+        let InboxPoll::Messages(all) = queue.inbox_after(&id, 1, 0, 50).await.unwrap() else {
+            panic!("the runner of attempt 1 reads its inbox");
+        };
+        let texts: Vec<(u64, &str, &str)> = all
+            .iter()
+            .map(|m| (m.seq, m.text.as_str(), m.by.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                (1, "use the v2 client", "ann"),
+                (2, "and keep v1 working", "ann")
+            ]
+        );
+        let InboxPoll::Messages(rest) = queue.inbox_after(&id, 1, 1, 50).await.unwrap() else {
+            panic!("still live");
+        };
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].seq, 2);
+        assert_eq!(
+            queue.inbox_after(&id, 2, 0, 50).await.unwrap(),
+            InboxPoll::Gone
+        );
+        assert_eq!(
+            queue.send_message(&id, "a third", "ann", 3).await.unwrap(),
+            MessageOutcome::Sent(3)
+        );
+        assert_eq!(
+            queue.send_message(&id, "a fourth", "ann", 3).await.unwrap(),
+            MessageOutcome::Full
+        );
+        queue.cancel(&id, "done").await.unwrap();
+        assert_eq!(
+            queue.send_message(&id, "too late", "ann", 3).await.unwrap(),
+            MessageOutcome::Ended(JobState::Cancelled)
+        );
+        assert_eq!(
+            queue
+                .send_message("nosuchjob", "hello", "ann", 3)
+                .await
+                .unwrap(),
+            MessageOutcome::NotFound
         );
     }
 }

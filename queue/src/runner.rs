@@ -43,6 +43,8 @@ pub struct BatchOutcome {
     /// Whether this batch ended the attempt, for good or to be retried (a batch sent again
     /// finds it ended: `stop`).
     pub ended: bool,
+    /// How many messages the job's inbox holds (for the runner to fetch those it lacks).
+    pub inbox: u64,
 }
 
 impl Queue {
@@ -91,10 +93,12 @@ impl Queue {
                 gap: state.parse().ok(),
                 started: false,
                 ended: false,
+                inbox: 0,
             });
         }
         // Only an attempt starting or running gets its batch applied ('ok').
         let applied = verdict == "ok";
+        let inbox = before.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
         let before = before.first().map(String::as_str);
         let live = |s: &str| s.parse::<JobState>().is_ok_and(JobState::is_live);
         Ok(BatchOutcome {
@@ -103,6 +107,7 @@ impl Queue {
             ended: applied && !live(state),
             state: state.clone(),
             gap: None,
+            inbox,
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::keys::{self, FAMILIES, FIXED};
 const LIB: &str = include_str!("scripts/lib.lua");
 
 /// The script bodies, by name.
-const BODIES: [(&str, &str); 17] = [
+const BODIES: [(&str, &str); 18] = [
     ("submit", include_str!("scripts/submit.lua")),
     ("claim", include_str!("scripts/claim.lua")),
     ("record_spawn", include_str!("scripts/record_spawn.lua")),
@@ -39,6 +39,7 @@ const BODIES: [(&str, &str); 17] = [
     ("reserve_target", include_str!("scripts/reserve_target.lua")),
     ("defer_start", include_str!("scripts/defer_start.lua")),
     ("answer", include_str!("scripts/answer.lua")),
+    ("send_message", include_str!("scripts/send_message.lua")),
     ("sweep", include_str!("scripts/sweep.lua")),
     ("backfill", include_str!("scripts/backfill.lua")),
     ("notify_defer", include_str!("scripts/notify_defer.lua")),
@@ -111,6 +112,7 @@ pub(crate) struct Scripts {
     pub reserve_target: Script,
     pub defer_start: Script,
     pub answer: Script,
+    pub send_message: Script,
     pub sweep: Script,
     pub backfill: Script,
     pub notify_defer: Script,
@@ -273,6 +275,7 @@ impl Scripts {
             reserve_target: script("reserve_target"),
             defer_start: script("defer_start"),
             answer: script("answer"),
+            send_message: script("send_message"),
             sweep: script("sweep"),
             backfill: script("backfill"),
             notify_defer: script("notify_defer"),

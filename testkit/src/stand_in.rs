@@ -4,6 +4,9 @@
 //! `/internal/jobs/{id}/token` exchanges a credential once, like the dispatcher's, for
 //! [`token_for`] the credential; its `/internal/jobs/{id}/answer` tells the answers a test
 //! gave ([`Dispatcher::answer`]), or 409 once told to stop ([`Dispatcher::stop_answers`]).
+//! Its `/internal/jobs/{id}/inbox` gives the messages a test sent the job's agent
+//! ([`Dispatcher::send_message`]), [`INBOX_PAGE`] at a time, or 409 once told to stop
+//! ([`Dispatcher::stop_inbox`]); every events reply counts them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,9 +17,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use contract::{
-    AgentResult, AnswerReply, AnswerRequest, OutputStream, RunOutcome, RunnerBatch, RunnerEvent,
-    RunnerReply, TokenGrant, TokenRequest,
+    AgentResult, AnswerReply, AnswerRequest, InboxMessage, InboxReply, InboxRequest, OutputStream,
+    RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant, TokenRequest,
 };
+
+/// The most messages one inbox reply gives, like the dispatcher's.
+pub const INBOX_PAGE: usize = 50;
 
 /// How the stand-in dispatcher answers a post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +94,29 @@ struct Recorder {
     answer_requests: Vec<AnswerRequest>,
     /// Answer requests get 409 `{"stop": true}`.
     stop_answers: bool,
+    /// The messages sent to each job's agent, numbered from 1.
+    inbox: BTreeMap<String, Vec<InboxMessage>>,
+    /// Every inbox request, with its job id, in order.
+    inbox_requests: Vec<(String, InboxRequest)>,
+    /// Inbox requests get 409 `{"stop": true}`.
+    stop_inbox: bool,
+}
+
+impl Recorder {
+    fn inbox_count(&self, job_id: &str) -> u64 {
+        self.inbox
+            .get(job_id)
+            .map_or(0, |messages| messages.len() as u64)
+    }
+}
+
+/// Whether `headers` carry a token the stand-in granted.
+fn has_token(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.starts_with(&token_for("")))
 }
 
 /// The token the stand-in grants for `credential`.
@@ -154,6 +183,41 @@ async fn answer(
     .into_response()
 }
 
+async fn inbox(
+    State(state): State<Arc<Mutex<Recorder>>>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<InboxRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !has_token(&headers) {
+        return (StatusCode::UNAUTHORIZED, "no token").into_response();
+    }
+    let mut state = state.lock().unwrap();
+    let messages: Vec<InboxMessage> = state
+        .inbox
+        .get(&job_id)
+        .into_iter()
+        .flatten()
+        .filter(|m| m.seq > request.after)
+        .take(INBOX_PAGE)
+        .cloned()
+        .collect();
+    state.inbox_requests.push((job_id, request));
+    if state.stop_inbox {
+        let reply = InboxReply {
+            messages: Vec::new(),
+            stop: true,
+        };
+        return (StatusCode::CONFLICT, Json(reply)).into_response();
+    }
+    Json(InboxReply {
+        messages,
+        stop: false,
+    })
+    .into_response()
+}
+
 /// A dispatcher's `/internal/jobs/{id}/events` endpoint, recording the posts it gets.
 pub struct Dispatcher {
     addr: SocketAddr,
@@ -186,6 +250,7 @@ async fn record(
     };
     let mut state = state.lock().unwrap();
     let answer = state.script.next();
+    let inbox = state.inbox_count(&job_id);
     state.posts.push(Post {
         job_id,
         authorization: headers
@@ -197,16 +262,8 @@ async fn record(
         answer,
     });
     match answer {
-        Answer::Ok => Json(RunnerReply {
-            stop: false,
-            inbox: 0,
-        })
-        .into_response(),
-        Answer::Stop => Json(RunnerReply {
-            stop: true,
-            inbox: 0,
-        })
-        .into_response(),
+        Answer::Ok => Json(RunnerReply { stop: false, inbox }).into_response(),
+        Answer::Stop => Json(RunnerReply { stop: true, inbox }).into_response(),
         Answer::Status(code) => (
             StatusCode::from_u16(code).unwrap(),
             format!("scripted {code}"),
@@ -232,11 +289,15 @@ impl Dispatcher {
             answers: BTreeMap::new(),
             answer_requests: Vec::new(),
             stop_answers: false,
+            inbox: BTreeMap::new(),
+            inbox_requests: Vec::new(),
+            stop_inbox: false,
         }));
         let app = Router::new()
             .route("/internal/jobs/{id}/events", post(record))
             .route("/internal/jobs/{id}/token", post(exchange))
             .route("/internal/jobs/{id}/answer", post(answer))
+            .route("/internal/jobs/{id}/inbox", post(inbox))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind((host, 0))
             .await
@@ -286,6 +347,37 @@ impl Dispatcher {
     /// Answers every answer request from now on with 409 `{"stop": true}`.
     pub fn stop_answers(&self) {
         self.state.lock().unwrap().stop_answers = true;
+    }
+
+    /// Sends `text`, by `by`, to the agent of `job_id`: the events replies count it from now
+    /// on and the inbox route gives it. Its number in the job's inbox (from 1).
+    pub fn send_message(&self, job_id: &str, text: &str, by: &str) -> u64 {
+        let mut state = self.state.lock().unwrap();
+        let messages = state.inbox.entry(job_id.to_string()).or_default();
+        let seq = messages.len() as u64 + 1;
+        messages.push(InboxMessage {
+            seq,
+            text: text.to_string(),
+            by: by.to_string(),
+            at: 0,
+        });
+        seq
+    }
+
+    /// Answers every inbox request from now on with 409 `{"stop": true}`.
+    pub fn stop_inbox(&self) {
+        self.state.lock().unwrap().stop_inbox = true;
+    }
+
+    /// Every inbox request of `job_id` so far.
+    pub fn inbox_requests(&self, job_id: &str) -> Vec<InboxRequest> {
+        let state = self.state.lock().unwrap();
+        state
+            .inbox_requests
+            .iter()
+            .filter(|(id, _)| id == job_id)
+            .map(|(_, request)| request.clone())
+            .collect()
     }
 
     /// Every answer request so far.

@@ -9,6 +9,7 @@ mod containment;
 mod conversation;
 mod delivery;
 mod harness;
+mod inbox;
 mod lifecycle;
 mod stopping;
 mod tls;

@@ -313,6 +313,41 @@ pub async fn answer(
     }
 }
 
+/// The body of `POST /v1/jobs/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    /// The message.
+    pub text: String,
+    /// Who sends it, as recorded and shown (`api` when absent).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /v1/jobs/{id}/messages`: a message for the job's agent, handed to it while it runs
+/// (in `$AGENTSMITH_INBOX`). 202 with its number; 409 once the job has ended or its inbox is
+/// full.
+#[instrument(skip(state, _caller, body))]
+pub async fn message(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let body: MessageBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid message: {e}")))?;
+    let by = body.by.as_deref().map(str::trim).unwrap_or("api");
+    if by.is_empty() || by.len() > 100 {
+        return Err(ApiError::bad_request("`by` must be 1 to 100 bytes"));
+    }
+    let seq = state.send_message(&job_id, &body.text, by).await?;
+    info!(seq, by, "message for the agent");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": job_id, "seq": seq})),
+    ))
+}
+
 /// `POST /v1/jobs/{id}/retry`: runs an ended job again; 409 while it is active.
 #[instrument(skip(state, _caller))]
 pub async fn retry(

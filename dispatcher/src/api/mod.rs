@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/jobs/{id}/events", json_post(runner::events))
         .route("/internal/jobs/{id}/token", json_post(runner::token))
         .route("/internal/jobs/{id}/answer", json_post(runner::answer))
+        .route("/internal/jobs/{id}/inbox", json_post(runner::inbox))
         .layer(DefaultBodyLimit::max(runner_limit))
         .layer(RequestBodyLimitLayer::new(runner_limit));
     let mut api = Router::new()
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", json_post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", json_post(jobs::retry))
         .route("/v1/jobs/{id}/answer", json_post(jobs::answer))
+        .route("/v1/jobs/{id}/messages", json_post(jobs::message))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))
         .route("/v1/deliveries/{id}/replay", json_post(deliveries::replay))

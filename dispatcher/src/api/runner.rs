@@ -16,8 +16,8 @@ use axum::Json;
 use std::time::Duration;
 
 use contract::{
-    AnswerReply, AnswerRequest, Change, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
-    TokenRequest, PROTOCOL_VERSION,
+    AnswerReply, AnswerRequest, Change, InboxReply, InboxRequest, RunnerBatch, RunnerEvent,
+    RunnerReply, TokenGrant, TokenRequest, PROTOCOL_VERSION,
 };
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::metrics::{seconds_between, Stage};
 use crate::notify::{providers, pulls};
-use queue::{now_ms, valid_id, AnswerPoll, BatchOutcome, Exchange};
+use queue::{now_ms, valid_id, AnswerPoll, BatchOutcome, Exchange, InboxPoll};
 
 /// The most events one batch may carry (the runner sends at most 200).
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -147,6 +147,47 @@ pub async fn answer(
     Ok(Json(reply).into_response())
 }
 
+/// The most messages one inbox request gets (the runner asks again for more).
+pub const INBOX_PAGE: usize = 50;
+
+/// Hands a runner the messages of its job's inbox after those it has; 409 with `stop` when
+/// the attempt is no longer wanted.
+#[instrument(skip(state, headers, body), fields(attempt))]
+pub async fn inbox(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
+    let request: InboxRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid inbox request: {e}")))?;
+    tracing::Span::current().record("attempt", request.attempt);
+    if !valid_id(&job_id) || !state.tokens.verify(&job_id, request.attempt, token) {
+        return Err(ApiError::unauthorized(
+            "job token does not match this job and attempt",
+        ));
+    }
+    match state
+        .queue
+        .inbox_after(&job_id, request.attempt, request.after, INBOX_PAGE)
+        .await?
+    {
+        InboxPoll::Messages(messages) => Ok(Json(InboxReply {
+            messages,
+            stop: false,
+        })
+        .into_response()),
+        InboxPoll::Gone => {
+            let reply = InboxReply {
+                messages: Vec::new(),
+                stop: true,
+            };
+            Ok((StatusCode::CONFLICT, Json(reply)).into_response())
+        }
+    }
+}
+
 /// Applies a batch of runner events; answers `{"stop": bool}`, or 409 when the attempt is
 /// no longer wanted (the runner then stops its agent).
 #[instrument(skip(state, headers, body), fields(attempt))]
@@ -198,7 +239,7 @@ pub async fn events(
     }
     Ok(Json(RunnerReply {
         stop: false,
-        inbox: 0,
+        inbox: outcome.inbox,
     })
     .into_response())
 }

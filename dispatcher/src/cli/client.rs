@@ -126,6 +126,12 @@ impl Client {
             .await
     }
 
+    /// `POST` of `body` (JSON) to `path`, answered with any JSON.
+    pub async fn send_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
     /// `POST` of `body` (JSON) to `path`, answered with a job.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Job> {
         self.send(self.request(reqwest::Method::POST, path).json(body))

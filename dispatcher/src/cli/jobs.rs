@@ -1,4 +1,4 @@
-//! `agentsmith jobs submit|list|show|logs|cancel|retry|answer`.
+//! `agentsmith jobs submit|list|show|logs|cancel|retry|answer|say`.
 
 use std::process::ExitCode;
 
@@ -80,6 +80,16 @@ pub enum JobsCommand {
     Retry {
         /// The job id.
         id: String,
+    },
+    /// Send a running job's agent a message (steer it); it reads it at its next step.
+    Say {
+        /// The job id.
+        id: String,
+        /// The message.
+        text: String,
+        /// Who sends it, as recorded (default `api`).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Answer the question a job's agent is waiting on.
     Answer {
@@ -206,6 +216,17 @@ async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
                 );
             }
         }
+        JobsCommand::Say { id, text, by } => {
+            let body = serde_json::json!({"text": text, "by": by});
+            let sent = client
+                .send_json(&format!("/v1/jobs/{id}/messages"), &body)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sent)?);
+            } else {
+                println!("sent message {} to job {id}", sent["seq"]);
+            }
+        }
         JobsCommand::Retry { id } => {
             let job = client.act(&id, "retry").await?;
             if json {
@@ -289,6 +310,12 @@ fn print_event(event: &JobEvent, json: bool) {
             }
         }
         JobEvent::Say { text, .. } => println!("==> the agent says: {text}"),
+        JobEvent::Message { message } => {
+            println!(
+                "==> message {} from {}: {}",
+                message.seq, message.by, message.text
+            )
+        }
         JobEvent::Result {
             exit_code,
             result,

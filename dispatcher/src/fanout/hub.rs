@@ -48,6 +48,7 @@ impl Frame {
                     JobEvent::Question(_) => "question",
                     JobEvent::Answer { .. } => "answer",
                     JobEvent::Say { .. } => "say",
+                    JobEvent::Message { .. } => "message",
                     JobEvent::Result { .. } => "result",
                 };
                 let data = serde_json::to_string(&event).expect("job events always serialise");

@@ -155,16 +155,21 @@ impl Message {
             }
             None => format!("\nWithout an answer within {within} the job fails."),
         });
-        let slack = matches!(job.origin, Some(queue::Origin::Slack { .. }));
-        if slack {
-            detail.push_str(&format!(
-                "\nAnswer with a button, or `{command} answer {} <your answer>`.",
-                job.id
-            ));
-        } else {
-            detail.push_str(&format!(
+        match &job.origin {
+            Some(queue::Origin::Slack { thread_ts, .. }) => {
+                let thread = if thread_ts.is_some() {
+                    ", a reply in this thread,"
+                } else {
+                    ""
+                };
+                detail.push_str(&format!(
+                    "\nAnswer with a button{thread} or `{command} answer {} <your answer>`.",
+                    job.id
+                ));
+            }
+            _ => detail.push_str(&format!(
                 "\nAnswer with a comment: {command} answer <your answer>"
-            ));
+            )),
         }
         Self {
             job_id: Some(job.id.clone()),

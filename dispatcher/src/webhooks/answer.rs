@@ -1,6 +1,7 @@
-//! Answers to an agent's question from where its job came from: a Slack button or `/agent
-//! answer <job> <text>` (see `slack`), and a `/agent answer <text>` comment on the job's
-//! GitHub or GitLab issue or Jira ticket ([`on_ticket`]).
+//! Answers to an agent's question, and messages steering it, from where its job came from:
+//! a Slack button, `/agent answer <job> <text>` or `/agent say <job> <text>` (see `slack`),
+//! and an `/agent answer <text>` or `/agent say <text>` comment on the job's GitHub or
+//! GitLab issue or Jira ticket ([`on_ticket`]).
 //!
 //! Who may answer: whoever the job's project lets start jobs from there (the same rules as a
 //! trigger, checked again at the answer), and on Slack the job's requester and the admins.
@@ -50,45 +51,72 @@ pub fn told(outcome: &AnswerOutcome, job_id: &str, question: Option<&str>) -> St
     }
 }
 
-/// A `/agent answer <text>` comment on an issue: answers the question the issue's job waits
-/// on, if its author may, and says so on the issue. Always 200 (the sender does not retry),
-/// but 503 when who may answer could not be checked.
+/// What a comment on an issue says to the issue's job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Steer {
+    /// `/agent answer <text>`: the answer to the question its agent waits on.
+    Answer(String),
+    /// `/agent say <text>`: a message for its running agent.
+    Say(String),
+}
+
+/// A `/agent answer <text>` or `/agent say <text>` comment on an issue: answers the question
+/// the issue's job waits on, or puts the message into the inbox of its running agent, if the
+/// comment's author may, and says so on the issue. Always 200 (the sender does not retry),
+/// but 503 when who may could not be checked.
 pub async fn on_ticket(
     state: &AppState,
     event: &IssueEvent,
-    text: &str,
+    steer: Steer,
     digest: &str,
 ) -> Result<Response, ApiError> {
     let source = event.source.as_str();
-    // A redelivered comment must not answer twice, nor be told twice that it came late.
+    // A redelivered comment must not act twice, nor be told twice that it came late.
     if !state
         .queue
-        .first_delivery(&format!("{source}:answer:{digest}"))
+        .first_delivery(&format!("{source}:steer:{digest}"))
         .await?
     {
-        return Ok(ignored("this answer was taken before"));
+        return Ok(ignored("this comment was taken before"));
     }
     let reply = |text: String| ReplyBody::Text {
         origin: event.origin.clone(),
         text,
         response_url: None,
     };
+    let (verb, text) = match &steer {
+        Steer::Answer(text) => ("answer", text.as_str()),
+        Steer::Say(text) => ("say", text.as_str()),
+    };
     if text.is_empty() {
         let usage = format!(
-            "Write the answer after `{} answer`.",
+            "Write the {} after `{} {verb}`.",
+            if verb == "say" { "message" } else { "answer" },
             state.settings.sources.command
         );
         state.queue.send_reply(&reply(usage)).await?;
-        return Ok(ignored("an answer with no text"));
+        return Ok(ignored("a comment with no text"));
     }
-    let Some(job) = state
-        .queue
-        .waiting_job_of_ticket(source, &event.ticket)
-        .await?
-    else {
-        let text = "No agent working on this issue is waiting for an answer.".to_string();
-        state.queue.send_reply(&reply(text)).await?;
-        return Ok(ignored("no job of this issue waits for an answer"));
+    let job = match steer {
+        Steer::Answer(_) => {
+            state
+                .queue
+                .waiting_job_of_ticket(source, &event.ticket)
+                .await?
+        }
+        Steer::Say(_) => state
+            .queue
+            .active_job_of_ticket(&event.ticket)
+            .await?
+            .filter(|job| job.origin.as_ref().is_some_and(|o| o.source() == source)),
+    };
+    let Some(job) = job else {
+        let text = match steer {
+            Steer::Answer(_) => "No agent working on this issue is waiting for an answer.",
+            Steer::Say(_) => "No agent is working on this issue now.",
+        };
+        state.queue.send_reply(&reply(text.to_string())).await?;
+        return Ok(ignored("no job of this issue to take it"));
     };
     let project = job.project.clone().unwrap_or_default();
     let ask = Ask {
@@ -104,7 +132,11 @@ pub async fn on_ticket(
         Ok(Verdict::Refused(refusal)) => {
             access::record(state, &ask, &refusal);
             if refusal.why != Why::Bot {
-                let text = refusal.answer(ask.actor, "answer the agent's question");
+                let doing = match steer {
+                    Steer::Answer(_) => "answer the agent's question",
+                    Steer::Say(_) => "send the agent a message",
+                };
+                let text = refusal.answer(ask.actor, doing);
                 state.queue.send_reply(&reply(text)).await?;
             }
             return Ok(decided(
@@ -124,17 +156,36 @@ pub async fn on_ticket(
         .or_else(|| event.requester.clone())
         .unwrap_or_else(|| source.to_string());
     let by = format!("{by} ({source})");
-    let outcome = state.queue.answer(&job.id, None, text, &by).await?;
-    let said = told(&outcome, &job.id, None);
-    info!(job_id = %job.id, %by, answered = matches!(outcome, AnswerOutcome::Answered(_)), "an answer from an issue comment");
-    state.queue.send_reply(&reply(said.clone())).await?;
-    let status = if matches!(outcome, AnswerOutcome::Answered(_)) {
-        "answered"
-    } else {
-        "already_answered"
+    let (status, said) = match steer {
+        Steer::Answer(text) => {
+            let outcome = state.queue.answer(&job.id, None, &text, &by).await?;
+            let answered = matches!(outcome, AnswerOutcome::Answered(_));
+            info!(job_id = %job.id, %by, answered, "an answer from an issue comment");
+            let status = if answered {
+                "answered"
+            } else {
+                "already_answered"
+            };
+            (status, told(&outcome, &job.id, None))
+        }
+        Steer::Say(text) => match state.send_message(&job.id, &text, &by).await {
+            Ok(seq) => {
+                info!(job_id = %job.id, %by, seq, "a message from an issue comment");
+                ("sent", sent(&job.id, seq))
+            }
+            // Redis away: 503, and the sender tries again.
+            Err(e) if e.status.is_server_error() => return Err(e),
+            Err(e) => ("not_sent", e.message),
+        },
     };
+    state.queue.send_reply(&reply(said.clone())).await?;
     Ok(decided(
         Json(json!({"status": status, "job_id": job.id})).into_response(),
         Decision::Answered { reason: said },
     ))
+}
+
+/// What the sender of a message is told.
+pub fn sent(job_id: &str, seq: u64) -> String {
+    format!("Sent to the agent of `{job_id}` (message {seq}): it reads it at its next step.")
 }

@@ -37,6 +37,13 @@ pub enum Command {
         /// The answer.
         text: String,
     },
+    /// Send a running job's agent a message (steer it).
+    Say {
+        /// The job.
+        job: String,
+        /// The message.
+        text: String,
+    },
     /// The usage text.
     Help,
 }
@@ -51,6 +58,8 @@ pub enum CommentCommand {
     /// Answer the question the issue's job waits on (the rest of the comment; empty when
     /// nothing followed the verb).
     Answer(String),
+    /// Send the issue's running job's agent a message (the rest of the comment).
+    Say(String),
 }
 
 /// The usage text of the Slack command named `command`.
@@ -63,6 +72,7 @@ pub fn usage(command: &str) -> String {
          • `{command} list`: the latest jobs\n\
          • `{command} cancel <job>` / `{command} retry <job>`\n\
          • `{command} answer <job> <answer…>`: answer a job's question\n\
+         • `{command} say <job> <message…>`: tell a running job's agent something\n\
          • `{command} help`: this text"
     )
 }
@@ -135,6 +145,11 @@ pub fn parse(text: &str, command: &str) -> Result<Command, CommandError> {
             text: answer.join(" "),
         }),
         (Some("answer"), _) => Err(wrong("`answer` takes a job id and the answer.")),
+        (Some("say"), [job, message @ ..]) if !message.is_empty() => Ok(Command::Say {
+            job: key(job, "job id")?,
+            text: message.join(" "),
+        }),
+        (Some("say"), _) => Err(wrong("`say` takes a job id and the message.")),
         (Some(verb @ ("status" | "list" | "cancel" | "retry")), _) => {
             Err(wrong(&format!("Wrong arguments for `{verb}`.")))
         }
@@ -157,12 +172,16 @@ pub fn parse_comment(body: &str, command: &str) -> Option<CommentCommand> {
     match verb.as_str() {
         "fix" => Some(CommentCommand::Fix(tail)),
         "run" if !tail.is_empty() => Some(CommentCommand::Run(tail)),
-        // The answer is the rest of the comment, as written (lines and all).
-        "answer" => {
+        // The answer or message is the rest of the comment, as written (lines and all).
+        "answer" | "say" => {
             let after = body.split_once(first).map_or("", |(_, after)| after);
-            let line = rest.trim_start().get("answer".len()..).unwrap_or("");
-            let answer = format!("{}{after}", line.trim());
-            Some(CommentCommand::Answer(answer.trim().to_string()))
+            let line = rest.trim_start().get(verb.len()..).unwrap_or("");
+            let text = format!("{}{after}", line.trim()).trim().to_string();
+            Some(if verb == "say" {
+                CommentCommand::Say(text)
+            } else {
+                CommentCommand::Answer(text)
+            })
         }
         _ => None,
     }
@@ -274,6 +293,10 @@ mod tests {
         assert_eq!(
             parse_comment("/agent answer", "/agent"),
             Some(CommentCommand::Answer(String::new()))
+        );
+        assert_eq!(
+            parse_comment("/agent say use the v2 client", "/agent"),
+            Some(CommentCommand::Say("use the v2 client".into()))
         );
         assert_eq!(
             parse("answer abc123 the billing one", "/agent"),

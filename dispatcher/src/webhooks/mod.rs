@@ -184,7 +184,9 @@ pub fn decide(settings: &Settings, event: &IssueEvent) -> Result<Trigger, String
                 project: name.to_string(),
                 task,
             }),
-            Some(CommentCommand::Answer(_)) => Err("an answer is not a trigger".into()),
+            Some(CommentCommand::Answer(_) | CommentCommand::Say(_)) => {
+                Err("an answer or a message is not a trigger".into())
+            }
             None => Err(format!(
                 "the comment does not start with {}",
                 sources.command
@@ -408,12 +410,18 @@ pub async fn handle_issue_delivery(
         Parsed::Issue(event) => *event,
     };
     let command = &state.settings.sources.command;
-    if let Some(CommentCommand::Answer(text)) = event
+    match event
         .comment
         .as_deref()
         .and_then(|body| parse_comment(body, command))
     {
-        return answer::on_ticket(state, &event, &text, digest).await;
+        Some(CommentCommand::Answer(text)) => {
+            return answer::on_ticket(state, &event, answer::Steer::Answer(text), digest).await
+        }
+        Some(CommentCommand::Say(text)) => {
+            return answer::on_ticket(state, &event, answer::Steer::Say(text), digest).await
+        }
+        _ => {}
     }
     let trigger = match decide(&state.settings, &event) {
         Ok(trigger) => trigger,

@@ -284,3 +284,81 @@ async fn approval_before_push_pushes_only_what_someone_approves() {
     );
     app.stop().await;
 }
+
+/// An agent that waits (up to a minute) for the first message of its inbox and prints it.
+fn listener() -> agentsmith::settings::AgentSettings {
+    sh_agent(
+        "i=0; while [ ! -e \"$AGENTSMITH_INBOX/000001.json\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+         printf 'inbox: %s\\n' \"$(cat \"$AGENTSMITH_INBOX/000001.json\")\"",
+    )
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_running_agent_in_its_inbox_once() {
+    let app = spawn_app(|s| {
+        s.agents.insert("listener".into(), listener());
+    })
+    .await;
+    let id = app.submit("listener", "wait for word").await;
+    app.wait_for_state(&id, JobState::Running, WAIT).await;
+    let send = |body: Value| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/jobs/{id}/messages", app.address);
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = send(json!({"text": " "})).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "the message is empty")
+    );
+    let (status, body) = send(json!({"text": "use the v2 client", "by": "ann"})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["seq"], 1);
+    let job = app.wait_for_end(&id, WAIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let lines = app.log_lines(&id).await;
+    let heard: Vec<&String> = lines.iter().filter(|l| l.starts_with("inbox: ")).collect();
+    assert_eq!(heard.len(), 1, "{lines:#?}");
+    assert!(
+        heard[0].contains("\"text\":\"use the v2 client\"") && heard[0].contains("\"by\":\"ann\""),
+        "{lines:#?}"
+    );
+    let sent: Vec<u64> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::Message { message } => Some(message.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [1]);
+    let (status, body) = send(json!({"text": "too late"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_finished"))
+    );
+    let unknown = app
+        .http
+        .post(format!("{}/v1/jobs/nosuchjob/messages", app.address))
+        .bearer_auth(TOKEN)
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    app.stop().await;
+}

@@ -10,14 +10,14 @@
 -- the profile says so) or 'infra:<why>' (retried while attempts remain).
 -- Events the job already has (by sequence number) are skipped; a batch that would leave a
 -- gap is refused whole (a second writer cannot jump the sequence past the runner's).
--- Returns {'ok', state, state before the batch}, {'stop', state} when the attempt is no
--- longer wanted, or {'gap', next sequence number expected}.
+-- Returns {'ok', state, state before the batch, the messages in the job's inbox}, {'stop',
+-- state} when the attempt is no longer wanted, or {'gap', next sequence number expected}.
 local K_JOB = KEYS[11]
 local id = ARGV[7]
 local attempt = tonumber(ARGV[8])
 -- The record's fields a transition reads, then this script's.
 local f = redis.call('HMGET', K_JOB, F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN, F_RESPONSE_URL,
-  F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES)
+  F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES, F_INBOX)
 local state = f[1]
 local before = state
 if not state then return { 'stop', 'gone' } end
@@ -117,4 +117,4 @@ if #set > 0 then redis.call('HSET', K_JOB, unpack(set)) end
 if state == 'running' or state == 'waiting_for_input' then
   redis.call('ZADD', K_RUNNING, 'XX', now + lease_ms, id)
 end
-return { 'ok', state, before }
+return { 'ok', state, before, f[11] or '0' }

@@ -445,6 +445,26 @@
     actions.append(cancelBtn, retryBtn);
     // The agent's open question: a button per choice, and any text.
     const questionBox = h("section", { id: "question", class: "card question", hidden: true, "aria-live": "polite" });
+    // A message for the running agent (it finds it in its inbox at its next step).
+    const steerText = h("input", { id: "steer-text", type: "text", maxlength: "4096", "aria-label": "Message to the agent", placeholder: "Tell the agent something while it works" });
+    const steerMsg = h("p", { id: "steer-message", class: "muted", role: "status", hidden: true });
+    const steerBox = h("form", { id: "steer", class: "steer", hidden: true, onsubmit: (e) => { e.preventDefault(); steer(); } },
+      steerText, h("button", { id: "steer-send", class: "button", type: "submit" }, "Send"), steerMsg);
+    async function steer() {
+      const text = steerText.value.trim();
+      if (!text) return;
+      try {
+        const sent = await api("/v1/jobs/" + encodeURIComponent(job.id) + "/messages", { method: "POST", body: JSON.stringify({ text: text, by: "dashboard" }) });
+        steerText.value = "";
+        steerMsg.textContent = "Sent (message " + sent.seq + "): the agent reads it at its next step.";
+        steerMsg.className = "muted";
+      } catch (e) {
+        if (e.status === 401) return;
+        steerMsg.textContent = "Could not send: " + e.message;
+        steerMsg.className = "error";
+      }
+      steerMsg.hidden = false;
+    }
 
     const facts = h("dl", { class: "facts", id: "facts" });
     const reason = h("div", { id: "reason", class: "reason", hidden: true });
@@ -457,7 +477,7 @@
 
     view.replaceChildren(
       h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
-      head, actionMsg, reason, questionBox,
+      head, actionMsg, reason, questionBox, steerBox,
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h2", {}, "Intent"), facts),
         h("section", { class: "card" }, h("h2", {}, "Timeline"), timeline)),
@@ -498,6 +518,7 @@
       renderAttempts();
       renderResult();
       renderQuestion();
+      steerBox.hidden = TERMINAL.has(job.state);
     }
 
     let shownQuestion = null;
@@ -644,6 +665,8 @@
         item(h("span", { class: "tag" }, "answer"), (ev.defaulted ? "nobody answered in time; the default: " : (ev.by || "someone") + " answered: ") + ev.text);
       } else if (type === "say") {
         item(h("span", { class: "tag" }, "says"), ev.text);
+      } else if (type === "message") {
+        item(h("span", { class: "tag" }, "message"), (ev.by || "someone") + ": " + ev.text);
       } else if (type === "result") {
         result = ev;
         item(h("span", { class: "tag" }, "result"), ev.exit_code !== undefined ? "exit code " + ev.exit_code : "");

@@ -176,6 +176,10 @@ pub(super) async fn run_command(
             let outcome = answer(state, asker, &job, None, &text).await?;
             return Ok(Answer::answered(outcome.clone(), outcome));
         }
+        Command::Say { job, text } => {
+            let outcome = say(state, asker, &job, &text).await?;
+            return Ok(Answer::answered(outcome.clone(), outcome));
+        }
     };
     if let Some(refusal) = refusal(state, asker, &project).await {
         let text = refusal.answer(Some(&asker.actor), "start an agent here");
@@ -401,6 +405,56 @@ pub(super) async fn act(
     })
 }
 
+/// Puts `text` into the inbox of `job_id`'s agent, if `asker` may (as for an answer). What to
+/// tell them.
+pub(super) async fn say(
+    state: &AppState,
+    asker: &Asker<'_>,
+    job_id: &str,
+    text: &str,
+) -> Result<String, ApiError> {
+    let Some(job) = state.queue.get(job_id).await? else {
+        return Ok(format!("There is no job `{job_id}`."));
+    };
+    if let Some(refused) = may_steer(
+        state,
+        asker,
+        &job,
+        &format!("send the agent of `{job_id}` a message"),
+    )
+    .await
+    {
+        return Ok(refused);
+    }
+    let by = format!("{} (slack)", asker.actor.name);
+    Ok(match state.send_message(job_id, text, &by).await {
+        Ok(seq) => crate::webhooks::answer::sent(job_id, seq),
+        Err(e) if e.status.is_server_error() => return Err(e),
+        Err(e) => e.message,
+    })
+}
+
+/// Why `asker` may not answer or message `job`'s agent (`doing` says which), if they may
+/// not: whoever the job's project lets start jobs here may; for a job of no project, its
+/// requester or an admin.
+async fn may_steer(state: &AppState, asker: &Asker<'_>, job: &Job, doing: &str) -> Option<String> {
+    let user = asker.actor.id.as_str();
+    match job.project.as_deref() {
+        Some(project) => {
+            let refusal = refusal(state, asker, project).await?;
+            info!(job_id = %job.id, user, "refused to {doing}: the project's rules");
+            Some(refusal.answer(Some(&asker.actor), doing))
+        }
+        None if !requester_or_admin(&state.settings, job, user) => {
+            info!(job_id = %job.id, user, "refused to {doing}: not the requester or an admin");
+            Some(format!(
+                "Only the job's requester or an admin (sources.slack.admins) may {doing}."
+            ))
+        }
+        None => None,
+    }
+}
+
 /// Answers the question `job_id`'s agent waits on (`question`, when a button names the one
 /// it was made for) with `text`, if `asker` may: whoever the job's project lets start jobs
 /// here, or, for a job of no project, its requester or an admin. What to tell them.
@@ -416,23 +470,8 @@ pub(super) async fn answer(
         return Ok(format!("There is no job `{job_id}`."));
     };
     let doing = format!("answer the question of `{job_id}`");
-    match job.project.as_deref() {
-        Some(project) => {
-            if let Some(refusal) = refusal(state, asker, project).await {
-                info!(job_id, user, "an answer refused: the project's rules");
-                return Ok(refusal.answer(Some(&asker.actor), &doing));
-            }
-        }
-        None if !requester_or_admin(&state.settings, &job, user) => {
-            info!(
-                job_id,
-                user, "an answer refused: not the requester or an admin"
-            );
-            return Ok(format!(
-                "Only the job's requester or an admin (sources.slack.admins) may {doing}."
-            ));
-        }
-        None => {}
+    if let Some(refused) = may_steer(state, asker, &job, &doing).await {
+        return Ok(refused);
     }
     let by = format!("{} (slack)", asker.actor.name);
     let outcome = state.queue.answer(job_id, question, text, &by).await?;

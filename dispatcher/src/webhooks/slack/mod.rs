@@ -157,6 +157,13 @@ pub(super) async fn event(state: &AppState, delivery: &Verified) -> Result<Respo
             ))
         }
         SlackEvent::Other(reason) => return Ok(super::ignored(&reason)),
+        SlackEvent::ThreadReply {
+            event_id,
+            user,
+            channel,
+            thread_ts,
+            text,
+        } => return thread_reply(state, &event_id, &user, &channel, &thread_ts, &text).await,
         SlackEvent::Mention {
             event_id,
             user,
@@ -382,4 +389,59 @@ async fn answer_click(
         return Ok("That button is not one of the question's choices.".into());
     };
     conversation::answer(state, asker, job_id, Some(question), &choice).await
+}
+
+/// A reply in a thread: the answer to the question a job started in that thread waits on,
+/// from someone who may answer it, said back in the thread. Any other reply (people talk in
+/// threads) is ignored without a word.
+async fn thread_reply(
+    state: &AppState,
+    event_id: &str,
+    user: &str,
+    channel: &str,
+    thread_ts: &str,
+    text: &str,
+) -> Result<Response, ApiError> {
+    let Some(job) = state
+        .queue
+        .waiting_job_in_thread(channel, thread_ts)
+        .await?
+    else {
+        return Ok(super::ignored("no question waits in this thread"));
+    };
+    // Slack retries an event it got no quick answer to: the answer is taken once.
+    if !state
+        .queue
+        .first_delivery(&format!("slack:{event_id}"))
+        .await?
+    {
+        return Ok(duplicate());
+    }
+    let asker = Asker {
+        actor: Actor::person(user, user),
+        channel,
+        thread_ts: Some(thread_ts),
+        response_url: None,
+        delivery: None,
+        in_response: false,
+    };
+    let question = job.question.as_ref().map(|q| q.id.clone());
+    let said =
+        conversation::answer(state, &asker, &job.id, question.as_deref(), text.trim()).await?;
+    state
+        .queue
+        .send_reply(&ReplyBody::Text {
+            origin: Origin::Slack {
+                channel: channel.to_string(),
+                user: user.to_string(),
+                thread_ts: Some(thread_ts.to_string()),
+            },
+            text: said.clone(),
+            response_url: None,
+        })
+        .await?;
+    Ok(decided(
+        Json(json!({})).into_response(),
+        Decision::Answered { reason: said },
+    ))
 }

@@ -83,6 +83,20 @@ pub enum SlackEvent {
         /// The text without the leading mention.
         text: String,
     },
+    /// Someone replied in a thread (a `message` event with a `thread_ts`, from a person):
+    /// the answer to a question asked there, if one waits.
+    ThreadReply {
+        /// The delivery id.
+        event_id: String,
+        /// Who.
+        user: String,
+        /// Where.
+        channel: String,
+        /// The thread.
+        thread_ts: String,
+        /// The reply.
+        text: String,
+    },
     /// Anything else.
     Other(String),
 }
@@ -97,6 +111,20 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, PayloadError> {
         )?)),
         Some("event_callback") => {
             let kind = crate::webhooks::required(&value, "/event/type")?;
+            // A person's plain reply in a thread (no subtype: not an edit, a join, a bot).
+            let plain = crate::webhooks::text_at(&value, "/event/subtype").is_none()
+                && crate::webhooks::text_at(&value, "/event/bot_id").is_none();
+            if kind == "message" && plain {
+                if let Some(thread_ts) = crate::webhooks::text_at(&value, "/event/thread_ts") {
+                    return Ok(SlackEvent::ThreadReply {
+                        event_id: crate::webhooks::required(&value, "/event_id")?,
+                        user: crate::webhooks::required(&value, "/event/user")?,
+                        channel: crate::webhooks::required(&value, "/event/channel")?,
+                        thread_ts,
+                        text: crate::webhooks::required(&value, "/event/text")?,
+                    });
+                }
+            }
             if kind != "app_mention" {
                 return Ok(SlackEvent::Other(format!("{kind} events are not triggers")));
             }

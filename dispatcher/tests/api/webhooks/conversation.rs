@@ -235,7 +235,7 @@ async fn a_github_comment_answers_the_issues_question_and_a_reader_is_refused() 
     ))
     .await;
     assert_eq!(status, 200, "{again}");
-    assert_eq!(again["reason"], "this answer was taken before", "{again}");
+    assert_eq!(again["reason"], "this comment was taken before", "{again}");
     fake.wait_for("the thanks", LIMIT, |r| {
         r.path == comments && r.text().contains("goes on with “payments”")
     })
@@ -256,5 +256,144 @@ async fn a_github_comment_answers_the_issues_question_and_a_reader_is_refused() 
                 .contains("No agent working on this issue is waiting")
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_comment_steers_the_issues_running_agent() {
+    let fake = FakeApi::start().await;
+    let app = webhook_app(&fake, |s| {
+        s.agents.insert(
+            "listener".into(),
+            sh_agent(&format!(
+                "i=0; while [ ! -e \"$AGENTSMITH_INBOX/000001.json\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+                 printf 'inbox: %s\\n' \"$(cat \"$AGENTSMITH_INBOX/000001.json\")\"; {RESULT}"
+            )),
+        );
+        s.projects.get_mut("payments").unwrap().agent = "listener".into();
+    })
+    .await;
+    let id = github_issue_queued(&app, "d-1").await;
+    app.wait_for_state(&id, JobState::Running, LIMIT).await;
+    let body = comment("ann", "/agent say use the v2 client\nnot v1");
+    let (status, sent) = send(to_github(&app, Sign::Right, "issue_comment", "d-2", &body)).await;
+    assert_eq!(
+        (status, sent["status"].as_str()),
+        (200, Some("sent")),
+        "{sent}"
+    );
+    fake.wait_for("the message acknowledged", LIMIT, |r| {
+        r.path == "/repos/acme/shop/issues/7/comments" && r.text().contains("message 1")
+    })
+    .await;
+    let job = app.wait_for_end(&id, LIMIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let lines = app.log_lines(&id).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("use the v2 client\\nnot v1") && l.contains("ann (github)")),
+        "{lines:#?}"
+    );
+    app.stop().await;
+}
+
+/// A person's reply `text` in the thread `thread_ts`, an Events API `message` event.
+fn thread_reply(event_id: &str, user: &str, thread_ts: &str, text: &str) -> String {
+    json!({
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "team_id": "T0001",
+        "api_app_id": "A0001",
+        "event": {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "ts": "1700000000.000900",
+            "thread_ts": thread_ts,
+            "channel": CHANNEL,
+            "channel_type": "channel",
+            "event_ts": "1700000000.000900"
+        },
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": 1_700_000_000
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_in_the_jobs_thread_answers_its_question_and_other_chatter_is_left_alone() {
+    let fake = FakeApi::start().await;
+    let app = webhook_app(&fake, |s| {
+        s.agents.insert("asker".into(), asker());
+        let payments = s.projects.get_mut("payments").unwrap();
+        payments.agent = "asker".into();
+        payments.access.slack.users = vec![REQUESTER.into()];
+    })
+    .await;
+    let ts = "1700000000.000100";
+    let event = mention("Ev0MENTION", "<@UBOT> fix PAY-12", ts).to_string();
+    let (status, body) = send(to_slack(&app, "events", &event, Sign::Right, unix_now())).await;
+    assert_eq!(status, 200, "{body}");
+    let id = only_job_id(&app).await;
+    app.wait_for_state(&id, JobState::WaitingForInput, LIMIT)
+        .await;
+    let asked = fake
+        .wait_for("the question in the thread", LIMIT, |r| {
+            r.path == "/chat.postMessage" && r.text().contains("Which service?")
+        })
+        .await;
+    assert_eq!(asked.body["thread_ts"], ts, "{:?}", asked.body);
+    assert!(
+        asked.text().contains("a reply in this thread"),
+        "{}",
+        asked.text()
+    );
+
+    // Chatter elsewhere, and a reply by someone the project does not let start jobs.
+    let elsewhere = thread_reply("Ev0CHAT", REQUESTER, "1700000000.000555", "lunch?");
+    let (_, body) = send(to_slack(
+        &app,
+        "events",
+        &elsewhere,
+        Sign::Right,
+        unix_now(),
+    ))
+    .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    let other = thread_reply("Ev0OTHER", OTHER, ts, "billing");
+    send(to_slack(&app, "events", &other, Sign::Right, unix_now())).await;
+    fake.wait_for("the refusal in the thread", LIMIT, |r| {
+        r.path == "/chat.postMessage" && r.text().contains("projects.payments.access.slack")
+    })
+    .await;
+    assert_eq!(app.job(&id).await.state, JobState::WaitingForInput);
+
+    let reply = thread_reply("Ev0ANN", REQUESTER, ts, "the ledger service");
+    let (status, body) = send(to_slack(&app, "events", &reply, Sign::Right, unix_now())).await;
+    assert_eq!(status, 200, "{body}");
+    // Slack retries an event it thinks was lost: answered once.
+    let (_, again) = send(to_slack(&app, "events", &reply, Sign::Right, unix_now())).await;
+    assert!(
+        again["status"] == "duplicate" || again["status"] == "ignored",
+        "{again}"
+    );
+    let job = app.wait_for_end(&id, LIMIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    assert!(app
+        .log_lines(&id)
+        .await
+        .contains(&"chose the ledger service".to_string()));
+    fake.wait_for("the thanks in the thread", LIMIT, |r| {
+        r.path == "/chat.postMessage" && r.text().contains("goes on with “the ledger service”")
+    })
+    .await;
+    let answers = app
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|(_, e)| matches!(e, queue::JobEvent::Answer { .. }))
+        .count();
+    assert_eq!(answers, 1);
     app.stop().await;
 }
