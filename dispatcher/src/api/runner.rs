@@ -105,6 +105,30 @@ pub async fn token(
     }
 }
 
+/// A runner's request (`what`, for the error) read from `body`, once its token is the one of
+/// `job_id` and of the attempt the request names (`attempt_of`): 400 for a body that is not
+/// one, 401 for a missing or wrong token.
+fn runner_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    job_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+    attempt_of: impl Fn(&T) -> u32,
+) -> Result<T, ApiError> {
+    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
+    let request: T = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))?;
+    let attempt = attempt_of(&request);
+    tracing::Span::current().record("attempt", attempt);
+    if !valid_id(job_id) || !state.tokens.verify(job_id, attempt, token) {
+        return Err(ApiError::unauthorized(
+            "job token does not match this job and attempt",
+        ));
+    }
+    Ok(request)
+}
+
 /// Tells a runner the answer to its question: `{"answer": null}` while nobody has answered,
 /// 409 with `stop` when the attempt is no longer wanted.
 #[instrument(skip(state, headers, body), fields(attempt))]
@@ -114,15 +138,14 @@ pub async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
-    let request: AnswerRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid answer request: {e}")))?;
-    tracing::Span::current().record("attempt", request.attempt);
-    if !valid_id(&job_id) || !state.tokens.verify(&job_id, request.attempt, token) {
-        return Err(ApiError::unauthorized(
-            "job token does not match this job and attempt",
-        ));
-    }
+    let request: AnswerRequest = runner_request(
+        &state,
+        &job_id,
+        &headers,
+        &body,
+        "answer request",
+        |r: &AnswerRequest| r.attempt,
+    )?;
     let reply = match state
         .queue
         .answer_for(&job_id, request.attempt, &request.question)
@@ -159,15 +182,14 @@ pub async fn inbox(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("missing job token"))?;
-    let request: InboxRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid inbox request: {e}")))?;
-    tracing::Span::current().record("attempt", request.attempt);
-    if !valid_id(&job_id) || !state.tokens.verify(&job_id, request.attempt, token) {
-        return Err(ApiError::unauthorized(
-            "job token does not match this job and attempt",
-        ));
-    }
+    let request: InboxRequest = runner_request(
+        &state,
+        &job_id,
+        &headers,
+        &body,
+        "inbox request",
+        |r: &InboxRequest| r.attempt,
+    )?;
     match state
         .queue
         .inbox_after(&job_id, request.attempt, request.after, INBOX_PAGE)

@@ -88,6 +88,20 @@ impl Notifier {
         Duration::from_millis((delay * jitter) as u64)
     }
 
+    /// The job a reply is about, with where its replies go; else the outcome of the reply
+    /// (done: the job or its origin is gone; retry: Redis did not answer).
+    async fn job_with_origin(&self, job_id: &str) -> Result<(Job, Origin), Outcome> {
+        let job = match self.ctx.queue.get(job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Err(done("the job is gone")),
+            Err(e) => return Err(Outcome::Retry(format!("reading the job: {e}"))),
+        };
+        match job.origin.clone() {
+            Some(origin) => Ok((job, origin)),
+            None => Err(done("the job has no origin")),
+        }
+    }
+
     /// Delivers one reply.
     async fn deliver(&self, reply: &Reply) -> Outcome {
         let queue = &self.ctx.queue;
@@ -97,13 +111,9 @@ impl Notifier {
                 state,
                 attempt,
             } => {
-                let job = match queue.get(job_id).await {
-                    Ok(Some(job)) => job,
-                    Ok(None) => return done("the job is gone"),
-                    Err(e) => return Outcome::Retry(format!("reading the job: {e}")),
-                };
-                let Some(origin) = job.origin.clone() else {
-                    return done("the job has no origin");
+                let (job, origin) = match self.job_with_origin(job_id).await {
+                    Ok(found) => found,
+                    Err(outcome) => return outcome,
                 };
                 // A "started" reply that arrives after the end says nothing new.
                 if *state == JobState::Running && job.state.is_terminal() {
@@ -133,13 +143,9 @@ impl Notifier {
                 attempt,
                 question,
             } => {
-                let job = match queue.get(job_id).await {
-                    Ok(Some(job)) => job,
-                    Ok(None) => return done("the job is gone"),
-                    Err(e) => return Outcome::Retry(format!("reading the job: {e}")),
-                };
-                let Some(origin) = job.origin.clone() else {
-                    return done("the job has no origin");
+                let (job, origin) = match self.job_with_origin(job_id).await {
+                    Ok(found) => found,
+                    Err(outcome) => return outcome,
                 };
                 // Answered (or ended) before the reply went out: nothing to ask any more.
                 let Some(open) = job

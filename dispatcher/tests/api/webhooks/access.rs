@@ -35,7 +35,7 @@ fn labelled_by(number: u64, login: &str, kind: &str) -> Vec<u8> {
 }
 
 /// GitHub's `issue_comment` event: `login` commented `body` on issue `number`.
-fn commented_by(number: u64, login: &str, body: &str) -> Vec<u8> {
+pub(super) fn commented_by(number: u64, login: &str, body: &str) -> Vec<u8> {
     json!({
         "action": "created",
         "issue": {"number": number, "title": "Checkout fails", "body": "Steps."},

@@ -16,6 +16,19 @@ fn asker() -> AgentSettings {
     ))
 }
 
+/// A dispatcher whose project `payments` runs [`asker`]; in Slack only `slack_users` may
+/// start its jobs (anyone, when empty).
+async fn asker_app(fake: &FakeApi, slack_users: &[&str]) -> TestApp {
+    let users: Vec<String> = slack_users.iter().map(|u| u.to_string()).collect();
+    webhook_app(fake, |s| {
+        s.agents.insert("asker".into(), asker());
+        let payments = s.projects.get_mut("payments").unwrap();
+        payments.agent = "asker".into();
+        payments.access.slack.users = users;
+    })
+    .await
+}
+
 /// A Slack click on the `n`th choice of `question` of `job_id`.
 async fn choose(
     app: &TestApp,
@@ -47,13 +60,7 @@ async fn choose(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slack_question_has_a_button_per_choice_and_the_first_allowed_click_answers_it() {
     let fake = FakeApi::start().await;
-    let app = webhook_app(&fake, |s| {
-        s.agents.insert("asker".into(), asker());
-        let payments = s.projects.get_mut("payments").unwrap();
-        payments.agent = "asker".into();
-        payments.access.slack.users = vec![REQUESTER.into(), ADMIN.into()];
-    })
-    .await;
+    let app = asker_app(&fake, &[REQUESTER, ADMIN]).await;
     command(&app, &fake, "fix PAY-12", REQUESTER, "t.1", "command").await;
     let id = only_job_id(&app).await;
     let job = app
@@ -124,11 +131,7 @@ async fn a_slack_question_has_a_button_per_choice_and_the_first_allowed_click_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slack_command_answers_with_any_text() {
     let fake = FakeApi::start().await;
-    let app = webhook_app(&fake, |s| {
-        s.agents.insert("asker".into(), asker());
-        s.projects.get_mut("payments").unwrap().agent = "asker".into();
-    })
-    .await;
+    let app = asker_app(&fake, &[]).await;
     command(&app, &fake, "fix PAY-12", REQUESTER, "t.1", "command").await;
     let id = only_job_id(&app).await;
     app.wait_for_state(&id, JobState::WaitingForInput, LIMIT)
@@ -157,26 +160,14 @@ async fn a_slack_command_answers_with_any_text() {
 
 /// GitHub's `issue_comment` event: `login` commented `body` on issue 7 of `acme/shop`.
 fn comment(login: &str, body: &str) -> Vec<u8> {
-    json!({
-        "action": "created",
-        "issue": {"number": 7, "title": "Checkout fails", "body": "Steps."},
-        "comment": {"id": rand::random::<u32>(), "body": body, "user": {"login": login}},
-        "repository": {"full_name": "acme/shop"},
-        "sender": {"login": login, "type": "User"}
-    })
-    .to_string()
-    .into_bytes()
+    super::access::commented_by(7, login, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_comment_answers_the_issues_question_and_a_reader_is_refused() {
     let fake = FakeApi::start().await;
     fake.grant_github("acme/shop", "rita", "read");
-    let app = webhook_app(&fake, |s| {
-        s.agents.insert("asker".into(), asker());
-        s.projects.get_mut("payments").unwrap().agent = "asker".into();
-    })
-    .await;
+    let app = asker_app(&fake, &[]).await;
     let id = github_issue_queued(&app, "d-1").await;
     app.wait_for_state(&id, JobState::WaitingForInput, LIMIT)
         .await;
@@ -324,13 +315,7 @@ fn thread_reply(event_id: &str, user: &str, thread_ts: &str, text: &str) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_in_the_jobs_thread_answers_its_question_and_other_chatter_is_left_alone() {
     let fake = FakeApi::start().await;
-    let app = webhook_app(&fake, |s| {
-        s.agents.insert("asker".into(), asker());
-        let payments = s.projects.get_mut("payments").unwrap();
-        payments.agent = "asker".into();
-        payments.access.slack.users = vec![REQUESTER.into()];
-    })
-    .await;
+    let app = asker_app(&fake, &[REQUESTER]).await;
     let ts = "1700000000.000100";
     let event = mention("Ev0MENTION", "<@UBOT> fix PAY-12", ts).to_string();
     let (status, body) = send(to_slack(&app, "events", &event, Sign::Right, unix_now())).await;
