@@ -113,14 +113,16 @@ pub struct Outcome {
 }
 
 /// What the bench makes of the job `n`, out of every 20: 9 succeed, 2 fail, 1 times out, 1
-/// is cancelled, 2 run, 1 stays starting, 1 waits out a retry, 3 stay queued.
+/// is cancelled, 1 runs, 1 waits for an answer, 1 stays starting, 1 waits out a retry, 3
+/// stay queued.
 fn fate(n: usize) -> JobState {
     match n % 20 {
         0..=8 => JobState::Succeeded,
         9 | 10 => JobState::Failed,
         11 => JobState::TimedOut,
         12 => JobState::Cancelled,
-        13 | 14 => JobState::Running,
+        13 => JobState::Running,
+        14 => JobState::WaitingForInput,
         15 => JobState::Starting,
         16 => JobState::Retrying,
         _ => JobState::Queued,
@@ -338,6 +340,15 @@ async fn take_to(queue: &Queue, claim: &Claim, fate: JobState) -> anyhow::Result
         _ => None,
     };
     let mut events = vec![RunnerEvent::Started];
+    if fate == JobState::WaitingForInput {
+        events.push(RunnerEvent::Question {
+            id: "q-1".into(),
+            text: "bench: which one?".into(),
+            choices: vec!["a".into(), "b".into()],
+            default: None,
+            timeout_secs: 3600,
+        });
+    }
     events.extend(outcome.map(|outcome| RunnerEvent::Finished {
         outcome,
         result: None,
