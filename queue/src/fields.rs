@@ -99,13 +99,16 @@ pub mod job {
         ANSWER = "answer",
         /// How many messages people sent the job's agent (its inbox's length).
         INBOX = "inbox",
+        /// When the agent's last progress message was posted where the job came from (ms).
+        SAID_AT = "said_at",
     }
 }
 
 /// Fields of a reply in the outbox (`notify`).
 pub mod outbox {
     names! { "O_";
-        /// What the reply is: `state`, `ask` (a question), `running`, `text`, `unreadable`.
+        /// What the reply is: `state`, `ask` (a question), `say` (the agent's progress),
+        /// `running`, `text`, `unreadable`.
         KIND = "kind",
         /// The job it is about.
         JOB = "job",

@@ -44,6 +44,13 @@ pub enum ReplyBody {
         /// The question's id.
         question: String,
     },
+    /// The job's agent said `text` (a progress message), for where the job came from.
+    Said {
+        /// The job.
+        job_id: String,
+        /// The message.
+        text: String,
+    },
     /// A trigger for a ticket whose job `job_id` has not ended: "already running".
     AlreadyRunning {
         /// The unfinished job.
@@ -90,6 +97,11 @@ impl ReplyBody {
                 (o::ATTEMPT, attempt.to_string()),
                 (o::TEXT, question.clone()),
             ],
+            ReplyBody::Said { job_id, text } => vec![
+                (o::KIND, "say".into()),
+                (o::JOB, job_id.clone()),
+                (o::TEXT, text.clone()),
+            ],
             ReplyBody::AlreadyRunning { job_id, origin } => vec![
                 (o::KIND, "running".into()),
                 (o::JOB, job_id.clone()),
@@ -128,6 +140,10 @@ impl ReplyBody {
                 job_id: get(o::JOB),
                 attempt: get(o::ATTEMPT).parse().unwrap_or(1),
                 question: get(o::TEXT),
+            },
+            "say" => ReplyBody::Said {
+                job_id: get(o::JOB),
+                text: get(o::TEXT),
             },
             "running" => match origin() {
                 Ok(origin) => ReplyBody::AlreadyRunning {

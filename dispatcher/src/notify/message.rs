@@ -191,6 +191,15 @@ impl Message {
         }
     }
 
+    /// The agent of `job` says `text` (a progress message): the headline names the job, the
+    /// text is the agent's, neutralised like its summary.
+    pub fn said(job: &Job, text: &str) -> Self {
+        let mut message = Self::text(format!("The agent of {} says:", job.id));
+        message.job_id = Some(job.id.clone());
+        message.detail = Some(neutralise::summary(text)).filter(|t| !t.is_empty());
+        message
+    }
+
     /// The answer to a trigger for a ticket whose job has not ended.
     /// (See [`describe_change`] for what a success says of the agent's work.)
     pub fn already_running(job: &Job, job_url: Option<String>) -> Self {

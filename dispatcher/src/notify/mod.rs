@@ -159,6 +159,17 @@ impl Notifier {
                 let message = Message::question(&job, open, self.job_url(job_id), command);
                 self.send(&origin, &message, Some(&job)).await
             }
+            ReplyBody::Said { job_id, text } => {
+                let (job, origin) = match self.job_with_origin(job_id).await {
+                    Ok(found) => found,
+                    Err(outcome) => return outcome,
+                };
+                if job.state.is_terminal() {
+                    return done("the job has ended since");
+                }
+                let message = Message::said(&job, text);
+                self.send(&origin, &message, Some(&job)).await
+            }
             ReplyBody::AlreadyRunning { job_id, origin } => {
                 let job = match queue.get(job_id).await {
                     Ok(Some(job)) => job,

@@ -17,7 +17,11 @@ local id = ARGV[7]
 local attempt = tonumber(ARGV[8])
 -- The record's fields a transition reads, then this script's.
 local f = redis.call('HMGET', K_JOB, F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN, F_RESPONSE_URL,
-  F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES, F_INBOX)
+  F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES, F_INBOX,
+  F_SAID_AT)
+-- A job's progress messages are posted where it came from at most this often (the others
+-- are events only): a chatty agent cannot flood a Slack thread or an issue.
+local SAY_EVERY_MS = 30000
 local state = f[1]
 local before = state
 if not state then return { 'stop', 'gone' } end
@@ -68,7 +72,17 @@ while i + 3 <= #ARGV do
       -- A progress message is output: it counts against the attempt's budget.
       if output_bytes <= output_limit then
         output_bytes = output_bytes + #payload
-        if output_bytes <= output_limit then emit_line(id, payload) end
+        if output_bytes <= output_limit then
+          emit_line(id, payload)
+          local said = tonumber(f[12] or 0)
+          if f[4] and f[4] ~= '' and now - said >= SAY_EVERY_MS then
+            redis.call('XADD', K_NOTIFY, '*', O_KIND, 'say', O_JOB, id, O_ATTEMPT, attempt,
+              O_TEXT, cjson.decode(payload).text, O_TRIES, 0)
+            f[12] = now
+            set[#set + 1] = F_SAID_AT
+            set[#set + 1] = now
+          end
+        end
       end
     elseif kind == 'finished' then
       if payload ~= '' then

@@ -382,3 +382,42 @@ async fn a_reply_in_the_jobs_thread_answers_its_question_and_other_chatter_is_le
     assert_eq!(answers, 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_progress_reaches_the_issue_at_a_bounded_rate() {
+    let fake = FakeApi::start().await;
+    let app = webhook_app(&fake, |s| {
+        s.agents.insert(
+            "chatty".into(),
+            sh_agent(&format!(
+                "agent-runner say 'reading the ticket'; agent-runner say 'still reading'; \
+                 agent-runner say 'and still'; sleep 1; {RESULT}"
+            )),
+        );
+        s.projects.get_mut("payments").unwrap().agent = "chatty".into();
+    })
+    .await;
+    let id = github_issue_queued(&app, "d-1").await;
+    let job = app.wait_for_end(&id, LIMIT).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    let said: Vec<String> = app
+        .events(&id)
+        .await
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            queue::JobEvent::Say { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["reading the ticket", "still reading", "and still"]);
+    wait_for_outbox_drained(&app).await;
+    let posted: Vec<String> = fake
+        .delivered()
+        .iter()
+        .filter(|r| r.path == "/repos/acme/shop/issues/7/comments" && r.text().contains("says"))
+        .map(|r| r.text())
+        .collect();
+    assert_eq!(posted.len(), 1, "one post per 30 s: {posted:#?}");
+    assert!(posted[0].contains("reading the ticket"), "{posted:#?}");
+    app.stop().await;
+}
