@@ -183,6 +183,17 @@ impl Job {
             (env::REQUESTER, self.intent.requester.clone()),
             (env::URL, self.intent.url.clone()),
             (
+                env::PREVIOUS_JOB,
+                self.intent.previous.as_ref().map(|p| p.job_id.clone()),
+            ),
+            (
+                env::PREVIOUS_SUMMARY,
+                self.intent
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.summary.clone()),
+            ),
+            (
                 env::SOURCE,
                 Some(self.intent.source.clone().unwrap_or_else(|| "api".into())),
             ),
@@ -465,7 +476,7 @@ mod tests {
         let mut vars = complete_env();
         vars.insert(
             env::INTENT,
-            r#"{"task":"fix PAY-1","ticket":"PAY-1","title":"Refunds fail","description":"Since Monday","requester":"Ann","url":"https://acme.atlassian.net/browse/PAY-1","source":"jira"}"#.to_string(),
+            r#"{"task":"fix PAY-1","ticket":"PAY-1","title":"Refunds fail","description":"Since Monday","requester":"Ann","url":"https://acme.atlassian.net/browse/PAY-1","source":"jira","previous":{"job_id":"j0","state":"failed","summary":"Half done"}}"#.to_string(),
         );
         let job = parse(&vars).unwrap();
         let workspace = Workspace::new(job.workdir.clone());
@@ -476,6 +487,8 @@ mod tests {
             (env::REQUESTER, "Ann"),
             (env::URL, "https://acme.atlassian.net/browse/PAY-1"),
             (env::SOURCE, "jira"),
+            (env::PREVIOUS_JOB, "j0"),
+            (env::PREVIOUS_SUMMARY, "Half done"),
         ] {
             assert_eq!(agent[name].as_deref(), Some(value), "{name}");
         }

@@ -62,6 +62,10 @@ pub const DESCRIPTION: &str = "AGENTSMITH_DESCRIPTION";
 pub const REQUESTER: &str = "AGENTSMITH_REQUESTER";
 /// Set for the agent: a link back to where the request came from.
 pub const URL: &str = "AGENTSMITH_URL";
+/// Set for the agent of a follow-up: the id of the finished job it continues.
+pub const PREVIOUS_JOB: &str = "AGENTSMITH_PREVIOUS_JOB";
+/// Set for the agent of a follow-up: the summary the job it continues left, if it left one.
+pub const PREVIOUS_SUMMARY: &str = "AGENTSMITH_PREVIOUS_SUMMARY";
 /// Set for the agent: where the request came from (`slack`, `github`, `gitlab`, `jira`,
 /// or `api`).
 pub const SOURCE: &str = "AGENTSMITH_SOURCE";

@@ -31,4 +31,26 @@ pub struct Intent {
     /// Where the request came from (`slack`, `github`, `gitlab`, `jira`; none for the API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The job this one continues (a follow-up in the same thread or on the same ticket):
+    /// its work is on the branch checked out, and its summary says what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousJob>,
+}
+
+/// The finished job a follow-up continues, as its record said when the follow-up was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PreviousJob {
+    /// Its id.
+    pub job_id: String,
+    /// How it ended (`succeeded`, `failed`, ...).
+    pub state: String,
+    /// Its agent's summary, if it left one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Why it failed or was cancelled, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The task it was given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
 }

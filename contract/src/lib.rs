@@ -33,7 +33,7 @@ pub use conversation::{
     Answer, AnswerReply, AnswerRequest, Ask, AskReply, InboxMessage, InboxReply, InboxRequest, Say,
 };
 pub use error_chain::ErrorChain;
-pub use intent::Intent;
+pub use intent::{Intent, PreviousJob};
 pub use runner::{
     AgentResult, Link, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, RunnerReply, TokenGrant,
     TokenRequest, PROTOCOL_VERSION,

@@ -359,6 +359,7 @@ pub fn job_spec(
             requester: job.requester.clone(),
             url: job.url.clone(),
             source: job.origin.as_ref().map(|o| o.source().to_string()),
+            previous: job.follows.clone(),
         },
         profile: AgentProfile {
             name: job.agent.clone(),
@@ -437,7 +438,12 @@ pub fn checkout_for(settings: &Settings, job: &Job) -> Option<Checkout> {
     Some(Checkout {
         repo: repo.to_string(),
         base_branch: project.base_branch.clone(),
-        branch: checkout.branch_for(&job.id, job.ticket.as_deref()),
+        // A follow-up works on its chain's branch: the first job's, which every later one
+        // continued.
+        branch: checkout.branch_for(
+            job.chain.as_deref().unwrap_or(&job.id),
+            job.ticket.as_deref(),
+        ),
         depth: checkout.depth,
         submodules: checkout.submodules,
         lfs: checkout.lfs,

@@ -876,6 +876,7 @@ fn check_event(parsed: &Result<SlackEvent, PayloadError>) -> Result<(), TestCase
         channel,
         thread_ts,
         text,
+        ..
     }) = parsed
     {
         prop_assert!(!event_id.is_empty() && !user.is_empty() && !channel.is_empty());

@@ -101,6 +101,14 @@ pub mod job {
         INBOX = "inbox",
         /// When the agent's last progress message was posted where the job came from (ms).
         SAID_AT = "said_at",
+        /// The finished job this one continues (JSON: job_id, state, summary, reason, task),
+        /// as its record said when this one was made.
+        FOLLOWS = "follows",
+        /// The first job of the chain of follow-ups this one belongs to (whose branch the
+        /// chain works on); absent on a job that follows none.
+        CHAIN = "chain",
+        /// The follow-up that continues this job, once one does.
+        FOLLOWED_BY = "followed_by",
     }
 }
 

@@ -184,6 +184,15 @@ pub struct Job {
     /// The answer to the current attempt's last question.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<contract::Answer>,
+    /// The finished job this one continues (a follow-up), as it was when this one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<contract::PreviousJob>,
+    /// The first job of its chain of follow-ups (whose branch the chain works on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// The follow-up that continues this job, once one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed_by: Option<String>,
     /// Slack's `response_url` of the command that made the job: a credential for posting
     /// into the conversation, so it is kept out of every view of the job.
     #[serde(skip)]
@@ -321,6 +330,9 @@ impl Job {
             origin: text(F::ORIGIN).and_then(|o| serde_json::from_str(&o).ok()),
             question,
             answer,
+            follows: text(F::FOLLOWS).and_then(|p| serde_json::from_str(&p).ok()),
+            chain: text(F::CHAIN),
+            followed_by: text(F::FOLLOWED_BY),
             response_url: text(F::RESPONSE_URL),
         })
     }
@@ -480,6 +492,9 @@ pub struct NewJob {
     pub exclusive: Option<String>,
     /// When answered with an unfinished job, also tell `origin` so through the outbox.
     pub reply_if_running: bool,
+    /// The finished job this one continues. Without it, a job continues the finished one
+    /// its ticket's `exclusive` key, or its Slack thread, last named.
+    pub follows: Option<String>,
 }
 
 fn default_target() -> String {

@@ -10,7 +10,7 @@ use redis::{AsyncCommands, Value};
 use crate::batch::Batched;
 use crate::fields::job as f;
 use crate::values::{flat_map, value_string};
-use crate::{new_job_id, valid_id, Job, JobState, Keys, NewJob, Queue, QueueError, Result};
+use crate::{new_job_id, valid_id, Job, JobState, Keys, NewJob, Origin, Queue, QueueError, Result};
 
 /// What a submit did.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +134,17 @@ impl Queue {
         } else {
             String::new()
         });
+        args.push(opt(&job.follows));
+        // A job started in a Slack thread is the thread's latest: a reply there reaches it.
+        let thread = match &job.origin {
+            Some(Origin::Slack {
+                channel,
+                thread_ts: Some(ts),
+                ..
+            }) => Some(self.keys.thread(channel, ts)),
+            _ => None,
+        };
+        args.push(if thread.is_some() { "1" } else { "" }.into());
         let fields: [(&str, String); 17] = [
             (f::AGENT, job.agent.clone()),
             (f::TASK, job.task.clone()),
@@ -168,6 +179,7 @@ impl Queue {
             self.keys.dedup(&opt(&job.delivery)),
             self.keys.active(&opt(&job.exclusive)),
             self.keys.project_of(),
+            thread.unwrap_or_else(|| self.keys.thread("", "")),
         ];
         let reply = self.batched(Batched::Submit, keys, args).await?;
         let reply: Vec<Value> = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;

@@ -115,6 +115,13 @@ pub const ACTIVE: Family = Family {
     head: "active:",
     tail: "",
 };
+/// `thread:{channel}:{ts}`: string with a ttl, the latest job started in a Slack thread (where
+/// a reply in the thread goes: an answer, a message to the agent, or a follow-up).
+pub const THREAD: Family = Family {
+    lua: "thread_key",
+    head: "thread:",
+    tail: "",
+};
 /// `jobs:state:{state}`: zset scored by creation time (ms), the jobs in a state (the index
 /// of `GET /v1/jobs?state=`).
 pub const STATE_JOBS: Family = Family {
@@ -144,7 +151,7 @@ pub const DELIVERY: Family = Family {
 };
 
 /// Every family, for the generated Lua prelude.
-pub const FAMILIES: [Family; 10] = [
+pub const FAMILIES: [Family; 11] = [
     JOB,
     EVENTS,
     CONCURRENCY,
@@ -153,6 +160,7 @@ pub const FAMILIES: [Family; 10] = [
     IDEMPOTENCY,
     DEDUP,
     ACTIVE,
+    THREAD,
     STATE_JOBS,
     PROJECT_JOBS,
 ];
@@ -263,6 +271,11 @@ impl Keys {
         self.of(ACTIVE, ticket)
     }
 
+    /// `thread:{channel}:{ts}`: string, the latest job started in a Slack thread.
+    pub fn thread(&self, channel: &str, thread_ts: &str) -> String {
+        self.of(THREAD, &format!("{channel}:{thread_ts}"))
+    }
+
     /// `queue`: stream with the consumer group [`GROUP`], ready jobs.
     pub fn queue(&self) -> String {
         self.fixed(QUEUE)
@@ -288,6 +301,13 @@ impl Keys {
         self.fixed(JOBS)
     }
 
+    /// `thread:{channel}:{ts}`: string with a ttl, the latest job started in a Slack thread (where
+    /// a reply in the thread goes: an answer, a message to the agent, or a follow-up).
+    pub const THREAD: Family = Family {
+        lua: "thread_key",
+        head: "thread:",
+        tail: "",
+    };
     /// `jobs:state:{state}`: zset scored by creation time (ms), the jobs in a state.
     pub fn state_jobs(&self, state: &str) -> String {
         self.of(STATE_JOBS, state)

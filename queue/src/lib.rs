@@ -34,6 +34,8 @@ pub mod error;
 #[cfg(test)]
 mod failover;
 pub mod fields;
+#[cfg(test)]
+mod follow_ups;
 pub mod job;
 mod jobs;
 pub mod keys;

@@ -293,6 +293,22 @@ impl Queue {
         .await
     }
 
+    /// The latest job started in Slack thread `thread_ts` of `channel`, in whatever state,
+    /// while its record is kept: where a reply in the thread goes (an answer, a message to
+    /// its agent, or a follow-up).
+    pub async fn job_in_thread(&self, channel: &str, thread_ts: &str) -> Result<Option<Job>> {
+        let id: Option<String> = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                Ok(conn.get(self.keys.thread(channel, thread_ts)).await?)
+            })
+            .await?;
+        match id {
+            Some(id) => self.get(&id).await,
+            None => Ok(None),
+        }
+    }
+
     /// The first job waiting for input that `wanted` picks (the waiting jobs are few: each
     /// holds a slot).
     async fn waiting_job_where(&self, wanted: impl Fn(&Job) -> bool) -> Result<Option<Job>> {

@@ -40,6 +40,10 @@ pub struct SubmitRequest {
     /// first job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// A finished job this one continues (a follow-up): linked both ways, its branch checked
+    /// out, its summary in the new job's intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
 }
 
 const MAX_TASK: usize = 16 * 1024;
@@ -105,6 +109,26 @@ fn new_job(state: &AppState, req: SubmitRequest) -> Result<NewJob, ApiError> {
     })
 }
 
+/// The id of the finished job `id` a new one may follow: 404 when there is none, 409 while
+/// it has not ended (its agent takes messages instead).
+async fn finished_job(state: &AppState, id: &str) -> Result<String, ApiError> {
+    let unknown = || ApiError::not_found("unknown_job", format!("follows: no job {id:?}"));
+    if !valid_id(id) {
+        return Err(unknown());
+    }
+    let job = state.queue.get(id).await?.ok_or_else(unknown)?;
+    if !job.state.is_terminal() {
+        return Err(ApiError::conflict(
+            "not_finished",
+            format!(
+                "follows: job {id} is still {}; send its agent a message instead",
+                job.state
+            ),
+        ));
+    }
+    Ok(job.id)
+}
+
 /// `POST /v1/jobs`: 202 with the job once it is durable (200 with the first job for a
 /// repeated idempotency key).
 #[instrument(skip_all, fields(job_id))]
@@ -123,7 +147,11 @@ pub async fn submit(
             ApiError::bad_request(format!("{path}: {inner}"))
         }
     })?;
-    let job = new_job(&state, req)?;
+    let follows = req.follows.clone();
+    let mut job = new_job(&state, req)?;
+    if let Some(previous) = follows {
+        job.follows = Some(finished_job(&state, &previous).await?);
+    }
     let (job, created) = match state.queue.submit(&job).await? {
         Submission::Created(job) => (job, true),
         other => match other.job() {

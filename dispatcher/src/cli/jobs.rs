@@ -42,6 +42,9 @@ pub enum JobsCommand {
         /// Resubmits with the same key return the first job.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Continue this finished job (a follow-up: its branch, its summary in the intent).
+        #[arg(long, value_name = "JOB")]
+        continues: Option<String>,
         /// Follow the job's events until it ends; exit 0 only if it succeeded.
         #[arg(long)]
         follow: bool,
@@ -118,6 +121,33 @@ pub async fn run(args: JobsArgs) -> ExitCode {
     }
 }
 
+/// `jobs submit`: queues the job and says so, then follows it if asked to.
+async fn submit(
+    client: &Client,
+    request: &SubmitRequest,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let job = client.submit(request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        let continuing = job
+            .follows
+            .as_ref()
+            .map(|p| format!(", continuing {} ({})", p.job_id, p.state))
+            .unwrap_or_default();
+        println!(
+            "queued job {} (agent {}, attempt {}){continuing}",
+            job.id, job.agent, job.attempt
+        );
+    }
+    if follow {
+        return follow_job(client, &job.id, json).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         JobsCommand::Submit {
@@ -127,6 +157,7 @@ async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
             ticket,
             concurrency_key,
             idempotency_key,
+            continues,
             follow,
         } => {
             let request = SubmitRequest {
@@ -136,19 +167,9 @@ async fn execute(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
                 ticket,
                 concurrency_key,
                 idempotency_key,
+                follows: continues,
             };
-            let job = client.submit(&request).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!(
-                    "queued job {} (agent {}, attempt {})",
-                    job.id, job.agent, job.attempt
-                );
-            }
-            if follow {
-                return follow_job(client, &job.id, json).await;
-            }
+            return submit(client, &request, follow, json).await;
         }
         JobsCommand::List {
             state,

@@ -322,7 +322,10 @@ fn read(settings: &Settings, delivery: &Verified) -> Read {
             })
             .unwrap_or_default(),
         Route::SlackEvents => match slack::parse_event(body) {
-            Ok(SlackEvent::Mention { event_id, user, .. }) => Read {
+            Ok(
+                SlackEvent::Mention { event_id, user, .. }
+                | SlackEvent::ThreadReply { event_id, user, .. },
+            ) => Read {
                 actor: Some(Actor::person(&user, &user)),
                 delivery_id: Some(event_id),
             },

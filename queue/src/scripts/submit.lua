@@ -1,21 +1,32 @@
 -- Creates a job and puts it on the ready queue, unless one it should be answered with
 -- exists. KEYS[11] the job's record, KEYS[12] its events, KEYS[13] the idempotency key's
--- key, KEYS[14] the delivery's, KEYS[15] the ticket's (each of '' when there is none),
--- KEYS[16] the hash of jobs' projects.
+-- key, KEYS[14] the delivery's, KEYS[15] the ticket's, KEYS[17] the Slack thread's (each of
+-- '' when there is none), KEYS[16] the hash of jobs' projects.
 -- ARGV[7] id, ARGV[8] idempotency key ('' for none), ARGV[9] its ttl (ms), ARGV[10]
 -- delivery ('source:delivery-id', '' for none), ARGV[11] its ttl (ms), ARGV[12] exclusive
 -- key (a ticket that may have one unfinished job, '' for none), ARGV[13] the origin (JSON)
 -- to tell "already running" when the ticket's job is unfinished ('' for none: the caller
--- answers in its response), ARGV[14..] field/value pairs of the record.
+-- answers in its response), ARGV[14] the job this one follows ('' for the finished job the
+-- ticket's or the thread's key names, if any), ARGV[15] '1' when the job was started in a
+-- Slack thread (KEYS[17]), ARGV[16..] field/value pairs of the record.
 -- Returns {verdict, id, record}: 'created' (the record's fields the script set: the caller
 -- sent the others); 'existing' (the idempotency key's job);
 -- 'duplicate' (the job this delivery made or was answered with, record empty if it is
 -- gone); 'running' (the ticket's unfinished job).
-local K_JOB, K_IDEM, K_DEDUP, K_ACTIVE = KEYS[11], KEYS[13], KEYS[14], KEYS[15]
+local K_JOB, K_IDEM, K_DEDUP, K_ACTIVE, K_THREAD = KEYS[11], KEYS[13], KEYS[14], KEYS[15], KEYS[17]
 local id = ARGV[7]
 local idem = ARGV[8]
 local delivery = ARGV[10]
 local exclusive = ARGV[12]
+local follows = ARGV[14]
+-- The job a key names, if it has finished: the one a new job continues.
+local function finished(key)
+  local before = redis.call('GET', key)
+  if not before then return nil end
+  local state = redis.call('HGET', job_key(before), F_STATE)
+  if state and TERMINAL[state] then return before end
+  return nil
+end
 if delivery ~= '' then
   local seen = redis.call('GET', K_DEDUP)
   if seen then return { 'duplicate', seen, redis.call('HGETALL', job_key(seen)) } end
@@ -44,15 +55,41 @@ if exclusive ~= '' then
       end
       return { 'running', active, redis.call('HGETALL', job_key(active)) }
     end
+    if follows == '' and state then follows = active end
   end
   redis.call('SET', K_ACTIVE, id, 'PX', retention_ms)
+end
+if ARGV[15] ~= '' then
+  if follows == '' then follows = finished(K_THREAD) or '' end
+  redis.call('SET', K_THREAD, id, 'PX', retention_ms)
 end
 local seq = redis.call('INCR', K_SEQ)
 -- The fields the script sets, which the caller adds to those it sent for the record.
 local set = { F_SEQ, seq, F_ATTEMPT, 1, F_CREATED_AT, NOW, F_RUNNER_SEQ, 0 }
+if follows ~= '' then
+  -- A follow-up: the previous job as it ended (its summary from its result), the chain's
+  -- first job (whose branch the chain works on), and the link back from the previous one.
+  local p = redis.call('HMGET', job_key(follows), F_STATE, F_RESULT, F_REASON, F_TASK, F_CHAIN)
+  if p[1] then
+    local summary
+    if p[2] then
+      local ok, result = pcall(cjson.decode, p[2])
+      if ok and type(result) == 'table' and type(result.summary) == 'string' then
+        summary = result.summary
+      end
+    end
+    local previous = { job_id = follows, state = p[1], summary = summary, task = p[4] or '' }
+    if p[3] and p[3] ~= '' then previous.reason = p[3] end
+    set[#set + 1] = F_FOLLOWS
+    set[#set + 1] = cjson.encode(previous)
+    set[#set + 1] = F_CHAIN
+    set[#set + 1] = p[5] or follows
+    redis.call('HSET', job_key(follows), F_FOLLOWED_BY, id)
+  end
+end
 local fields = { unpack(set) }
 local given = {}
-for i = 14, #ARGV, 2 do
+for i = 16, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
   given[ARGV[i]] = ARGV[i + 1]

@@ -509,7 +509,8 @@
         ...row("Source", sourceDetail(job)),
         ...row("Requested by", job.requester),
         ...row("Created", fmtTime(job.created_at)),
-        ...row("Duration", fmtDuration(duration(job))));
+        ...row("Duration", fmtDuration(duration(job))),
+        ...chainRows(job));
       if (job.reason && job.state !== "succeeded") {
         reason.hidden = false;
         reason.replaceChildren(h("strong", {}, job.state === "failed" || job.state === "timed_out" ? "Why it failed: " : "Reason: "), job.reason);
@@ -519,6 +520,22 @@
       renderResult();
       renderQuestion();
       steerBox.hidden = TERMINAL.has(job.state);
+    }
+
+    // A follow-up's chain: the job it continues (how it ended, what it said), the chain's
+    // first job (whose branch the chain works on), and the job that continues this one.
+    function chainRows(job) {
+      const link = (id, rel) => h("a", { href: "#/jobs/" + encodeURIComponent(id), class: "mono", "data-chain": rel }, id);
+      const row = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+      const rows = [];
+      if (job.follows) {
+        const p = job.follows;
+        rows.push(...row("Continues", h("span", { id: "chain-previous" }, link(p.job_id, "previous"), " ", badge(p.state),
+          p.summary ? h("span", { class: "muted" }, " — " + p.summary) : "")));
+      }
+      if (job.chain && (!job.follows || job.chain !== job.follows.job_id)) rows.push(...row("First of the chain", link(job.chain, "first")));
+      if (job.followed_by) rows.push(...row("Continued by", h("span", { id: "chain-next" }, link(job.followed_by, "next"))));
+      return rows;
     }
 
     let shownQuestion = null;

@@ -215,7 +215,7 @@ fn fix_project(
 /// Why the asker may not act in `project` (counted and logged), or `None` when they may.
 /// A provider that cannot be asked refuses too: a command is answered at once, and asking
 /// again is one command away.
-async fn refusal(state: &AppState, asker: &Asker<'_>, project: &str) -> Option<Refusal> {
+pub(super) async fn refusal(state: &AppState, asker: &Asker<'_>, project: &str) -> Option<Refusal> {
     let ask = Ask {
         source: Source::Slack,
         project,
@@ -301,7 +301,7 @@ async fn list_jobs(state: &AppState, asker: &Asker<'_>, mine: bool) -> Result<Me
 }
 
 /// Queues a job for a `fix` or `run` and says so.
-async fn start_job(
+pub(super) async fn start_job(
     state: &AppState,
     asker: &Asker<'_>,
     project: String,

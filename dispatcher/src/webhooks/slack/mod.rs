@@ -38,11 +38,13 @@ use queue::{AnswerOutcome, Decision, Origin, ReplyBody};
 
 mod conversation;
 mod payload;
+mod thread;
 
 use conversation::{act, run_command, Answer, Asker};
 pub use payload::{
     parse_command, parse_event, parse_interaction, ButtonClick, SlackEvent, SlashCommand,
 };
+use thread::ThreadMessage;
 
 /// Verifies a Slack request (or refuses it with 401).
 fn verify(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
@@ -131,6 +133,8 @@ struct Mention {
     actor: Actor,
     channel: String,
     thread_ts: String,
+    /// The message's own ts: not `thread_ts` when the mention is a reply in a thread.
+    ts: String,
     text: String,
 }
 
@@ -162,19 +166,42 @@ pub(super) async fn event(state: &AppState, delivery: &Verified) -> Result<Respo
             user,
             channel,
             thread_ts,
+            ts,
             text,
-        } => return thread_reply(state, &event_id, &user, &channel, &thread_ts, &text).await,
+            addressed,
+        } => {
+            tracing::Span::current().record("delivery_id", event_id.as_str());
+            // A command to the app comes as its mention too, and is run from there.
+            let name = &state.settings.sources.slack.command;
+            if addressed && command::parse(&text, name).is_ok() {
+                return Ok(super::ignored("a command to the app, run from its mention"));
+            }
+            let message = ThreadMessage {
+                actor: Actor::person(&user, &user),
+                channel,
+                thread_ts,
+                ts,
+                text,
+                mentioned: false,
+            };
+            return match thread::thread_message(state, &message).await? {
+                Some(answer) => thread::respond(state, &message, answer).await,
+                None => Ok(super::ignored("no job was started in this thread")),
+            };
+        }
         SlackEvent::Mention {
             event_id,
             user,
             channel,
             thread_ts,
+            ts,
             text,
         } => Mention {
             event_id,
             actor: Actor::person(&user, &user),
             channel,
             thread_ts,
+            ts,
             text,
         },
         SlackEvent::BotMention {
@@ -191,6 +218,8 @@ pub(super) async fn event(state: &AppState, delivery: &Verified) -> Result<Respo
                 kind: ActorKind::Bot,
             },
             channel,
+            // A bot's mention is only ever a command: never a reply to a job's thread.
+            ts: thread_ts.clone(),
             thread_ts,
             text,
         },
@@ -234,6 +263,21 @@ async fn answer_mention(state: &AppState, mention: Mention) -> Result<Response, 
     let name = &state.settings.sources.slack.command;
     let event_id = &mention.event_id;
     let command = command::parse(&mention.text, name);
+    // Words that are no command, in a job's thread: for that job (an answer, a message to
+    // its agent, a follow-up).
+    if command.is_err() && mention.ts != mention.thread_ts {
+        let message = ThreadMessage {
+            actor: mention.actor.clone(),
+            channel: mention.channel.clone(),
+            thread_ts: mention.thread_ts.clone(),
+            ts: mention.ts.clone(),
+            text: mention.text.clone(),
+            mentioned: true,
+        };
+        if let Some(answer) = thread::thread_message(state, &message).await? {
+            return thread::respond(state, &message, answer).await;
+        }
+    }
     let creates_job = matches!(command, Ok(Command::Fix { .. } | Command::Run { .. }));
     // A job's delivery is deduplicated by the submit itself; any other answer here, so a
     // retried event (X-Slack-Retry-Num) does not cancel twice or answer twice.
@@ -389,59 +433,4 @@ async fn answer_click(
         return Ok("That button is not one of the question's choices.".into());
     };
     conversation::answer(state, asker, job_id, Some(question), &choice).await
-}
-
-/// A reply in a thread: the answer to the question a job started in that thread waits on,
-/// from someone who may answer it, said back in the thread. Any other reply (people talk in
-/// threads) is ignored without a word.
-async fn thread_reply(
-    state: &AppState,
-    event_id: &str,
-    user: &str,
-    channel: &str,
-    thread_ts: &str,
-    text: &str,
-) -> Result<Response, ApiError> {
-    let Some(job) = state
-        .queue
-        .waiting_job_in_thread(channel, thread_ts)
-        .await?
-    else {
-        return Ok(super::ignored("no question waits in this thread"));
-    };
-    // Slack retries an event it got no quick answer to: the answer is taken once.
-    if !state
-        .queue
-        .first_delivery(&format!("slack:{event_id}"))
-        .await?
-    {
-        return Ok(duplicate());
-    }
-    let asker = Asker {
-        actor: Actor::person(user, user),
-        channel,
-        thread_ts: Some(thread_ts),
-        response_url: None,
-        delivery: None,
-        in_response: false,
-    };
-    let question = job.question.as_ref().map(|q| q.id.clone());
-    let said =
-        conversation::answer(state, &asker, &job.id, question.as_deref(), text.trim()).await?;
-    state
-        .queue
-        .send_reply(&ReplyBody::Text {
-            origin: Origin::Slack {
-                channel: channel.to_string(),
-                user: user.to_string(),
-                thread_ts: Some(thread_ts.to_string()),
-            },
-            text: said.clone(),
-            response_url: None,
-        })
-        .await?;
-    Ok(decided(
-        Json(json!({})).into_response(),
-        Decision::Answered { reason: said },
-    ))
 }

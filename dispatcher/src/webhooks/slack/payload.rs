@@ -80,11 +80,13 @@ pub enum SlackEvent {
         channel: String,
         /// The thread to answer in (the mention's own ts when it is not in one).
         thread_ts: String,
+        /// The message's own ts (equal to `thread_ts` when it is not in a thread).
+        ts: String,
         /// The text without the leading mention.
         text: String,
     },
     /// Someone replied in a thread (a `message` event with a `thread_ts`, from a person):
-    /// the answer to a question asked there, if one waits.
+    /// for the job started there, if one was (an answer, or a message to its agent).
     ThreadReply {
         /// The delivery id.
         event_id: String,
@@ -94,8 +96,12 @@ pub enum SlackEvent {
         channel: String,
         /// The thread.
         thread_ts: String,
-        /// The reply.
+        /// The reply's own ts: the same message mentioning the app also comes as a mention.
+        ts: String,
+        /// The reply without its leading mentions.
         text: String,
+        /// Whether it began by mentioning someone (the app's mention comes as a mention too).
+        addressed: bool,
     },
     /// Anything else.
     Other(String),
@@ -116,12 +122,15 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, PayloadError> {
                 && crate::webhooks::text_at(&value, "/event/bot_id").is_none();
             if kind == "message" && plain {
                 if let Some(thread_ts) = crate::webhooks::text_at(&value, "/event/thread_ts") {
+                    let text = crate::webhooks::required(&value, "/event/text")?;
                     return Ok(SlackEvent::ThreadReply {
                         event_id: crate::webhooks::required(&value, "/event_id")?,
                         user: crate::webhooks::required(&value, "/event/user")?,
                         channel: crate::webhooks::required(&value, "/event/channel")?,
                         thread_ts,
-                        text: crate::webhooks::required(&value, "/event/text")?,
+                        ts: crate::webhooks::required(&value, "/event/ts")?,
+                        addressed: text.trim_start().starts_with("<@"),
+                        text: strip_mentions(&text),
                     });
                 }
             }
@@ -143,7 +152,9 @@ pub fn parse_event(body: &[u8]) -> Result<SlackEvent, PayloadError> {
                 event_id: crate::webhooks::required(&value, "/event_id")?,
                 user: crate::webhooks::required(&value, "/event/user")?,
                 channel: crate::webhooks::required(&value, "/event/channel")?,
-                thread_ts: crate::webhooks::text_at(&value, "/event/thread_ts").unwrap_or(ts),
+                thread_ts: crate::webhooks::text_at(&value, "/event/thread_ts")
+                    .unwrap_or_else(|| ts.clone()),
+                ts,
                 text: strip_mentions(&text),
             })
         }

@@ -263,6 +263,7 @@ async fn scenario(c: &Client, app: &TestApp) {
     let busy = the_jobs_page_and_the_overview(c, app, &jobs).await;
     a_narrow_screen_stacks_the_table(c, app, &jobs, &busy).await;
     a_question_is_answered_by_a_click(c, app).await;
+    a_follow_up_shows_its_chain(c, app, &jobs).await;
     signing_out_forgets_the_token(c).await;
 }
 
@@ -403,6 +404,26 @@ async fn a_question_is_answered_by_a_click(c: &Client, app: &TestApp) {
         (answer.text.as_str(), answer.by.as_str()),
         ("payments", "dashboard")
     );
+}
+
+/// A follow-up's page names the job it continues, how that ended and what it said; the link
+/// leads there, and that page names the follow-up.
+async fn a_follow_up_shows_its_chain(c: &Client, app: &TestApp, jobs: &Jobs) {
+    let (status, body) = app
+        .post_job(json!({"project": "webshop", "ticket": "SHOP-42",
+                         "task": "also add a test", "follows": jobs.ok}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    c.goto(&format!("{}/#/jobs/{id}", app.address))
+        .await
+        .unwrap();
+    wait_text(c, "#chain-previous", &jobs.ok).await;
+    wait_text(c, "#chain-previous", "fixed fix the flaky test").await;
+    wait_text(c, "#job-state", "succeeded").await;
+    click(c, "#chain-previous a[data-chain=\"previous\"]").await;
+    wait_text(c, "#chain-next", &id).await;
+    wait_text(c, "#job-state", "succeeded").await;
 }
 
 /// A failed job shows why; a finished one shows its result with its links.

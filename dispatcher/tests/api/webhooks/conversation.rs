@@ -289,29 +289,6 @@ async fn a_github_comment_steers_the_issues_running_agent() {
     app.stop().await;
 }
 
-/// A person's reply `text` in the thread `thread_ts`, an Events API `message` event.
-fn thread_reply(event_id: &str, user: &str, thread_ts: &str, text: &str) -> String {
-    json!({
-        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
-        "team_id": "T0001",
-        "api_app_id": "A0001",
-        "event": {
-            "type": "message",
-            "user": user,
-            "text": text,
-            "ts": "1700000000.000900",
-            "thread_ts": thread_ts,
-            "channel": CHANNEL,
-            "channel_type": "channel",
-            "event_ts": "1700000000.000900"
-        },
-        "type": "event_callback",
-        "event_id": event_id,
-        "event_time": 1_700_000_000
-    })
-    .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_in_the_jobs_thread_answers_its_question_and_other_chatter_is_left_alone() {
     let fake = FakeApi::start().await;

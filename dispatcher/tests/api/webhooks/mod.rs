@@ -21,6 +21,7 @@
 mod access;
 mod conversation;
 mod deliveries;
+mod follow_ups;
 mod github;
 mod gitlab;
 mod hostile;
@@ -359,6 +360,46 @@ fn mention(event_id: &str, text: &str, ts: &str) -> Value {
         "event_time": 1_700_000_000,
         "authorizations": [{"team_id": "T0001", "user_id": "UBOT", "is_bot": true}]
     })
+}
+
+/// A message ts no other test message has: each message in a thread has its own.
+fn fresh_ts() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("1700000001.{n:06}")
+}
+
+/// A person's reply `text` in the thread `thread_ts`, an Events API `message` event.
+fn thread_reply(event_id: &str, user: &str, thread_ts: &str, text: &str) -> String {
+    let ts = fresh_ts();
+    json!({
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "team_id": "T0001",
+        "api_app_id": "A0001",
+        "event": {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "channel": CHANNEL,
+            "channel_type": "channel",
+            "event_ts": ts
+        },
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": 1_700_000_000
+    })
+    .to_string()
+}
+
+/// `user`'s mention of the app, `text`, as a reply in the thread `thread_ts` (its own ts
+/// `ts`): an `app_mention` event.
+fn mention_in_thread(event_id: &str, user: &str, text: &str, thread_ts: &str, ts: &str) -> Value {
+    let mut event = mention(event_id, text, ts);
+    event["event"]["user"] = json!(user);
+    event["event"]["thread_ts"] = json!(thread_ts);
+    event
 }
 
 /// A `block_actions` interaction: `user` clicked the `action` button of `job_id`.
