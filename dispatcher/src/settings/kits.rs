@@ -101,3 +101,46 @@ fn every_kit_profile_is_valid_configuration_for_the_image_its_dockerfile_builds(
         }
     }
 }
+
+/// The prompt every kit gives its CLI (`kits/bin/agentsmith-prompt`), run by `sh` with
+/// the environment the runner gives an agent.
+fn prompt(vars: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg(kits_dir().join("bin/agentsmith-prompt"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().expect("sh runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("the prompt is text")
+}
+
+#[test]
+fn the_prompt_carries_the_task_a_follow_ups_history_and_how_to_talk_to_people() {
+    let plain = prompt(&[
+        ("AGENTSMITH_TASK", "fix PAY-1"),
+        ("AGENTSMITH_TICKET", "PAY-1"),
+    ]);
+    assert!(plain.starts_with("fix PAY-1\n"), "{plain}");
+    assert!(plain.contains("Ticket: PAY-1"), "{plain}");
+    assert!(!plain.contains("follows up"), "{plain}");
+    let follow_up = prompt(&[
+        ("AGENTSMITH_TASK", "also add a test"),
+        ("AGENTSMITH_PREVIOUS_JOB", "j1"),
+        ("AGENTSMITH_PREVIOUS_SUMMARY", "Fixed the rounding"),
+        ("AGENTSMITH_INBOX", "/work/inbox"),
+    ]);
+    assert!(follow_up.contains("follows up on job j1"), "{follow_up}");
+    assert!(
+        follow_up.contains("It said:\nFixed the rounding\n"),
+        "{follow_up}"
+    );
+    assert!(
+        follow_up.contains("JSON file in /work/inbox"),
+        "{follow_up}"
+    );
+    assert!(follow_up.contains("agent-runner ask"), "{follow_up}");
+}
