@@ -2,8 +2,8 @@
 //! project's repository checked out from a real git server, the agent's change committed and
 //! pushed to its branch, the pull request (GitHub) or merge request (GitLab) opened on the
 //! fake provider API, and the reply carrying its link. Asked again, the same ticket updates the
-//! open request instead of opening a second; a provider outage delays the request, never
-//! loses it.
+//! open request instead of opening a second (a follow-up, linked to the first); a provider
+//! outage delays the request, never loses it.
 
 use agentsmith::settings::CheckoutSettings;
 use contract::{Change, PullRequest};
@@ -154,6 +154,18 @@ async fn a_slack_fix_ends_in_a_draft_pull_request_linked_in_the_reply_and_a_seco
         .expect("a second job");
     let job = app.wait_for_end(&again, LIMIT).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+    // A follow-up of the first: linked, with what the first said.
+    let previous = job
+        .follows
+        .clone()
+        .expect("the second job follows the first");
+    assert_eq!(previous.job_id, id);
+    assert!(
+        previous
+            .summary
+            .is_some_and(|s| s.starts_with("Fix the empty cart")),
+        "{job:#?}"
+    );
     let pr = pull_request_of(&job);
     assert_eq!((pr.number, pr.opened), (1, false));
     assert_eq!(fake.pull_requests("acme/shop").len(), 1);
