@@ -57,6 +57,12 @@ async fn created(queue: &Queue, job: &NewJob) -> Job {
     }
 }
 
+/// The id of thread 1.5's latest job, if it has one.
+async fn thread_job(queue: &Queue) -> Option<String> {
+    let job = queue.job_in_thread("C1", "1.5").await.unwrap();
+    job.map(|j| j.id)
+}
+
 async fn get(queue: &Queue, id: &str) -> Job {
     queue.get(id).await.unwrap().unwrap()
 }
@@ -158,16 +164,9 @@ async fn a_second_job_on_a_finished_ticket_continues_the_first_and_a_third_keeps
 async fn a_job_in_a_slack_thread_continues_the_threads_finished_job_and_the_thread_names_the_latest(
 ) {
     let queue = queue();
-    assert_eq!(queue.job_in_thread("C1", "1.5").await.unwrap(), None);
+    assert_eq!(thread_job(&queue).await, None);
     let first = created(&queue, &in_thread("run the tests", "1.5")).await;
-    assert_eq!(
-        queue
-            .job_in_thread("C1", "1.5")
-            .await
-            .unwrap()
-            .map(|j| j.id),
-        Some(first.id.clone())
-    );
+    assert_eq!(thread_job(&queue).await, Some(first.id.clone()));
     // Another thread, and a job of no thread, neither follow nor move the thread's key.
     let elsewhere = created(&queue, &in_thread("other", "2.5")).await;
     let plain = created(
@@ -179,26 +178,12 @@ async fn a_job_in_a_slack_thread_continues_the_threads_finished_job_and_the_thre
     )
     .await;
     assert_eq!((elsewhere.follows, plain.follows), (None, None));
-    assert_eq!(
-        queue
-            .job_in_thread("C1", "1.5")
-            .await
-            .unwrap()
-            .map(|j| j.id),
-        Some(first.id.clone())
-    );
+    assert_eq!(thread_job(&queue).await, Some(first.id.clone()));
 
     // A second job while the first is unfinished is allowed in a thread, and follows nothing.
     let second = created(&queue, &in_thread("and lint", "1.5")).await;
     assert_eq!(second.follows, None);
-    assert_eq!(
-        queue
-            .job_in_thread("C1", "1.5")
-            .await
-            .unwrap()
-            .map(|j| j.id),
-        Some(second.id.clone())
-    );
+    assert_eq!(thread_job(&queue).await, Some(second.id.clone()));
 
     // Once the thread's latest has finished, the next continues it.
     let all = [&*first.id, &elsewhere.id, &plain.id, &second.id];

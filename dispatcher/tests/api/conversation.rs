@@ -23,16 +23,7 @@ const GIT_TOKEN: &str = "git-token-for-approvals-0123";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn answer(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(format!("{}/v1/jobs/{id}/answer", app.address))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("the dispatcher answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.post(&format!("/v1/jobs/{id}/answer"), body).await
 }
 
 fn message(body: &Value) -> String {

@@ -169,9 +169,14 @@ pub async fn start_on(settings: Settings, fleet: Option<Fleet>) -> TestApp {
 impl TestApp {
     /// `POST /v1/jobs` with the test token; the status and the body.
     pub async fn post_job(&self, body: Value) -> (u16, Value) {
+        self.post("/v1/jobs", body).await
+    }
+
+    /// `POST` `body` (JSON) to `path` with the test token; the status and the body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/v1/jobs", self.address))
+            .post(format!("{}{path}", self.address))
             .bearer_auth(TOKEN)
             .json(&body)
             .send()

@@ -74,20 +74,6 @@ async fn redis_outage_gives_503s_and_work_proceeds_when_redis_returns() {
     app.stop().await;
 }
 
-/// `POST` `body` to `path` with the test token: the status and the body.
-async fn post(app: &TestApp, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let response = app
-        .http
-        .post(format!("{}{path}", app.address))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("the dispatcher answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_question_and_a_message_outlive_a_redis_restart_and_arrive_once() {
     let mut redis = RedisServer::new()
@@ -111,12 +97,14 @@ async fn an_open_question_and_a_message_outlive_a_redis_restart_and_arrive_once(
     app.wait_for_state(&id, JobState::WaitingForInput, Duration::from_secs(60))
         .await;
     let path = format!("/v1/jobs/{id}/messages");
-    let (status, body) = post(&app, &path, json!({"text": "use the v2 client"})).await;
+    let (status, body) = app.post(&path, json!({"text": "use the v2 client"})).await;
     assert_eq!(status, 202, "{body}");
 
     // Redis goes away while the question is open and comes back from its append-only file.
     redis.kill();
-    let (status, _) = post(&app, &format!("/v1/jobs/{id}/answer"), json!({"text": "a"})).await;
+    let (status, _) = app
+        .post(&format!("/v1/jobs/{id}/answer"), json!({"text": "a"}))
+        .await;
     assert_eq!(status, 503, "no answer is taken while Redis is away");
     redis
         .start()
@@ -131,7 +119,9 @@ async fn an_open_question_and_a_message_outlive_a_redis_restart_and_arrive_once(
     assert_eq!(job.state, JobState::WaitingForInput, "{job:#?}");
     assert_eq!(job.question.map(|q| q.text).as_deref(), Some("Which one?"));
 
-    let (status, body) = post(&app, &format!("/v1/jobs/{id}/answer"), json!({"text": "b"})).await;
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{id}/answer"), json!({"text": "b"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let job = app.wait_for_end(&id, Duration::from_secs(60)).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}");

@@ -254,13 +254,7 @@ async fn a_github_comment_answers_the_issues_question_and_a_reader_is_refused() 
 async fn a_github_comment_steers_the_issues_running_agent() {
     let fake = FakeApi::start().await;
     let app = webhook_app(&fake, |s| {
-        s.agents.insert(
-            "listener".into(),
-            sh_agent(&format!(
-                "i=0; while [ ! -e \"$AGENTSMITH_INBOX/000001.json\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
-                 printf 'inbox: %s\\n' \"$(cat \"$AGENTSMITH_INBOX/000001.json\")\"; {RESULT}"
-            )),
-        );
+        s.agents.insert("listener".into(), listener_agent());
         s.projects.get_mut("payments").unwrap().agent = "listener".into();
     })
     .await;

@@ -362,6 +362,16 @@ fn mention(event_id: &str, text: &str, ts: &str) -> Value {
     })
 }
 
+/// An agent that waits (up to a minute) for the first message in its inbox, prints it, then,
+/// a second later, how many files its inbox holds, and leaves its result.
+fn listener_agent() -> AgentSettings {
+    sh_agent(&format!(
+        "i=0; while [ ! -e \"$AGENTSMITH_INBOX/000001.json\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+         printf 'inbox: %s\\n' \"$(cat \"$AGENTSMITH_INBOX/000001.json\")\"; \
+         sleep 1; echo \"inbox files: $(ls \"$AGENTSMITH_INBOX\" | wc -l)\"; {RESULT}"
+    ))
+}
+
 /// A message ts no other test message has: each message in a thread has its own.
 fn fresh_ts() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
