@@ -311,23 +311,41 @@ async fn answer_mention(state: &AppState, mention: Mention) -> Result<Response, 
     // not shown; once, should Slack retry the event.
     let answered = format!("slack:answered:{event_id}");
     if !answer.told && (!creates_job || state.queue.first_delivery(&answered).await?) {
-        state
-            .queue
-            .send_reply(&ReplyBody::Text {
-                origin: Origin::Slack {
-                    channel: mention.channel.clone(),
-                    user: mention.actor.id.clone(),
-                    thread_ts: Some(mention.thread_ts.clone()),
-                },
-                text: answer.message.mrkdwn(),
-                response_url: None,
-            })
-            .await?;
+        let text = answer.message.mrkdwn();
+        post_in_thread(
+            state,
+            &mention.channel,
+            &mention.actor.id,
+            &mention.thread_ts,
+            text,
+        )
+        .await?;
     }
     Ok(decided(
         Json(json!({"status": "ok"})).into_response(),
         answer.decision,
     ))
+}
+
+/// Posts `text` in the thread `thread_ts` of `channel`, through the outbox, for `user`.
+async fn post_in_thread(
+    state: &AppState,
+    channel: &str,
+    user: &str,
+    thread_ts: &str,
+    text: String,
+) -> Result<(), ApiError> {
+    let origin = Origin::Slack {
+        channel: channel.to_string(),
+        user: user.to_string(),
+        thread_ts: Some(thread_ts.to_string()),
+    };
+    let reply = ReplyBody::Text {
+        origin,
+        text,
+        response_url: None,
+    };
+    Ok(state.queue.send_reply(&reply).await?)
 }
 
 /// The answer to a Slack delivery seen before: nothing done again.

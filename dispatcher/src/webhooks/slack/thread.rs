@@ -19,7 +19,7 @@ use crate::context::AppState;
 use crate::notify::message::Message;
 use crate::webhooks::access::Actor;
 use crate::webhooks::journal::{self, decided};
-use queue::{Decision, JobState, Origin, ReplyBody};
+use queue::{Decision, JobState};
 
 /// A message in a thread.
 pub(super) struct ThreadMessage {
@@ -142,18 +142,9 @@ pub(super) async fn respond(
     answer: Answer,
 ) -> Result<Response, ApiError> {
     if !answer.told {
-        state
-            .queue
-            .send_reply(&ReplyBody::Text {
-                origin: Origin::Slack {
-                    channel: message.channel.clone(),
-                    user: message.actor.id.clone(),
-                    thread_ts: Some(message.thread_ts.clone()),
-                },
-                text: answer.message.mrkdwn(),
-                response_url: None,
-            })
-            .await?;
+        let (channel, user) = (&message.channel, &message.actor.id);
+        let text = answer.message.mrkdwn();
+        super::post_in_thread(state, channel, user, &message.thread_ts, text).await?;
     }
     match &answer.decision {
         Decision::Duplicate { .. } => return Ok(duplicate()),
