@@ -421,6 +421,7 @@ async fn a_follow_up_shows_its_chain(c: &Client, app: &TestApp, jobs: &Jobs) {
     wait_text(c, "#chain-previous", &jobs.ok).await;
     wait_text(c, "#chain-previous", "fixed fix the flaky test").await;
     wait_text(c, "#job-state", "succeeded").await;
+    screenshot(c, "follow-up.png").await;
     click(c, "#chain-previous a[data-chain=\"previous\"]").await;
     wait_text(c, "#chain-next", &id).await;
     wait_text(c, "#job-state", "succeeded").await;
