@@ -1,6 +1,7 @@
 //! Slack: slash commands (`POST /webhooks/slack/commands`), the Events API
-//! (`/webhooks/slack/events`: `url_verification`, `app_mention`) and buttons
-//! (`/webhooks/slack/interactions`: Cancel, Retry). Every request is verified by its
+//! (`/webhooks/slack/events`: `url_verification`, `app_mention`, and `message` for replies in
+//! a job's thread, see [`thread`]) and buttons (`/webhooks/slack/interactions`: Cancel,
+//! Retry, a question's choices). Every request is verified by its
 //! `v0` signature and timestamp first.
 //!
 //! A command is answered within Slack's three seconds with an ephemeral message, after the
