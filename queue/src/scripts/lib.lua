@@ -160,18 +160,26 @@ local function admit(id, attempt, ckey, rec)
     { F_HANDLE, '', F_HANDLE_IDENTITY, '', F_TARGET, '', F_ADMITTED_AT, NOW })
 end
 
+-- Frees a job's slot, its concurrency key's and its target's. `rec` (a record_of, or nil)
+-- gives the concurrency key, and the target too when its reader set `rec.target` (the
+-- field's value, false when absent); else they are read here.
 local function release(id, rec)
   redis.call('ZREM', K_RUNNING, id)
   PUMP = true
-  local k = redis.call('HMGET', job_key(id), F_CONCURRENCY_KEY, F_TARGET)
-  local ckey = k[1]
-  if rec then ckey = rec[6] end
+  local ckey, target
+  if rec and rec.target ~= nil then
+    ckey, target = rec[6], rec.target
+  else
+    local k = redis.call('HMGET', job_key(id), F_CONCURRENCY_KEY, F_TARGET)
+    ckey, target = k[1], k[2]
+    if rec then ckey = rec[6] end
+  end
   if ckey and ckey ~= '' then
     redis.call('SREM', concurrency_key(ckey), id)
     redis.call('ZREM', key_queue(ckey), id)
   end
   -- The target keeps its name in the record (where the attempt ran); its slot is freed.
-  if k[2] and k[2] ~= '' then redis.call('SREM', target_key(k[2]), id) end
+  if target and target ~= '' then redis.call('SREM', target_key(target), id) end
 end
 
 -- Admits waiting jobs, oldest first, while slots are free; each admitted job gets a queue

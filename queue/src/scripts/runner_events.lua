@@ -18,7 +18,9 @@ local attempt = tonumber(ARGV[8])
 -- The record's fields a transition reads, then this script's.
 local f = redis.call('HMGET', K_JOB, F_STATE, F_PROJECT, F_CREATED_AT, F_ORIGIN, F_RESPONSE_URL,
   F_CONCURRENCY_KEY, F_ATTEMPT, F_RUNNER_SEQ, F_RETRY_ON_FAILURE, F_OUTPUT_BYTES, F_INBOX,
-  F_SAID_AT)
+  F_SAID_AT, F_TARGET)
+-- The target, read here, spares the job's end (release) a read of its own.
+f.target = f[13]
 -- A job's progress messages are posted where it came from at most this often (the others
 -- are events only): a chatty agent cannot flood a Slack thread or an issue.
 local SAY_EVERY_MS = 30000
