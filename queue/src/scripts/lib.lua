@@ -126,9 +126,10 @@ end
 -- Whether a job may take a slot now: a global slot is free and, for a job with a
 -- concurrency key, a slot of its key is free and no earlier job of that key is queued
 -- (the key's queue, scored by submission order, keeps jobs of one key in order even
--- when several dispatchers claim them).
-local function fits(id, ckey, limit)
-  if max_running - redis.call('ZCARD', K_RUNNING) <= 0 then return false end
+-- when several dispatchers claim them). `running`, when given, is how many jobs hold a
+-- slot (else it is read).
+local function fits(id, ckey, limit, running)
+  if max_running - (running or redis.call('ZCARD', K_RUNNING)) <= 0 then return false end
   if ckey and ckey ~= '' then
     if redis.call('SCARD', concurrency_key(ckey)) >= tonumber(limit or 1) then return false end
     local head = redis.call('ZRANGE', key_queue(ckey), 0, 0)[1]
