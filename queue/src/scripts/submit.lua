@@ -19,14 +19,6 @@ local idem = ARGV[8]
 local delivery = ARGV[10]
 local exclusive = ARGV[12]
 local follows = ARGV[14]
--- The job a key names, if it has finished: the one a new job continues.
-local function finished(key)
-  local before = redis.call('GET', key)
-  if not before then return nil end
-  local state = redis.call('HGET', job_key(before), F_STATE)
-  if state and TERMINAL[state] then return before end
-  return nil
-end
 if delivery ~= '' then
   local seen = redis.call('GET', K_DEDUP)
   if seen then return { 'duplicate', seen, redis.call('HGETALL', job_key(seen)) } end
@@ -60,7 +52,11 @@ if exclusive ~= '' then
   redis.call('SET', K_ACTIVE, id, 'PX', retention_ms)
 end
 if ARGV[15] ~= '' then
-  if follows == '' then follows = finished(K_THREAD) or '' end
+  -- The thread's latest job, once it has finished, is the one a new job there continues.
+  local before = follows == '' and redis.call('GET', K_THREAD)
+  if before and TERMINAL[redis.call('HGET', job_key(before), F_STATE) or ''] then
+    follows = before
+  end
   redis.call('SET', K_THREAD, id, 'PX', retention_ms)
 end
 local seq = redis.call('INCR', K_SEQ)
