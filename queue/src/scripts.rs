@@ -56,7 +56,9 @@ const BODIES: [(&str, &str); 18] = [
 /// `ARGV[7]` (how many), then for each its number of keys and of arguments, then its
 /// arguments; their keys follow the fixed keys in order. An item that fails (a Lua error, a
 /// refused command) answers `{ITEM_FAILED, why}` (an error inside the reply would fail the
-/// whole reply in the client), and the items after it still run. Then what the items leave
+/// whole reply in the client), and the items after it still run. An item's tables are
+/// made at their size at once (`item_keys`, `item_args`): grown one entry at a time, they were
+/// reallocated up to seven times per item. Then what the items leave
 /// to the end is done once: waiting jobs admitted if a slot was freed, the feed trimmed, and
 /// the counters the items moved written, once each (see lib.lua).
 const ITEMS: &str = "\
@@ -65,11 +67,7 @@ local ki, ai = FIXED_KEYS + 1, COMMON_ARGS + 2
 for r = 1, tonumber(ARGV[COMMON_ARGS + 1]) do
   local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
   ai = ai + 2
-  local keys, args = {}, {}
-  for j = 1, FIXED_KEYS do keys[j] = KEYS[j] end
-  for j = 1, nk do keys[FIXED_KEYS + j] = KEYS[ki + j - 1] end
-  for j = 1, COMMON_ARGS do args[j] = ARGV[j] end
-  for j = 1, na do args[COMMON_ARGS + j] = ARGV[ai + j - 1] end
+  local keys, args = item_keys(ki, nk), item_args(ai, na)
   ki, ai = ki + nk, ai + na
   local ok, reply = pcall(item, keys, args)
   if not ok then
@@ -141,6 +139,7 @@ fn prelude() -> String {
     let _ = writeln!(lua, "local COMMON_ARGS = {}", COMMON.len());
     let _ = writeln!(lua, "local GROUP = '{}'", keys::GROUP);
     let _ = writeln!(lua, "local NOTIFY_GROUP = '{}'", keys::NOTIFY_GROUP);
+    lua.push_str(&item_tables());
     // Lua's twin of keys::encode_part: every escaped character as %XX.
     let escaped: String = keys::ESCAPED.iter().map(|c| format!("%{c}")).collect();
     // Each part is encoded once per call: a transition names its job's keys many times.
@@ -171,6 +170,31 @@ fn prelude() -> String {
         keys::PROJECT_JOBS.lua,
         keys::PROJECT_STATE_INFIX
     );
+    lua
+}
+
+/// `item_keys(from, n)` and `item_args(from, n)`: an item's `KEYS` (the fixed keys, then `n`
+/// of the call's from `from`) and `ARGV` (the common arguments, then its own), each made by
+/// one table constructor. `unpack` needs a stack slot per value, so a longer item (a runner
+/// batch of thousands of events) is copied one value at a time.
+fn item_tables() -> String {
+    let mut lua = String::new();
+    for (name, all, fixed) in [
+        ("item_keys", "KEYS", FIXED.len()),
+        ("item_args", "ARGV", COMMON.len()),
+    ] {
+        let head: Vec<String> = (1..=fixed).map(|i| format!("{all}[{i}]")).collect();
+        let _ = writeln!(
+            lua,
+            "local function {name}(from, n)\n\
+             \x20 if n <= 4000 then return {{ {head}, unpack({all}, from, from + n - 1) }} end\n\
+             \x20 local t = {{ {head} }}\n\
+             \x20 for j = 1, n do t[{fixed} + j] = {all}[from + j - 1] end\n\
+             \x20 return t\n\
+             end",
+            head = head.join(", ")
+        );
+    }
     lua
 }
 

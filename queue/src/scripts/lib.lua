@@ -87,15 +87,19 @@ local PUMP = false
 
 -- Moves a job between states: the record (with the field/value pairs of `extra`, if any),
 -- the list indexes, the counters and a state event. `rec` is the job's record_of (read here
--- when nil); its state becomes `to`.
+-- when nil); its state becomes `to`. When `rec.set` is a table, the record's fields are
+-- added to it, for its caller to write with its own in one `HSET` before it returns (a
+-- later pair of a field overrides an earlier one there); else they are written here.
 local function transition(id, from, to, attempt, reason, rec, extra)
   local f = rec or record_of(id)
   index_state(id, f[1], to, f[2], f[3] or NOW)
-  local set = { F_STATE, to, F_UPDATED_AT, NOW }
+  local set = f.set or {}
+  local n = #set
+  set[n + 1], set[n + 2], set[n + 3], set[n + 4] = F_STATE, to, F_UPDATED_AT, NOW
   if extra then
-    for i = 1, #extra do set[#set + 1] = extra[i] end
+    for i = 1, #extra do set[n + 4 + i] = extra[i] end
   end
-  redis.call('HSET', job_key(id), unpack(set))
+  if not f.set then redis.call('HSET', job_key(id), unpack(set)) end
   f[1] = to
   count(C_ENTERED .. to, 1)
   if from and not TERMINAL[from] then count(C_CURRENT .. from, -1) end

@@ -37,8 +37,9 @@ local lease_ms = tonumber(ARGV[10])
 local delay_ms = tonumber(ARGV[11])
 local output_limit = tonumber(ARGV[12])
 local output_bytes = tonumber(f[10] or 0)
--- The record's fields this batch sets, written in one HSET at the end.
+-- The record's fields this batch sets, its transitions' too, written in one HSET at the end.
 local set = {}
+f.set = set
 local recorded_bytes = output_bytes
 local i = 14
 while i + 3 <= #ARGV do
