@@ -811,6 +811,8 @@ def check_objects(label: str, values: dict, objects: list[dict], rendered: dict[
         args = rc["args"]
         opts = dict(zip(args[::2], args[1::2]))
         equal(f"{label}: Redis maxmemory-policy", opts.get("--maxmemory-policy"), "noeviction")
+        equal(f"{label}: Redis stream-node-max-bytes (a job's events in ~1.3 KB, not ~3.9)",
+              opts.get("--stream-node-max-bytes"), "1024")
         persistent = v["redis"]["persistence"]["enabled"]
         equal(f"{label}: Redis AOF", (opts.get("--appendonly"), opts.get("--appendfsync")),
               ("yes", v["redis"]["appendfsync"]) if persistent else ("no", None))
@@ -1653,6 +1655,7 @@ def check_kustomize(kubectl: str, binary: str, tmp: Path) -> dict[str, list[tupl
         args = rc["args"]
         opts = dict(zip(args[::2], args[1::2]))
         checks.ok(f"{overlay}: Redis noeviction", "noeviction" in args)
+        checks.equal(f"{overlay}: Redis stream-node-max-bytes", opts.get("--stream-node-max-bytes"), "1024")
         secret_name = next(o["metadata"]["name"] for o in objects if o["kind"] == "Secret")
         checks.equal(f"{overlay}: Redis requires the password of the generated Secret, protected mode on",
                      (opts.get("--requirepass"), opts.get("--protected-mode"),

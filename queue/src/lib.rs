@@ -262,6 +262,24 @@ impl Queue {
         .await
     }
 
+    /// Redis's `stream-node-max-bytes`: the size at which every job's new event stream is
+    /// allocated (README, "Redis's memory per job"). `None` when Redis does not let us read
+    /// its configuration (a managed Redis may refuse `CONFIG`).
+    pub async fn stream_node_max_bytes(&self) -> Result<Option<u64>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("stream-node-max-bytes")
+                .query_async(&mut conn)
+                .await;
+            Ok(reply
+                .ok()
+                .and_then(|r| r.get(1).and_then(|v| v.parse().ok())))
+        })
+        .await
+    }
+
     /// Creates the consumer group `group` of `stream` (and the stream) unless it exists.
     async fn ensure_group_of(&self, stream: &str, group: &str) -> Result<()> {
         self.bounded(async {
@@ -359,5 +377,49 @@ mod tests {
         assert_eq!(a.len(), 12);
         assert_ne!(a, b);
         assert!(!valid_id("../x") && !valid_id("A") && !valid_id(""));
+    }
+
+    /// What the start-up hint and the README say: the queue reads Redis's stream node size,
+    /// and a new job's event stream takes at least that much with 4096 (Redis's default) and
+    /// well under half of that with 1024. (Sets the test Redis's setting, then puts it back.)
+    #[tokio::test]
+    async fn a_jobs_event_stream_is_allocated_at_the_stream_node_size_the_queue_reads() {
+        let url = testkit::redis::test_url();
+        let redis = RedisSettings::for_tests(&url, format!("test-nodes-{}:", new_job_id()));
+        let queue = Queue::new(&redis, &QueueSettings::for_tests()).unwrap();
+        let mut conn = ::redis::Client::open(url)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let config = |conn: &mut ::redis::Connection, bytes: u64| {
+            let _: () = ::redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("stream-node-max-bytes")
+                .arg(bytes)
+                .query(conn)
+                .unwrap();
+        };
+        let before = queue.stream_node_max_bytes().await.unwrap().unwrap();
+        let mut sizes = Vec::new();
+        for bytes in [4096, 1024] {
+            config(&mut conn, bytes);
+            assert_eq!(queue.stream_node_max_bytes().await.unwrap(), Some(bytes));
+            let job = NewJob {
+                agent: "echo".into(),
+                task: "t".into(),
+                timeout_secs: 60,
+                ..NewJob::default()
+            };
+            let id = queue.submit(&job).await.unwrap().job().unwrap().id.clone();
+            let used: u64 = ::redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(queue.keys().events(&id))
+                .query(&mut conn)
+                .unwrap();
+            sizes.push(used);
+        }
+        config(&mut conn, before);
+        assert!(sizes[0] >= 4096, "{sizes:?}");
+        assert!(sizes[1] < 2048, "{sizes:?}");
     }
 }
