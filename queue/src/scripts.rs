@@ -59,8 +59,9 @@ const BODIES: [(&str, &str); 18] = [
 /// whole reply in the client), and the items after it still run. An item's tables are
 /// made at their size at once (`item_keys`, `item_args`): grown one entry at a time, they were
 /// reallocated up to seven times per item. Then what the items leave
-/// to the end is done once: waiting jobs admitted if a slot was freed, the feed trimmed, and
-/// the counters the items moved written, once each (see lib.lua).
+/// to the end is done once: waiting jobs admitted if a slot was freed, the list indexes'
+/// changes and the ready queue's acknowledgements written, the feed trimmed, and the counters
+/// the items moved written, once each (see lib.lua).
 const ITEMS: &str = "\
 local replies = {}
 local ki, ai = FIXED_KEYS + 1, COMMON_ARGS + 2
@@ -78,6 +79,8 @@ for r = 1, tonumber(ARGV[COMMON_ARGS + 1]) do
   replies[r] = reply
 end
 if PUMP then pump() end
+flush_indexes()
+flush_acks()
 trim_feed()
 flush_counts()
 return replies

@@ -51,24 +51,55 @@ local function trim_feed()
   if FED then redis.call('XTRIM', K_FEED, 'MAXLEN', '~', FEED_MAX) end
 end
 
+-- The list indexes' changes of this call (sorted sets no script reads while it changes them:
+-- K_JOBS, the state and project indexes), written when the call ends (flush_indexes): one
+-- ZADD and one ZREM per index for all the call's jobs, instead of one per job and state. Per
+-- index and job the last change counts (a score, or false to remove), as it would have.
+local INDEXES, INDEX_KEYS = {}, {}
+local function index_put(key, id, score)
+  local index = INDEXES[key]
+  if not index then
+    index = {}
+    INDEXES[key] = index
+    INDEX_KEYS[#INDEX_KEYS + 1] = key
+  end
+  index[id] = score
+end
+local function flush_indexes()
+  for _, key in ipairs(INDEX_KEYS) do
+    local add, remove = {}, {}
+    for id, score in pairs(INDEXES[key]) do
+      if score then
+        add[#add + 1] = score
+        add[#add + 1] = id
+      else
+        remove[#remove + 1] = id
+      end
+    end
+    if #add > 0 then redis.call('ZADD', key, unpack(add)) end
+    if #remove > 0 then redis.call('ZREM', key, unpack(remove)) end
+  end
+  INDEXES, INDEX_KEYS = {}, {}
+end
+
 -- Moves a job into the list indexes of state `to` (every job's, and its project's) and out
 -- of those of the state `from` its record holds, scored by creation time as K_JOBS is. Every
 -- change of state passes here (by transition), so the indexes change with the record.
 local function index_state(id, from, to, project, created)
   local in_project = project and project ~= ''
   if from and from ~= to then
-    redis.call('ZREM', state_jobs_key(from), id)
-    if in_project then redis.call('ZREM', project_state_jobs_key(project, from), id) end
+    index_put(state_jobs_key(from), id, false)
+    if in_project then index_put(project_state_jobs_key(project, from), id, false) end
   end
-  redis.call('ZADD', state_jobs_key(to), created, id)
-  if in_project then redis.call('ZADD', project_state_jobs_key(project, to), created, id) end
+  index_put(state_jobs_key(to), id, created)
+  if in_project then index_put(project_state_jobs_key(project, to), id, created) end
 end
 
 -- Puts a job of a project in its project's list index, and notes its project in `project_of`
 -- (the hash of jobs' projects), where the sweep finds it after the record has expired.
 local function index_project(project_of, id, project, created)
   if project and project ~= '' then
-    redis.call('ZADD', project_jobs_key(project), created, id)
+    index_put(project_jobs_key(project), id, created)
     redis.call('HSET', project_of, id, project)
   end
 end
@@ -239,9 +270,16 @@ local function fail_attempt(id, from, attempt, reason, retryable, delay_ms, rec)
   return 'failed'
 end
 
+-- The ready queue's entries this call is done with: acknowledged and deleted when the call
+-- ends (flush_acks), all in one XACK and one XDEL.
+local ACKS = {}
 local function ack(entry)
-  if entry and entry ~= '' then
-    redis.call('XACK', K_QUEUE, GROUP, entry)
-    redis.call('XDEL', K_QUEUE, entry)
+  if entry and entry ~= '' then ACKS[#ACKS + 1] = entry end
+end
+local function flush_acks()
+  if #ACKS > 0 then
+    redis.call('XACK', K_QUEUE, GROUP, unpack(ACKS))
+    redis.call('XDEL', K_QUEUE, unpack(ACKS))
+    ACKS = {}
   end
 end

@@ -90,7 +90,7 @@ for i = 16, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i + 1]
   given[ARGV[i]] = ARGV[i + 1]
 end
-redis.call('ZADD', K_JOBS, NOW, id)
+index_put(K_JOBS, id, NOW)
 index_project(KEYS[16], id, given[F_PROJECT], NOW)
 -- The record is written with the transition's own fields, in one HSET.
 transition(id, nil, 'queued', 1, nil,
