@@ -52,6 +52,8 @@ mod streams;
 #[cfg(test)]
 mod target_slots;
 mod values;
+#[cfg(test)]
+mod waiting;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,8 +17,7 @@ local function decide(id, entry)
       return { 'spawn', tonumber(attempt), redis.call('HGETALL', job_key(id)) }
     end
     ack(entry)
-    redis.call('ZADD', K_WAITING, tonumber(f[10]), id)
-    emit(id, { type = 'waiting', attempt = tonumber(attempt), reason = 'waiting for a free slot' })
+    park(id, f[10], attempt)
     return { 'wait' }
   end
   if state == 'starting' and (f[9] == false or f[9] == '') then

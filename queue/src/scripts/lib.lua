@@ -173,6 +173,21 @@ local function fits(id, ckey, limit, running)
   return true
 end
 
+-- How many jobs hold a slot, read once per call: for a script that admits none (submit).
+local ADMITTED
+local function admitted_count()
+  ADMITTED = ADMITTED or redis.call('ZCARD', K_RUNNING)
+  return ADMITTED
+end
+
+-- A queued job that may not take a slot now waits its turn in the waiting set, by submission
+-- order (`seq`); a slot freed admits the oldest that fits (pump).
+local function park(id, seq, attempt)
+  redis.call('ZADD', K_WAITING, seq, id)
+  emit(id, '{"type":"waiting","attempt":' .. tonumber(attempt)
+    .. ',"reason":"waiting for a free slot","at":' .. NOW .. '}')
+end
+
 -- Puts a queued job with a concurrency key in its key's queue (by submission order).
 local function enqueue_key(id, ckey, seq)
   if ckey and ckey ~= '' then redis.call('ZADD', key_queue(ckey), tonumber(seq), id) end

@@ -1,5 +1,5 @@
--- Creates a job and puts it on the ready queue, unless one it should be answered with
--- exists. KEYS[11] the job's record, KEYS[12] its events, KEYS[13] the idempotency key's
+-- Creates a job and puts it on the ready queue (in the waiting set when no slot is free for
+-- it), unless one it should be answered with exists. KEYS[11] the job's record, KEYS[12] its events, KEYS[13] the idempotency key's
 -- key, KEYS[14] the delivery's, KEYS[15] the ticket's, KEYS[17] the Slack thread's (each of
 -- '' when there is none), KEYS[16] the hash of jobs' projects.
 -- ARGV[7] id, ARGV[8] idempotency key ('' for none), ARGV[9] its ttl (ms), ARGV[10]
@@ -97,7 +97,13 @@ transition(id, nil, 'queued', 1, nil,
   { false, given[F_PROJECT], NOW, given[F_ORIGIN], given[F_RESPONSE_URL],
     given[F_CONCURRENCY_KEY] }, fields)
 enqueue_key(id, given[F_CONCURRENCY_KEY], seq)
-redis.call('XADD', K_QUEUE, '*', S_JOB, id)
+if fits(id, given[F_CONCURRENCY_KEY], given[F_KEY_LIMIT], admitted_count()) then
+  redis.call('XADD', K_QUEUE, '*', S_JOB, id)
+else
+  -- Every slot is taken (or its key's): the job waits its turn now, as a claim of its queue
+  -- entry would have decided, and a slot freed admits it (pump).
+  park(id, seq, 1)
+end
 remember(id)
 set[#set + 1] = F_STATE
 set[#set + 1] = 'queued'
