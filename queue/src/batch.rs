@@ -177,9 +177,7 @@ async fn apply(queue: &Queue, kind: Batched, items: Vec<Item>) {
 /// fails alone; the retry a runner's batch causes leaves the next attempt counting afresh.
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+    use contract::RunOutcome;
     use redis::AsyncCommands;
     use testkit::redis::RedisServer;
 
@@ -290,26 +288,10 @@ mod tests {
             .unwrap()
             .id
             .clone();
+        let claimed = crate::testing::claim(&queue).await;
+        assert!(matches!(claimed[..], [(_, Admission::Spawn { .. })]));
+        let batch = crate::testing::start_and_end(1, RunOutcome::Terminated);
         let mut conn = queue.dedicated_connection().await.unwrap();
-        let claims = queue
-            .claim(&mut conn, "test", 10, Duration::from_millis(10))
-            .await
-            .unwrap();
-        let admissions = queue.admit(&claims).await.unwrap();
-        assert!(matches!(admissions[..], [Admission::Spawn { .. }]));
-        let batch = RunnerBatch {
-            version: PROTOCOL_VERSION,
-            attempt: 1,
-            first_seq: 0,
-            events: vec![
-                RunnerEvent::Started,
-                RunnerEvent::Finished {
-                    outcome: RunOutcome::Terminated,
-                    result: None,
-                    change: None,
-                },
-            ],
-        };
         let outcome = queue.apply_runner_batch(&id, &batch).await.unwrap();
         assert_eq!(outcome.state, "retrying");
         let counters: (u64, u64, u32) = redis::cmd("HMGET")

@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use contract::{JobHandle, OutputStream, RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+use contract::{OutputStream, RunOutcome, RunnerEvent};
 use secrecy::SecretString;
 use testkit::redis::RedisServer;
 
+use crate::testing::{batch, handle};
 use crate::{
     Admission, CancelOutcome, JobState, NewJob, Origin, Queue, QueueSettings, RedisSettings,
     ReplyBody, Result, RetryOutcome, SpawnRecord,
@@ -73,26 +74,6 @@ fn new_job(ticket: &str) -> NewJob {
         }),
         timeout_secs: 60,
         ..NewJob::default()
-    }
-}
-
-fn handle(job_id: &str, attempt: u32) -> JobHandle {
-    JobHandle {
-        backend: "test".into(),
-        name: contract::workload_name(job_id, attempt),
-        job_id: job_id.into(),
-        attempt,
-        id: None,
-        target: contract::DEFAULT_TARGET.into(),
-    }
-}
-
-fn batch(attempt: u32, first_seq: u64, events: Vec<RunnerEvent>) -> RunnerBatch {
-    RunnerBatch {
-        version: PROTOCOL_VERSION,
-        attempt,
-        first_seq,
-        events,
     }
 }
 

@@ -485,16 +485,10 @@ fn parse_cursor(cursor: Option<&str>) -> (String, usize) {
 mod tests {
 
     use super::*;
-    use crate::{now_ms, QueueSettings, RedisSettings};
+    use crate::now_ms;
 
     fn queue(max_len: u64) -> Queue {
-        let redis = RedisSettings::for_tests(
-            &testkit::redis::test_url(),
-            format!("deliveries-{:016x}:", rand::random::<u64>()),
-        );
-        let mut limits = QueueSettings::for_tests();
-        limits.deliveries_max_len = max_len;
-        Queue::new(&redis, &limits).unwrap()
+        crate::testing::queue_with("deliveries", |limits| limits.deliveries_max_len = max_len)
     }
 
     fn entry(decision: Decision) -> Delivery {

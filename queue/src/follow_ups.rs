@@ -3,21 +3,13 @@
 //! job's summary carried); one made while that job is unfinished does not; a thread's key
 //! names its latest job.
 
-use std::time::Duration;
+use contract::{AgentResult, RunOutcome, RunnerEvent};
 
-use contract::{AgentResult, RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
-
-use crate::{new_job_id, Admission, Job, JobState, NewJob, Origin, Queue, QueueSettings};
-use crate::{RedisSettings, Submission};
+use crate::testing::{batch, claim};
+use crate::{Admission, Job, JobState, NewJob, Origin, Queue, Submission};
 
 fn queue() -> Queue {
-    let redis = RedisSettings::for_tests(
-        &testkit::redis::test_url(),
-        format!("test-follow-ups-{}:", new_job_id()),
-    );
-    let mut limits = QueueSettings::for_tests();
-    limits.max_concurrent_jobs = 100;
-    Queue::new(&redis, &limits).unwrap()
+    crate::testing::queue("follow-ups", 100)
 }
 
 fn in_thread(task: &str, ts: &str) -> NewJob {
@@ -70,41 +62,28 @@ async fn get(queue: &Queue, id: &str) -> Job {
 /// Runs the ready jobs `ids` to their end: each with `summary` its agent's, `outcome` how it
 /// exited.
 async fn run_to_end(queue: &Queue, ids: &[&str], outcome: RunOutcome, summary: Option<&str>) {
-    queue.ensure_group().await.unwrap();
-    let mut conn = queue.dedicated_connection().await.unwrap();
-    let claims = queue
-        .claim(&mut conn, "test", 10, Duration::from_millis(10))
-        .await
-        .unwrap();
-    let admissions = queue.admit(&claims).await.unwrap();
+    let claimed = claim(queue).await;
     assert!(
-        admissions
+        claimed
             .iter()
-            .all(|a| matches!(a, Admission::Spawn { .. })),
-        "{admissions:?}"
+            .all(|(_, a)| matches!(a, Admission::Spawn { .. })),
+        "{claimed:?}"
     );
-    let mut claimed: Vec<&str> = claims.iter().map(|c| c.job_id.as_str()).collect();
+    let mut claimed: Vec<&str> = claimed.iter().map(|(c, _)| c.job_id.as_str()).collect();
     claimed.sort_unstable();
     let mut wanted = ids.to_vec();
     wanted.sort_unstable();
     assert_eq!(claimed, wanted, "the ready jobs are the ones to run");
     for id in ids {
-        let batch = RunnerBatch {
-            version: PROTOCOL_VERSION,
-            attempt: 1,
-            first_seq: 0,
-            events: vec![
-                RunnerEvent::Started,
-                RunnerEvent::Finished {
-                    outcome: outcome.clone(),
-                    result: summary.map(|s| AgentResult {
-                        summary: Some(s.into()),
-                        links: Vec::new(),
-                    }),
-                    change: None,
-                },
-            ],
+        let finished = RunnerEvent::Finished {
+            outcome: outcome.clone(),
+            result: summary.map(|s| AgentResult {
+                summary: Some(s.into()),
+                links: Vec::new(),
+            }),
+            change: None,
         };
+        let batch = batch(1, 0, vec![RunnerEvent::Started, finished]);
         queue.apply_runner_batch(id, &batch).await.unwrap();
         assert!(get(queue, id).await.state.is_terminal());
     }

@@ -51,6 +51,8 @@ mod stats;
 mod streams;
 #[cfg(test)]
 mod target_slots;
+#[cfg(test)]
+mod testing;
 mod values;
 #[cfg(test)]
 mod waiting;

@@ -394,48 +394,28 @@ mod tests {
 
     use std::time::Duration;
 
-    use contract::{RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
+    use contract::RunnerEvent;
 
     use super::*;
-    use crate::{new_job_id, now_ms, Admission, NewJob, QueueSettings, RedisSettings};
+    use crate::now_ms;
+    use crate::testing::{batch, claim, echo_job};
 
     fn queue() -> Queue {
-        let redis = RedisSettings::for_tests(
-            &testkit::redis::test_url(),
-            format!("test-questions-{}:", new_job_id()),
-        );
-        Queue::new(&redis, &QueueSettings::for_tests()).unwrap()
+        crate::testing::queue_with("questions", |_| {})
     }
 
     /// A job whose agent runs (attempt 1, its runner's next sequence number 1).
     async fn running(queue: &Queue) -> String {
-        queue.ensure_group().await.unwrap();
-        let job = NewJob {
-            agent: "echo".into(),
-            task: "ask me".into(),
-            timeout_secs: 60,
-            ..NewJob::default()
-        };
-        queue.submit(&job).await.unwrap();
-        let mut conn = queue.dedicated_connection().await.unwrap();
-        let claims = queue
-            .claim(&mut conn, "test", 1, Duration::from_millis(10))
-            .await
-            .unwrap();
-        let admissions = queue.admit(&claims).await.unwrap();
-        assert!(matches!(admissions[0], Admission::Spawn { .. }));
-        let id = claims[0].job_id.clone();
+        queue.submit(&echo_job("ask me")).await.unwrap();
+        let claimed = claim(queue).await;
+        assert!(matches!(claimed[0].1, crate::Admission::Spawn { .. }));
+        let id = claimed[0].0.job_id.clone();
         send(queue, &id, 0, vec![RunnerEvent::Started]).await;
         id
     }
 
     async fn send(queue: &Queue, id: &str, first_seq: u64, events: Vec<RunnerEvent>) -> String {
-        let batch = RunnerBatch {
-            version: PROTOCOL_VERSION,
-            attempt: 1,
-            first_seq,
-            events,
-        };
+        let batch = batch(1, first_seq, events);
         queue.apply_runner_batch(id, &batch).await.unwrap().state
     }
 
@@ -607,12 +587,7 @@ mod tests {
                 MessageOutcome::Sent(n)
             );
         }
-        let batch = RunnerBatch {
-            version: PROTOCOL_VERSION,
-            attempt: 1,
-            first_seq: 1,
-            events: vec![RunnerEvent::Heartbeat],
-        };
+        let batch = batch(1, 1, vec![RunnerEvent::Heartbeat]);
         assert_eq!(
             queue.apply_runner_batch(&id, &batch).await.unwrap().inbox,
             2

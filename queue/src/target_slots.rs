@@ -5,19 +5,10 @@
 
 use std::time::Duration;
 
-use crate::{
-    new_job_id, Admission, AttemptFailure, Claim, JobState, NewJob, Queue, QueueSettings,
-    RedisSettings, TargetChoice,
-};
+use crate::{Admission, AttemptFailure, Claim, JobState, NewJob, Queue, TargetChoice};
 
 fn queue() -> Queue {
-    let redis = RedisSettings::for_tests(
-        &testkit::redis::test_url(),
-        format!("test-targets-{}:", new_job_id()),
-    );
-    let mut limits = QueueSettings::for_tests();
-    limits.max_concurrent_jobs = 100;
-    Queue::new(&redis, &limits).unwrap()
+    crate::testing::queue("targets", 100)
 }
 
 /// Submits `n` jobs, claims and admits them: each is starting, with its claim.
@@ -140,15 +131,10 @@ async fn an_attempt_no_target_can_take_waits_in_the_queue_and_keeps_its_number()
     // Once due, it is ready again, and admitted as the same attempt.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(queue.promote_due().await.unwrap(), 1);
-    let mut conn = queue.dedicated_connection().await.unwrap();
-    let claims = queue
-        .claim(&mut conn, "test", 10, Duration::from_millis(10))
-        .await
-        .unwrap();
-    assert_eq!(claims.len(), 1, "{claims:?}");
-    let admissions = queue.admit(&claims).await.unwrap();
+    let claimed = crate::testing::claim(&queue).await;
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
     assert!(
-        matches!(admissions[0], Admission::Spawn { attempt: 1, .. }),
-        "{admissions:?}"
+        matches!(claimed[0].1, Admission::Spawn { attempt: 1, .. }),
+        "{claimed:?}"
     );
 }

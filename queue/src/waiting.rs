@@ -2,70 +2,24 @@
 //! from its submit on (no queue entry, no claim), one that found a slot free at its submit but
 //! none at its claim is parked by the claim, and freed slots admit them oldest first.
 
-use std::time::Duration;
+use contract::RunOutcome;
 
-use contract::{RunOutcome, RunnerBatch, RunnerEvent, PROTOCOL_VERSION};
-
-use crate::{new_job_id, Admission, Claim, JobEvent, JobState, NewJob, Queue, QueueSettings};
-use crate::{RedisSettings, SpawnRecord};
-
-fn queue() -> Queue {
-    let redis = RedisSettings::for_tests(
-        &testkit::redis::test_url(),
-        format!("test-waiting-{}:", new_job_id()),
-    );
-    let mut limits = QueueSettings::for_tests();
-    limits.max_concurrent_jobs = 1;
-    Queue::new(&redis, &limits).unwrap()
-}
+use crate::testing::{claim, echo_job, handle, queue, start_and_end};
+use crate::{Admission, Claim, JobEvent, JobState, Queue, SpawnRecord};
 
 async fn submit(queue: &Queue, task: &str) -> String {
-    let job = NewJob {
-        agent: "echo".into(),
-        task: task.into(),
-        timeout_secs: 60,
-        ..NewJob::default()
-    };
-    let submitted = queue.submit(&job).await.unwrap();
+    let submitted = queue.submit(&echo_job(task)).await.unwrap();
     submitted.job().unwrap().id.clone()
-}
-
-/// The ready queue's new entries, with what admitting them decided.
-async fn claim(queue: &Queue) -> Vec<(Claim, Admission)> {
-    let mut conn = queue.dedicated_connection().await.unwrap();
-    let claims = queue
-        .claim(&mut conn, "test", 10, Duration::from_millis(10))
-        .await
-        .unwrap();
-    let admissions = queue.admit(&claims).await.unwrap();
-    claims.into_iter().zip(admissions).collect()
 }
 
 /// Records the spawn of an admitted claim, then runs its attempt to success.
 async fn run(queue: &Queue, claim: &Claim) {
-    let handle = contract::JobHandle {
-        backend: "test".into(),
-        name: contract::workload_name(&claim.job_id, 1),
-        job_id: claim.job_id.clone(),
-        attempt: 1,
-        id: None,
-        target: contract::DEFAULT_TARGET.into(),
-    };
-    let recorded = queue.record_spawn(claim, 1, &handle).await.unwrap();
+    let recorded = queue
+        .record_spawn(claim, 1, &handle(&claim.job_id, 1))
+        .await
+        .unwrap();
     assert_eq!(recorded, SpawnRecord::Recorded);
-    let batch = RunnerBatch {
-        version: PROTOCOL_VERSION,
-        attempt: 1,
-        first_seq: 0,
-        events: vec![
-            RunnerEvent::Started,
-            RunnerEvent::Finished {
-                outcome: RunOutcome::Exited { code: 0 },
-                result: None,
-                change: None,
-            },
-        ],
-    };
+    let batch = start_and_end(1, RunOutcome::Exited { code: 0 });
     let outcome = queue
         .apply_runner_batch(&claim.job_id, &batch)
         .await
@@ -82,7 +36,7 @@ async fn waits(queue: &Queue, id: &str) -> bool {
 
 #[tokio::test]
 async fn jobs_wait_for_a_slot_from_their_submit_or_their_claim_and_are_admitted_oldest_first() {
-    let queue = queue();
+    let queue = queue("waiting", 1);
     queue.ensure_group().await.unwrap();
     // No job holds the slot yet: both go to the ready queue; the claim admits the first and
     // parks the second.
