@@ -385,28 +385,24 @@ mod tests {
 
     /// What the start-up hint and the README say: the queue reads Redis's stream node size,
     /// and a new job's event stream takes at least that much with 4096 (Redis's default) and
-    /// well under half of that with 1024. (Sets the test Redis's setting, then puts it back.)
+    /// well under half of that with 1024. (On a Redis of its own: it changes the setting.)
     #[tokio::test]
     async fn a_jobs_event_stream_is_allocated_at_the_stream_node_size_the_queue_reads() {
-        let url = testkit::redis::test_url();
-        let redis = RedisSettings::for_tests(&url, format!("test-nodes-{}:", new_job_id()));
+        let server = testkit::redis::RedisServer::new().started();
+        let redis = RedisSettings::for_tests(&server.url(), "test-nodes:".to_string());
         let queue = Queue::new(&redis, &QueueSettings::for_tests()).unwrap();
-        let mut conn = ::redis::Client::open(url)
+        let mut conn = ::redis::Client::open(server.url())
             .unwrap()
             .get_connection()
             .unwrap();
-        let config = |conn: &mut ::redis::Connection, bytes: u64| {
+        let mut sizes = Vec::new();
+        for bytes in [4096, 1024] {
             let _: () = ::redis::cmd("CONFIG")
                 .arg("SET")
                 .arg("stream-node-max-bytes")
                 .arg(bytes)
-                .query(conn)
+                .query(&mut conn)
                 .unwrap();
-        };
-        let before = queue.stream_node_max_bytes().await.unwrap().unwrap();
-        let mut sizes = Vec::new();
-        for bytes in [4096, 1024] {
-            config(&mut conn, bytes);
             assert_eq!(queue.stream_node_max_bytes().await.unwrap(), Some(bytes));
             let job = NewJob {
                 agent: "echo".into(),
@@ -422,7 +418,6 @@ mod tests {
                 .unwrap();
             sizes.push(used);
         }
-        config(&mut conn, before);
         assert!(sizes[0] >= 4096, "{sizes:?}");
         assert!(sizes[1] < 2048, "{sizes:?}");
     }

@@ -1,7 +1,8 @@
 -- Creates a job and puts it on the ready queue (in the waiting set when no slot is free for
--- it), unless one it should be answered with exists. KEYS[11] the job's record, KEYS[12] its events, KEYS[13] the idempotency key's
--- key, KEYS[14] the delivery's, KEYS[15] the ticket's, KEYS[17] the Slack thread's (each of
--- '' when there is none), KEYS[16] the hash of jobs' projects.
+-- it), unless one it should be answered with exists. KEYS[11] the job's record, KEYS[12]
+-- its events, KEYS[13] the idempotency key's key, KEYS[14] the delivery's, KEYS[15] the
+-- ticket's, KEYS[17] the Slack thread's (each of '' when there is none), KEYS[16] the hash
+-- of jobs' projects.
 -- ARGV[7] id, ARGV[8] idempotency key ('' for none), ARGV[9] its ttl (ms), ARGV[10]
 -- delivery ('source:delivery-id', '' for none), ARGV[11] its ttl (ms), ARGV[12] exclusive
 -- key (a ticket that may have one unfinished job, '' for none), ARGV[13] the origin (JSON)
