@@ -9,7 +9,7 @@
 -- to tell "already running" when the ticket's job is unfinished ('' for none: the caller
 -- answers in its response), ARGV[14] the job this one follows ('' for the finished job the
 -- ticket's or the thread's key names, if any), ARGV[15] '1' when the job was started in a
--- Slack thread (KEYS[17]), ARGV[16..] field/value pairs of the record.
+-- Slack thread (KEYS[17]), ARGV[16..] field/value pairs of the record (none empty).
 -- Returns {verdict, id, record}: 'created' (the record's fields the script set: the caller
 -- sent the others); 'existing' (the idempotency key's job);
 -- 'duplicate' (the job this delivery made or was answered with, record empty if it is
